@@ -1,0 +1,196 @@
+//! What running the room as a component costs, in one run:
+//!
+//! - chat commands per second through the room core natively vs through the room component on
+//!   wasmtime (with the host's transaction, commit into `MemoryStorage` and output gate), and
+//!   their ratio;
+//! - the time to instantiate the component from its `InstancePre` with the pooling allocator,
+//!   beside an on-demand engine as the baseline.
+//!
+//! Criterion prints its usual report per benchmark; the summary at the end is computed from the
+//! same iterations (via `iter_custom`), so nothing is measured twice.
+
+use std::cell::Cell;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::Criterion;
+use liveshop_edge::{ActorKind, ConnId, Env, MemoryStorage, ROOM_COMPONENT, Runtime, RuntimeConfig};
+use liveshop_identity::{Identity, Role};
+use liveshop_room::{Epoch, Input, Output, Room};
+
+/// Viewers in the room: every chat message is broadcast to all of them.
+const VIEWERS: u64 = 100;
+/// Time between two commands; with `VIEWERS` taking turns nobody hits the chat rate limit.
+const STEP_MS: u64 = 20;
+const START_MS: u64 = 1_700_000_000_000;
+
+/// Mean time per iteration over everything a benchmark ran, warm-up included.
+#[derive(Default)]
+struct Tally {
+    iters: Cell<u64>,
+    time: Cell<Duration>,
+}
+
+impl Tally {
+    fn add(&self, iters: u64, time: Duration) -> Duration {
+        self.iters.set(self.iters.get() + iters);
+        self.time.set(self.time.get() + time);
+        time
+    }
+
+    fn per_iter(&self) -> Duration {
+        Duration::from_secs_f64(self.time.get().as_secs_f64() / self.iters.get().max(1) as f64)
+    }
+}
+
+struct BenchEnv(std::sync::atomic::AtomicU64);
+
+impl Env for BenchEnv {
+    fn now(&self) -> u64 {
+        self.0.fetch_add(STEP_MS, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn fill_random(&self, buf: &mut [u8]) {
+        buf.fill(42);
+    }
+}
+
+fn viewer(i: u64) -> Identity {
+    Identity::new(format!("viewer-{i}"), Role::Viewer)
+}
+
+/// Ordinary chat; a viewer never repeats its previous line (that would be a duplicate).
+const LINES: [&str; 4] = [
+    "love this jacket, does it come in blue?",
+    "how long does shipping take to Lisbon?",
+    "just ordered two, thanks!",
+    "can you show the back again please",
+];
+
+/// The n-th command: viewers take turns.
+fn command(n: u64) -> (u64, String) {
+    let line = LINES[(n / VIEWERS) as usize % LINES.len()];
+    (n % VIEWERS, format!(r#"{{"type":"chat.send","id":"c{n}","text":"{line}"}}"#))
+}
+
+fn native_commands(c: &mut Criterion, tally: &Tally) {
+    let mut room = Room::restore(Vec::new(), Epoch(42)).unwrap();
+    let mut stored = BTreeMap::new();
+    let mut now = START_MS;
+    // Applies writes as a host would and counts what it would send.
+    let mut drain = |room: &mut Room| {
+        let mut frames = Vec::new();
+        while let Some(out) = room.poll_output() {
+            match out {
+                Output::Put { key, value } => drop(stored.insert(key, value)),
+                Output::Delete { key } => drop(stored.remove(&key)),
+                Output::Send { frame, .. } | Output::Broadcast { frame } => frames.push(frame),
+                _ => {}
+            }
+        }
+        frames
+    };
+    for i in 0..VIEWERS {
+        let input = Input::Connect {
+            conn: liveshop_room::ConnId(i),
+            who: viewer(i),
+            connected_at: now,
+            resume: None,
+        };
+        room.handle(now, input);
+        drain(&mut room);
+    }
+    let mut n = 0;
+    c.bench_function("chat command, room core natively", |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            for _ in 0..iters {
+                let (from, text) = command(n);
+                n += 1;
+                now += STEP_MS;
+                room.handle(now, Input::Message { conn: liveshop_room::ConnId(from), text });
+                let frames = drain(&mut room);
+                assert!(frames.len() >= 2, "command {n} was not acked and broadcast: {frames:?}");
+            }
+            tally.add(iters, start.elapsed())
+        })
+    });
+}
+
+fn component_commands(c: &mut Criterion, kind: &ActorKind, tally: &Tally) {
+    let env = Arc::new(BenchEnv(START_MS.into()));
+    let storage = Box::new(MemoryStorage::default());
+    let mut actor = kind.instantiate("bench", storage, [], env).unwrap();
+    for i in 0..VIEWERS {
+        actor.on_connect(ConnId(i), viewer(i), None).unwrap();
+    }
+    let mut n = 0;
+    c.bench_function("chat command, room component on wasmtime", |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            for _ in 0..iters {
+                let (from, text) = command(n);
+                n += 1;
+                let outcome = actor.on_message(ConnId(from), &text).unwrap();
+                assert!(outcome.effects.len() >= 2, "the command was not acked and broadcast");
+            }
+            tally.add(iters, start.elapsed())
+        })
+    });
+}
+
+fn instantiation(c: &mut Criterion, name: &str, kind: &ActorKind, tally: &Tally) {
+    let env: Arc<dyn Env> = Arc::new(BenchEnv(START_MS.into()));
+    c.bench_function(name, |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            for _ in 0..iters {
+                let storage = Box::new(MemoryStorage::default());
+                // Dropping is part of the cost: it hands the slot back to the pool.
+                drop(kind.instantiate("bench", storage, [], env.clone()).unwrap());
+            }
+            tally.add(iters, start.elapsed())
+        })
+    });
+}
+
+fn load(pooling: bool) -> ActorKind {
+    let config = RuntimeConfig { max_actors: 16, pooling, ..RuntimeConfig::default() };
+    let runtime = Runtime::new(config).unwrap();
+    let started = Instant::now();
+    let kind = runtime.load(ROOM_COMPONENT).unwrap();
+    let how = if pooling { "pooling" } else { "on-demand" };
+    eprintln!("compiled the room component ({how} engine) in {:.2?}", started.elapsed());
+    kind
+}
+
+fn main() {
+    let mut c = Criterion::default()
+        .configure_from_args()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(4))
+        .sample_size(20);
+    let pooled = load(true);
+    let on_demand = load(false);
+
+    let (native, component, pooled_new, on_demand_new) = Default::default();
+    native_commands(&mut c, &native);
+    component_commands(&mut c, &pooled, &component);
+    instantiation(&mut c, "instantiate room component, pooling allocator", &pooled, &pooled_new);
+    instantiation(&mut c, "instantiate room component, on demand", &on_demand, &on_demand_new);
+    c.final_summary();
+
+    let per_sec = |t: &Tally| 1.0 / t.per_iter().as_secs_f64();
+    let ratio = |a: &Tally, b: &Tally| a.per_iter().as_secs_f64() / b.per_iter().as_secs_f64();
+    if native.iters.get() == 0 {
+        return; // filtered out, or `cargo test --benches`
+    }
+    println!("\n== summary ({VIEWERS} viewers, chat.send with ack + broadcast) ==");
+    println!("commands/s  native room core     {:>12.0}", per_sec(&native));
+    println!("commands/s  component (wasmtime) {:>12.0}", per_sec(&component));
+    println!("ratio       native / component   {:>12.2}x", ratio(&component, &native));
+    println!("instantiate pooling allocator    {:>12.2?}", pooled_new.per_iter());
+    println!("instantiate on demand            {:>12.2?}", on_demand_new.per_iter());
+    println!("ratio       on-demand / pooling  {:>12.2}x", ratio(&on_demand_new, &pooled_new));
+}

@@ -1,0 +1,112 @@
+//! The edge node's settings: defaults, overridden by a TOML file, overridden by the command line
+//! or environment (the CLI merges those; see `liveshop edge --help`).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::sqlite::Durability;
+
+/// Everything `liveshop edge` can be told. Absent fields keep their defaults.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EdgeConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Where the database and the node's secret live.
+    pub data_dir: PathBuf,
+    /// The URL viewers reach this node at (behind a proxy or CDN); printed links use it.
+    pub public_url: Option<String>,
+    /// Seconds an idle room stays in memory before it hibernates.
+    pub hibernate_after_secs: f64,
+    /// Milliseconds between fan-out batches.
+    pub tick_ms: u64,
+    /// Batches a slow connection may fall behind before it is closed.
+    pub queue_batches: usize,
+    pub max_conns_per_room: usize,
+    /// New connections (and guest tokens) per second one IP address may open, sustained.
+    pub conns_per_ip_per_sec: u64,
+    /// Burst allowance for the above.
+    pub conns_per_ip_burst: u64,
+    /// Frames per second one connection may send, sustained (burst: twice that).
+    pub frames_per_conn_per_sec: u64,
+    /// Largest WebSocket message accepted before the connection is closed (the room itself
+    /// refuses frames over 8 KiB with `payload_too_large`).
+    pub max_ws_message_bytes: usize,
+    /// Let anyone get a viewer token for a show (`POST /v1/rooms/{room}/guest`).
+    pub guest_tokens: bool,
+    pub durability: Durability,
+    /// Live rooms at once (the wasm instance pool).
+    pub max_live_rooms: u32,
+    /// Memory one room may use, in MiB.
+    pub room_memory_mib: usize,
+    /// Wall time one event may run, in milliseconds.
+    pub event_deadline_ms: u64,
+}
+
+impl Default for EdgeConfig {
+    fn default() -> Self {
+        EdgeConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from(".liveshop"),
+            public_url: None,
+            hibernate_after_secs: 30.0,
+            tick_ms: 50,
+            queue_batches: 128,
+            max_conns_per_room: 20_000,
+            conns_per_ip_per_sec: 5,
+            conns_per_ip_burst: 20,
+            frames_per_conn_per_sec: 20,
+            max_ws_message_bytes: 64 * 1024,
+            guest_tokens: true,
+            durability: Durability::Process,
+            max_live_rooms: 1000,
+            room_memory_mib: 64,
+            event_deadline_ms: 200,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {source}")]
+    Parse { path: PathBuf, source: toml::de::Error },
+}
+
+impl EdgeConfig {
+    pub fn from_toml_file(path: &Path) -> Result<EdgeConfig, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.to_owned(), source })
+    }
+
+    pub fn hibernate_after(&self) -> Duration {
+        Duration::from_secs_f64(self.hibernate_after_secs.max(0.001))
+    }
+
+    /// The base URL for links: the public URL if set, else the listen address.
+    pub fn base_url(&self) -> String {
+        match &self.public_url {
+            Some(u) => u.trim_end_matches('/').to_string(),
+            None => format!("http://{}", self.listen),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_toml_file_overrides_only_what_it_names_and_rejects_typos() {
+        let c: EdgeConfig = toml::from_str("listen = \"0.0.0.0:9000\"\nguest_tokens = false\n").unwrap();
+        assert_eq!(c.listen.port(), 9000);
+        assert!(!c.guest_tokens);
+        assert_eq!(c.tick_ms, 50);
+        assert!(toml::from_str::<EdgeConfig>("lisen = \"0.0.0.0:9000\"").is_err());
+    }
+}

@@ -1,0 +1,459 @@
+//! The node's HTTP face (axum): rooms over WebSocket and SSE + POST, shows, guest tokens,
+//! health, metrics and the web pages. Every error is one [`ApiError`]:
+//! status + `{"error": {"code", "message"}}`.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures_util::{SinkExt, Stream, StreamExt, stream};
+use liveshop_identity::{Claims, Identity, Role, Secret, TokenError};
+use liveshop_room::filter::{Pace, TokenBucket};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::actor::{Env, HttpRequest};
+use crate::config::EdgeConfig;
+use crate::node::{Delivery, Node, NodeError, Subscription};
+use crate::shows::{NewShow, Show, ShowError, Shows};
+
+/// Close code for a connection that sends frames faster than allowed.
+pub const CLOSE_RATE_LIMITED: u16 = 4029;
+/// Largest command body over HTTP, as over WebSocket.
+const MAX_COMMAND_BYTES: usize = 8 * 1024;
+/// A socket write that takes longer than this means a dead or stuck client.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Guest tokens last a day.
+const GUEST_TOKEN_SECS: u64 = 24 * 3600;
+
+/// An error as every endpoint reports it.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError { status, code, message: message.into() }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = Json(json!({ "error": { "code": self.code, "message": self.message } }));
+        (self.status, body).into_response()
+    }
+}
+
+impl From<TokenError> for ApiError {
+    fn from(e: TokenError) -> Self {
+        ApiError::new(StatusCode::UNAUTHORIZED, e.code(), e.to_string())
+    }
+}
+
+impl From<NodeError> for ApiError {
+    fn from(e: NodeError) -> Self {
+        match e {
+            NodeError::RoomFull(_) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "room_full", e.to_string())
+            }
+            NodeError::Unavailable => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string())
+            }
+        }
+    }
+}
+
+impl From<ShowError> for ApiError {
+    fn from(e: ShowError) -> Self {
+        let (status, code) = match &e {
+            ShowError::Exists(_) => (StatusCode::CONFLICT, "show_exists"),
+            ShowError::NotFound(_) => (StatusCode::NOT_FOUND, "show_not_found"),
+            ShowError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_argument"),
+            ShowError::Storage(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        };
+        ApiError::new(status, code, e.to_string())
+    }
+}
+
+/// What every handler shares.
+pub struct AppState {
+    pub node: Node,
+    pub shows: Shows,
+    pub secret: Secret,
+    pub env: Arc<dyn Env>,
+    pub config: EdgeConfig,
+    per_ip: Mutex<HashMap<IpAddr, TokenBucket>>,
+}
+
+impl AppState {
+    pub fn new(node: Node, shows: Shows, secret: Secret, env: Arc<dyn Env>, config: EdgeConfig) -> Self {
+        AppState { node, shows, secret, env, config, per_ip: Mutex::new(HashMap::new()) }
+    }
+
+    fn now_secs(&self) -> u64 {
+        self.env.now() / 1000
+    }
+
+    /// One new connection (or token) for this address, or a 429.
+    fn admit(&self, ip: IpAddr) -> Result<(), ApiError> {
+        let pace = Pace {
+            burst: self.config.conns_per_ip_burst,
+            refill_every_ms: 1000 / self.config.conns_per_ip_per_sec.max(1),
+        };
+        let now = self.env.now();
+        let mut per_ip = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        if per_ip.len() > 100_000 {
+            // Forgetting everyone is the cheap bound on memory; it only ever lets more in.
+            per_ip.clear();
+        }
+        per_ip.entry(ip).or_insert_with(|| TokenBucket::full(pace, now)).take(pace, now).map_err(|ms| {
+            self.node.metrics().refused("connection_rate");
+            ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!("too many connections from your address; retry in {ms} ms"),
+            )
+        })
+    }
+
+    fn verify(&self, token: &str, room: &str) -> Result<Identity, ApiError> {
+        self.secret.verify(token, room, self.now_secs()).map_err(|e| {
+            self.node.metrics().refused("token");
+            ApiError::from(e)
+        })
+    }
+
+    fn show(&self, room: &str) -> Result<Show, ApiError> {
+        Ok(self.shows.get(room)?)
+    }
+}
+
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/", get(|| async { Redirect::temporary("/watch/demo") }))
+        .route("/healthz", get(|| async { Json(json!({ "status": "ok" })) }))
+        .route("/metrics", get(metrics))
+        .route("/v1/shows", post(create_show))
+        .route("/v1/shows/{show}", get(get_show))
+        .route("/v1/rooms/{room}/guest", post(guest_token))
+        .route("/v1/rooms/{room}/ws", get(websocket))
+        .route("/v1/rooms/{room}/events", get(events))
+        .route("/v1/rooms/{room}/commands", post(command))
+        .route("/v1/rooms/{room}/state", get(room_state))
+        .route("/watch/{show}", get(|| async { page("viewer.html") }))
+        .route("/dashboard/{show}", get(|| async { page("dashboard.html") }))
+        .route("/web/{file}", get(|Path(file): Path<String>| async move { page(&file) }))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
+        .with_state(state)
+}
+
+async fn metrics(State(app): State<Arc<AppState>>) -> impl IntoResponse {
+    let ct = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+    ([(header::CONTENT_TYPE, ct)], app.node.metrics().render())
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers.get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ").map(str::trim)
+}
+
+#[derive(Serialize)]
+struct CreatedShow {
+    show: Show,
+    host_token: String,
+    viewer_url: String,
+    dashboard_url: String,
+}
+
+/// `POST /v1/shows`: hosts and merchants with a platform-wide token (`room: "*"`) create shows.
+async fn create_show(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<CreatedShow>), ApiError> {
+    let token = bearer(&headers).ok_or_else(|| ApiError::from(TokenError::Malformed))?;
+    let who = app.verify(token, "*")?;
+    if !matches!(who.role, Role::Host | Role::Merchant) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "only hosts and merchants create shows",
+        ));
+    }
+    let new: NewShow = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_argument", e.to_string()))?;
+    let show = app.shows.create(new, app.env.now())?;
+    Ok((StatusCode::CREATED, Json(created(&app, show, &who.subject)?)))
+}
+
+fn created(app: &AppState, show: Show, host: &str) -> Result<CreatedShow, ApiError> {
+    let exp = app.now_secs() + 7 * 24 * 3600;
+    let host_token = app.secret.mint(&Claims::new(host, &show.id, Role::Host, exp))?;
+    let base = app.config.base_url();
+    Ok(CreatedShow {
+        viewer_url: format!("{base}/watch/{}", show.id),
+        dashboard_url: format!("{base}/dashboard/{}#token={host_token}", show.id),
+        host_token,
+        show,
+    })
+}
+
+async fn get_show(
+    State(app): State<Arc<AppState>>,
+    Path(show): Path<String>,
+) -> Result<Json<Show>, ApiError> {
+    Ok(Json(app.show(&show)?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GuestRequest {
+    name: String,
+}
+
+/// `POST /v1/rooms/{room}/guest`: a viewer token for anyone, when the node allows guests.
+async fn guest_token(
+    State(app): State<Arc<AppState>>,
+    Path(room): Path<String>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    body: axum::body::Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    if !app.config.guest_tokens {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "this node gives no guest tokens"));
+    }
+    app.admit(addr.ip())?;
+    app.show(&room)?;
+    let req: GuestRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_argument", e.to_string()))?;
+    let name = liveshop_room::filter::normalize_whitespace(&req.name);
+    if name.is_empty() || name.chars().count() > 40 {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_argument",
+            "a name is 1 to 40 characters",
+        ));
+    }
+    let mut id = [0u8; 6];
+    app.env.fill_random(&mut id);
+    let subject = format!("guest-{}", id.iter().map(|b| format!("{b:02x}")).collect::<String>());
+    let expires_at = app.now_secs() + GUEST_TOKEN_SECS;
+    let token = app.secret.mint(&Claims::new(&subject, &room, Role::Viewer, expires_at).with_name(name))?;
+    Ok(Json(json!({ "token": token, "subject": subject, "expires_at": expires_at })))
+}
+
+#[derive(Deserialize, Default)]
+struct ConnectQuery {
+    token: Option<String>,
+    epoch: Option<u64>,
+    seq: Option<u64>,
+}
+
+/// `GET /v1/rooms/{room}/ws`: the token comes as `?token=` or as a `Sec-WebSocket-Protocol`
+/// value offered beside `liveshop.v1`.
+async fn websocket(
+    State(app): State<Arc<AppState>>,
+    Path(room): Path<String>,
+    Query(q): Query<ConnectQuery>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    app.admit(addr.ip())?;
+    app.show(&room)?;
+    let from_protocol = headers
+        .get(header::SEC_WEBSOCKET_PROTOCOL)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.split(',').map(str::trim).find(|p| p.matches('.').count() == 2 && p != &"liveshop.v1")
+        })
+        .map(str::to_string);
+    let token = q.token.or(from_protocol).ok_or_else(|| ApiError::from(TokenError::Malformed))?;
+    let who = app.verify(&token, &room)?;
+    let sub = app.node.connect(&room, who, q.epoch.zip(q.seq)).await?;
+    let pace = Pace {
+        burst: app.config.frames_per_conn_per_sec * 2,
+        refill_every_ms: 1000 / app.config.frames_per_conn_per_sec.max(1),
+    };
+    let env = app.env.clone();
+    Ok(ws
+        .protocols(["liveshop.v1"])
+        .max_message_size(app.config.max_ws_message_bytes)
+        .on_upgrade(move |socket| serve_websocket(socket, sub, pace, env)))
+}
+
+async fn serve_websocket(socket: WebSocket, mut sub: Subscription, pace: Pace, env: Arc<dyn Env>) {
+    let (mut tx, mut rx) = socket.split();
+    let mut bucket = TokenBucket::full(pace, env.now());
+    let close = |code: u16, reason: String| Message::Close(Some(CloseFrame { code, reason: reason.into() }));
+    loop {
+        tokio::select! {
+            delivery = sub.next() => match delivery {
+                Delivery::Frames(frames) => {
+                    let write = async {
+                        for f in frames {
+                            tx.feed(Message::Text(f.as_ref().into())).await?;
+                        }
+                        tx.flush().await
+                    };
+                    match tokio::time::timeout(WRITE_TIMEOUT, write).await {
+                        Ok(Ok(())) => {}
+                        _ => return,
+                    }
+                }
+                Delivery::Close(code, reason) => {
+                    let _ = tokio::time::timeout(WRITE_TIMEOUT, tx.send(close(code, reason))).await;
+                    return;
+                }
+            },
+            msg = rx.next() => match msg {
+                Some(Ok(Message::Text(text))) => {
+                    if bucket.take(pace, env.now()).is_err() {
+                        let _ = tx.send(close(CLOSE_RATE_LIMITED, "too many frames".into())).await;
+                        return;
+                    }
+                    if sub.send(text.to_string()).await.is_err() {
+                        return;
+                    }
+                }
+                Some(Ok(Message::Binary(_))) => {
+                    let _ = tx.send(close(1003, "text frames only".into())).await;
+                    return;
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                Some(Ok(Message::Close(_)) | Err(_)) | None => return,
+            },
+        }
+    }
+}
+
+/// `GET /v1/rooms/{room}/events`: the same frames as the WebSocket, as server-sent events whose
+/// ids are `<epoch>-<seq>`, resumable with `Last-Event-ID`.
+async fn events(
+    State(app): State<Arc<AppState>>,
+    Path(room): Path<String>,
+    Query(q): Query<ConnectQuery>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    app.admit(addr.ip())?;
+    app.show(&room)?;
+    let token = q
+        .token
+        .as_deref()
+        .or_else(|| bearer(&headers))
+        .ok_or_else(|| ApiError::from(TokenError::Malformed))?;
+    let who = app.verify(token, &room)?;
+    let last_id = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| {
+        let (e, s) = v.split_once('-')?;
+        Some((e.parse().ok()?, s.parse().ok()?))
+    });
+    let sub = app.node.connect(&room, who, last_id.or(q.epoch.zip(q.seq))).await?;
+    let frames = stream::unfold(Some(sub), |state| async move {
+        let mut sub = state?;
+        match sub.next().await {
+            Delivery::Frames(frames) => {
+                Some((frames.iter().map(|f| sse_event(f)).collect::<Vec<_>>(), Some(sub)))
+            }
+            Delivery::Close(code, reason) => {
+                let data = json!({ "code": code, "reason": reason }).to_string();
+                Some((vec![SseEvent::default().event("close").data(data)], None))
+            }
+        }
+    });
+    Ok(Sse::new(frames.flat_map(|events| stream::iter(events.into_iter().map(Ok))))
+        .keep_alive(KeepAlive::default()))
+}
+
+/// A frame as an SSE event; logged events get the id `<epoch>-<seq>` to resume from.
+fn sse_event(frame: &str) -> SseEvent {
+    #[derive(Deserialize)]
+    struct Position {
+        epoch: Option<u64>,
+        seq: Option<u64>,
+        at: Option<u64>,
+    }
+    let event = SseEvent::default().data(frame);
+    match serde_json::from_str::<Position>(frame) {
+        Ok(Position { epoch: Some(e), seq: Some(s), at: Some(_) }) => event.id(format!("{e}-{s}")),
+        _ => event,
+    }
+}
+
+/// `POST /v1/rooms/{room}/commands`: one client frame as the body; the answer is its `ack`, or
+/// the error with a 4xx status.
+async fn command(
+    State(app): State<Arc<AppState>>,
+    Path(room): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let token = bearer(&headers).ok_or_else(|| ApiError::from(TokenError::Malformed))?;
+    let who = app.verify(token, &room)?;
+    app.show(&room)?;
+    let body = axum::body::to_bytes(body, MAX_COMMAND_BYTES).await.map_err(|_| {
+        let msg = format!("commands are limited to {MAX_COMMAND_BYTES} bytes");
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", msg)
+    })?;
+    let req = HttpRequest {
+        method: "POST".into(),
+        path: "/commands".into(),
+        body: body.to_vec(),
+        who: Some(who),
+        headers: vec![],
+    };
+    actor_response(app.node.request(&room, req).await?)
+}
+
+/// `GET /v1/rooms/{room}/state`: the room as the caller (or an anonymous viewer) sees it.
+async fn room_state(
+    State(app): State<Arc<AppState>>,
+    Path(room): Path<String>,
+    Query(q): Query<ConnectQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    app.show(&room)?;
+    let who = match q.token.as_deref().or_else(|| bearer(&headers)) {
+        Some(t) => Some(app.verify(t, &room)?),
+        None => None,
+    };
+    let req = HttpRequest { method: "GET".into(), path: "/state".into(), body: vec![], who, headers: vec![] };
+    actor_response(app.node.request(&room, req).await?)
+}
+
+fn actor_response(r: crate::actor::HttpResponse) -> Result<Response, ApiError> {
+    let status = StatusCode::from_u16(r.status)
+        .map_err(|_| ApiError::new(StatusCode::BAD_GATEWAY, "internal", "the room answered nonsense"))?;
+    let mut response = (status, r.body).into_response();
+    for (k, v) in r.headers {
+        if let (Ok(name), Ok(value)) = (header::HeaderName::try_from(k), HeaderValue::try_from(v)) {
+            response.headers_mut().insert(name, value);
+        }
+    }
+    Ok(response)
+}
+
+/// The web pages, built into the binary so the node is one file.
+fn page(file: &str) -> Response {
+    let (body, ct): (&'static str, &str) = match file {
+        "viewer.html" => (include_str!("../../web/viewer.html"), "text/html; charset=utf-8"),
+        "dashboard.html" => (include_str!("../../web/dashboard.html"), "text/html; charset=utf-8"),
+        "viewer.js" => (include_str!("../../web/viewer.js"), "text/javascript; charset=utf-8"),
+        "dashboard.js" => (include_str!("../../web/dashboard.js"), "text/javascript; charset=utf-8"),
+        "client.js" => (include_str!("../../web/client.js"), "text/javascript; charset=utf-8"),
+        "style.css" => (include_str!("../../web/style.css"), "text/css; charset=utf-8"),
+        _ => return ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such file").into_response(),
+    };
+    ([(header::CONTENT_TYPE, ct), (header::CACHE_CONTROL, "no-cache")], body).into_response()
+}

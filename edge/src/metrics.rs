@@ -1,0 +1,110 @@
+//! The node's Prometheus metrics (`GET /metrics`, text format).
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub connections: Gauge,
+    pub live_actors: Gauge,
+    pub revivals: Counter,
+    pub hibernations: Counter,
+    pub event_failures: Counter,
+    pub slow_consumers: Counter,
+    pub frames_sent: Counter,
+    pub revive_seconds: Histogram,
+    events: Family<KindLabel, Counter>,
+    event_seconds: Family<KindLabel, Histogram>,
+    refused: Family<ReasonLabel, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("liveshop");
+        let connections = Gauge::default();
+        let live_actors = Gauge::default();
+        let revivals = Counter::default();
+        let hibernations = Counter::default();
+        let event_failures = Counter::default();
+        let slow_consumers = Counter::default();
+        let frames_sent = Counter::default();
+        let revive_seconds = Histogram::new(exponential_buckets(1e-5, 4.0, 10));
+        let events = Family::<KindLabel, Counter>::default();
+        let event_seconds = Family::<KindLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(1e-6, 4.0, 12))
+        });
+        let refused = Family::<ReasonLabel, Counter>::default();
+        registry.register("connections", "Open client connections", connections.clone());
+        registry.register("live_actors", "Actors in memory (not hibernated)", live_actors.clone());
+        registry.register("actor_revivals", "Actors instantiated from storage", revivals.clone());
+        registry.register("actor_hibernations", "Idle actors dropped from memory", hibernations.clone());
+        registry.register(
+            "actor_event_failures",
+            "Events that trapped or failed to commit",
+            event_failures.clone(),
+        );
+        registry.register(
+            "slow_consumers_closed",
+            "Connections closed for falling behind",
+            slow_consumers.clone(),
+        );
+        registry.register("frames_sent", "Frames handed to client connections", frames_sent.clone());
+        registry.register("actor_revive_seconds", "Time to instantiate an actor", revive_seconds.clone());
+        registry.register("actor_events", "Events handled by actors, by kind", events.clone());
+        registry.register(
+            "actor_event_seconds",
+            "Time to handle and commit one event",
+            event_seconds.clone(),
+        );
+        registry.register("refused", "Requests and connections refused, by reason", refused.clone());
+        Metrics {
+            registry,
+            connections,
+            live_actors,
+            revivals,
+            hibernations,
+            event_failures,
+            slow_consumers,
+            frames_sent,
+            revive_seconds,
+            events,
+            event_seconds,
+            refused,
+        }
+    }
+}
+
+impl Metrics {
+    pub fn event(&self, kind: &'static str, took: Duration) {
+        self.events.get_or_create(&KindLabel { kind }).inc();
+        self.event_seconds.get_or_create(&KindLabel { kind }).observe(took.as_secs_f64());
+    }
+
+    pub fn refused(&self, reason: &'static str) {
+        self.refused.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

@@ -1,0 +1,485 @@
+//! The live side of the node: one tokio task per live room owning its actor (and so its wasmtime
+//! `Store`), events handled one at a time, fan-out batched per tick, hibernation, and the alarm
+//! scheduler.
+//!
+//! ```text
+//!  socket task ──RoomMsg──▶ room task ──(commit)──▶ pending frames ──every tick──▶ broadcast
+//!      ▲                     owns Actor                                 channel of batches
+//!      └──────────── Subscription: its own frames, in order, or a close ◀──────────┘
+//! ```
+//!
+//! Every connection of a room reads the same batches from one bounded `broadcast` channel, so a
+//! broadcast costs one send per tick however many viewers there are. A connection that falls
+//! more than [`NodeConfig::queue_batches`] batches behind is closed with [`CLOSE_TOO_SLOW`]; the
+//! room never waits for it. The client can reconnect and resume by `seq`.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use liveshop_identity::Identity;
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::actor::{Actor, ActorKind, ConnId, Connection, Effect, Env, HttpRequest, HttpResponse, Outcome};
+use crate::metrics::Metrics;
+use crate::sqlite::Db;
+
+/// Close code for a connection that fell too far behind the room.
+pub const CLOSE_TOO_SLOW: u16 = 4008;
+/// Close code when the node shuts down or the room failed; the client should reconnect.
+pub const CLOSE_RESTART: u16 = 1012;
+
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// A room with no event for this long drops its actor; its sockets stay open.
+    pub hibernate_after: Duration,
+    /// How often a room releases the frames its events produced.
+    pub tick: Duration,
+    /// Batches a connection may fall behind before it is closed.
+    pub queue_batches: usize,
+    pub max_conns_per_room: usize,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            hibernate_after: Duration::from_secs(30),
+            tick: Duration::from_millis(50),
+            queue_batches: 128,
+            max_conns_per_room: 20_000,
+        }
+    }
+}
+
+/// One thing for a room's connections to do, in the order the room produced them.
+#[derive(Debug)]
+enum Out {
+    All(Arc<str>),
+    To(ConnId, Arc<str>),
+    Close(ConnId, u16, Arc<str>),
+}
+
+type OutBatch = Arc<Vec<Out>>;
+
+enum RoomMsg {
+    Connect { conn: ConnId, who: Identity, resume: Option<(u64, u64)> },
+    Message { conn: ConnId, text: String },
+    Close { conn: ConnId },
+    Request { req: HttpRequest, reply: oneshot::Sender<Option<HttpResponse>> },
+    Alarm,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum NodeError {
+    #[error("the room has {0} connections, its limit")]
+    RoomFull(usize),
+    #[error("the room is not available")]
+    Unavailable,
+}
+
+#[derive(Clone)]
+struct RoomHandle {
+    tx: mpsc::Sender<RoomMsg>,
+    out: broadcast::Sender<OutBatch>,
+    conns: Arc<AtomicUsize>,
+}
+
+/// The node: its rooms, their storage, and the engine they run on. Cheap to clone.
+#[derive(Clone)]
+pub struct Node(Arc<Inner>);
+
+struct Inner {
+    config: NodeConfig,
+    db: Db,
+    room_kind: ActorKind,
+    env: Arc<dyn Env>,
+    rooms: Mutex<HashMap<String, RoomHandle>>,
+    next_conn: AtomicU64,
+    metrics: Arc<Metrics>,
+    alarms: mpsc::UnboundedSender<(String, Option<u64>)>,
+}
+
+impl Node {
+    /// Starts the node's background work (the alarm scheduler, with every stored alarm).
+    /// Must be called inside a tokio runtime.
+    pub fn start(
+        config: NodeConfig,
+        db: Db,
+        room_kind: ActorKind,
+        env: Arc<dyn Env>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Node, crate::storage::StorageError> {
+        let (alarms, alarm_rx) = mpsc::unbounded_channel();
+        let stored = db.alarms()?;
+        let node = Node(Arc::new(Inner {
+            config,
+            db,
+            room_kind,
+            env,
+            rooms: Mutex::new(HashMap::new()),
+            next_conn: AtomicU64::new(1),
+            metrics,
+            alarms,
+        }));
+        for (actor, at) in stored {
+            if let Some(room) = actor.strip_prefix("room/") {
+                node.set_alarm(room, Some(at));
+            }
+        }
+        tokio::spawn(schedule_alarms(node.clone(), alarm_rx));
+        Ok(node)
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.0.metrics
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.0.db
+    }
+
+    pub fn config(&self) -> &NodeConfig {
+        &self.0.config
+    }
+
+    /// Opens a connection to `room` for `who`. Frames arrive through the returned
+    /// [`Subscription`]; the first is the room's `welcome` (or an error and a close).
+    pub async fn connect(
+        &self,
+        room: &str,
+        who: Identity,
+        resume: Option<(u64, u64)>,
+    ) -> Result<Subscription, NodeError> {
+        let handle = self.room(room);
+        let limit = self.0.config.max_conns_per_room;
+        if handle.conns.fetch_add(1, Ordering::SeqCst) >= limit {
+            handle.conns.fetch_sub(1, Ordering::SeqCst);
+            return Err(NodeError::RoomFull(limit));
+        }
+        let conn = ConnId(self.0.next_conn.fetch_add(1, Ordering::Relaxed));
+        // Subscribe before the room hears of us, so our welcome cannot be missed.
+        let rx = handle.out.subscribe();
+        self.0.metrics.connections.inc();
+        let guard = ConnGuard { node: self.clone(), conn, handle: handle.clone(), room_closed: false };
+        handle.tx.send(RoomMsg::Connect { conn, who, resume }).await.map_err(|_| NodeError::Unavailable)?;
+        Ok(Subscription { conn, rx, welcomed: false, pending_close: None, guard })
+    }
+
+    /// An HTTP request for the room actor (`GET /state`, `POST /commands`).
+    pub async fn request(&self, room: &str, req: HttpRequest) -> Result<HttpResponse, NodeError> {
+        let (reply, rx) = oneshot::channel();
+        self.room(room).tx.send(RoomMsg::Request { req, reply }).await.map_err(|_| NodeError::Unavailable)?;
+        rx.await.ok().flatten().ok_or(NodeError::Unavailable)
+    }
+
+    /// Rooms with a task now (live or hibernated with open connections).
+    pub fn rooms(&self) -> usize {
+        self.0.rooms.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    fn set_alarm(&self, room: &str, at: Option<u64>) {
+        // The scheduler only stops with the node.
+        let _ = self.0.alarms.send((room.to_string(), at));
+    }
+
+    fn room(&self, id: &str) -> RoomHandle {
+        let mut rooms = self.0.rooms.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(h) = rooms.get(id).filter(|h| !h.tx.is_closed()) {
+            return h.clone();
+        }
+        let (tx, rx) = mpsc::channel(1024);
+        let (out, _) = broadcast::channel(self.0.config.queue_batches);
+        let handle = RoomHandle { tx, out, conns: Arc::new(AtomicUsize::new(0)) };
+        rooms.insert(id.to_string(), handle.clone());
+        tokio::spawn(RoomTask::new(self.clone(), id.to_string(), handle.clone()).run(rx));
+        handle
+    }
+}
+
+/// Schedules every room's one alarm and delivers it when due, reviving the room if needed.
+async fn schedule_alarms(node: Node, mut rx: mpsc::UnboundedReceiver<(String, Option<u64>)>) {
+    let mut by_room: HashMap<String, u64> = HashMap::new();
+    let mut due: BTreeSet<(u64, String)> = BTreeSet::new();
+    loop {
+        let next = due.first().cloned();
+        let wait = next.as_ref().map(|(at, _)| Duration::from_millis(at.saturating_sub(node.0.env.now())));
+        tokio::select! {
+            msg = rx.recv() => {
+                let Some((room, at)) = msg else { return };
+                if let Some(old) = by_room.remove(&room) {
+                    due.remove(&(old, room.clone()));
+                }
+                if let Some(at) = at {
+                    by_room.insert(room.clone(), at);
+                    due.insert((at, room));
+                }
+            }
+            _ = tokio::time::sleep(wait.unwrap_or(Duration::from_secs(3600))), if wait.is_some() => {
+                let (at, room) = next.expect("a wait implies an alarm");
+                due.remove(&(at, room.clone()));
+                by_room.remove(&room);
+                // The room persists the alarm until its handler commits, so a lost send here is
+                // retried on the next start.
+                let _ = node.room(&room).tx.send(RoomMsg::Alarm).await;
+            }
+        }
+    }
+}
+
+/// A connection's end of a room: its frames in order, filtered from the room's batches.
+pub struct Subscription {
+    conn: ConnId,
+    rx: broadcast::Receiver<OutBatch>,
+    /// Frames to everyone are skipped until this connection's own welcome arrives: they were
+    /// produced before it joined, and its welcome already accounts for them.
+    welcomed: bool,
+    /// A close that follows frames already handed out.
+    pending_close: Option<(u16, String)>,
+    guard: ConnGuard,
+}
+
+/// What a connection must do next.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Delivery {
+    Frames(Vec<Arc<str>>),
+    Close(u16, String),
+}
+
+impl Subscription {
+    pub fn conn(&self) -> ConnId {
+        self.conn
+    }
+
+    /// The next frames for this connection, or why it must close. Cancel-safe.
+    pub async fn next(&mut self) -> Delivery {
+        if let Some((code, reason)) = self.pending_close.take() {
+            return Delivery::Close(code, reason);
+        }
+        loop {
+            let batch = match self.rx.recv().await {
+                Ok(b) => b,
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    self.guard.node.0.metrics.slow_consumers.inc();
+                    return Delivery::Close(CLOSE_TOO_SLOW, "too slow: reconnect and resume".into());
+                }
+                Err(broadcast::error::RecvError::Closed) => {
+                    return Delivery::Close(CLOSE_RESTART, "the room restarted: reconnect and resume".into());
+                }
+            };
+            let mut frames = Vec::new();
+            for out in batch.iter() {
+                match out {
+                    Out::All(f) if self.welcomed => frames.push(f.clone()),
+                    Out::To(c, f) if *c == self.conn => {
+                        self.welcomed = true;
+                        frames.push(f.clone());
+                    }
+                    Out::Close(c, code, reason) if *c == self.conn => {
+                        self.guard.room_closed = true;
+                        if frames.is_empty() {
+                            return Delivery::Close(*code, reason.to_string());
+                        }
+                        // The frames before a close (its reason) go out first.
+                        self.pending_close = Some((*code, reason.to_string()));
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+            if !frames.is_empty() {
+                self.guard.node.0.metrics.frames_sent.inc_by(frames.len() as u64);
+                return Delivery::Frames(frames);
+            }
+        }
+    }
+
+    /// Sends a text frame from the client to the room.
+    pub async fn send(&self, text: String) -> Result<(), NodeError> {
+        let msg = RoomMsg::Message { conn: self.conn, text };
+        self.guard.handle.tx.send(msg).await.map_err(|_| NodeError::Unavailable)
+    }
+}
+
+/// Tells the room a connection is gone when the socket's task drops its subscription.
+struct ConnGuard {
+    node: Node,
+    conn: ConnId,
+    handle: RoomHandle,
+    /// The room closed this connection itself; it needs no `Close` back.
+    room_closed: bool,
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.handle.conns.fetch_sub(1, Ordering::SeqCst);
+        self.node.0.metrics.connections.dec();
+        if self.room_closed {
+            return;
+        }
+        let msg = RoomMsg::Close { conn: self.conn };
+        if let Err(mpsc::error::TrySendError::Full(msg)) = self.handle.tx.try_send(msg) {
+            let tx = self.handle.tx.clone();
+            tokio::spawn(async move {
+                let _ = tx.send(msg).await;
+            });
+        }
+    }
+}
+
+/// The task that owns one room's actor.
+struct RoomTask {
+    node: Node,
+    id: String,
+    handle: RoomHandle,
+    actor: Option<Actor>,
+    /// The connections the host holds for this room, to revive the actor with.
+    conns: BTreeMap<ConnId, Connection>,
+    pending: Vec<Out>,
+}
+
+impl RoomTask {
+    fn new(node: Node, id: String, handle: RoomHandle) -> Self {
+        RoomTask { node, id, handle, actor: None, conns: BTreeMap::new(), pending: Vec::new() }
+    }
+
+    async fn run(mut self, mut rx: mpsc::Receiver<RoomMsg>) {
+        let config = self.node.0.config.clone();
+        let mut tick = tokio::time::interval(config.tick);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut idle_since = Instant::now();
+        loop {
+            let hibernate_at = tokio::time::Instant::from_std(idle_since + config.hibernate_after);
+            tokio::select! {
+                msg = rx.recv() => {
+                    let Some(msg) = msg else { break };
+                    self.handle_msg(msg);
+                    idle_since = Instant::now();
+                }
+                _ = tick.tick(), if !self.pending.is_empty() => self.flush(),
+                _ = tokio::time::sleep_until(hibernate_at), if self.actor.is_some() || self.conns.is_empty() => {
+                    if self.actor.take().is_some() {
+                        self.node.0.metrics.hibernations.inc();
+                        self.node.0.metrics.live_actors.dec();
+                    }
+                    if self.conns.is_empty() && self.pending.is_empty() && self.retire(&rx) {
+                        break;
+                    }
+                    idle_since = Instant::now();
+                }
+            }
+        }
+        self.flush();
+    }
+
+    /// Ends this task when nothing can reach it any more; `false` if a message slipped in.
+    fn retire(&self, rx: &mpsc::Receiver<RoomMsg>) -> bool {
+        let mut rooms = self.node.0.rooms.lock().unwrap_or_else(|p| p.into_inner());
+        if !rx.is_empty() || self.handle.conns.load(Ordering::SeqCst) > 0 {
+            return false;
+        }
+        rooms.remove(&self.id);
+        true
+    }
+
+    fn flush(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let batch = Arc::new(std::mem::take(&mut self.pending));
+        // No receivers is fine: nobody is connected.
+        let _ = self.handle.out.send(batch);
+    }
+
+    fn actor(&mut self) -> Option<&mut Actor> {
+        if self.actor.is_none() {
+            let started = Instant::now();
+            let storage = Box::new(self.node.0.db.actor(&format!("room/{}", self.id)));
+            match self.node.0.room_kind.instantiate(
+                &self.id,
+                storage,
+                self.conns.values().cloned(),
+                self.node.0.env.clone(),
+            ) {
+                Ok(a) => {
+                    self.node.0.metrics.revivals.inc();
+                    self.node.0.metrics.live_actors.inc();
+                    self.node.0.metrics.revive_seconds.observe(started.elapsed().as_secs_f64());
+                    self.actor = Some(a);
+                }
+                Err(e) => {
+                    tracing::error!(room = %self.id, "cannot start the room actor: {e}");
+                    return None;
+                }
+            }
+        }
+        self.actor.as_mut()
+    }
+
+    fn handle_msg(&mut self, msg: RoomMsg) {
+        let started = Instant::now();
+        let (kind, result, reply) = match msg {
+            RoomMsg::Connect { conn, who, resume } => {
+                let now = self.node.0.env.now();
+                self.conns.insert(conn, Connection { id: conn, who: who.clone(), connected_at: now });
+                ("connect", self.actor().map(|a| a.on_connect(conn, who, resume)), None)
+            }
+            RoomMsg::Message { conn, text } => {
+                if !self.conns.contains_key(&conn) {
+                    return;
+                }
+                ("message", self.actor().map(|a| a.on_message(conn, &text)), None)
+            }
+            RoomMsg::Close { conn } => {
+                if self.conns.remove(&conn).is_none() {
+                    return;
+                }
+                ("close", self.actor().map(|a| a.on_close(conn)), None)
+            }
+            RoomMsg::Request { req, reply } => {
+                ("request", self.actor().map(|a| a.on_request(req)), Some(reply))
+            }
+            RoomMsg::Alarm => ("alarm", self.actor().map(|a| a.on_alarm()), None),
+        };
+        self.node.0.metrics.event(kind, started.elapsed());
+        match result {
+            Some(Ok(outcome)) => self.release(outcome, reply),
+            Some(Err(e)) => {
+                // The actor's memory may be ahead of storage: drop it, revive on the next event.
+                tracing::warn!(room = %self.id, "event {kind} failed: {e}");
+                self.node.0.metrics.event_failures.inc();
+                if self.actor.take().is_some() {
+                    self.node.0.metrics.live_actors.dec();
+                }
+                if let Some(reply) = reply {
+                    let _ = reply.send(None);
+                }
+            }
+            None => {
+                if let Some(reply) = reply {
+                    let _ = reply.send(None);
+                }
+            }
+        }
+    }
+
+    fn release(&mut self, outcome: Outcome, reply: Option<oneshot::Sender<Option<HttpResponse>>>) {
+        let Outcome { effects, alarm, reply: response } = outcome;
+        for effect in effects {
+            self.pending.push(match effect {
+                Effect::Send { to, frame } => Out::To(to, frame.into()),
+                Effect::Broadcast { frame } => Out::All(frame.into()),
+                Effect::Close { to, code, reason } => {
+                    self.conns.remove(&to);
+                    Out::Close(to, code, reason.into())
+                }
+            });
+        }
+        if let Some(at) = alarm {
+            self.node.set_alarm(&self.id, at);
+        }
+        if let Some(reply) = reply {
+            let _ = reply.send(response);
+        }
+    }
+}

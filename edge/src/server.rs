@@ -1,0 +1,129 @@
+//! Putting a node together: database, engine, rooms and HTTP, from an [`EdgeConfig`].
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use liveshop_identity::{Secret, TokenError};
+
+use crate::actor::{ActorError, Env, Runtime, RuntimeConfig, SystemEnv};
+use crate::config::EdgeConfig;
+use crate::http::{AppState, router};
+use crate::metrics::Metrics;
+use crate::node::{Node, NodeConfig};
+use crate::shows::{NewShow, Show, ShowError, Shows};
+use crate::sqlite::Db;
+use crate::storage::StorageError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EdgeError {
+    #[error("data directory {path}: {source}")]
+    DataDir { path: String, source: std::io::Error },
+    #[error("the node secret: {0}")]
+    Secret(String),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Actor(#[from] ActorError),
+    #[error(transparent)]
+    Show(#[from] ShowError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+    #[error("the server stopped: {0}")]
+    Serve(std::io::Error),
+}
+
+/// A node bound to its address, ready to serve.
+pub struct Edge {
+    pub app: Arc<AppState>,
+    listener: tokio::net::TcpListener,
+}
+
+impl Edge {
+    /// Opens storage, compiles the room component and binds the listener.
+    pub async fn start(config: EdgeConfig) -> Result<Edge, EdgeError> {
+        let dir = &config.data_dir;
+        std::fs::create_dir_all(dir)
+            .map_err(|source| EdgeError::DataDir { path: dir.display().to_string(), source })?;
+        let secret = node_secret(dir)?;
+        let db = Db::open(&dir.join("liveshop.db"), config.durability)?;
+        let runtime = Runtime::new(RuntimeConfig {
+            max_actors: config.max_live_rooms,
+            memory_bytes: config.room_memory_mib << 20,
+            event_deadline: Duration::from_millis(config.event_deadline_ms),
+            pooling: true,
+        })?;
+        let room_kind = runtime.load(crate::ROOM_COMPONENT)?;
+        let env: Arc<dyn Env> = Arc::new(SystemEnv);
+        let node_config = NodeConfig {
+            hibernate_after: config.hibernate_after(),
+            tick: Duration::from_millis(config.tick_ms.max(1)),
+            queue_batches: config.queue_batches.max(1),
+            max_conns_per_room: config.max_conns_per_room,
+        };
+        let node =
+            Node::start(node_config, db.clone(), room_kind, env.clone(), Arc::new(Metrics::default()))?;
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| EdgeError::Listen { addr: config.listen, source })?;
+        let app = Arc::new(AppState::new(node, Shows::new(db), secret, env, config));
+        Ok(Edge { app, listener })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    /// The show `id`, created with `title` and `products` if it does not exist yet.
+    pub fn ensure_show(&self, new: NewShow) -> Result<Show, EdgeError> {
+        let id = new.id.clone().unwrap_or_default();
+        match self.app.shows.get(&id) {
+            Ok(show) => Ok(show),
+            Err(ShowError::NotFound(_)) => Ok(self.app.shows.create(new, self.app.env.now())?),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Serves until `shutdown` completes.
+    pub async fn serve(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), EdgeError> {
+        let app = router(self.app).into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(self.listener, app).with_graceful_shutdown(shutdown).await.map_err(EdgeError::Serve)
+    }
+}
+
+/// The node's HMAC secret: `$LIVESHOP_SECRET` if set, else `<data>/secret`, made on first use
+/// (32 random bytes, hex, readable by the owner only).
+pub fn node_secret(data: &Path) -> Result<Secret, EdgeError> {
+    let weak = |e: TokenError| EdgeError::Secret(e.to_string());
+    if let Ok(s) = std::env::var("LIVESHOP_SECRET") {
+        return Secret::new(s.into_bytes()).map_err(weak);
+    }
+    let path = data.join("secret");
+    let io = |source| EdgeError::DataDir { path: path.display().to_string(), source };
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut bytes = [0u8; 32];
+            SystemEnv.fill_random(&mut bytes);
+            let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            std::fs::create_dir_all(data).map_err(io)?;
+            write_private(&path, &hex).map_err(io)?;
+            hex
+        }
+        Err(e) => return Err(io(e)),
+    };
+    Secret::new(text.trim().as_bytes().to_vec()).map_err(weak)
+}
+
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    opts.open(path)?.write_all(contents.as_bytes())
+}

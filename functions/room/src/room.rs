@@ -1,0 +1,1098 @@
+//! The room actor: one [`Room`] per live show. Inputs in, outputs out; see the crate docs.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use liveshop_identity::{Identity, Role};
+use serde::{Deserialize, Serialize};
+
+use crate::filter::{self, Pace, Rules, TokenBucket, Verdict};
+use crate::ids::{ConnId, Epoch, MessageId, Millis, PollId, ProductId, QuestionId, Seq};
+use crate::protocol::HoldReason;
+use crate::protocol::{
+    Audience, ChatMessage, Command, CommandError, ErrorCode, Event, ModAction, PROTOCOL_VERSION, PollInfo,
+    ProductPin, Question, ServerFrame, SettingsPatch, StatsDelta, You, decode, limits, to_json,
+};
+use crate::state::{DUPLICATE_WINDOW_MS, RoomState};
+use crate::view::RoomView;
+
+/// A snapshot is written after this many events.
+pub const SNAPSHOT_EVERY: u64 = 256;
+/// Events kept in the log (and in memory) for clients that resume.
+pub const LOG_RETAIN: u64 = 512;
+/// Aggregation window for reactions, tallies, presence and analytics.
+pub const FLUSH_MS: Millis = 250;
+/// One question per user per this long.
+pub const QUESTION_INTERVAL_MS: Millis = 60_000;
+/// Close code for a banned user's connections.
+pub const CLOSE_BANNED: u16 = 4003;
+
+/// Every command from a viewer: a generous burst, ten a second sustained.
+const COMMAND_PACE: Pace = Pace { burst: 30, refill_every_ms: 100 };
+/// Chat from a viewer: five at once, one a second sustained.
+const CHAT_PACE: Pace = Pace { burst: 5, refill_every_ms: 1000 };
+
+/// Storage keys. Log keys are zero-padded so key order is seq order.
+pub mod keys {
+    use crate::ids::Seq;
+    pub const META: &str = "meta";
+    pub const SNAPSHOT: &str = "snapshot";
+    pub const LOG_PREFIX: &str = "log/";
+    pub fn log(seq: Seq) -> String {
+        format!("{LOG_PREFIX}{:020}", seq.0)
+    }
+}
+
+/// What the host tells the room.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// A client connected; `resume` is its last `(epoch, seq)` if it is reconnecting.
+    Connect {
+        conn: ConnId,
+        who: Identity,
+        connected_at: Millis,
+        resume: Option<(Epoch, Seq)>,
+    },
+    /// One text frame from a connection.
+    Message {
+        conn: ConnId,
+        text: String,
+    },
+    Close {
+        conn: ConnId,
+    },
+    /// An HTTP request routed to this room (`GET /state`, `POST /commands`).
+    Request {
+        who: Option<Identity>,
+        method: String,
+        path: String,
+        body: Vec<u8>,
+    },
+    /// The alarm the room asked for has fired (maybe late, maybe twice).
+    Alarm,
+}
+
+/// What the room asks of the host, in order. Storage writes of one `handle` call must commit
+/// together before any frame, close or reply of that call leaves the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    Put {
+        key: String,
+        value: Vec<u8>,
+    },
+    Delete {
+        key: String,
+    },
+    Send {
+        conn: ConnId,
+        frame: String,
+    },
+    /// One frame to every open connection.
+    Broadcast {
+        frame: String,
+    },
+    Close {
+        conn: ConnId,
+        code: u16,
+        reason: String,
+    },
+    /// Set (or with `None`, clear) the room's one alarm.
+    SetAlarm(Option<Millis>),
+    /// The answer to an [`Input::Request`].
+    Reply {
+        status: u16,
+        content_type: &'static str,
+        body: Vec<u8>,
+    },
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RestoreError {
+    #[error("stored record {key} is unreadable: {reason}")]
+    Corrupt { key: String, reason: String },
+    #[error("the log has a gap: expected seq {expected}, found {found}")]
+    Gap { expected: u64, found: u64 },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Meta {
+    epoch: Epoch,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Snapshot {
+    seq: Seq,
+    state: RoomState,
+}
+
+/// One logged event as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogRecord {
+    pub seq: Seq,
+    pub at: Millis,
+    pub audience: Audience,
+    pub event: Event,
+}
+
+/// The wire form of a logged event, borrowed so fan-out does not clone it.
+#[derive(Serialize)]
+struct EventFrameRef<'a> {
+    epoch: Epoch,
+    seq: Seq,
+    at: Millis,
+    #[serde(flatten)]
+    event: &'a Event,
+}
+
+#[derive(Debug, Clone)]
+struct Conn {
+    who: Identity,
+    connected_at: Millis,
+}
+
+/// What a command produced, for its `ack`.
+struct Accepted {
+    seq: Option<Seq>,
+    held: bool,
+}
+
+impl Accepted {
+    fn none() -> Self {
+        Accepted { seq: None, held: false }
+    }
+}
+
+/// State that only aggregates between flushes, or paces senders. Lost on a restart by design.
+#[derive(Debug, Default)]
+struct Window {
+    reactions: BTreeMap<String, u32>,
+    tally_dirty: bool,
+    presence_dirty: bool,
+    stats: StatsDelta,
+    flush_at: Option<Millis>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Bucket {
+    Command,
+    Chat,
+}
+
+/// One live show's room. See the crate documentation for the model.
+#[derive(Debug)]
+pub struct Room {
+    epoch: Epoch,
+    seq: Seq,
+    snap_seq: Seq,
+    /// Highest seq whose log record has been deleted from storage.
+    deleted_through: Seq,
+    needs_meta: bool,
+    state: RoomState,
+    log: VecDeque<LogRecord>,
+    conns: BTreeMap<ConnId, Conn>,
+    buckets: BTreeMap<(String, Bucket), TokenBucket>,
+    window: Window,
+    /// The alarm last asked of the host; `None` when unknown (after a revival).
+    alarm: Option<Option<Millis>>,
+    out: VecDeque<Output>,
+}
+
+impl Room {
+    /// A room with no history, in a new epoch.
+    pub fn new(epoch: Epoch) -> Room {
+        Room {
+            epoch,
+            seq: Seq(0),
+            snap_seq: Seq(0),
+            deleted_through: Seq(0),
+            needs_meta: true,
+            state: RoomState::default(),
+            log: VecDeque::new(),
+            conns: BTreeMap::new(),
+            buckets: BTreeMap::new(),
+            window: Window::default(),
+            alarm: None,
+            out: VecDeque::new(),
+        }
+    }
+
+    /// Rebuilds a room from everything it stored (any order). With nothing stored, it is a new
+    /// room in `new_epoch`.
+    pub fn restore(records: Vec<(String, Vec<u8>)>, new_epoch: Epoch) -> Result<Room, RestoreError> {
+        fn parse<T: serde::de::DeserializeOwned>(key: &str, value: &[u8]) -> Result<T, RestoreError> {
+            serde_json::from_slice(value)
+                .map_err(|e| RestoreError::Corrupt { key: key.to_string(), reason: e.to_string() })
+        }
+        let mut meta: Option<Meta> = None;
+        let mut snapshot: Option<Snapshot> = None;
+        let mut log: Vec<LogRecord> = Vec::new();
+        for (key, value) in &records {
+            match key.as_str() {
+                keys::META => meta = Some(parse(key, value)?),
+                keys::SNAPSHOT => snapshot = Some(parse(key, value)?),
+                k if k.starts_with(keys::LOG_PREFIX) => log.push(parse(key, value)?),
+                _ => {}
+            }
+        }
+        let Some(meta) = meta else {
+            if records.iter().any(|(k, _)| k == keys::SNAPSHOT || k.starts_with(keys::LOG_PREFIX)) {
+                return Err(RestoreError::Corrupt { key: keys::META.into(), reason: "missing".into() });
+            }
+            return Ok(Room::new(new_epoch));
+        };
+        log.sort_by_key(|r| r.seq);
+        let mut room = Room::new(meta.epoch);
+        room.needs_meta = false;
+        if let Some(s) = snapshot {
+            room.state = s.state;
+            room.seq = s.seq;
+            room.snap_seq = s.seq;
+        }
+        room.deleted_through = Seq(log.first().map_or(room.snap_seq.0, |r| r.seq.0.saturating_sub(1)));
+        for rec in log {
+            if rec.seq > room.seq {
+                if rec.seq != room.seq.next() {
+                    return Err(RestoreError::Gap { expected: room.seq.0 + 1, found: rec.seq.0 });
+                }
+                room.state.apply(rec.at, &rec.audience, &rec.event);
+                room.seq = rec.seq;
+            }
+            room.log.push_back(rec);
+        }
+        room.trim_log();
+        Ok(room)
+    }
+
+    /// Registers a connection the host kept open while the room was not in memory. Emits nothing.
+    pub fn attach(&mut self, conn: ConnId, who: Identity, connected_at: Millis) {
+        self.conns.insert(conn, Conn { who, connected_at });
+    }
+
+    pub fn epoch(&self) -> Epoch {
+        self.epoch
+    }
+
+    pub fn seq(&self) -> Seq {
+        self.seq
+    }
+
+    pub fn state(&self) -> &RoomState {
+        &self.state
+    }
+
+    /// The logged events still retained for resuming clients, oldest first.
+    pub fn log(&self) -> impl Iterator<Item = &LogRecord> {
+        self.log.iter()
+    }
+
+    /// Distinct viewers connected now.
+    pub fn viewers(&self) -> u32 {
+        let set: BTreeSet<&str> = self
+            .conns
+            .values()
+            .filter(|c| c.who.role == Role::Viewer)
+            .map(|c| c.who.subject.as_str())
+            .collect();
+        u32::try_from(set.len()).unwrap_or(u32::MAX)
+    }
+
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    /// Handles one input at `now`. Outputs are queued for [`Room::poll_output`].
+    pub fn handle(&mut self, now: Millis, input: Input) {
+        // The epoch is stored before anything else, so a client that saw it can resume after a
+        // revival even if the room had logged nothing yet.
+        if self.needs_meta {
+            self.needs_meta = false;
+            let value = to_json(&Meta { epoch: self.epoch }).into_bytes();
+            self.out.push_back(Output::Put { key: keys::META.into(), value });
+        }
+        match input {
+            Input::Connect { conn, who, connected_at, resume } => {
+                self.connect(now, conn, who, connected_at, resume)
+            }
+            Input::Message { conn, text } => {
+                // A frame from a connection we do not know (closed meanwhile) has nobody to answer.
+                let Some(who) = self.conns.get(&conn).map(|c| c.who.clone()) else { return };
+                let frame = match decode(&text) {
+                    Ok(f) => f,
+                    Err((id, e)) => return self.refuse(conn, id, e),
+                };
+                let signal = frame.command.is_signal();
+                match self.command(now, &who, frame.command) {
+                    Ok(a) => {
+                        if let (Some(id), false) = (frame.id, signal) {
+                            self.send(conn, &ServerFrame::Ack { id, seq: a.seq, held: a.held });
+                        }
+                    }
+                    Err(e) => self.refuse(conn, frame.id, e),
+                }
+            }
+            Input::Close { conn } => {
+                if let Some(c) = self.conns.remove(&conn)
+                    && c.who.role == Role::Viewer
+                {
+                    let watched = now.saturating_sub(c.connected_at);
+                    *self.window.stats.watch_ms.entry(c.who.subject).or_default() += watched;
+                    self.window.presence_dirty = true;
+                    self.schedule_flush(now);
+                }
+            }
+            Input::Request { who, method, path, body } => self.request(now, who, &method, &path, &body),
+            Input::Alarm => self.alarm(now),
+        }
+        self.sync_alarm();
+    }
+
+    fn connect(
+        &mut self,
+        now: Millis,
+        conn: ConnId,
+        who: Identity,
+        connected_at: Millis,
+        resume: Option<(Epoch, Seq)>,
+    ) {
+        if self.state.bans.contains(&who.subject) {
+            self.refuse(conn, None, CommandError::new(ErrorCode::Banned, "you are banned from this room"));
+            self.out.push_back(Output::Close { conn, code: CLOSE_BANNED, reason: "banned".into() });
+            return;
+        }
+        let you = You { subject: who.subject.clone(), role: who.role, name: who.name.clone() };
+        let first_retained = self.log.front().map_or(self.seq.0 + 1, |r| r.seq.0);
+        let resumable =
+            resume.filter(|(e, s)| *e == self.epoch && *s <= self.seq && s.0 + 1 >= first_retained);
+        let (subject, role) = (who.subject.clone(), who.role);
+        self.conns.insert(conn, Conn { who, connected_at });
+        if role == Role::Viewer {
+            self.window.presence_dirty = true;
+            self.schedule_flush(now);
+        }
+        match resumable {
+            Some((_, last)) => {
+                self.send(
+                    conn,
+                    &ServerFrame::Welcome {
+                        v: PROTOCOL_VERSION,
+                        epoch: self.epoch,
+                        seq: self.seq,
+                        now,
+                        you,
+                        resumed: true,
+                        state: None,
+                    },
+                );
+                let missed: Vec<String> = self
+                    .log
+                    .iter()
+                    .filter(|r| r.seq > last && r.audience.admits(&subject, role))
+                    .map(|r| self.event_frame(r))
+                    .collect();
+                for frame in missed {
+                    self.out.push_back(Output::Send { conn, frame });
+                }
+                if let Some(frame) = self.tally_frame() {
+                    self.out.push_back(Output::Send { conn, frame });
+                }
+            }
+            None => {
+                let view = RoomView::of(&self.state, &subject, role, now, self.viewers());
+                self.send(
+                    conn,
+                    &ServerFrame::Welcome {
+                        v: PROTOCOL_VERSION,
+                        epoch: self.epoch,
+                        seq: self.seq,
+                        now,
+                        you,
+                        resumed: false,
+                        state: Some(Box::new(view)),
+                    },
+                );
+            }
+        }
+    }
+
+    fn request(&mut self, now: Millis, who: Option<Identity>, method: &str, path: &str, body: &[u8]) {
+        let path = path.split('?').next().unwrap_or_default();
+        let json = "application/json";
+        let (status, body) = match (method, path) {
+            ("GET", "/state") => {
+                let (subject, role) =
+                    who.as_ref().map_or(("", Role::Viewer), |w| (w.subject.as_str(), w.role));
+                let view = RoomView::of(&self.state, subject, role, now, self.viewers());
+                (200, to_json(&serde_json::json!({ "epoch": self.epoch, "seq": self.seq, "state": view })))
+            }
+            ("POST", "/commands") => match who {
+                None => http_error(CommandError::new(ErrorCode::Forbidden, "a token is required")),
+                Some(who) => {
+                    let text = String::from_utf8_lossy(body);
+                    match decode(&text) {
+                        Err((_, e)) => http_error(e),
+                        Ok(frame) => match self.command(now, &who, frame.command) {
+                            Err(e) => http_error(e),
+                            Ok(a) => {
+                                let id = frame.id.unwrap_or_default();
+                                (200, to_json(&ServerFrame::Ack { id, seq: a.seq, held: a.held }))
+                            }
+                        },
+                    }
+                }
+            },
+            _ => http_error(CommandError::new(ErrorCode::NotFound, format!("no route {method} {path}"))),
+        };
+        self.out.push_back(Output::Reply { status, content_type: json, body: body.into_bytes() });
+    }
+
+    fn alarm(&mut self, now: Millis) {
+        if self.window.flush_at.is_some_and(|at| at <= now) {
+            self.flush(now);
+        }
+        let ended: Vec<ProductId> = self
+            .state
+            .products
+            .iter()
+            .filter(|p| p.countdown_ends_at.is_some_and(|at| at <= now))
+            .map(|p| p.product.id.clone())
+            .collect();
+        for product_id in ended {
+            self.emit(now, Audience::All, Event::ProductCountdownEnded { product_id });
+        }
+    }
+
+    fn flush(&mut self, now: Millis) {
+        let w = std::mem::take(&mut self.window);
+        if !w.reactions.is_empty() {
+            let f = ServerFrame::Reactions { epoch: self.epoch, seq: self.seq, counts: w.reactions };
+            self.out.push_back(Output::Broadcast { frame: to_json(&f) });
+        }
+        if w.tally_dirty
+            && let Some(frame) = self.tally_frame()
+        {
+            self.out.push_back(Output::Broadcast { frame });
+        }
+        let mut delta = w.stats;
+        if w.presence_dirty {
+            let viewers = self.viewers();
+            if viewers > self.state.stats.peak_viewers {
+                delta.peak_viewers = Some(viewers);
+            }
+            let peak = viewers.max(self.state.stats.peak_viewers);
+            let f = ServerFrame::Presence { epoch: self.epoch, seq: self.seq, viewers, peak };
+            self.out.push_back(Output::Broadcast { frame: to_json(&f) });
+        }
+        if delta != StatsDelta::default() {
+            self.emit(now, Audience::Staff, Event::Stats { delta });
+        }
+    }
+
+    fn tally_frame(&self) -> Option<String> {
+        let p = self.state.poll.as_ref().filter(|p| p.open)?;
+        let counts = p.counts();
+        let total = counts.iter().sum();
+        Some(to_json(&ServerFrame::PollTally {
+            epoch: self.epoch,
+            seq: self.seq,
+            poll_id: p.info.id,
+            counts,
+            total,
+        }))
+    }
+
+    fn schedule_flush(&mut self, now: Millis) {
+        self.window.flush_at.get_or_insert(now + FLUSH_MS);
+    }
+
+    fn sync_alarm(&mut self) {
+        let countdown = self.state.products.iter().filter_map(|p| p.countdown_ends_at).min();
+        let wanted = match (self.window.flush_at, countdown) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if self.alarm != Some(wanted) {
+            self.alarm = Some(wanted);
+            self.out.push_back(Output::SetAlarm(wanted));
+        }
+    }
+
+    /// Records an event: next seq, state change, log append, fan-out, and compaction when due.
+    fn emit(&mut self, now: Millis, audience: Audience, event: Event) -> Seq {
+        let seq = self.seq.next();
+        self.seq = seq;
+        self.state.apply(now, &audience, &event);
+        let rec = LogRecord { seq, at: now, audience, event };
+        self.out.push_back(Output::Put { key: keys::log(seq), value: to_json(&rec).into_bytes() });
+        let frame = self.event_frame(&rec);
+        match &rec.audience {
+            Audience::All => self.out.push_back(Output::Broadcast { frame }),
+            audience => {
+                let to: Vec<ConnId> = self
+                    .conns
+                    .iter()
+                    .filter(|(_, c)| audience.admits(&c.who.subject, c.who.role))
+                    .map(|(id, _)| *id)
+                    .collect();
+                for conn in to {
+                    self.out.push_back(Output::Send { conn, frame: frame.clone() });
+                }
+            }
+        }
+        self.log.push_back(rec);
+        self.trim_log();
+        if seq.0 - self.snap_seq.0 >= SNAPSHOT_EVERY {
+            self.compact();
+        }
+        seq
+    }
+
+    /// Writes a snapshot of the state as of now and deletes log records too old to resume from.
+    fn compact(&mut self) {
+        let snap = Snapshot { seq: self.seq, state: self.state.clone() };
+        self.out.push_back(Output::Put { key: keys::SNAPSHOT.into(), value: to_json(&snap).into_bytes() });
+        self.snap_seq = self.seq;
+        let through = self.seq.0.saturating_sub(LOG_RETAIN);
+        for s in self.deleted_through.0 + 1..=through {
+            self.out.push_back(Output::Delete { key: keys::log(Seq(s)) });
+        }
+        self.deleted_through = Seq(through.max(self.deleted_through.0));
+    }
+
+    fn trim_log(&mut self) {
+        while self.log.len() as u64 > LOG_RETAIN {
+            self.log.pop_front();
+        }
+    }
+
+    fn event_frame(&self, r: &LogRecord) -> String {
+        to_json(&EventFrameRef { epoch: self.epoch, seq: r.seq, at: r.at, event: &r.event })
+    }
+
+    fn send(&mut self, conn: ConnId, frame: &ServerFrame) {
+        self.out.push_back(Output::Send { conn, frame: to_json(frame) });
+    }
+
+    fn refuse(&mut self, conn: ConnId, id: Option<String>, e: CommandError) {
+        let frame =
+            ServerFrame::Error { id, code: e.code, message: e.message, retry_after_ms: e.retry_after_ms };
+        self.send(conn, &frame);
+    }
+
+    fn pace(&mut self, who: &Identity, bucket: Bucket, pace: Pace, now: Millis) -> Result<(), CommandError> {
+        if who.role.is_staff() {
+            return Ok(());
+        }
+        self.buckets
+            .entry((who.subject.clone(), bucket))
+            .or_insert_with(|| TokenBucket::full(pace, now))
+            .take(pace, now)
+            .map_err(|ms| CommandError::new(ErrorCode::RateLimited, "slow down").retry_after(ms))
+    }
+
+    /// Checks and carries out one command. On `Err` nothing durable has changed.
+    fn command(&mut self, now: Millis, who: &Identity, cmd: Command) -> Result<Accepted, CommandError> {
+        use Command as C;
+        self.pace(who, Bucket::Command, COMMAND_PACE, now)?;
+        let one = |seq| Ok(Accepted { seq: Some(seq), held: false });
+        match cmd {
+            C::ChatSend { text, reply_to } => self.chat(now, who, text, reply_to),
+            C::ChatDelete { message_id } => {
+                require(who.role.can_moderate())?;
+                if self.state.find_message(message_id).is_none()
+                    && self.state.pinned_message.as_ref().is_none_or(|m| m.id != message_id)
+                {
+                    return Err(not_found("message"));
+                }
+                self.moderate(now, who, ModAction::Delete { message_id });
+                one(self.emit(now, Audience::All, Event::ChatDeleted { message_id }))
+            }
+            C::ChatPin { message_id } => {
+                require(who.role.can_moderate())?;
+                let message = self
+                    .state
+                    .history
+                    .iter()
+                    .find(|p| p.message.id == message_id && p.audience == Audience::All)
+                    .map(|p| p.message.clone())
+                    .ok_or_else(|| not_found("message"))?;
+                one(self.emit(now, Audience::All, Event::ChatPinned { message }))
+            }
+            C::ChatUnpin {} => {
+                require(who.role.can_moderate())?;
+                self.state.pinned_message.as_ref().ok_or_else(|| not_found("pinned message"))?;
+                one(self.emit(now, Audience::All, Event::ChatUnpinned {}))
+            }
+            C::Approve { message_id } => {
+                require(who.role.can_moderate())?;
+                let message = self
+                    .state
+                    .held
+                    .get(&message_id)
+                    .map(|h| h.message.clone())
+                    .ok_or_else(|| not_found("held message"))?;
+                self.moderate(now, who, ModAction::Approve { message_id });
+                let audience = self.audience_of(&message.user);
+                one(self.emit(now, audience, Event::ChatMessage { message }))
+            }
+            C::Reject { message_id } => {
+                require(who.role.can_moderate())?;
+                self.state.held.get(&message_id).ok_or_else(|| not_found("held message"))?;
+                one(self.moderate(now, who, ModAction::Reject { message_id }))
+            }
+            C::Timeout { user, seconds } => {
+                require(who.role.can_moderate())?;
+                check_target(who, &user)?;
+                if !(limits::MIN_TIMEOUT_SECS..=limits::MAX_TIMEOUT_SECS).contains(&seconds) {
+                    return Err(invalid(format!(
+                        "timeouts last {} to {} seconds",
+                        limits::MIN_TIMEOUT_SECS,
+                        limits::MAX_TIMEOUT_SECS
+                    )));
+                }
+                let until = now + u64::from(seconds) * 1000;
+                let seq = self.moderate(now, who, ModAction::Timeout { user: user.clone(), until });
+                let notice = CommandError::new(
+                    ErrorCode::TimedOut,
+                    format!("a moderator timed you out for {seconds} s"),
+                )
+                .retry_after(until - now);
+                for conn in self.conns_of(&user) {
+                    self.refuse(conn, None, notice.clone());
+                }
+                one(seq)
+            }
+            C::Ban { user } => {
+                require(who.role.can_moderate())?;
+                check_target(who, &user)?;
+                if self.state.bans.contains(&user) {
+                    return Err(CommandError::new(ErrorCode::InvalidArgument, "already banned"));
+                }
+                let seq = self.moderate(now, who, ModAction::Ban { user: user.clone() });
+                for conn in self.conns_of(&user) {
+                    self.refuse(conn, None, CommandError::new(ErrorCode::Banned, "a moderator banned you"));
+                    self.out.push_back(Output::Close { conn, code: CLOSE_BANNED, reason: "banned".into() });
+                    self.conns.remove(&conn);
+                }
+                one(seq)
+            }
+            C::Unban { user } => {
+                require(who.role.can_moderate())?;
+                if !self.state.bans.contains(&user) && self.state.timed_out_until(&user, now).is_none() {
+                    return Err(not_found("ban or timeout"));
+                }
+                one(self.moderate(now, who, ModAction::Unban { user }))
+            }
+            C::ShadowBan { user } => {
+                require(who.role.can_moderate())?;
+                check_target(who, &user)?;
+                if self.state.shadow_bans.contains(&user) {
+                    return Err(invalid("already shadow-banned"));
+                }
+                one(self.moderate(now, who, ModAction::ShadowBan { user }))
+            }
+            C::UnshadowBan { user } => {
+                require(who.role.can_moderate())?;
+                if !self.state.shadow_bans.contains(&user) {
+                    return Err(not_found("shadow ban"));
+                }
+                one(self.moderate(now, who, ModAction::UnshadowBan { user }))
+            }
+            C::Settings { patch } => {
+                require(who.role.can_moderate())?;
+                let patch = validate_settings(patch)?;
+                let before = self.state.settings.public();
+                let mut seq = self.moderate(now, who, ModAction::Settings { patch });
+                let after = self.state.settings.public();
+                if after != before {
+                    seq = self.emit(now, Audience::All, Event::SettingsChanged { settings: after });
+                }
+                one(seq)
+            }
+            C::React { emoji } => {
+                if !self.state.settings.emojis.contains(&emoji) {
+                    return Err(CommandError::new(
+                        ErrorCode::InvalidEmoji,
+                        "not one of this room's reactions",
+                    ));
+                }
+                *self.window.reactions.entry(emoji).or_default() += 1;
+                self.schedule_flush(now);
+                Ok(Accepted::none())
+            }
+            C::PollOpen { question, options } => {
+                require(who.role.can_moderate())?;
+                let question = text_field(&question, limits::MAX_POLL_QUESTION_CHARS, "question")?;
+                if !(limits::MIN_POLL_OPTIONS..=limits::MAX_POLL_OPTIONS).contains(&options.len()) {
+                    return Err(invalid(format!(
+                        "a poll has {} to {} options",
+                        limits::MIN_POLL_OPTIONS,
+                        limits::MAX_POLL_OPTIONS
+                    )));
+                }
+                let options = options
+                    .iter()
+                    .map(|o| text_field(o, limits::MAX_POLL_OPTION_CHARS, "option"))
+                    .collect::<Result<Vec<_>, _>>()?;
+                if self.state.poll.as_ref().is_some_and(|p| p.open) {
+                    return Err(CommandError::new(ErrorCode::PollAlreadyOpen, "close the open poll first"));
+                }
+                let poll = PollInfo { id: PollId(self.seq.next().0), question, options };
+                one(self.emit(now, Audience::All, Event::PollOpened { poll }))
+            }
+            C::PollVote { poll_id, option } => {
+                let poll = self.poll(poll_id)?;
+                if usize::from(option) >= poll.info.options.len() {
+                    return Err(invalid("no such option"));
+                }
+                if poll.votes.get(&who.subject) == Some(&option) {
+                    return Ok(Accepted::none());
+                }
+                self.window.tally_dirty = true;
+                self.schedule_flush(now);
+                let user = who.subject.clone();
+                one(self.emit(now, Audience::User(user.clone()), Event::PollVoted { poll_id, user, option }))
+            }
+            C::PollClose { poll_id } => {
+                require(who.role.can_moderate())?;
+                let counts = self.poll(poll_id)?.counts();
+                let total = counts.iter().sum();
+                one(self.emit(now, Audience::All, Event::PollClosed { poll_id, counts, total }))
+            }
+            C::QuestionAsk { text } => self.ask(now, who, text),
+            C::QuestionUpvote { question_id } => {
+                let q = self.question(question_id, who)?;
+                if q.upvoters.contains(&who.subject) {
+                    return Err(CommandError::new(ErrorCode::AlreadyUpvoted, "one upvote per question"));
+                }
+                let (upvotes, audience) = (q.question.upvotes + 1, q.audience.clone());
+                let user = who.subject.clone();
+                one(self.emit(now, audience, Event::QuestionUpvoted { question_id, user, upvotes }))
+            }
+            C::QuestionAnswer { question_id } => {
+                require(who.role.can_moderate())?;
+                if self.question(question_id, who)?.question.answered {
+                    return Ok(Accepted::none());
+                }
+                one(self.emit(now, Audience::All, Event::QuestionAnswered { question_id }))
+            }
+            C::QuestionPin { question_id } => {
+                require(who.role.can_moderate())?;
+                self.question(question_id, who)?;
+                one(self.emit(now, Audience::All, Event::QuestionPinned { question_id }))
+            }
+            C::QuestionUnpin {} => {
+                require(who.role.can_moderate())?;
+                self.state.pinned_question.ok_or_else(|| not_found("pinned question"))?;
+                one(self.emit(now, Audience::All, Event::QuestionUnpinned {}))
+            }
+            C::BannerSet { text } => {
+                require(who.role == Role::Host)?;
+                let text = text_field(&text, limits::MAX_BANNER_CHARS, "banner")?;
+                one(self.emit(now, Audience::All, Event::BannerSet { text }))
+            }
+            C::BannerClear {} => {
+                require(who.role == Role::Host)?;
+                self.state.banner.as_ref().ok_or_else(|| not_found("banner"))?;
+                one(self.emit(now, Audience::All, Event::BannerCleared {}))
+            }
+            C::ProductPin { product, countdown_ends_at } => {
+                require(matches!(who.role, Role::Host | Role::Merchant))?;
+                product.validate()?;
+                if countdown_ends_at.is_some_and(|at| at <= now) {
+                    return Err(invalid("countdown_ends_at is in the past"));
+                }
+                let existing = self.state.products.iter().find(|p| p.product.id == product.id);
+                if existing.is_none() && self.state.products.len() >= limits::MAX_PINNED_PRODUCTS {
+                    return Err(CommandError::new(
+                        ErrorCode::TooManyPins,
+                        format!("at most {} products are pinned at once", limits::MAX_PINNED_PRODUCTS),
+                    ));
+                }
+                let sold_out = existing.is_some_and(|p| p.sold_out);
+                let pin = ProductPin { product, countdown_ends_at, sold_out };
+                one(self.emit(now, Audience::All, Event::ProductPinned { pin }))
+            }
+            C::ProductUnpin { product_id } => {
+                require(matches!(who.role, Role::Host | Role::Merchant))?;
+                self.pinned(&product_id)?;
+                one(self.emit(now, Audience::All, Event::ProductUnpinned { product_id }))
+            }
+            C::ProductSoldOut { product_id, sold_out } => {
+                require(matches!(who.role, Role::Host | Role::Merchant))?;
+                if self.pinned(&product_id)?.sold_out == sold_out {
+                    return Ok(Accepted::none());
+                }
+                one(self.emit(now, Audience::All, Event::ProductSoldOut { product_id, sold_out }))
+            }
+            C::ProductImpression { product_id } => {
+                self.pinned(&product_id)?;
+                *self.window.stats.impressions.entry(product_id).or_default() += 1;
+                self.schedule_flush(now);
+                Ok(Accepted::none())
+            }
+            C::ProductClick { product_id } => {
+                self.pinned(&product_id)?;
+                *self.window.stats.clicks.entry(product_id).or_default() += 1;
+                self.schedule_flush(now);
+                Ok(Accepted::none())
+            }
+        }
+    }
+
+    fn chat(
+        &mut self,
+        now: Millis,
+        who: &Identity,
+        text: String,
+        reply_to: Option<MessageId>,
+    ) -> Result<Accepted, CommandError> {
+        self.may_speak(who, now)?;
+        let text = filter::normalize_whitespace(&text);
+        if text.is_empty() {
+            return Err(CommandError::new(ErrorCode::EmptyMessage, "say something"));
+        }
+        if text.chars().count() > limits::MAX_CHAT_CHARS {
+            return Err(CommandError::new(
+                ErrorCode::MessageTooLong,
+                format!("messages are limited to {} characters", limits::MAX_CHAT_CHARS),
+            ));
+        }
+        if let Some(r) = reply_to
+            && self.state.find_message(r).is_none()
+        {
+            return Err(not_found("message to reply to"));
+        }
+        let staff = who.role.is_staff();
+        if !staff {
+            let last = self.state.last_said.get(&who.subject);
+            let slow = u64::from(self.state.settings.slow_mode_secs) * 1000;
+            if let Some(l) = last
+                && slow > 0
+                && now < l.at + slow
+            {
+                let e = CommandError::new(ErrorCode::SlowMode, "slow mode is on");
+                return Err(e.retry_after(l.at + slow - now));
+            }
+            if let Some(l) = last
+                && now < l.at + DUPLICATE_WINDOW_MS
+                && l.skeleton == filter::skeleton(&text)
+            {
+                return Err(CommandError::new(ErrorCode::DuplicateMessage, "you just said that"));
+            }
+        }
+        let verdict = self.judge(&text, staff);
+        if let Verdict::Refuse(code) = verdict {
+            return Err(CommandError::new(code, refusal(code)));
+        }
+        // Pace last, so a refused message does not cost the sender a token.
+        self.pace(who, Bucket::Chat, CHAT_PACE, now)?;
+        let message = ChatMessage {
+            id: MessageId(self.seq.next().0),
+            user: who.subject.clone(),
+            name: who.name.clone(),
+            role: who.role,
+            text,
+            reply_to,
+            at: now,
+        };
+        match verdict {
+            Verdict::Hold(reason) => {
+                let seq = self.emit(now, Audience::Moderators, Event::ChatHeld { message, reason });
+                Ok(Accepted { seq: Some(seq), held: true })
+            }
+            _ => {
+                let audience = self.audience_of(&who.subject);
+                Ok(Accepted {
+                    seq: Some(self.emit(now, audience, Event::ChatMessage { message })),
+                    held: false,
+                })
+            }
+        }
+    }
+
+    fn ask(&mut self, now: Millis, who: &Identity, text: String) -> Result<Accepted, CommandError> {
+        self.may_speak(who, now)?;
+        let text = text_field(&text, limits::MAX_QUESTION_CHARS, "question")?;
+        if let Some(&at) = self.state.last_asked.get(&who.subject)
+            && now < at + QUESTION_INTERVAL_MS
+        {
+            let e = CommandError::new(ErrorCode::QuestionRateLimited, "one question a minute");
+            return Err(e.retry_after(at + QUESTION_INTERVAL_MS - now));
+        }
+        // Questions have no review queue: a link chat would hold is refused; borderline text
+        // passes (the host reads questions before answering them).
+        match self.judge(&text, who.role.is_staff()) {
+            Verdict::Refuse(code) => return Err(CommandError::new(code, refusal(code))),
+            Verdict::Hold(HoldReason::Link) => {
+                return Err(CommandError::new(ErrorCode::LinkNotAllowed, refusal(ErrorCode::LinkNotAllowed)));
+            }
+            Verdict::Hold(_) | Verdict::Pass => {}
+        }
+        let question = Question {
+            id: QuestionId(self.seq.next().0),
+            user: who.subject.clone(),
+            name: who.name.clone(),
+            text,
+            at: now,
+            upvotes: 0,
+            answered: false,
+        };
+        let audience = self.audience_of(&who.subject);
+        Ok(Accepted { seq: Some(self.emit(now, audience, Event::QuestionAsked { question })), held: false })
+    }
+
+    fn judge(&self, text: &str, staff: bool) -> Verdict {
+        let s = &self.state.settings;
+        let rules = Rules {
+            links: s.links,
+            review: s.review,
+            blocked_terms: &s.blocked_terms,
+            allowed_terms: &s.allowed_terms,
+        };
+        filter::judge(text, &rules, staff)
+    }
+
+    fn may_speak(&self, who: &Identity, now: Millis) -> Result<(), CommandError> {
+        if self.state.bans.contains(&who.subject) {
+            return Err(CommandError::new(ErrorCode::Banned, "you are banned from this room"));
+        }
+        if let Some(until) = self.state.timed_out_until(&who.subject, now) {
+            return Err(CommandError::new(ErrorCode::TimedOut, "you are timed out").retry_after(until - now));
+        }
+        Ok(())
+    }
+
+    /// Shadow-banned users are the only audience of what they say.
+    fn audience_of(&self, user: &str) -> Audience {
+        if self.state.shadow_bans.contains(user) { Audience::User(user.to_string()) } else { Audience::All }
+    }
+
+    fn moderate(&mut self, now: Millis, who: &Identity, action: ModAction) -> Seq {
+        self.emit(now, Audience::Moderators, Event::ModAction { by: who.subject.clone(), action })
+    }
+
+    fn conns_of(&self, user: &str) -> Vec<ConnId> {
+        self.conns.iter().filter(|(_, c)| c.who.subject == user).map(|(id, _)| *id).collect()
+    }
+
+    fn poll(&self, id: PollId) -> Result<&crate::state::Poll, CommandError> {
+        match &self.state.poll {
+            Some(p) if p.info.id == id && p.open => Ok(p),
+            Some(p) if p.info.id == id => Err(CommandError::new(ErrorCode::PollClosed, "the poll is closed")),
+            _ => Err(not_found("poll")),
+        }
+    }
+
+    fn question(&self, id: QuestionId, who: &Identity) -> Result<&crate::state::AskedQuestion, CommandError> {
+        self.state
+            .questions
+            .get(&id)
+            .filter(|q| q.audience.admits(&who.subject, who.role))
+            .ok_or_else(|| not_found("question"))
+    }
+
+    fn pinned(&self, id: &ProductId) -> Result<&ProductPin, CommandError> {
+        self.state.products.iter().find(|p| p.product.id == *id).ok_or_else(|| not_found("pinned product"))
+    }
+}
+
+fn require(allowed: bool) -> Result<(), CommandError> {
+    if allowed { Ok(()) } else { Err(CommandError::new(ErrorCode::Forbidden, "your role may not do this")) }
+}
+
+fn not_found(what: &str) -> CommandError {
+    CommandError::new(ErrorCode::NotFound, format!("no such {what}"))
+}
+
+fn invalid(msg: impl Into<String>) -> CommandError {
+    CommandError::new(ErrorCode::InvalidArgument, msg)
+}
+
+fn refusal(code: ErrorCode) -> &'static str {
+    match code {
+        ErrorCode::LinkNotAllowed => "links are not allowed in this room",
+        _ => "this message breaks the room's rules",
+    }
+}
+
+fn check_target(who: &Identity, user: &str) -> Result<(), CommandError> {
+    if user.is_empty() || user.len() > limits::MAX_USER_BYTES {
+        return Err(invalid("user is 1 to 64 bytes"));
+    }
+    if user == who.subject {
+        return Err(invalid("you cannot sanction yourself"));
+    }
+    Ok(())
+}
+
+/// A short text field: whitespace normalised, not empty, at most `max` characters.
+fn text_field(text: &str, max: usize, what: &str) -> Result<String, CommandError> {
+    let t = filter::normalize_whitespace(text);
+    if t.is_empty() {
+        return Err(CommandError::new(ErrorCode::EmptyMessage, format!("{what} is empty")));
+    }
+    if t.chars().count() > max {
+        return Err(CommandError::new(
+            ErrorCode::MessageTooLong,
+            format!("{what} is limited to {max} characters"),
+        ));
+    }
+    Ok(t)
+}
+
+fn validate_settings(mut p: SettingsPatch) -> Result<SettingsPatch, CommandError> {
+    if p == SettingsPatch::default() {
+        return Err(invalid("nothing to change"));
+    }
+    if p.slow_mode_secs.is_some_and(|s| s > limits::MAX_SLOW_MODE_SECS) {
+        return Err(invalid(format!("slow mode is at most {} seconds", limits::MAX_SLOW_MODE_SECS)));
+    }
+    if let Some(emojis) = &p.emojis {
+        let unique: BTreeSet<&String> = emojis.iter().collect();
+        let ok = (1..=limits::MAX_EMOJIS).contains(&emojis.len())
+            && unique.len() == emojis.len()
+            && emojis.iter().all(|e| {
+                !e.is_empty()
+                    && e.len() <= limits::MAX_EMOJI_BYTES
+                    && !e.chars().any(|c| c.is_whitespace() || c.is_control())
+            });
+        if !ok {
+            return Err(CommandError::new(
+                ErrorCode::InvalidEmoji,
+                format!("1 to {} distinct reactions, each a short symbol", limits::MAX_EMOJIS),
+            ));
+        }
+    }
+    for terms in [&mut p.blocked_terms, &mut p.allowed_terms].into_iter().flatten() {
+        if terms.len() > limits::MAX_TERMS {
+            return Err(invalid(format!("at most {} terms", limits::MAX_TERMS)));
+        }
+        for t in terms.iter_mut() {
+            *t = filter::normalize_whitespace(t);
+            if t.is_empty() || t.chars().count() > limits::MAX_TERM_CHARS {
+                return Err(invalid(format!("terms are 1 to {} characters", limits::MAX_TERM_CHARS)));
+            }
+        }
+    }
+    Ok(p)
+}
+
+fn http_error(e: CommandError) -> (u16, String) {
+    let status = match e.code {
+        ErrorCode::Forbidden | ErrorCode::Banned | ErrorCode::TimedOut => 403,
+        ErrorCode::NotFound => 404,
+        ErrorCode::PayloadTooLarge => 413,
+        ErrorCode::RateLimited | ErrorCode::SlowMode | ErrorCode::QuestionRateLimited => 429,
+        ErrorCode::PollAlreadyOpen
+        | ErrorCode::PollClosed
+        | ErrorCode::AlreadyUpvoted
+        | ErrorCode::TooManyPins
+        | ErrorCode::DuplicateMessage => 409,
+        ErrorCode::BlockedContent | ErrorCode::LinkNotAllowed => 422,
+        _ => 400,
+    };
+    let mut error = serde_json::json!({ "code": e.code, "message": e.message });
+    if let Some(ms) = e.retry_after_ms {
+        error["retry_after_ms"] = ms.into();
+    }
+    (status, to_json(&serde_json::json!({ "error": error })))
+}

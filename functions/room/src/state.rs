@@ -1,0 +1,324 @@
+//! The room's durable state and the one function that changes it, [`RoomState::apply`].
+//!
+//! Every change goes through an [`Event`], so replaying a snapshot plus the log after it gives
+//! back exactly the live state. Only ordered maps are used: iteration order and the serialized
+//! snapshot are deterministic on every host.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{MessageId, Millis, PollId, ProductId, QuestionId};
+use crate::protocol::{
+    Audience, ChatMessage, Event, HoldReason, LinkPolicy, ModAction, PollInfo, ProductPin, PublicSettings,
+    Question, ReviewMode, SettingsPatch,
+};
+
+/// Messages kept for replay on join.
+pub const HISTORY_LEN: usize = 100;
+/// Held messages kept for review; the oldest are dropped past this.
+pub const HELD_LEN: usize = 200;
+/// Questions kept; the oldest answered (then oldest) are dropped past this.
+pub const QUESTIONS_LEN: usize = 200;
+/// How long a user's last message counts for duplicate suppression.
+pub const DUPLICATE_WINDOW_MS: Millis = 30_000;
+
+pub const DEFAULT_EMOJIS: [&str; 6] = ["❤️", "🔥", "😂", "👏", "😮", "🛍️"];
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settings {
+    pub slow_mode_secs: u32,
+    pub links: LinkPolicy,
+    pub review: ReviewMode,
+    pub emojis: Vec<String>,
+    pub blocked_terms: Vec<String>,
+    pub allowed_terms: Vec<String>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            slow_mode_secs: 0,
+            links: LinkPolicy::Block,
+            review: ReviewMode::Flagged,
+            emojis: DEFAULT_EMOJIS.iter().map(|e| e.to_string()).collect(),
+            blocked_terms: Vec::new(),
+            allowed_terms: Vec::new(),
+        }
+    }
+}
+
+impl Settings {
+    pub fn public(&self) -> PublicSettings {
+        PublicSettings { slow_mode_secs: self.slow_mode_secs, links: self.links, emojis: self.emojis.clone() }
+    }
+
+    pub(crate) fn patch(&mut self, p: &SettingsPatch) {
+        if let Some(v) = p.slow_mode_secs {
+            self.slow_mode_secs = v;
+        }
+        if let Some(v) = p.links {
+            self.links = v;
+        }
+        if let Some(v) = p.review {
+            self.review = v;
+        }
+        if let Some(v) = &p.emojis {
+            self.emojis = v.clone();
+        }
+        if let Some(v) = &p.blocked_terms {
+            self.blocked_terms = v.clone();
+        }
+        if let Some(v) = &p.allowed_terms {
+            self.allowed_terms = v.clone();
+        }
+    }
+}
+
+/// A message in the replay history, with who may see it (a shadow-banned sender's own messages
+/// are in history for them alone).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Posted {
+    pub message: ChatMessage,
+    pub audience: Audience,
+}
+
+/// A message waiting for a moderator, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Held {
+    pub message: ChatMessage,
+    pub reason: HoldReason,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Poll {
+    pub info: PollInfo,
+    pub open: bool,
+    /// One vote per user: the option index they chose last.
+    pub votes: BTreeMap<String, u8>,
+}
+
+impl Poll {
+    pub fn counts(&self) -> Vec<u32> {
+        let mut counts = vec![0u32; self.info.options.len()];
+        for &o in self.votes.values() {
+            if let Some(c) = counts.get_mut(usize::from(o)) {
+                *c += 1;
+            }
+        }
+        counts
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AskedQuestion {
+    pub question: Question,
+    /// `User(asker)` when the asker is shadow-banned.
+    pub audience: Audience,
+    pub upvoters: BTreeSet<String>,
+}
+
+/// What a user last said, for slow mode and duplicate suppression.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastSaid {
+    pub at: Millis,
+    pub skeleton: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stats {
+    pub impressions: BTreeMap<ProductId, u64>,
+    pub clicks: BTreeMap<ProductId, u64>,
+    pub watch_ms: BTreeMap<String, u64>,
+    pub peak_viewers: u32,
+}
+
+/// Everything about a room that must survive a restart.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomState {
+    pub settings: Settings,
+    pub history: VecDeque<Posted>,
+    pub held: BTreeMap<MessageId, Held>,
+    pub pinned_message: Option<ChatMessage>,
+    pub bans: BTreeSet<String>,
+    pub shadow_bans: BTreeSet<String>,
+    /// Users timed out, until when.
+    pub timeouts: BTreeMap<String, Millis>,
+    pub last_said: BTreeMap<String, LastSaid>,
+    pub poll: Option<Poll>,
+    pub questions: BTreeMap<QuestionId, AskedQuestion>,
+    pub pinned_question: Option<QuestionId>,
+    pub last_asked: BTreeMap<String, Millis>,
+    pub banner: Option<String>,
+    pub products: Vec<ProductPin>,
+    pub stats: Stats,
+}
+
+impl RoomState {
+    /// Applies one logged event. Total: an event that no longer matches the state (a pin of a
+    /// message deleted since) changes nothing rather than failing, so replay never stops.
+    pub fn apply(&mut self, at: Millis, audience: &Audience, event: &Event) {
+        match event {
+            Event::ChatMessage { message } => {
+                self.held.remove(&message.id);
+                self.last_said.insert(
+                    message.user.clone(),
+                    LastSaid { at, skeleton: crate::filter::skeleton(&message.text) },
+                );
+                self.history.push_back(Posted { message: message.clone(), audience: audience.clone() });
+                while self.history.len() > HISTORY_LEN {
+                    self.history.pop_front();
+                }
+            }
+            Event::ChatHeld { message, reason } => {
+                self.last_said.insert(
+                    message.user.clone(),
+                    LastSaid { at, skeleton: crate::filter::skeleton(&message.text) },
+                );
+                self.held.insert(message.id, Held { message: message.clone(), reason: *reason });
+                while self.held.len() > HELD_LEN {
+                    self.held.pop_first();
+                }
+            }
+            Event::ChatDeleted { message_id } => {
+                self.history.retain(|p| p.message.id != *message_id);
+                self.held.remove(message_id);
+                if self.pinned_message.as_ref().is_some_and(|m| m.id == *message_id) {
+                    self.pinned_message = None;
+                }
+            }
+            Event::ChatPinned { message } => self.pinned_message = Some(message.clone()),
+            Event::ChatUnpinned {} => self.pinned_message = None,
+            Event::ModAction { action, .. } => self.apply_mod(action),
+            // The public half of a settings change; the patch itself came with the mod.action.
+            Event::SettingsChanged { .. } => {}
+            Event::PollOpened { poll } => {
+                self.poll = Some(Poll { info: poll.clone(), open: true, votes: BTreeMap::new() });
+            }
+            Event::PollVoted { poll_id, user, option } => {
+                if let Some(p) = self.poll.as_mut().filter(|p| p.info.id == *poll_id && p.open) {
+                    p.votes.insert(user.clone(), *option);
+                }
+            }
+            Event::PollClosed { poll_id, .. } => {
+                if let Some(p) = self.poll.as_mut().filter(|p| p.info.id == *poll_id) {
+                    p.open = false;
+                }
+            }
+            Event::QuestionAsked { question } => {
+                self.last_asked.insert(question.user.clone(), at);
+                self.questions.insert(
+                    question.id,
+                    AskedQuestion {
+                        question: question.clone(),
+                        audience: audience.clone(),
+                        upvoters: BTreeSet::new(),
+                    },
+                );
+                while self.questions.len() > QUESTIONS_LEN {
+                    let victim = self
+                        .questions
+                        .iter()
+                        .find(|(id, q)| q.question.answered && Some(**id) != self.pinned_question)
+                        .or_else(|| self.questions.iter().find(|(id, _)| Some(**id) != self.pinned_question))
+                        .map(|(id, _)| *id);
+                    match victim {
+                        Some(id) => self.questions.remove(&id),
+                        None => break,
+                    };
+                }
+            }
+            Event::QuestionUpvoted { question_id, user, .. } => {
+                if let Some(q) = self.questions.get_mut(question_id)
+                    && q.upvoters.insert(user.clone())
+                {
+                    q.question.upvotes += 1;
+                }
+            }
+            Event::QuestionAnswered { question_id } => {
+                if let Some(q) = self.questions.get_mut(question_id) {
+                    q.question.answered = true;
+                }
+            }
+            Event::QuestionPinned { question_id } => self.pinned_question = Some(*question_id),
+            Event::QuestionUnpinned {} => self.pinned_question = None,
+            Event::BannerSet { text } => self.banner = Some(text.clone()),
+            Event::BannerCleared {} => self.banner = None,
+            Event::ProductPinned { pin } => {
+                self.products.retain(|p| p.product.id != pin.product.id);
+                self.products.push(pin.clone());
+            }
+            Event::ProductUnpinned { product_id } => self.products.retain(|p| p.product.id != *product_id),
+            Event::ProductSoldOut { product_id, sold_out } => {
+                if let Some(p) = self.products.iter_mut().find(|p| p.product.id == *product_id) {
+                    p.sold_out = *sold_out;
+                }
+            }
+            Event::ProductCountdownEnded { product_id } => {
+                if let Some(p) = self.products.iter_mut().find(|p| p.product.id == *product_id) {
+                    p.countdown_ends_at = None;
+                }
+            }
+            Event::Stats { delta } => {
+                let s = &mut self.stats;
+                for (k, v) in &delta.impressions {
+                    *s.impressions.entry(k.clone()).or_default() += v;
+                }
+                for (k, v) in &delta.clicks {
+                    *s.clicks.entry(k.clone()).or_default() += v;
+                }
+                for (k, v) in &delta.watch_ms {
+                    *s.watch_ms.entry(k.clone()).or_default() += v;
+                }
+                if let Some(p) = delta.peak_viewers {
+                    s.peak_viewers = s.peak_viewers.max(p);
+                }
+            }
+        }
+    }
+
+    fn apply_mod(&mut self, action: &ModAction) {
+        match action {
+            // Deletion and approval change state through their public events.
+            ModAction::Delete { .. } | ModAction::Approve { .. } => {}
+            ModAction::Reject { message_id } => {
+                self.held.remove(message_id);
+            }
+            ModAction::Timeout { user, until } => {
+                self.timeouts.insert(user.clone(), *until);
+            }
+            ModAction::Ban { user } => {
+                self.bans.insert(user.clone());
+                self.timeouts.remove(user);
+            }
+            ModAction::Unban { user } => {
+                self.bans.remove(user);
+                self.timeouts.remove(user);
+            }
+            ModAction::ShadowBan { user } => {
+                self.shadow_bans.insert(user.clone());
+            }
+            ModAction::UnshadowBan { user } => {
+                self.shadow_bans.remove(user);
+            }
+            ModAction::Settings { patch } => self.settings.patch(patch),
+        }
+    }
+
+    /// The timeout still running for `user` at `now`, if any.
+    pub fn timed_out_until(&self, user: &str, now: Millis) -> Option<Millis> {
+        self.timeouts.get(user).copied().filter(|&until| until > now)
+    }
+
+    pub fn find_message(&self, id: MessageId) -> Option<&ChatMessage> {
+        self.history
+            .iter()
+            .map(|p| &p.message)
+            .find(|m| m.id == id)
+            .or_else(|| self.held.get(&id).map(|h| &h.message))
+    }
+
+    pub fn open_poll(&self, id: PollId) -> Option<&Poll> {
+        self.poll.as_ref().filter(|p| p.info.id == id && p.open)
+    }
+}

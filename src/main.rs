@@ -1,0 +1,216 @@
+//! `liveshop`: the one command a team runs. `liveshop dev` starts everything locally,
+//! `liveshop edge` runs the edge node in production, `liveshop token` mints tokens for scripts.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use liveshop_edge::shows::NewShow;
+use liveshop_edge::{Edge, EdgeConfig};
+use liveshop_identity::{Claims, Role};
+use liveshop_room::protocol::Product;
+
+/// Open, self-hostable live shopping: stream from OBS, chat, polls, Q&A and checkout in one page.
+#[derive(Parser)]
+#[command(name = "liveshop", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Everything, locally: the edge node with a demo show, on http://127.0.0.1:8080.
+    ///
+    /// No accounts and no setup: a secret and the database are made in the data directory on
+    /// first run, and a restart keeps everything.
+    Dev {
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+    /// The edge node for production: settings from a TOML file, the environment and flags
+    /// (flags win, then the environment, then the file).
+    Edge {
+        /// A TOML file with any of the node's settings (see `docs/edge.md`).
+        #[arg(long, env = "LIVESHOP_CONFIG")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+    /// Mint a signed token (HS256 JWT) for scripts, tests and integrations.
+    ///
+    /// The secret is $LIVESHOP_SECRET, or the node's secret in the data directory (created on
+    /// first use).
+    Token {
+        /// viewer, moderator, host or merchant.
+        #[arg(long)]
+        role: RoleArg,
+        /// The room (show) the token is for; `*` for every room.
+        #[arg(long)]
+        room: String,
+        /// The user's id; defaults to the role's name.
+        #[arg(long)]
+        sub: Option<String>,
+        /// A display name.
+        #[arg(long)]
+        name: Option<String>,
+        /// How long the token is valid, in hours.
+        #[arg(long, default_value_t = 12)]
+        hours: u64,
+        /// Where the node keeps its data (and secret).
+        #[arg(long, env = "LIVESHOP_DATA", default_value = ".liveshop")]
+        data_dir: PathBuf,
+    },
+}
+
+/// Settings both `dev` and `edge` take on the command line.
+#[derive(Args)]
+struct NodeArgs {
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "LIVESHOP_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Where the database and the node's secret live [default: .liveshop].
+    #[arg(long, env = "LIVESHOP_DATA")]
+    data_dir: Option<PathBuf>,
+    /// The URL viewers reach this node at, for printed links.
+    #[arg(long, env = "LIVESHOP_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// Seconds an idle room stays in memory before it hibernates [default: 30].
+    #[arg(long, env = "LIVESHOP_HIBERNATE_AFTER")]
+    hibernate_after: Option<f64>,
+    /// Connections one room may hold [default: 20000].
+    #[arg(long, env = "LIVESHOP_MAX_CONNS_PER_ROOM")]
+    max_conns_per_room: Option<usize>,
+    /// New connections per second one IP address may open [default: 5, burst 20].
+    #[arg(long, env = "LIVESHOP_CONNS_PER_IP")]
+    conns_per_ip: Option<u64>,
+}
+
+impl NodeArgs {
+    fn apply(self, mut c: EdgeConfig) -> EdgeConfig {
+        if let Some(v) = self.listen {
+            c.listen = v;
+        }
+        if let Some(v) = self.data_dir {
+            c.data_dir = v;
+        }
+        if let Some(v) = self.public_url {
+            c.public_url = Some(v);
+        }
+        if let Some(v) = self.hibernate_after {
+            c.hibernate_after_secs = v;
+        }
+        if let Some(v) = self.max_conns_per_room {
+            c.max_conns_per_room = v;
+        }
+        if let Some(v) = self.conns_per_ip {
+            c.conns_per_ip_per_sec = v;
+            c.conns_per_ip_burst = c.conns_per_ip_burst.max(v);
+        }
+        c
+    }
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum RoleArg {
+    Viewer,
+    Moderator,
+    Host,
+    Merchant,
+}
+
+impl From<RoleArg> for Role {
+    fn from(r: RoleArg) -> Role {
+        match r {
+            RoleArg::Viewer => Role::Viewer,
+            RoleArg::Moderator => Role::Moderator,
+            RoleArg::Host => Role::Host,
+            RoleArg::Merchant => Role::Merchant,
+        }
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Token { role, room, sub, name, hours, data_dir } => {
+            let secret = liveshop_edge::node_secret(&data_dir)?;
+            let role = Role::from(role);
+            let exp = SystemTime::now().duration_since(UNIX_EPOCH)? + Duration::from_secs(hours * 3600);
+            let mut claims =
+                Claims::new(sub.unwrap_or_else(|| role.as_str().into()), room, role, exp.as_secs());
+            claims.name = name;
+            println!("{}", secret.mint(&claims)?);
+            Ok(())
+        }
+        Command::Dev { node } => run(node.apply(EdgeConfig::default()), true),
+        Command::Edge { config, node } => {
+            let file = match config {
+                Some(path) => EdgeConfig::from_toml_file(&path)?,
+                None => EdgeConfig::default(),
+            };
+            run(node.apply(file), false)
+        }
+    }
+}
+
+fn run(config: EdgeConfig, dev: bool) -> anyhow::Result<()> {
+    tracing_subscriber::fmt().with_target(false).init();
+    let runtime = tokio::runtime::Runtime::new().context("starting tokio")?;
+    runtime.block_on(async {
+        let edge = Edge::start(config).await?;
+        let base = match &edge.app.config.public_url {
+            Some(u) => u.trim_end_matches('/').to_string(),
+            None => format!("http://{}", edge.local_addr()),
+        };
+        println!("liveshop: listening on http://{}", edge.local_addr());
+        if dev {
+            let show = edge.ensure_show(demo_show())?;
+            let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+            let host = Claims::new("host", &show.id, Role::Host, now + 7 * 24 * 3600).with_name("Host");
+            let token = edge.app.secret.mint(&host)?;
+            println!();
+            println!("  Demo show \"{}\" is ready.", show.title);
+            println!("  Viewer page:    {base}/watch/{}", show.id);
+            println!("  Host dashboard: {base}/dashboard/{}#token={token}", show.id);
+            println!("  Host token:     {token}");
+            println!("  More tokens:    cargo run -- token --role moderator --room {}", show.id);
+            println!("  OBS settings:   come with the media origin (WHIP ingest).");
+            println!();
+        }
+        let shutdown = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        edge.serve(shutdown).await?;
+        anyhow::Ok(())
+    })
+}
+
+/// The show `liveshop dev` seeds: a few products with pictures that need no network.
+fn demo_show() -> NewShow {
+    let swatch = |colour: &str| {
+        format!(
+            "data:image/svg+xml,%3Csvg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 4 3'%3E\
+             %3Crect width='4' height='3' fill='%23{colour}'/%3E%3C/svg%3E"
+        )
+    };
+    let product = |id: &str, title: &str, minor: i64, colour: &str| Product {
+        id: liveshop_room::ProductId(id.into()),
+        title: title.into(),
+        price: Some(liveshop_room::Money { minor, currency: "EUR".into() }),
+        image_url: Some(swatch(colour)),
+        url: None,
+    };
+    NewShow {
+        id: Some("demo".into()),
+        title: "Spring drop: linen and ceramics".into(),
+        products: vec![
+            product("linen-shirt", "Linen shirt", 4900, "c2410c"),
+            product("ceramic-mug", "Hand-thrown mug", 2400, "0f766e"),
+            product("tote-bag", "Canvas tote", 1900, "4338ca"),
+            product("silk-scarf", "Silk scarf", 6500, "be185d"),
+        ],
+    }
+}

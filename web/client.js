@@ -1,0 +1,413 @@
+// The liveshop client-room protocol (docs/protocol.md), shared by the viewer page and the host
+// dashboard. One RoomClient per page: it connects over WebSocket, keeps the last (epoch, seq) it
+// saw, reconnects with backoff and resumes, matches acks and errors to the commands that caused
+// them, and hands every other frame to listeners by its `type`.
+//
+//   const room = new RoomClient({ show, token });
+//   room.on('welcome', (w) => { if (!w.resumed) rebuild(w.state); });
+//   room.on('chat.message', (e) => addMessage(e.message));
+//   room.on('status', (s) => showConnection(s));   // connecting | open | reconnecting | banned | failed
+//   room.on('notice', (err) => showError(err));    // error frames that answer no command of ours
+//   await room.send('chat.send', { text: 'hi' });  // resolves with the ack, rejects with the error
+//   room.signal('react', { emoji: '🔥' });          // signals are never acknowledged
+//   room.connect();
+
+/** Close code the room uses for a banned user. */
+export const CLOSE_BANNED = 4003;
+
+/** Frames that reflect the latest state and are not replayed on resume. */
+const LATEST_STATE = new Set(['reactions', 'poll.tally', 'presence']);
+
+/** A refused command, with the room's stable error code. */
+export class RoomError extends Error {
+  constructor(frame) {
+    super(frame.message || frame.code);
+    this.code = frame.code;
+    this.retryAfterMs = frame.retry_after_ms;
+    this.frame = frame;
+  }
+}
+
+/** The JWT's claims (not verified: only to read `exp`, `sub` and `role` for display). */
+export function tokenClaims(token) {
+  try {
+    const part = token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
+    const json = decodeURIComponent(
+      [...atob(part)].map((c) => '%' + c.charCodeAt(0).toString(16).padStart(2, '0')).join(''),
+    );
+    return JSON.parse(json);
+  } catch {
+    return null;
+  }
+}
+
+/** True when the token has an `exp` in the past (with a little slack for clock skew). */
+export function tokenExpired(token, now = Date.now()) {
+  const claims = tokenClaims(token);
+  return !!claims && typeof claims.exp === 'number' && claims.exp * 1000 < now - 30_000;
+}
+
+let idCounter = 0;
+function commandId() {
+  idCounter += 1;
+  return `c${idCounter}-${Math.random().toString(36).slice(2, 8)}`;
+}
+
+export class RoomClient {
+  /**
+   * @param {{show: string, token: string, origin?: string, commandTimeoutMs?: number}} opts
+   */
+  constructor({ show, token, origin = location.origin, commandTimeoutMs = 15_000 }) {
+    this.show = show;
+    this.token = token;
+    this.origin = origin;
+    this.commandTimeoutMs = commandTimeoutMs;
+    /** Where the log stands for us: sent back on reconnect to resume. */
+    this.epoch = null;
+    this.seq = null;
+    /** Our `you` from the last welcome. */
+    this.you = null;
+    this.status = 'idle';
+    /** Server clock minus ours, estimated from event timestamps of this connection. */
+    this.clockOffset = 0;
+    this._listeners = new Map();
+    this._pending = new Map();
+    this._ws = null;
+    this._attempt = 0;
+    this._timer = null;
+    this._stopped = false;
+    this._welcomed = false;
+    this._offsetSamples = 0;
+    this._failedOpens = 0;
+    this._onOnline = () => this._reconnectSoon(0);
+  }
+
+  /** Listen to a frame type (`chat.message`, `welcome`, ...), or `status`, `notice`, `frame`. */
+  on(type, fn) {
+    if (!this._listeners.has(type)) this._listeners.set(type, new Set());
+    this._listeners.get(type).add(fn);
+    return () => this._listeners.get(type).delete(fn);
+  }
+
+  _emit(type, value) {
+    for (const fn of this._listeners.get(type) || []) {
+      try {
+        fn(value);
+      } catch (e) {
+        console.error(`liveshop: a ${type} listener failed`, e);
+      }
+    }
+  }
+
+  /** The room's clock now, as well as we can tell. */
+  now() {
+    return Date.now() + this.clockOffset;
+  }
+
+  connect() {
+    this._stopped = false;
+    window.addEventListener('online', this._onOnline);
+    this._open();
+  }
+
+  /** Closes for good (no reconnect). */
+  close() {
+    this._stopped = true;
+    clearTimeout(this._timer);
+    window.removeEventListener('online', this._onOnline);
+    if (this._ws) this._ws.close(1000, 'bye');
+    this._setStatus('closed');
+  }
+
+  url() {
+    const base = `${this.origin.replace(/^http/, 'ws')}/v1/rooms/${encodeURIComponent(this.show)}/ws`;
+    let url = `${base}?token=${encodeURIComponent(this.token)}`;
+    if (this.epoch !== null && this.seq !== null) url += `&epoch=${this.epoch}&seq=${this.seq}`;
+    return url;
+  }
+
+  _setStatus(status, detail) {
+    this.status = status;
+    this._emit('status', { status, detail });
+  }
+
+  _open() {
+    clearTimeout(this._timer);
+    if (this._stopped) return;
+    if (tokenExpired(this.token)) {
+      this._stopped = true;
+      this._setStatus('failed', { code: 'token_expired', message: 'your token has expired' });
+      return;
+    }
+    this._welcomed = false;
+    this._offsetSamples = 0;
+    this._setStatus(this._attempt === 0 ? 'connecting' : 'reconnecting');
+    let ws;
+    try {
+      ws = new WebSocket(this.url());
+    } catch (e) {
+      this._setStatus('failed', { code: 'bad_url', message: String(e) });
+      return;
+    }
+    this._ws = ws;
+    ws.onopen = () => { this._failedOpens = 0; };
+    ws.onmessage = (m) => {
+      if (this._ws !== ws) return;
+      let frame;
+      try {
+        frame = JSON.parse(m.data);
+      } catch {
+        console.warn('liveshop: unreadable frame', m.data);
+        return;
+      }
+      this._frame(frame);
+    };
+    ws.onclose = (ev) => {
+      if (this._ws !== ws) return;
+      this._ws = null;
+      // A socket that never opened was refused (a bad token is refused with HTTP 401 before the
+      // upgrade, which a browser cannot see) or could not reach the host.
+      if (!this._welcomed && ev.code === 1006) this._failedOpens += 1;
+      this._failPending({ code: 'disconnected', message: 'the connection dropped; try again' });
+      if (ev.code === CLOSE_BANNED) {
+        this._stopped = true;
+        this._setStatus('banned', { code: 'banned', message: ev.reason || 'you are banned from this room' });
+        return;
+      }
+      // A host that refuses the token after the upgrade may say why in the close reason.
+      if (/^token_/.test(ev.reason || '')) {
+        this._stopped = true;
+        this._setStatus('failed', { code: ev.reason, message: 'the room refused your token' });
+        return;
+      }
+      this._reconnectSoon();
+    };
+  }
+
+  _reconnectSoon(delay) {
+    if (this._stopped || this._ws) return;
+    clearTimeout(this._timer);
+    if (delay === undefined) {
+      // 0.5 s, 1 s, 2 s ... up to 15 s, with jitter so a room's viewers do not return at once.
+      const base = Math.min(15_000, 500 * 2 ** Math.min(this._attempt, 5));
+      delay = base / 2 + Math.random() * (base / 2);
+    }
+    this._attempt += 1;
+    this._setStatus('reconnecting', { inMs: delay, attempt: this._attempt, failedOpens: this._failedOpens });
+    this._timer = setTimeout(() => this._open(), delay);
+  }
+
+  _frame(frame) {
+    const type = frame.type;
+    if (type === 'welcome') return this._welcome(frame);
+    if (type === 'ack') return this._settle(frame.id, frame, null);
+    if (type === 'error') {
+      if (frame.id && this._pending.has(frame.id)) return this._settle(frame.id, null, new RoomError(frame));
+      this._emit('notice', new RoomError(frame));
+      return;
+    }
+    const durable = typeof frame.at === 'number' && typeof frame.seq === 'number' && !LATEST_STATE.has(type);
+    if (durable) {
+      // Exactly once: skip anything at or before what we already have from this epoch.
+      if (frame.epoch === this.epoch && this.seq !== null && frame.seq <= this.seq) return;
+      this.epoch = frame.epoch;
+      this.seq = frame.seq;
+      const offset = frame.at - Date.now();
+      // Replayed events are old, so the largest sample is the best estimate of the skew.
+      if (this._offsetSamples === 0 || offset > this.clockOffset) this.clockOffset = offset;
+      this._offsetSamples += 1;
+    } else if (LATEST_STATE.has(type) && frame.epoch === this.epoch && frame.seq > (this.seq ?? -1)) {
+      // Latest-state frames follow every event before their seq on this connection.
+      this.seq = frame.seq;
+    }
+    this._emit('frame', frame);
+    this._emit(type, frame);
+  }
+
+  _welcome(frame) {
+    this._welcomed = true;
+    this._attempt = 0;
+    this.you = frame.you;
+    if (!frame.resumed) {
+      // A fresh snapshot: the state is as of the welcome's seq.
+      this.epoch = frame.epoch;
+      this.seq = frame.seq;
+    }
+    // When resumed, the missed events follow and advance seq one by one.
+    this._setStatus('open');
+    this._emit('welcome', frame);
+  }
+
+  _settle(id, ack, err) {
+    const p = this._pending.get(id);
+    if (!p) return;
+    this._pending.delete(id);
+    clearTimeout(p.timer);
+    if (err) p.reject(err);
+    else p.resolve(ack);
+  }
+
+  _failPending(frame) {
+    for (const id of [...this._pending.keys()]) this._settle(id, null, new RoomError(frame));
+  }
+
+  get connected() {
+    return !!this._ws && this._ws.readyState === WebSocket.OPEN && this._welcomed;
+  }
+
+  /**
+   * Sends a command with a fresh id. Resolves with the `ack` frame (`{id, seq?, held?}`), rejects
+   * with a RoomError (`code`, `message`, `retryAfterMs`).
+   */
+  send(type, fields = {}) {
+    if (!this.connected) {
+      return Promise.reject(new RoomError({ code: 'offline', message: 'not connected to the room yet' }));
+    }
+    const id = commandId();
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(
+        () => this._settle(id, null, new RoomError({ code: 'no_answer', message: 'the room did not answer' })),
+        this.commandTimeoutMs,
+      );
+      this._pending.set(id, { resolve, reject, timer });
+      this._ws.send(JSON.stringify({ type, id, ...fields }));
+    });
+  }
+
+  /** Sends a signal (react, product.impression, product.click): no id, no ack. False if offline. */
+  signal(type, fields = {}) {
+    if (!this.connected) return false;
+    this._ws.send(JSON.stringify({ type, ...fields }));
+    return true;
+  }
+}
+
+// ----- Helpers both pages use -----
+
+/** ISO 4217 minor-unit exponents that are not 2. */
+const EXPONENTS = {
+  BIF: 0, CLP: 0, DJF: 0, GNF: 0, ISK: 0, JPY: 0, KMF: 0, KRW: 0, PYG: 0, RWF: 0, UGX: 0, UYI: 0,
+  VND: 0, VUV: 0, XAF: 0, XOF: 0, XPF: 0,
+  BHD: 3, IQD: 3, JOD: 3, KWD: 3, LYD: 3, OMR: 3, TND: 3,
+  CLF: 4, UYW: 4,
+};
+
+export function currencyExponent(currency) {
+  return EXPONENTS[currency] ?? 2;
+}
+
+/** Formats `{minor, currency}` exactly (no float rounding) in the reader's locale. */
+export function formatMoney(price, locale = navigator.language) {
+  if (!price || typeof price.minor !== 'number' || !price.currency) return '';
+  const exp = currencyExponent(price.currency);
+  const digits = String(Math.abs(Math.trunc(price.minor))).padStart(exp + 1, '0');
+  const whole = digits.slice(0, digits.length - exp);
+  const decimal = (price.minor < 0 ? '-' : '') + (exp ? `${whole}.${digits.slice(-exp)}` : whole);
+  try {
+    return new Intl.NumberFormat(locale, {
+      style: 'currency',
+      currency: price.currency,
+      minimumFractionDigits: exp,
+      maximumFractionDigits: exp,
+    }).format(decimal);
+  } catch {
+    return `${decimal} ${price.currency}`;
+  }
+}
+
+/** "1:02:03", "12:34" or "0:05" for a duration in ms. */
+export function formatDuration(ms) {
+  const s = Math.max(0, Math.ceil(ms / 1000));
+  const h = Math.floor(s / 3600);
+  const m = Math.floor((s % 3600) / 60);
+  const sec = String(s % 60).padStart(2, '0');
+  return h ? `${h}:${String(m).padStart(2, '0')}:${sec}` : `${m}:${sec}`;
+}
+
+/** "6 s", "5 min", "2 h" for a wait in ms. */
+export function formatWait(ms) {
+  const s = Math.max(1, Math.ceil(ms / 1000));
+  if (s < 90) return `${s} s`;
+  if (s < 5400) return `${Math.round(s / 60)} min`;
+  return `${Math.round(s / 3600)} h`;
+}
+
+/** Friendly text for a refused command; `retryIn` overrides the wait shown. */
+export function describeError(err, retryIn = err.retryAfterMs) {
+  const wait = retryIn ? `, retry in ${formatWait(retryIn)}` : '';
+  switch (err.code) {
+    case 'slow_mode': return `Slow mode is on${wait}`;
+    case 'rate_limited': return `You're sending too fast${wait}`;
+    case 'timed_out': return `You are timed out${wait}`;
+    case 'question_rate_limited': return `One question a minute${wait}`;
+    case 'link_not_allowed': return 'Links are not allowed in this room';
+    case 'blocked_content': return "That message breaks the room's rules";
+    case 'duplicate_message': return 'You just said that';
+    case 'empty_message': return 'Say something first';
+    case 'banned': return 'You are banned from this room';
+    case 'already_upvoted': return 'You already upvoted that';
+    case 'poll_closed': return 'The poll is closed';
+    case 'offline': return 'Not connected, reconnecting…';
+    case 'disconnected': return 'The connection dropped; try again';
+    default: return err.message ? err.message[0].toUpperCase() + err.message.slice(1) : err.code;
+  }
+}
+
+/** Tiny DOM builder: h('div', {class: 'x', onclick: f, dataset: {id: 1}}, 'text', child). */
+export function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k === 'dataset') Object.assign(el.dataset, v);
+    else if (k === 'class') el.className = v;
+    else if (k === 'style' && typeof v === 'object') Object.assign(el.style, v);
+    else if (k.startsWith('on') && typeof v === 'function') el.addEventListener(k.slice(2), v);
+    else if (k === 'testid') el.setAttribute('data-testid', v);
+    else if (v === true) el.setAttribute(k, '');
+    else el.setAttribute(k, v);
+  }
+  for (const c of children.flat()) {
+    if (c === null || c === undefined || c === false) continue;
+    el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return el;
+}
+
+/** The show id from `/watch/{show}` or `/dashboard/{show}` (or `?show=`), default `demo`. */
+export function showFromLocation() {
+  const q = new URLSearchParams(location.search).get('show');
+  if (q) return q;
+  const parts = location.pathname.split('/').filter(Boolean);
+  return parts.length >= 2 ? decodeURIComponent(parts[1]) : 'demo';
+}
+
+/** The `#token=` of the URL fragment, if any. */
+export function tokenFromFragment() {
+  return new URLSearchParams(location.hash.replace(/^#/, '')).get('token');
+}
+
+/** GET/POST JSON; throws an Error with `.code` from `{"error": {"code", "message"}}`. */
+export async function api(path, { method = 'GET', body, token } = {}) {
+  const headers = {};
+  if (body !== undefined) headers['content-type'] = 'application/json';
+  if (token) headers.authorization = `Bearer ${token}`;
+  const res = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  let data = null;
+  try {
+    data = await res.json();
+  } catch {
+    // An empty or non-JSON body.
+  }
+  if (!res.ok) {
+    const e = new Error(data?.error?.message || `${method} ${path}: HTTP ${res.status}`);
+    e.code = data?.error?.code || `http_${res.status}`;
+    e.status = res.status;
+    throw e;
+  }
+  return data;
+}
+
+/** Display name of a message's or question's author. */
+export function authorName(m) {
+  return m.name || m.user;
+}
