@@ -332,7 +332,14 @@ async fn serve_websocket(socket: WebSocket, mut sub: Subscription, pace: Pace, e
                     return;
                 }
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                Some(Ok(Message::Close(_)) | Err(_)) | None => return,
+                Some(Err(e)) => {
+                    // axum hides tungstenite's error type; its capacity error names itself.
+                    let too_big = e.to_string().contains("too long");
+                    let (code, reason) = if too_big { (1009, "message too big") } else { (1002, "protocol error") };
+                    let _ = tx.send(close(code, reason.into())).await;
+                    return;
+                }
+                Some(Ok(Message::Close(_))) | None => return,
             },
         }
     }

@@ -1,0 +1,38 @@
+//! The node's fan-out without sockets: bounded queues per connection.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use liveshop_edge::metrics::Metrics;
+use liveshop_edge::node::{CLOSE_TOO_SLOW, Delivery, Node, NodeConfig};
+use liveshop_edge::sqlite::Db;
+use liveshop_edge::{ROOM_COMPONENT, Runtime, RuntimeConfig, SystemEnv};
+use liveshop_identity::{Identity, Role};
+
+async fn frames(sub: &mut liveshop_edge::node::Subscription) -> Vec<serde_json::Value> {
+    match tokio::time::timeout(Duration::from_secs(10), sub.next()).await.expect("frames within 10 s") {
+        Delivery::Frames(f) => f.iter().map(|f| serde_json::from_str(f).unwrap()).collect(),
+        Delivery::Close(code, reason) => panic!("closed {code} {reason}"),
+    }
+}
+
+#[tokio::test]
+async fn a_connection_that_falls_behind_is_closed_while_the_room_goes_on() {
+    let kind = Runtime::new(RuntimeConfig::default()).unwrap().load(ROOM_COMPONENT).unwrap();
+    let config = NodeConfig { queue_batches: 4, tick: Duration::from_millis(1), ..NodeConfig::default() };
+    let metrics = Arc::new(Metrics::default());
+    let node =
+        Node::start(config, Db::in_memory().unwrap(), kind, Arc::new(SystemEnv), metrics.clone()).unwrap();
+    let mut sloth = node.connect("r", Identity::new("sloth", Role::Viewer), None).await.unwrap();
+    let mut host = node.connect("r", Identity::new("host", Role::Host), None).await.unwrap();
+    assert_eq!(frames(&mut host).await[0]["type"], "welcome");
+    // Twenty commands, each waited for, so each lands in its own batch.
+    for i in 0..20 {
+        let id = format!("c{i}");
+        host.send(format!(r#"{{"type":"chat.send","id":"{id}","text":"m{i}"}}"#)).await.unwrap();
+        while !frames(&mut host).await.iter().any(|f| f["id"] == id.as_str()) {}
+    }
+    let closed = tokio::time::timeout(Duration::from_secs(10), sloth.next()).await.unwrap();
+    assert_eq!(closed, Delivery::Close(CLOSE_TOO_SLOW, "too slow: reconnect and resume".into()));
+    assert!(metrics.render().contains("liveshop_slow_consumers_closed_total 1"));
+}

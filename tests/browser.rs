@@ -1,0 +1,59 @@
+//! The viewer page and the dashboard in a real browser: `liveshop dev` serves them, and
+//! `tests/browser/show.spec.mjs` drives Debian's Chromium through playwright-core.
+//!
+//! Needs Node.js, `npm ci` in `tests/browser` and Chromium (`.ci/run` installs both). Without
+//! them the test fails with what to install, unless `LIVESHOP_SKIP_BROWSER=1` says to skip.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+#[test]
+fn a_viewer_chats_and_votes_and_sees_the_product_the_host_pins() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = root.join("tests/browser");
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    let ready = dir.join("node_modules/playwright-core").is_dir() && Path::new(&chromium).exists();
+    if !ready {
+        if std::env::var("LIVESHOP_SKIP_BROWSER").as_deref() == Ok("1") {
+            eprintln!("SKIPPED (LIVESHOP_SKIP_BROWSER=1): the browser test");
+            return;
+        }
+        panic!(
+            "the browser test needs Chromium at {chromium} (apt-get install chromium) and \
+             `npm ci` in tests/browser; `.ci/run` does both. Set LIVESHOP_SKIP_BROWSER=1 to skip it."
+        );
+    }
+
+    let data = common::temp_dir("browser");
+    let mut node = Command::new(env!("CARGO_BIN_EXE_liveshop"))
+        .args(["dev", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .env_remove("LIVESHOP_SECRET")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(node.stdout.take().unwrap()).lines().map(Result::unwrap);
+    let url = lines.next().unwrap().rsplit("listening on ").next().unwrap().trim().to_string();
+    let token = lines
+        .by_ref()
+        .find_map(|l| l.trim().strip_prefix("Host token:").map(|t| t.trim().to_string()))
+        .expect("liveshop dev prints a host token");
+    std::thread::spawn(move || for _ in lines {});
+
+    let status = Command::new("node")
+        .args(["--test", "show.spec.mjs"])
+        .current_dir(&dir)
+        .env("LIVESHOP_URL", &url)
+        .env("LIVESHOP_HOST_TOKEN", &token)
+        .env("CHROMIUM", &chromium)
+        .status()
+        .expect("node runs");
+    let _ = node.kill();
+    let _ = node.wait();
+    std::fs::remove_dir_all(&data).unwrap();
+    assert!(status.success(), "the browser test failed; screenshots are in target/browser/");
+}

@@ -1,0 +1,323 @@
+//! The edge node over real sockets: WebSocket and SSE clients on loopback, the way browsers and
+//! scripts use it.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Client, ROOM, TestNode, http, now_ms, token};
+use liveshop_identity::Role;
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+fn chats(c: &Client) -> Vec<(u64, String)> {
+    c.of_type("chat.message")
+        .iter()
+        .map(|f| (f["seq"].as_u64().unwrap(), f["message"]["text"].as_str().unwrap().to_string()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_viewers_in_one_room_each_get_every_message_in_order() {
+    let node = TestNode::start(|_| {}).await;
+    let mut viewers = Vec::new();
+    for i in 0..200 {
+        viewers.push(node.connect(&format!("v{i}"), Role::Viewer).await);
+    }
+    let mut host = node.connect("host", Role::Host).await;
+    for i in 0..10 {
+        assert_eq!(host.chat(&format!("message {i}")).await["type"], "ack");
+    }
+    let expected: Vec<String> = (0..10).map(|i| format!("message {i}")).collect();
+    let mut handles = Vec::new();
+    for mut v in viewers {
+        let expected = expected.clone();
+        handles.push(tokio::spawn(async move {
+            while chats(&v).len() < 10 {
+                v.next().await.expect("still connected");
+            }
+            let got = chats(&v);
+            assert_eq!(got.iter().map(|(_, t)| t.clone()).collect::<Vec<_>>(), expected);
+            assert!(got.windows(2).all(|w| w[0].0 < w[1].0), "in seq order");
+        }));
+    }
+    for h in handles {
+        h.await.unwrap();
+    }
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_who_reconnects_with_resume_gets_exactly_what_it_missed() {
+    let node = TestNode::start(|_| {}).await;
+    let mut host = node.connect("host", Role::Host).await;
+    let mut ana = node.connect("ana", Role::Viewer).await;
+    host.chat("before").await;
+    let seen = ana.until(|f| f["type"] == "chat.message").await;
+    let (epoch, seq) = (seen["epoch"].as_u64().unwrap(), seen["seq"].as_u64().unwrap());
+    drop(ana);
+    host.chat("while away 1").await;
+    host.chat("while away 2").await;
+    let url = format!("{}&epoch={epoch}&seq={seq}", node.ws_url(&token(ROOM, "ana", Role::Viewer)));
+    let mut back = Client::connect(&url).await;
+    assert_eq!(back.frames[0]["resumed"], true);
+    back.until(|f| f["message"]["text"] == "while away 2").await;
+    let texts: Vec<String> = chats(&back).into_iter().map(|(_, t)| t).collect();
+    assert_eq!(texts, ["while away 1", "while away 2"]);
+    node.stop().await;
+}
+
+/// Reads server-sent events from a raw HTTP stream: `(id, data)` pairs.
+struct SseClient {
+    lines: tokio::io::Lines<BufReader<tokio::net::TcpStream>>,
+}
+
+impl SseClient {
+    async fn connect(node: &TestNode, token: &str, last_event_id: Option<&str>) -> SseClient {
+        let mut s = tokio::net::TcpStream::connect(node.addr).await.unwrap();
+        let resume = last_event_id.map(|id| format!("Last-Event-ID: {id}\r\n")).unwrap_or_default();
+        let req = format!(
+            "GET /v1/rooms/{ROOM}/events?token={token} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n{resume}\r\n"
+        );
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut lines = BufReader::new(s).lines();
+        let status = lines.next_line().await.unwrap().unwrap();
+        assert!(status.contains(" 200 "), "{status}");
+        while !lines.next_line().await.unwrap().unwrap().is_empty() {}
+        SseClient { lines }
+    }
+
+    async fn next(&mut self) -> (Option<String>, Value) {
+        let (mut id, mut data) = (None, String::new());
+        loop {
+            let line = tokio::time::timeout(Duration::from_secs(10), self.lines.next_line())
+                .await
+                .expect("an event within 10 s")
+                .unwrap()
+                .expect("the stream is open");
+            // Chunked encoding puts chunk sizes on their own lines; SSE fields have a colon.
+            if let Some(v) = line.strip_prefix("id:") {
+                id = Some(v.trim().to_string());
+            } else if let Some(v) = line.strip_prefix("data:") {
+                data.push_str(v.trim_start());
+            } else if line.is_empty() && !data.is_empty() {
+                return (id, serde_json::from_str(&data).unwrap());
+            }
+        }
+    }
+
+    async fn until_chat(&mut self, text: &str) -> (Option<String>, Value) {
+        loop {
+            let (id, v) = self.next().await;
+            if v["type"] == "chat.message" && v["message"]["text"] == text {
+                return (id, v);
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sse_client_sees_what_websocket_clients_see_and_resumes_by_last_event_id() {
+    let node = TestNode::start(|_| {}).await;
+    let mut ws = node.connect("ws-viewer", Role::Viewer).await;
+    let mut sse = SseClient::connect(&node, &token(ROOM, "sse-viewer", Role::Viewer), None).await;
+    assert_eq!(sse.next().await.1["type"], "welcome");
+    let mut host = node.connect("host", Role::Host).await;
+    for t in ["one", "two", "three"] {
+        host.chat(t).await;
+    }
+    let mut via_sse = Vec::new();
+    for t in ["one", "two", "three"] {
+        via_sse.push(sse.until_chat(t).await);
+    }
+    ws.until(|f| f["message"]["text"] == "three").await;
+    let ws_frames: Vec<&Value> = ws.of_type("chat.message");
+    let sse_frames: Vec<&Value> = via_sse.iter().map(|(_, v)| v).collect();
+    assert_eq!(ws_frames, sse_frames, "the same frames, byte for byte");
+    let first_id = via_sse[0].0.clone().unwrap();
+    assert_eq!(first_id, format!("{}-{}", via_sse[0].1["epoch"], via_sse[0].1["seq"]));
+
+    // Upstream over HTTP: a command POSTed by the SSE viewer reaches the WebSocket viewer.
+    let auth = format!("Bearer {}", token(ROOM, "sse-viewer", Role::Viewer));
+    let (status, ack) = http(
+        node.addr,
+        "POST",
+        &format!("/v1/rooms/{ROOM}/commands"),
+        &[("Authorization", &auth), ("Content-Type", "application/json")],
+        r#"{"type":"chat.send","id":"p1","text":"via POST"}"#,
+    )
+    .await;
+    assert_eq!((status, ack["type"].clone(), ack["id"].clone()), (200, json!("ack"), json!("p1")));
+    ws.until(|f| f["message"]["text"] == "via POST").await;
+    let (status, err) =
+        http(node.addr, "POST", &format!("/v1/rooms/{ROOM}/commands"), &[("Authorization", &auth)], "{")
+            .await;
+    assert_eq!((status, err["error"]["code"].clone()), (400, json!("malformed_json")));
+
+    // A new stream that resumes after "one" gets the rest, not "one" again.
+    let mut again =
+        SseClient::connect(&node, &token(ROOM, "sse-viewer", Role::Viewer), Some(&first_id)).await;
+    let (_, welcome) = again.next().await;
+    assert_eq!(welcome["resumed"], true);
+    let (_, next) = again.next().await;
+    assert_eq!(next["message"]["text"], "two");
+    node.stop().await;
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+async fn metrics(node: &TestNode) -> String {
+    match http(node.addr, "GET", "/metrics", &[], "").await.1 {
+        Value::String(s) => s,
+        other => panic!("metrics are text: {other}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_room_hibernates_and_is_revived_by_its_next_event_with_sockets_still_open() {
+    let node = TestNode::start(|c| c.hibernate_after_secs = 0.3).await;
+    let mut viewer = node.connect("ana", Role::Viewer).await;
+    let mut host = node.connect("host", Role::Host).await;
+    let first = host.chat("before the nap").await["seq"].as_u64().unwrap();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let m = metrics(&node).await;
+    assert!(metric(&m, "liveshop_actor_hibernations_total") >= 1.0, "{m}");
+    assert_eq!(metric(&m, "liveshop_live_actors"), 0.0);
+    let second = host.chat("after the nap").await["seq"].as_u64().unwrap();
+    // In between the room logged its presence statistics; what matters is that the log goes on.
+    assert!(second > first, "the revived room continues the log: {first} then {second}");
+    let seen = viewer.until(|f| f["message"]["text"] == "after the nap").await;
+    assert_eq!(seen["epoch"], viewer.frames[0]["epoch"], "same epoch: the room was revived, not reset");
+    let m = metrics(&node).await;
+    assert!(metric(&m, "liveshop_actor_revivals_total") >= 2.0);
+    node.stop().await;
+}
+
+async fn refused(url: &str) -> (u16, Value) {
+    match tokio_tungstenite::connect_async(url).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            let body = resp.body().clone().unwrap_or_default();
+            (resp.status().as_u16(), serde_json::from_slice(&body).unwrap())
+        }
+        other => panic!("expected an HTTP refusal, got {:?}", other.map(|_| ())),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_tokens_unknown_shows_and_limits_get_clear_errors() {
+    let node = TestNode::start(|c| {
+        c.max_conns_per_room = 2;
+        c.frames_per_conn_per_sec = 5;
+    })
+    .await;
+    let base = format!("ws://{}/v1/rooms", node.addr);
+    let expired = {
+        let claims = liveshop_identity::Claims::new("ana", ROOM, Role::Viewer, 1);
+        common::secret().mint(&claims).unwrap()
+    };
+    let cases = [
+        (format!("{base}/{ROOM}/ws?token={expired}"), 401, "token_expired"),
+        (format!("{base}/{ROOM}/ws?token={}", token("other", "ana", Role::Viewer)), 401, "token_wrong_room"),
+        (format!("{base}/{ROOM}/ws?token=abc.def.ghi"), 401, "token_malformed"),
+        (format!("{base}/{ROOM}/ws"), 401, "token_malformed"),
+        (format!("{base}/nope/ws?token={}", token("nope", "ana", Role::Viewer)), 404, "show_not_found"),
+    ];
+    for (url, status, code) in cases {
+        let (s, body) = refused(&url).await;
+        assert_eq!((s, body["error"]["code"].as_str().unwrap()), (status, code), "{url}");
+    }
+    let forged = token(ROOM, "ana", Role::Host) + "x";
+    assert_eq!(refused(&node.ws_url(&forged)).await.1["error"]["code"], "token_bad_signature");
+
+    // Two connections fit, the third is refused, and a slot frees up when one leaves.
+    let mut a = node.connect("a", Role::Viewer).await;
+    let b = node.connect("b", Role::Viewer).await;
+    let (s, body) = refused(&node.ws_url(&token(ROOM, "c", Role::Viewer))).await;
+    assert_eq!((s, body["error"]["code"].as_str().unwrap()), (503, "room_full"));
+    drop(b);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let _c = node.connect("c", Role::Viewer).await;
+
+    // Frame size: over the room's 8 KiB is refused by the room, over the socket limit closes.
+    // An oversized frame is not parsed, so its error cannot carry the id.
+    a.send(json!({"type": "chat.send", "text": "a".repeat(9000)})).await;
+    a.until(|f| f["type"] == "error" && f["code"] == "payload_too_large").await;
+    use futures_util::SinkExt;
+    let huge = "a".repeat(100 * 1024);
+    let _ = a.ws.send(tokio_tungstenite::tungstenite::Message::Text(huge.into())).await;
+    assert_eq!(a.close_code().await, Some(1009));
+
+    // Frame rate: a connection that floods is closed with 4029.
+    let mut flood = node.connect("flood", Role::Viewer).await;
+    for _ in 0..30 {
+        flood.send(json!({"type": "react", "emoji": "🔥"})).await;
+    }
+    assert_eq!(flood.close_code().await, Some(liveshop_edge::http::CLOSE_RATE_LIMITED));
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_per_ip_are_rate_limited() {
+    let node = TestNode::start(|c| {
+        c.conns_per_ip_burst = 3;
+        c.conns_per_ip_per_sec = 1;
+    })
+    .await;
+    let mut open = Vec::new();
+    for i in 0..3 {
+        open.push(node.connect(&format!("v{i}"), Role::Viewer).await);
+    }
+    let (s, body) = refused(&node.ws_url(&token(ROOM, "v9", Role::Viewer))).await;
+    assert_eq!((s, body["error"]["code"].as_str().unwrap()), (429, "rate_limited"));
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shows_health_and_metrics_over_http() {
+    let node = TestNode::start(|_| {}).await;
+    assert_eq!(http(node.addr, "GET", "/healthz", &[], "").await, (200, json!({"status": "ok"})));
+    let platform_host = format!("Bearer {}", token("*", "studio", Role::Host));
+    let body = r#"{"id":"friday","title":"Friday deals","products":[{"id":"a","title":"A"}]}"#;
+    let (s, created) = http(node.addr, "POST", "/v1/shows", &[("Authorization", &platform_host)], body).await;
+    assert_eq!(s, 201, "{created}");
+    assert_eq!(created["show"]["id"], "friday");
+    assert!(created["dashboard_url"].as_str().unwrap().contains("/dashboard/friday#token="));
+    let host_token = created["host_token"].as_str().unwrap();
+    let mut host =
+        Client::connect(&format!("ws://{}/v1/rooms/friday/ws?token={host_token}", node.addr)).await;
+    assert_eq!(host.frames[0]["you"]["role"], "host");
+    let pin = json!({"type": "product.pin", "product": {"id": "a", "title": "A"}, "countdown_ends_at": now_ms() + 60_000});
+    assert_eq!(host.command(pin).await["type"], "ack");
+    let (s, again) = http(node.addr, "POST", "/v1/shows", &[("Authorization", &platform_host)], body).await;
+    assert_eq!((s, again["error"]["code"].as_str().unwrap()), (409, "show_exists"));
+    let viewer = format!("Bearer {}", token("*", "eve", Role::Viewer));
+    let (s, denied) = http(node.addr, "POST", "/v1/shows", &[("Authorization", &viewer)], body).await;
+    assert_eq!((s, denied["error"]["code"].as_str().unwrap()), (403, "forbidden"));
+    let (s, bad) =
+        http(node.addr, "POST", "/v1/shows", &[("Authorization", &platform_host)], r#"{"title":""}"#).await;
+    assert_eq!((s, bad["error"]["code"].as_str().unwrap()), (400, "invalid_argument"));
+    let (s, show) = http(node.addr, "GET", "/v1/shows/friday", &[], "").await;
+    assert_eq!((s, show["products"][0]["id"].clone()), (200, json!("a")));
+    let (s, state) = http(node.addr, "GET", "/v1/rooms/friday/state", &[], "").await;
+    assert_eq!((s, state["state"]["products"][0]["product"]["id"].clone()), (200, json!("a")));
+    let (s, guest) = http(node.addr, "POST", "/v1/rooms/friday/guest", &[], r#"{"name":"Ana"}"#).await;
+    assert_eq!(s, 200);
+    let mut g = Client::connect(&format!(
+        "ws://{}/v1/rooms/friday/ws?token={}",
+        node.addr,
+        guest["token"].as_str().unwrap()
+    ))
+    .await;
+    assert_eq!(g.frames[0]["you"]["name"], "Ana");
+    assert_eq!(g.frames[0]["state"]["products"][0]["product"]["id"], "a");
+    assert_eq!(g.chat("hi").await["type"], "ack");
+    let m = metrics(&node).await;
+    assert!(m.contains("liveshop_connections"), "{m}");
+    assert!(metric(&m, "liveshop_actor_events_total") >= 3.0);
+    node.stop().await;
+}
