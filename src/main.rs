@@ -1,5 +1,8 @@
 //! `liveshop`: the one command a team runs. `liveshop dev` starts everything locally,
-//! `liveshop edge` runs the edge node in production, `liveshop token` mints tokens for scripts.
+//! `liveshop edge` runs the edge node in production, `liveshop token` mints tokens for scripts,
+//! `liveshop bench` measures the node under load on this machine.
+
+mod bench;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -47,7 +50,7 @@ enum Command {
         /// viewer, moderator, host or merchant.
         #[arg(long)]
         role: RoleArg,
-        /// The room (show) the token is for; `*` for every room.
+        /// The room (show) the token is for; `*` for a platform-wide token (to create shows).
         #[arg(long)]
         room: String,
         /// The user's id; defaults to the role's name.
@@ -63,6 +66,9 @@ enum Command {
         #[arg(long, env = "LIVESHOP_DATA", default_value = ".liveshop")]
         data_dir: PathBuf,
     },
+    /// Load tools that stay on this machine (loopback only), each figure beside a baseline.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 /// Settings both `dev` and `edge` take on the command line.
@@ -146,6 +152,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Dev { node } => run(node.apply(EdgeConfig::default()), true),
+        Command::Bench(what) => bench::run(what),
         Command::Edge { config, node } => {
             let file = match config {
                 Some(path) => EdgeConfig::from_toml_file(&path)?,

@@ -28,7 +28,7 @@ fn a_viewer_chats_and_votes_and_sees_the_product_the_host_pins() {
     }
 
     let data = common::temp_dir("browser");
-    let mut node = Command::new(env!("CARGO_BIN_EXE_liveshop"))
+    let node = Command::new(env!("CARGO_BIN_EXE_liveshop"))
         .args(["dev", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(&data)
         .env_remove("LIVESHOP_SECRET")
@@ -36,7 +36,8 @@ fn a_viewer_chats_and_votes_and_sees_the_product_the_host_pins() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(node.stdout.take().unwrap()).lines().map(Result::unwrap);
+    let mut node = KillOnDrop(node);
+    let mut lines = BufReader::new(node.0.stdout.take().unwrap()).lines().map(Result::unwrap);
     let url = lines.next().unwrap().rsplit("listening on ").next().unwrap().trim().to_string();
     let token = lines
         .by_ref()
@@ -52,8 +53,17 @@ fn a_viewer_chats_and_votes_and_sees_the_product_the_host_pins() {
         .env("CHROMIUM", &chromium)
         .status()
         .expect("node runs");
-    let _ = node.kill();
-    let _ = node.wait();
+    drop(node);
     std::fs::remove_dir_all(&data).unwrap();
     assert!(status.success(), "the browser test failed; screenshots are in target/browser/");
+}
+
+/// Stops the node however the test ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

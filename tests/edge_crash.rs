@@ -18,8 +18,19 @@ use tokio_tungstenite::tungstenite::Message;
 
 const ROOM: &str = "crash";
 
+/// A node process, SIGKILLed when dropped, so a failing test leaves nothing running.
+struct NodeProcess(Child);
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        // SAFETY: plain FFI call with a pid we own.
+        unsafe { libc_kill(self.0.id() as i32, 9) };
+        let _ = self.0.wait();
+    }
+}
+
 /// Starts `liveshop edge` on a free port over `dir` and waits for it to listen.
-fn spawn(dir: &Path) -> (Child, SocketAddr) {
+fn spawn(dir: &Path) -> (NodeProcess, SocketAddr) {
     let config = dir.join("edge.toml");
     // Pipelined test traffic is faster than a person; the per-connection frame limit would stop it.
     std::fs::write(&config, "frames_per_conn_per_sec = 100000\nconns_per_ip_burst = 1000\n").unwrap();
@@ -38,13 +49,11 @@ fn spawn(dir: &Path) -> (Child, SocketAddr) {
     let addr = line.rsplit("http://").next().unwrap().trim().parse().unwrap();
     // Keep draining stdout so the node never blocks on it.
     std::thread::spawn(move || for _ in lines {});
-    (child, addr)
+    (NodeProcess(child), addr)
 }
 
-fn kill9(mut child: Child) {
-    // SAFETY: plain FFI call with a pid we own.
-    unsafe { libc_kill(child.id() as i32, 9) };
-    child.wait().unwrap();
+fn kill9(node: NodeProcess) {
+    drop(node);
 }
 
 unsafe extern "C" {

@@ -316,6 +316,16 @@ async fn shows_health_and_metrics_over_http() {
     assert_eq!(g.frames[0]["you"]["name"], "Ana");
     assert_eq!(g.frames[0]["state"]["products"][0]["product"]["id"], "a");
     assert_eq!(g.chat("hi").await["type"], "ack");
+    // Browsers that keep tokens out of URLs offer them as a WebSocket subprotocol.
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = format!("ws://{}/v1/rooms/friday/ws", node.addr).into_client_request().unwrap();
+    let offer = format!("liveshop.v1, {host_token}");
+    req.headers_mut().insert("Sec-WebSocket-Protocol", offer.parse().unwrap());
+    let (mut ws, resp) = tokio_tungstenite::connect_async(req).await.unwrap();
+    assert_eq!(resp.headers()["sec-websocket-protocol"], "liveshop.v1");
+    use futures_util::StreamExt;
+    let welcome = ws.next().await.unwrap().unwrap().into_text().unwrap();
+    assert!(welcome.contains(r#""role":"host""#), "{welcome}");
     let m = metrics(&node).await;
     assert!(m.contains("liveshop_connections"), "{m}");
     assert!(metric(&m, "liveshop_actor_events_total") >= 3.0);

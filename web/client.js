@@ -77,7 +77,6 @@ export class RoomClient {
     this._timer = null;
     this._stopped = false;
     this._welcomed = false;
-    this._offsetSamples = 0;
     this._failedOpens = 0;
     this._onOnline = () => this._reconnectSoon(0);
   }
@@ -140,7 +139,6 @@ export class RoomClient {
       return;
     }
     this._welcomed = false;
-    this._offsetSamples = 0;
     this._setStatus(this._attempt === 0 ? 'connecting' : 'reconnecting');
     let ws;
     try {
@@ -212,10 +210,6 @@ export class RoomClient {
       if (frame.epoch === this.epoch && this.seq !== null && frame.seq <= this.seq) return;
       this.epoch = frame.epoch;
       this.seq = frame.seq;
-      const offset = frame.at - Date.now();
-      // Replayed events are old, so the largest sample is the best estimate of the skew.
-      if (this._offsetSamples === 0 || offset > this.clockOffset) this.clockOffset = offset;
-      this._offsetSamples += 1;
     } else if (LATEST_STATE.has(type) && frame.epoch === this.epoch && frame.seq > (this.seq ?? -1)) {
       // Latest-state frames follow every event before their seq on this connection.
       this.seq = frame.seq;
@@ -228,6 +222,8 @@ export class RoomClient {
     this._welcomed = true;
     this._attempt = 0;
     this.you = frame.you;
+    // The room's clock, for countdowns to deal ends.
+    if (typeof frame.now === 'number') this.clockOffset = frame.now - Date.now();
     if (!frame.resumed) {
       // A fresh snapshot: the state is as of the welcome's seq.
       this.epoch = frame.epoch;

@@ -238,7 +238,8 @@ async fn guest_token(
     let req: GuestRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_argument", e.to_string()))?;
     let name = liveshop_room::filter::normalize_whitespace(&req.name);
-    if name.is_empty() || name.chars().count() > 40 {
+    // Characters for people, bytes for the token's own limit.
+    if name.is_empty() || name.chars().count() > 40 || name.len() > liveshop_identity::MAX_NAME_LEN {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid_argument",
@@ -290,6 +291,8 @@ async fn websocket(
     Ok(ws
         .protocols(["liveshop.v1"])
         .max_message_size(app.config.max_ws_message_bytes)
+        // tungstenite zero-fills its whole read buffer on every read; clients send little.
+        .read_buffer_size(8 * 1024)
         .on_upgrade(move |socket| serve_websocket(socket, sub, pace, env)))
 }
 
@@ -303,7 +306,7 @@ async fn serve_websocket(socket: WebSocket, mut sub: Subscription, pace: Pace, e
                 Delivery::Frames(frames) => {
                     let write = async {
                         for f in frames {
-                            tx.feed(Message::Text(f.as_ref().into())).await?;
+                            tx.feed(Message::Text(f)).await?;
                         }
                         tx.flush().await
                     };
@@ -371,7 +374,7 @@ async fn events(
         let mut sub = state?;
         match sub.next().await {
             Delivery::Frames(frames) => {
-                Some((frames.iter().map(|f| sse_event(f)).collect::<Vec<_>>(), Some(sub)))
+                Some((frames.iter().map(|f| sse_event(f.as_str())).collect::<Vec<_>>(), Some(sub)))
             }
             Delivery::Close(code, reason) => {
                 let data = json!({ "code": code, "reason": reason }).to_string();
@@ -428,8 +431,11 @@ async fn room_state(
     State(app): State<Arc<AppState>>,
     Path(room): Path<String>,
     Query(q): Query<ConnectQuery>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    // Each read is an event of the room (it may revive it), so it is paced like a connection.
+    app.admit(addr.ip())?;
     app.show(&room)?;
     let who = match q.token.as_deref().or_else(|| bearer(&headers)) {
         Some(t) => Some(app.verify(t, &room)?),

@@ -65,7 +65,11 @@ impl Default for Metrics {
             slow_consumers.clone(),
         );
         registry.register("frames_sent", "Frames handed to client connections", frames_sent.clone());
-        registry.register("actor_revive_seconds", "Time to instantiate an actor", revive_seconds.clone());
+        registry.register(
+            "actor_revive_seconds",
+            "Time to bring an actor back: instantiation plus its first event, which restores its state",
+            revive_seconds.clone(),
+        );
         registry.register("actor_events", "Events handled by actors, by kind", events.clone());
         registry.register(
             "actor_event_seconds",

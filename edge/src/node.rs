@@ -21,6 +21,10 @@ use std::time::{Duration, Instant};
 use liveshop_identity::Identity;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+/// A frame as it goes to sockets: shared by reference count, so a broadcast to thousands of
+/// connections copies no text.
+pub type Frame = axum::extract::ws::Utf8Bytes;
+
 use crate::actor::{Actor, ActorKind, ConnId, Connection, Effect, Env, HttpRequest, HttpResponse, Outcome};
 use crate::metrics::Metrics;
 use crate::sqlite::Db;
@@ -55,8 +59,8 @@ impl Default for NodeConfig {
 /// One thing for a room's connections to do, in the order the room produced them.
 #[derive(Debug)]
 enum Out {
-    All(Arc<str>),
-    To(ConnId, Arc<str>),
+    All(Frame),
+    To(ConnId, Frame),
     Close(ConnId, u16, Arc<str>),
 }
 
@@ -219,9 +223,13 @@ async fn schedule_alarms(node: Node, mut rx: mpsc::UnboundedReceiver<(String, Op
                 let (at, room) = next.expect("a wait implies an alarm");
                 due.remove(&(at, room.clone()));
                 by_room.remove(&room);
-                // The room persists the alarm until its handler commits, so a lost send here is
-                // retried on the next start.
-                let _ = node.room(&room).tx.send(RoomMsg::Alarm).await;
+                // One busy room must not hold up every other room's alarms.
+                let tx = node.room(&room).tx;
+                if let Err(mpsc::error::TrySendError::Full(msg)) = tx.try_send(RoomMsg::Alarm) {
+                    tokio::spawn(async move {
+                        let _ = tx.send(msg).await;
+                    });
+                }
             }
         }
     }
@@ -242,7 +250,7 @@ pub struct Subscription {
 /// What a connection must do next.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Delivery {
-    Frames(Vec<Arc<str>>),
+    Frames(Vec<Frame>),
     Close(u16, String),
 }
 
@@ -336,11 +344,21 @@ struct RoomTask {
     /// The connections the host holds for this room, to revive the actor with.
     conns: BTreeMap<ConnId, Connection>,
     pending: Vec<Out>,
+    /// When the current actor was instantiated, until its first event is done.
+    revived_at: Option<Instant>,
 }
 
 impl RoomTask {
     fn new(node: Node, id: String, handle: RoomHandle) -> Self {
-        RoomTask { node, id, handle, actor: None, conns: BTreeMap::new(), pending: Vec::new() }
+        RoomTask {
+            node,
+            id,
+            handle,
+            actor: None,
+            conns: BTreeMap::new(),
+            pending: Vec::new(),
+            revived_at: None,
+        }
     }
 
     async fn run(mut self, mut rx: mpsc::Receiver<RoomMsg>) {
@@ -357,29 +375,16 @@ impl RoomTask {
                     idle_since = Instant::now();
                 }
                 _ = tick.tick(), if !self.pending.is_empty() => self.flush(),
-                _ = tokio::time::sleep_until(hibernate_at), if self.actor.is_some() || self.conns.is_empty() => {
-                    if self.actor.take().is_some() {
-                        self.node.0.metrics.hibernations.inc();
-                        self.node.0.metrics.live_actors.dec();
-                    }
-                    if self.conns.is_empty() && self.pending.is_empty() && self.retire(&rx) {
-                        break;
-                    }
-                    idle_since = Instant::now();
+                // The task itself stays (a parked task is a few hundred bytes, and rooms exist
+                // only for shows): ending it could race a sender holding its handle.
+                _ = tokio::time::sleep_until(hibernate_at), if self.actor.is_some() => {
+                    self.actor = None;
+                    self.node.0.metrics.hibernations.inc();
+                    self.node.0.metrics.live_actors.dec();
                 }
             }
         }
         self.flush();
-    }
-
-    /// Ends this task when nothing can reach it any more; `false` if a message slipped in.
-    fn retire(&self, rx: &mpsc::Receiver<RoomMsg>) -> bool {
-        let mut rooms = self.node.0.rooms.lock().unwrap_or_else(|p| p.into_inner());
-        if !rx.is_empty() || self.handle.conns.load(Ordering::SeqCst) > 0 {
-            return false;
-        }
-        rooms.remove(&self.id);
-        true
     }
 
     fn flush(&mut self) {
@@ -404,7 +409,9 @@ impl RoomTask {
                 Ok(a) => {
                     self.node.0.metrics.revivals.inc();
                     self.node.0.metrics.live_actors.inc();
-                    self.node.0.metrics.revive_seconds.observe(started.elapsed().as_secs_f64());
+                    // The guest restores its state lazily, in the first event: the revival is
+                    // timed when that event is done.
+                    self.revived_at = Some(started);
                     self.actor = Some(a);
                 }
                 Err(e) => {
@@ -418,6 +425,10 @@ impl RoomTask {
 
     fn handle_msg(&mut self, msg: RoomMsg) {
         let started = Instant::now();
+        let connecting = match &msg {
+            RoomMsg::Connect { conn, .. } => Some(*conn),
+            _ => None,
+        };
         let (kind, result, reply) = match msg {
             RoomMsg::Connect { conn, who, resume } => {
                 let now = self.node.0.env.now();
@@ -442,8 +453,11 @@ impl RoomTask {
             RoomMsg::Alarm => ("alarm", self.actor().map(|a| a.on_alarm()), None),
         };
         self.node.0.metrics.event(kind, started.elapsed());
-        match result {
-            Some(Ok(outcome)) => self.release(outcome, reply),
+        if let Some(at) = self.revived_at.take() {
+            self.node.0.metrics.revive_seconds.observe(at.elapsed().as_secs_f64());
+        }
+        let failed = match result {
+            Some(Ok(outcome)) => return self.release(outcome, reply),
             Some(Err(e)) => {
                 // The actor's memory may be ahead of storage: drop it, revive on the next event.
                 tracing::warn!(room = %self.id, "event {kind} failed: {e}");
@@ -451,14 +465,22 @@ impl RoomTask {
                 if self.actor.take().is_some() {
                     self.node.0.metrics.live_actors.dec();
                 }
-                if let Some(reply) = reply {
-                    let _ = reply.send(None);
-                }
+                true
             }
-            None => {
-                if let Some(reply) = reply {
-                    let _ = reply.send(None);
-                }
+            None => true,
+        };
+        if failed {
+            if let Some(reply) = reply {
+                let _ = reply.send(None);
+            }
+            // A connection the room never welcomed would wait on a silent socket.
+            if let Some(conn) = connecting {
+                self.conns.remove(&conn);
+                self.pending.push(Out::Close(conn, CLOSE_RESTART, "the room failed: reconnect".into()));
+            }
+            // The stored alarm survived the failed event; try it again shortly.
+            if kind == "alarm" {
+                self.node.set_alarm(&self.id, Some(self.node.0.env.now() + 1000));
             }
         }
     }

@@ -11,7 +11,7 @@ use liveshop_identity::{Identity, Role};
 
 async fn frames(sub: &mut liveshop_edge::node::Subscription) -> Vec<serde_json::Value> {
     match tokio::time::timeout(Duration::from_secs(10), sub.next()).await.expect("frames within 10 s") {
-        Delivery::Frames(f) => f.iter().map(|f| serde_json::from_str(f).unwrap()).collect(),
+        Delivery::Frames(f) => f.iter().map(|f| serde_json::from_str(f.as_str()).unwrap()).collect(),
         Delivery::Close(code, reason) => panic!("closed {code} {reason}"),
     }
 }

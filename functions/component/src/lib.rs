@@ -24,7 +24,11 @@ thread_local! {
     static ROOM: RefCell<Option<Room>> = const { RefCell::new(None) };
 }
 
+// Exported only when built as a component: WIT export names (`liveshop:actor/...`) are not
+// symbols a native linker accepts, and natively this crate is only compiled for lints.
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 struct RoomActor;
+#[cfg(target_arch = "wasm32")]
 export!(RoomActor);
 
 impl Guest for RoomActor {
@@ -98,7 +102,9 @@ fn run(input: impl FnOnce(Millis) -> Input) -> Option<HttpResponse> {
 /// Rebuilds the room from storage and re-attaches the connections the host kept open.
 fn revive() -> Room {
     let random: [u8; 8] = env::random(8).try_into().expect("the host returns the bytes asked for");
-    let mut room = match Room::restore(storage::list(""), Epoch(u64::from_le_bytes(random))) {
+    // 53 bits, so JavaScript clients hold the epoch exactly (their numbers are doubles).
+    let epoch = Epoch(u64::from_le_bytes(random) >> 11);
+    let mut room = match Room::restore(storage::list(""), epoch) {
         Ok(room) => room,
         // Nothing sensible can run on state we cannot read: trap, so the event writes nothing
         // and the host can report it, instead of starting an empty room over the old one.

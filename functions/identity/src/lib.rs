@@ -157,8 +157,9 @@ impl Secret {
     }
 
     /// Verifies signature (in constant time), room and expiry, in that order, so a forged token
-    /// never learns whether its room or expiry would have passed. `room = "*"` in a token is a
-    /// wildcard for platform-wide roles (a merchant across its shows).
+    /// never learns whether its room or expiry would have passed. The token's room must equal
+    /// `room` exactly: a platform-wide token (`room: "*"`) is only good where `"*"` is asked
+    /// for (creating shows), never as a key to every room.
     pub fn verify(&self, token: &str, room: &str, now_secs: u64) -> Result<Identity, TokenError> {
         if token.len() > MAX_TOKEN_LEN || token.split('.').count() != 3 {
             return Err(TokenError::Malformed);
@@ -173,7 +174,7 @@ impl Secret {
         {
             return Err(TokenError::Malformed);
         }
-        if claims.room != room && claims.room != "*" {
+        if claims.room != room {
             return Err(TokenError::WrongRoom);
         }
         if claims.exp <= now_secs {
@@ -205,6 +206,8 @@ mod tests {
     fn each_kind_of_bad_token_has_its_own_code() {
         assert_eq!(secret().verify(&token("demo", 100), "demo", 100), Err(TokenError::Expired));
         assert_eq!(secret().verify(&token("demo", 100), "other", 1), Err(TokenError::WrongRoom));
+        assert_eq!(secret().verify(&token("*", 100), "demo", 1), Err(TokenError::WrongRoom));
+        assert!(secret().verify(&token("*", 100), "*", 1).is_ok());
         assert_eq!(secret().verify("not.a.jwt", "demo", 1), Err(TokenError::Malformed));
         assert_eq!(secret().verify("nodots", "demo", 1), Err(TokenError::Malformed));
         let other = Secret::new(b"another secret that is long enough".to_vec()).unwrap();

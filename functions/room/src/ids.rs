@@ -22,7 +22,7 @@ impl Seq {
 }
 
 /// Names one history of a room. A client whose `(epoch, seq)` is from another epoch cannot
-/// resume and gets a snapshot instead.
+/// resume and gets a snapshot instead. Hosts keep it below 2^53 so JavaScript holds it exactly.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Epoch(pub u64);

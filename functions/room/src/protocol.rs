@@ -126,7 +126,13 @@ impl Product {
         let max = limits::MAX_PRODUCT_FIELD_CHARS;
         let id_ok = !self.id.0.is_empty() && self.id.0.len() <= 64;
         let title_ok = !self.title.trim().is_empty() && self.title.chars().count() <= max;
-        let urls_ok = [&self.image_url, &self.url].into_iter().flatten().all(|u| u.len() <= max);
+        // Only web links and inline pictures: a `javascript:` URL on a card would run in viewers' pages.
+        let web = |u: &str| u.starts_with("https://") || u.starts_with("http://");
+        let urls_ok = self.url.as_deref().is_none_or(|u| u.len() <= max && web(u))
+            && self
+                .image_url
+                .as_deref()
+                .is_none_or(|u| u.len() <= max && (web(u) || u.starts_with("data:image/")));
         let price_ok = self.price.as_ref().is_none_or(|m| {
             m.minor >= 0 && m.currency.len() == 3 && m.currency.bytes().all(|b| b.is_ascii_uppercase())
         });
@@ -135,7 +141,7 @@ impl Product {
         } else {
             Err(CommandError::new(
                 ErrorCode::InvalidArgument,
-                "a product needs an id (1-64 bytes), a title, short urls and a price in minor units of an ISO 4217 code",
+                "a product needs an id (1-64 bytes), a title, short http(s) urls and a price in minor units of an ISO 4217 code",
             ))
         }
     }

@@ -189,6 +189,8 @@ pub struct Room {
     state: RoomState,
     log: VecDeque<LogRecord>,
     conns: BTreeMap<ConnId, Conn>,
+    /// Open connections per viewer, so counting viewers is O(1) on every join.
+    viewer_conns: BTreeMap<String, u32>,
     buckets: BTreeMap<(String, Bucket), TokenBucket>,
     window: Window,
     /// The alarm last asked of the host; `None` when unknown (after a revival).
@@ -208,6 +210,7 @@ impl Room {
             state: RoomState::default(),
             log: VecDeque::new(),
             conns: BTreeMap::new(),
+            viewer_conns: BTreeMap::new(),
             buckets: BTreeMap::new(),
             window: Window::default(),
             alarm: None,
@@ -264,7 +267,7 @@ impl Room {
 
     /// Registers a connection the host kept open while the room was not in memory. Emits nothing.
     pub fn attach(&mut self, conn: ConnId, who: Identity, connected_at: Millis) {
-        self.conns.insert(conn, Conn { who, connected_at });
+        self.add_conn(conn, Conn { who, connected_at });
     }
 
     pub fn epoch(&self) -> Epoch {
@@ -286,13 +289,33 @@ impl Room {
 
     /// Distinct viewers connected now.
     pub fn viewers(&self) -> u32 {
-        let set: BTreeSet<&str> = self
-            .conns
-            .values()
-            .filter(|c| c.who.role == Role::Viewer)
-            .map(|c| c.who.subject.as_str())
-            .collect();
-        u32::try_from(set.len()).unwrap_or(u32::MAX)
+        u32::try_from(self.viewer_conns.len()).unwrap_or(u32::MAX)
+    }
+
+    fn add_conn(&mut self, conn: ConnId, c: Conn) {
+        if c.who.role == Role::Viewer {
+            *self.viewer_conns.entry(c.who.subject.clone()).or_default() += 1;
+        }
+        if let Some(old) = self.conns.insert(conn, c) {
+            self.forget_viewer(&old);
+        }
+    }
+
+    fn remove_conn(&mut self, conn: ConnId) -> Option<Conn> {
+        let c = self.conns.remove(&conn)?;
+        self.forget_viewer(&c);
+        Some(c)
+    }
+
+    fn forget_viewer(&mut self, c: &Conn) {
+        if c.who.role == Role::Viewer
+            && let Some(n) = self.viewer_conns.get_mut(&c.who.subject)
+        {
+            *n -= 1;
+            if *n == 0 {
+                self.viewer_conns.remove(&c.who.subject);
+            }
+        }
     }
 
     pub fn poll_output(&mut self) -> Option<Output> {
@@ -330,7 +353,7 @@ impl Room {
                 }
             }
             Input::Close { conn } => {
-                if let Some(c) = self.conns.remove(&conn)
+                if let Some(c) = self.remove_conn(conn)
                     && c.who.role == Role::Viewer
                 {
                     let watched = now.saturating_sub(c.connected_at);
@@ -363,52 +386,37 @@ impl Room {
         let resumable =
             resume.filter(|(e, s)| *e == self.epoch && *s <= self.seq && s.0 + 1 >= first_retained);
         let (subject, role) = (who.subject.clone(), who.role);
-        self.conns.insert(conn, Conn { who, connected_at });
+        self.add_conn(conn, Conn { who, connected_at });
         if role == Role::Viewer {
             self.window.presence_dirty = true;
             self.schedule_flush(now);
         }
-        match resumable {
-            Some((_, last)) => {
-                self.send(
-                    conn,
-                    &ServerFrame::Welcome {
-                        v: PROTOCOL_VERSION,
-                        epoch: self.epoch,
-                        seq: self.seq,
-                        now,
-                        you,
-                        resumed: true,
-                        state: None,
-                    },
-                );
-                let missed: Vec<String> = self
-                    .log
-                    .iter()
-                    .filter(|r| r.seq > last && r.audience.admits(&subject, role))
-                    .map(|r| self.event_frame(r))
-                    .collect();
-                for frame in missed {
-                    self.out.push_back(Output::Send { conn, frame });
-                }
-                if let Some(frame) = self.tally_frame() {
-                    self.out.push_back(Output::Send { conn, frame });
-                }
+        let state = match resumable {
+            Some(_) => None,
+            None => Some(Box::new(RoomView::of(&self.state, &subject, role, now, self.viewers()))),
+        };
+        let welcome = ServerFrame::Welcome {
+            v: PROTOCOL_VERSION,
+            epoch: self.epoch,
+            seq: self.seq,
+            now,
+            you,
+            resumed: resumable.is_some(),
+            state,
+        };
+        self.send(conn, &welcome);
+        if let Some((_, last)) = resumable {
+            let missed: Vec<String> = self
+                .log
+                .iter()
+                .filter(|r| r.seq > last && r.audience.admits(&subject, role))
+                .map(|r| self.event_frame(r))
+                .collect();
+            for frame in missed {
+                self.out.push_back(Output::Send { conn, frame });
             }
-            None => {
-                let view = RoomView::of(&self.state, &subject, role, now, self.viewers());
-                self.send(
-                    conn,
-                    &ServerFrame::Welcome {
-                        v: PROTOCOL_VERSION,
-                        epoch: self.epoch,
-                        seq: self.seq,
-                        now,
-                        you,
-                        resumed: false,
-                        state: Some(Box::new(view)),
-                    },
-                );
+            if let Some(frame) = self.tally_frame() {
+                self.out.push_back(Output::Send { conn, frame });
             }
         }
     }
@@ -445,6 +453,9 @@ impl Room {
     }
 
     fn alarm(&mut self, now: Millis) {
+        // A fired alarm is cleared by the host (the ABI's rule), so whatever is wanted next must
+        // be asked for again, even if it equals what was asked before.
+        self.alarm = Some(None);
         if self.window.flush_at.is_some_and(|at| at <= now) {
             self.flush(now);
         }
@@ -591,6 +602,9 @@ impl Room {
     /// Checks and carries out one command. On `Err` nothing durable has changed.
     fn command(&mut self, now: Millis, who: &Identity, cmd: Command) -> Result<Accepted, CommandError> {
         use Command as C;
+        if self.state.bans.contains(&who.subject) {
+            return Err(CommandError::new(ErrorCode::Banned, "you are banned from this room"));
+        }
         self.pace(who, Bucket::Command, COMMAND_PACE, now)?;
         let one = |seq| Ok(Accepted { seq: Some(seq), held: false });
         match cmd {
@@ -640,7 +654,7 @@ impl Room {
             }
             C::Timeout { user, seconds } => {
                 require(who.role.can_moderate())?;
-                check_target(who, &user)?;
+                self.check_target(who, &user)?;
                 if !(limits::MIN_TIMEOUT_SECS..=limits::MAX_TIMEOUT_SECS).contains(&seconds) {
                     return Err(invalid(format!(
                         "timeouts last {} to {} seconds",
@@ -662,7 +676,7 @@ impl Room {
             }
             C::Ban { user } => {
                 require(who.role.can_moderate())?;
-                check_target(who, &user)?;
+                self.check_target(who, &user)?;
                 if self.state.bans.contains(&user) {
                     return Err(CommandError::new(ErrorCode::InvalidArgument, "already banned"));
                 }
@@ -670,7 +684,7 @@ impl Room {
                 for conn in self.conns_of(&user) {
                     self.refuse(conn, None, CommandError::new(ErrorCode::Banned, "a moderator banned you"));
                     self.out.push_back(Output::Close { conn, code: CLOSE_BANNED, reason: "banned".into() });
-                    self.conns.remove(&conn);
+                    self.remove_conn(conn);
                 }
                 one(seq)
             }
@@ -683,7 +697,7 @@ impl Room {
             }
             C::ShadowBan { user } => {
                 require(who.role.can_moderate())?;
-                check_target(who, &user)?;
+                self.check_target(who, &user)?;
                 if self.state.shadow_bans.contains(&user) {
                     return Err(invalid("already shadow-banned"));
                 }
@@ -970,6 +984,37 @@ impl Room {
         self.emit(now, Audience::Moderators, Event::ModAction { by: who.subject.clone(), action })
     }
 
+    /// Who a moderator may sanction: not themselves, and no staff unless they are the host
+    /// and the target is not.
+    fn check_target(&self, who: &Identity, user: &str) -> Result<(), CommandError> {
+        if user.is_empty() || user.len() > limits::MAX_USER_BYTES {
+            return Err(invalid("user is 1 to 64 bytes"));
+        }
+        if user == who.subject {
+            return Err(invalid("you cannot sanction yourself"));
+        }
+        let target = self.known_role(user);
+        let allowed = match target {
+            None | Some(Role::Viewer) => true,
+            Some(Role::Host) => false,
+            Some(Role::Moderator | Role::Merchant) => who.role == Role::Host,
+        };
+        require(allowed)
+    }
+
+    /// The highest role `user` is known by here: from their open connections and their
+    /// messages in history.
+    fn known_role(&self, user: &str) -> Option<Role> {
+        let live = self.conns.values().filter(|c| c.who.subject == user).map(|c| c.who.role);
+        let said = self.state.history.iter().filter(|p| p.message.user == user).map(|p| p.message.role);
+        live.chain(said).max_by_key(|r| match r {
+            Role::Viewer => 0,
+            Role::Merchant => 1,
+            Role::Moderator => 2,
+            Role::Host => 3,
+        })
+    }
+
     fn conns_of(&self, user: &str) -> Vec<ConnId> {
         self.conns.iter().filter(|(_, c)| c.who.subject == user).map(|(id, _)| *id).collect()
     }
@@ -1012,16 +1057,6 @@ fn refusal(code: ErrorCode) -> &'static str {
         ErrorCode::LinkNotAllowed => "links are not allowed in this room",
         _ => "this message breaks the room's rules",
     }
-}
-
-fn check_target(who: &Identity, user: &str) -> Result<(), CommandError> {
-    if user.is_empty() || user.len() > limits::MAX_USER_BYTES {
-        return Err(invalid("user is 1 to 64 bytes"));
-    }
-    if user == who.subject {
-        return Err(invalid("you cannot sanction yourself"));
-    }
-    Ok(())
 }
 
 /// A short text field: whitespace normalised, not empty, at most `max` characters.

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{MessageId, Millis, PollId, ProductId, QuestionId};
+use crate::ids::{MessageId, Millis, ProductId, QuestionId};
 use crate::protocol::{
     Audience, ChatMessage, Event, HoldReason, LinkPolicy, ModAction, PollInfo, ProductPin, PublicSettings,
     Question, ReviewMode, SettingsPatch,
@@ -160,11 +160,14 @@ impl RoomState {
     pub fn apply(&mut self, at: Millis, audience: &Audience, event: &Event) {
         match event {
             Event::ChatMessage { message } => {
-                self.held.remove(&message.id);
-                self.last_said.insert(
-                    message.user.clone(),
-                    LastSaid { at, skeleton: crate::filter::skeleton(&message.text) },
-                );
+                // An approved message counts from when it was written, so approval does not
+                // restart its author's slow mode.
+                if self.held.remove(&message.id).is_none() {
+                    self.last_said.insert(
+                        message.user.clone(),
+                        LastSaid { at, skeleton: crate::filter::skeleton(&message.text) },
+                    );
+                }
                 self.history.push_back(Posted { message: message.clone(), audience: audience.clone() });
                 while self.history.len() > HISTORY_LEN {
                     self.history.pop_front();
@@ -260,6 +263,7 @@ impl RoomState {
                 }
             }
             Event::Stats { delta } => {
+                self.forget_expired(at);
                 let s = &mut self.stats;
                 for (k, v) in &delta.impressions {
                     *s.impressions.entry(k.clone()).or_default() += v;
@@ -305,6 +309,18 @@ impl RoomState {
         }
     }
 
+    /// Drops per-user entries no rule can consult any more, so a room's state does not grow
+    /// with everyone who ever spoke. Runs inside `apply` (on the periodic stats event), keyed
+    /// to the event's time, so replay prunes exactly as the live room did.
+    fn forget_expired(&mut self, now: Millis) {
+        let slow_max = u64::from(crate::protocol::limits::MAX_SLOW_MODE_SECS) * 1000;
+        let said_horizon = now.saturating_sub(slow_max.max(DUPLICATE_WINDOW_MS));
+        self.last_said.retain(|_, l| l.at >= said_horizon);
+        let asked_horizon = now.saturating_sub(crate::QUESTION_INTERVAL_MS);
+        self.last_asked.retain(|_, at| *at >= asked_horizon);
+        self.timeouts.retain(|_, until| *until > now);
+    }
+
     /// The timeout still running for `user` at `now`, if any.
     pub fn timed_out_until(&self, user: &str, now: Millis) -> Option<Millis> {
         self.timeouts.get(user).copied().filter(|&until| until > now)
@@ -316,9 +332,5 @@ impl RoomState {
             .map(|p| &p.message)
             .find(|m| m.id == id)
             .or_else(|| self.held.get(&id).map(|h| &h.message))
-    }
-
-    pub fn open_poll(&self, id: PollId) -> Option<&Poll> {
-        self.poll.as_ref().filter(|p| p.info.id == id && p.open)
     }
 }

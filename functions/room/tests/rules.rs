@@ -523,3 +523,56 @@ fn http_requests_read_the_state_and_carry_commands() {
     });
     assert_eq!(h.replies[3].0, 404);
 }
+
+#[test]
+fn an_early_or_stale_alarm_does_not_lose_the_next_one() {
+    let mut h = Host::new();
+    let ana = h.connect("ana", Role::Viewer);
+    h.run_for(1000);
+    h.raw(ana, r#"{"type":"react","emoji":"🔥"}"#);
+    let due = h.alarm.expect("a flush is scheduled");
+    // An alarm set earlier fires now, before the flush is due; the host clears it, as the ABI says.
+    h.alarm = None;
+    h.input(liveshop_room::Input::Alarm);
+    assert_eq!(h.alarm, Some(due), "the room asks for its alarm again");
+    h.run_for(250);
+    assert_eq!(h.of_type(ana, "reactions").len(), 1);
+}
+
+#[test]
+fn a_banned_user_can_do_nothing_and_moderators_cannot_sanction_the_host() {
+    let mut h = Host::new();
+    let host = h.connect("host", Role::Host);
+    let mia = h.connect("mia", Role::Moderator);
+    let poll = h.send(host, json!({"type":"poll.open","question":"Q","options":["a","b"]}))["seq"].clone();
+    assert!(acked(&h.send(mia, json!({"type": "mod.ban", "user": "troll"}))));
+    // A banned user's token still works over HTTP; the room refuses every command.
+    let troll = liveshop_room::Identity::new("troll", Role::Viewer);
+    let vote = json!({"type":"poll.vote","poll_id":poll,"option":0}).to_string().into_bytes();
+    h.input(liveshop_room::Input::Request {
+        who: Some(troll),
+        method: "POST".into(),
+        path: "/commands".into(),
+        body: vote,
+    });
+    assert_eq!(h.replies[0].1["error"]["code"], "banned");
+    assert_eq!(code(&h.send(mia, json!({"type": "mod.ban", "user": "host"}))), "forbidden");
+    assert_eq!(
+        code(&h.send(mia, json!({"type": "mod.timeout", "user": "host", "seconds": 60}))),
+        "forbidden"
+    );
+    let other = h.connect("max", Role::Moderator);
+    assert_eq!(code(&h.send(mia, json!({"type": "mod.shadow_ban", "user": "max"}))), "forbidden");
+    assert!(acked(&h.send(host, json!({"type": "mod.timeout", "user": "max", "seconds": 60}))));
+    let _ = other;
+}
+
+#[test]
+fn product_links_must_be_web_links() {
+    let mut h = Host::new();
+    let host = h.connect("host", Role::Host);
+    let evil = json!({"id": "x", "title": "X", "url": "javascript:alert(1)"});
+    assert_eq!(code(&h.send(host, json!({"type":"product.pin","product":evil}))), "invalid_argument");
+    let fine = json!({"id": "x", "title": "X", "url": "https://shop.example/x", "image_url": "data:image/png;base64,AA=="});
+    assert!(acked(&h.send(host, json!({"type":"product.pin","product":fine}))));
+}

@@ -1,0 +1,661 @@
+//! The shop actor: one [`Shop`] per merchant. Inputs in, outputs out; see the crate docs.
+//! The HTTP routes are in [`crate::api`]; this file holds the actor's machinery: persistence,
+//! time, payments, inventory alerts and the webhook outbox.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use liveshop_identity::Identity;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::catalog::StockAlert;
+use crate::deals::DealStart;
+use crate::idempotency::StoredResponse;
+use crate::ids::{DAY, DealId, DeliveryId, Epoch, Millis, OrderId, Seq, Sku};
+use crate::orders::{Checkout, Order, PaymentState, StockHold};
+use crate::outbox::{self, DELIVERY_TIMEOUT_MS, Verdict, WebhookEvent};
+use crate::payment::{PaymentKind, PaymentOutcome, PaymentRequest};
+use crate::protocol::{ApiError, ErrorCode, Event, to_json};
+use crate::state::ShopState;
+
+/// A snapshot is written after this many events; the log before it is deleted.
+pub const SNAPSHOT_EVERY: u64 = 256;
+/// Merchant update event ids are remembered this long (providers retry for up to 3 days).
+pub const INBOUND_TTL_MS: Millis = 7 * DAY;
+/// Ended deals are kept this long, for the Omnibus price of later deals.
+pub const DEAL_RETENTION_MS: Millis = 60 * DAY;
+
+/// Storage keys. Log keys are zero-padded so key order is seq order.
+pub mod keys {
+    use crate::ids::Seq;
+    pub const META: &str = "meta";
+    pub const SNAPSHOT: &str = "snapshot";
+    pub const LOG_PREFIX: &str = "log/";
+    pub fn log(seq: Seq) -> String {
+        format!("{LOG_PREFIX}{:020}", seq.0)
+    }
+}
+
+/// What the host tells the shop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// An HTTP request routed to this shop; see [`crate::api`] for the routes. `who` is the
+    /// caller the host verified from a token, if any; headers are matched case-insensitively.
+    Request {
+        who: Option<Identity>,
+        method: String,
+        path: String,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    },
+    /// What the provider said about an order's charge (maybe late, maybe twice).
+    PaymentResult { order: OrderId, outcome: PaymentOutcome },
+    /// The answer to a [`Output::Deliver`]: the HTTP status, or `None` for a network error.
+    DeliveryResult { delivery_id: DeliveryId, status: Option<u16> },
+    /// The alarm the shop asked for has fired (maybe late, maybe twice).
+    Alarm,
+}
+
+/// What the shop asks of the host, in order. Storage writes of one `handle` call must commit
+/// together before any reply, payment or delivery of that call leaves the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    Put {
+        key: String,
+        value: Vec<u8>,
+    },
+    Delete {
+        key: String,
+    },
+    /// Set (or with `None`, clear) the shop's one alarm.
+    SetAlarm(Option<Millis>),
+    /// The answer to an [`Input::Request`].
+    Reply {
+        status: u16,
+        content_type: &'static str,
+        body: Vec<u8>,
+    },
+    /// Call the payment provider; see [`PaymentRequest`].
+    Payment(PaymentRequest),
+    /// POST `payload` to `endpoint_url`, signed with the secret named `secret_id` and
+    /// `webhook-id: event_id` (Standard Webhooks), then report [`Input::DeliveryResult`].
+    Deliver {
+        delivery_id: DeliveryId,
+        endpoint_url: String,
+        secret_id: String,
+        event_id: String,
+        event_type: String,
+        payload: String,
+    },
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RestoreError {
+    #[error("stored record {key} is unreadable: {reason}")]
+    Corrupt { key: String, reason: String },
+    #[error("the log has a gap: expected seq {expected}, found {found}")]
+    Gap { expected: u64, found: u64 },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Meta {
+    epoch: Epoch,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Snapshot {
+    seq: Seq,
+    state: ShopState,
+}
+
+/// One logged event as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogRecord {
+    pub seq: Seq,
+    pub at: Millis,
+    pub event: Event,
+}
+
+/// One merchant's shop. See the crate documentation for the model.
+#[derive(Debug)]
+pub struct Shop {
+    pub(crate) epoch: Epoch,
+    pub(crate) seq: Seq,
+    snap_seq: Seq,
+    /// Highest seq whose log record has been deleted from storage.
+    deleted_through: Seq,
+    needs_meta: bool,
+    pub(crate) state: ShopState,
+    /// Deliveries handed to the host and not answered yet, with when to stop waiting. Not
+    /// stored: after a revival they are simply handed out again (at least once).
+    in_flight: BTreeMap<DeliveryId, Millis>,
+    /// The alarm last asked of the host; `None` when unknown (after a revival).
+    alarm: Option<Option<Millis>>,
+    pub(crate) out: VecDeque<Output>,
+}
+
+impl Shop {
+    /// A shop with no history, in a new epoch.
+    pub fn new(epoch: Epoch) -> Shop {
+        Shop {
+            epoch,
+            seq: Seq(0),
+            snap_seq: Seq(0),
+            deleted_through: Seq(0),
+            needs_meta: true,
+            state: ShopState::default(),
+            in_flight: BTreeMap::new(),
+            alarm: None,
+            out: VecDeque::new(),
+        }
+    }
+
+    /// Rebuilds a shop from everything it stored (any order). With nothing stored, it is a new
+    /// shop in `new_epoch`.
+    pub fn restore(records: Vec<(String, Vec<u8>)>, new_epoch: Epoch) -> Result<Shop, RestoreError> {
+        fn parse<T: serde::de::DeserializeOwned>(key: &str, value: &[u8]) -> Result<T, RestoreError> {
+            serde_json::from_slice(value)
+                .map_err(|e| RestoreError::Corrupt { key: key.to_string(), reason: e.to_string() })
+        }
+        let mut meta: Option<Meta> = None;
+        let mut snapshot: Option<Snapshot> = None;
+        let mut log: Vec<LogRecord> = Vec::new();
+        for (key, value) in &records {
+            match key.as_str() {
+                keys::META => meta = Some(parse(key, value)?),
+                keys::SNAPSHOT => snapshot = Some(parse(key, value)?),
+                k if k.starts_with(keys::LOG_PREFIX) => log.push(parse(key, value)?),
+                _ => {}
+            }
+        }
+        let Some(meta) = meta else {
+            if records.iter().any(|(k, _)| k == keys::SNAPSHOT || k.starts_with(keys::LOG_PREFIX)) {
+                return Err(RestoreError::Corrupt { key: keys::META.into(), reason: "missing".into() });
+            }
+            return Ok(Shop::new(new_epoch));
+        };
+        log.sort_by_key(|r| r.seq);
+        let mut shop = Shop::new(meta.epoch);
+        shop.needs_meta = false;
+        if let Some(s) = snapshot {
+            shop.state = s.state;
+            shop.seq = s.seq;
+            shop.snap_seq = s.seq;
+        }
+        shop.deleted_through = Seq(log.first().map_or(shop.snap_seq.0, |r| r.seq.0.saturating_sub(1)));
+        for rec in log {
+            if rec.seq > shop.seq {
+                if rec.seq != shop.seq.next() {
+                    return Err(RestoreError::Gap { expected: shop.seq.0 + 1, found: rec.seq.0 });
+                }
+                shop.state.apply(rec.at, &rec.event);
+                shop.seq = rec.seq;
+            }
+        }
+        Ok(shop)
+    }
+
+    pub fn epoch(&self) -> Epoch {
+        self.epoch
+    }
+
+    pub fn seq(&self) -> Seq {
+        self.seq
+    }
+
+    pub fn state(&self) -> &ShopState {
+        &self.state
+    }
+
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    /// Charges still waiting for the provider. A host that may have lost `Payment` outputs (it
+    /// crashed after committing an event's writes but before calling the provider) re-issues
+    /// these after a restore; their idempotency keys make that safe.
+    pub fn pending_payments(&self) -> Vec<PaymentRequest> {
+        self.state
+            .orders
+            .values()
+            .filter(|o| o.payment.is_open())
+            .filter_map(|o| match &o.checkout {
+                Checkout::InStream { method } => Some(charge(o, method)),
+                Checkout::Handoff { .. } => None,
+            })
+            .collect()
+    }
+
+    /// Handles one input at `now`. Outputs are queued for [`Shop::poll_output`].
+    pub fn handle(&mut self, now: Millis, input: Input) {
+        // The epoch is stored before anything else: provider keys depend on it.
+        if self.needs_meta {
+            self.needs_meta = false;
+            let value = to_json(&Meta { epoch: self.epoch }).into_bytes();
+            self.out.push_back(Output::Put { key: keys::META.into(), value });
+        }
+        // Timers run first, whether or not the alarm came: a reservation that expired a moment
+        // ago must not count as held, however late the host's alarm is.
+        self.tick(now);
+        match input {
+            Input::Request { who, method, path, headers, body } => {
+                let (status, body) = self.request(now, who.as_ref(), &method, &path, &headers, &body);
+                self.out.push_back(Output::Reply {
+                    status,
+                    content_type: "application/json",
+                    body: body.into_bytes(),
+                });
+            }
+            Input::PaymentResult { order, outcome } => self.payment_result(now, order, outcome),
+            Input::DeliveryResult { delivery_id, status } => self.delivery_result(now, delivery_id, status),
+            Input::Alarm => {}
+        }
+        // Again: a command may have created a deal that starts now.
+        self.tick(now);
+        self.check_inventory(now);
+        self.dispatch(now);
+        self.sync_alarm();
+    }
+
+    fn tick(&mut self, now: Millis) {
+        let expired: Vec<OrderId> =
+            self.state.reservations.iter().filter(|(_, at)| **at <= now).map(|(id, _)| *id).collect();
+        for order_id in expired {
+            self.emit(now, Event::StockReleased { order_id, reason: "reservation_expired".into() });
+        }
+        let starting: Vec<DealId> = self
+            .state
+            .deals
+            .values()
+            .filter(|d| !d.ended && d.started.is_none() && d.starts_at <= now)
+            .map(|d| d.id)
+            .collect();
+        for id in starting {
+            self.start_deal(now, id);
+        }
+        let ending: Vec<DealId> =
+            self.state.deals.values().filter(|d| !d.ended && d.ends_at <= now).map(|d| d.id).collect();
+        for id in ending {
+            self.end_deal(now, id);
+        }
+        let timed_out: Vec<DeliveryId> =
+            self.in_flight.iter().filter(|(_, at)| **at <= now).map(|(id, _)| *id).collect();
+        for id in timed_out {
+            self.delivery_result(now, id, None);
+        }
+        if self.housekeeping_due().is_some_and(|at| at <= now) {
+            self.emit(
+                now,
+                Event::Forgotten {
+                    idempotency_before: now.saturating_sub(crate::idempotency::IDEMPOTENCY_TTL_MS) + 1,
+                    inbound_before: now.saturating_sub(INBOUND_TTL_MS) + 1,
+                    deals_before: now.saturating_sub(DEAL_RETENTION_MS) + 1,
+                },
+            );
+        }
+    }
+
+    /// When the next thing is to be forgotten.
+    fn housekeeping_due(&self) -> Option<Millis> {
+        let s = &self.state;
+        let keys = s.idempotency.values().flat_map(|m| m.values()).map(|r| r.expires_at());
+        let inbound = s.inbound.values().map(|at| at + INBOUND_TTL_MS);
+        let deals = s.deals.values().filter(|d| d.ended).map(|d| d.ends_at + DEAL_RETENTION_MS);
+        keys.chain(inbound).chain(deals).min()
+    }
+
+    fn sync_alarm(&mut self) {
+        let s = &self.state;
+        let reservations = s.reservations.values().copied();
+        let deals = s
+            .deals
+            .values()
+            .filter(|d| !d.ended)
+            .map(|d| if d.started.is_none() { d.starts_at } else { d.ends_at });
+        let retries =
+            s.outbox.values().filter(|d| !self.in_flight.contains_key(&d.id)).map(|d| d.next_attempt_at);
+        let timeouts = self.in_flight.values().copied();
+        let wanted =
+            reservations.chain(deals).chain(retries).chain(timeouts).chain(self.housekeeping_due()).min();
+        if self.alarm != Some(wanted) {
+            self.alarm = Some(wanted);
+            self.out.push_back(Output::SetAlarm(wanted));
+        }
+    }
+
+    /// Records an event: next seq, state change, log append, and compaction when due.
+    pub(crate) fn emit(&mut self, now: Millis, event: Event) -> Seq {
+        let seq = self.seq.next();
+        self.seq = seq;
+        self.state.apply(now, &event);
+        let rec = LogRecord { seq, at: now, event };
+        self.out.push_back(Output::Put { key: keys::log(seq), value: to_json(&rec).into_bytes() });
+        if seq.0 - self.snap_seq.0 >= SNAPSHOT_EVERY {
+            self.compact();
+        }
+        seq
+    }
+
+    /// Writes a snapshot of the state as of now and deletes the log it covers.
+    fn compact(&mut self) {
+        let snap = Snapshot { seq: self.seq, state: self.state.clone() };
+        self.out.push_back(Output::Put { key: keys::SNAPSHOT.into(), value: to_json(&snap).into_bytes() });
+        self.snap_seq = self.seq;
+        for s in self.deleted_through.0 + 1..=self.seq.0 {
+            self.out.push_back(Output::Delete { key: keys::log(Seq(s)) });
+        }
+        self.deleted_through = self.seq;
+    }
+
+    /// Queues a webhook event in the outbox, in the same transaction as the event that caused
+    /// it. Nothing is logged when no endpoint wants the type.
+    pub(crate) fn webhook(&mut self, now: Millis, event_type: &str, data: &Value) {
+        if !self.state.endpoints.values().any(|e| e.wants(event_type)) {
+            return;
+        }
+        let webhook = WebhookEvent {
+            id: format!("evt_{}_{}", self.epoch.0, self.seq.next().0),
+            event_type: event_type.to_string(),
+            created_at: now,
+            payload: outbox::payload(event_type, now, data),
+        };
+        self.emit(now, Event::WebhookQueued { webhook });
+    }
+
+    /// Hands every due delivery to the host.
+    fn dispatch(&mut self, now: Millis) {
+        let due: Vec<Output> = self
+            .state
+            .outbox
+            .values()
+            .filter(|d| d.next_attempt_at <= now && !self.in_flight.contains_key(&d.id))
+            .filter_map(|d| {
+                let e = self.state.endpoints.get(&d.endpoint).filter(|e| e.enabled)?;
+                Some(Output::Deliver {
+                    delivery_id: d.id,
+                    endpoint_url: e.url.clone(),
+                    secret_id: e.secret_id.clone(),
+                    event_id: d.event_id.clone(),
+                    event_type: d.event_type.clone(),
+                    payload: d.payload.clone(),
+                })
+            })
+            .collect();
+        for out in due {
+            if let Output::Deliver { delivery_id, .. } = &out {
+                self.in_flight.insert(*delivery_id, now + DELIVERY_TIMEOUT_MS);
+            }
+            self.out.push_back(out);
+        }
+    }
+
+    fn delivery_result(&mut self, now: Millis, delivery_id: DeliveryId, status: Option<u16>) {
+        self.in_flight.remove(&delivery_id);
+        // A late answer for a delivery already settled (or dead) changes nothing.
+        let Some(d) = self.state.outbox.get(&delivery_id) else { return };
+        let event = match outbox::classify(status) {
+            Verdict::Delivered => Event::DeliverySucceeded { delivery_id, status: status.unwrap_or(200) },
+            Verdict::Gone => Event::EndpointGone { endpoint_id: d.endpoint, delivery_id },
+            Verdict::Retry => Event::DeliveryFailed {
+                delivery_id,
+                status,
+                next_attempt_at: outbox::next_attempt(d.attempts + 1, now),
+            },
+        };
+        self.emit(now, event);
+    }
+
+    fn start_deal(&mut self, now: Millis, id: DealId) {
+        let s = &self.state;
+        let Some(d) = s.deals.get(&id) else { return };
+        let Some(v) = s.variants.get(&d.sku) else { return };
+        let others = s.deals.values().filter(|o| o.sku == d.sku && o.id != id).filter_map(|o| o.promotion());
+        let was = v.omnibus_price(d.starts_at, others);
+        let price = d.discount.apply(v.price).unwrap_or(v.price);
+        self.emit(now, Event::DealStarted { deal_id: id, start: DealStart { was, price } });
+        let data = self.deal_data(id, now);
+        self.webhook(now, "flash_deal.started", &data);
+    }
+
+    pub(crate) fn end_deal(&mut self, now: Millis, id: DealId) {
+        self.emit(now, Event::DealEnded { deal_id: id });
+        let data = self.deal_data(id, now);
+        self.webhook(now, "flash_deal.ended", &data);
+    }
+
+    fn deal_data(&self, id: DealId, now: Millis) -> Value {
+        self.state.deals.get(&id).map_or(Value::Null, |d| crate::api::views::deal(&self.state, d, now))
+    }
+
+    /// Sends `inventory.low` / `inventory.sold_out` once per crossing.
+    fn check_inventory(&mut self, now: Millis) {
+        let threshold = self.state.settings.low_stock_threshold;
+        let changed: Vec<(Sku, StockAlert, StockAlert, u32)> = self
+            .state
+            .variants
+            .values()
+            .filter(|v| v.sellable())
+            .filter_map(|v| {
+                let level = StockAlert::of(v.available(), threshold);
+                (level != v.alert).then(|| (v.sku.clone(), v.alert, level, v.available()))
+            })
+            .collect();
+        for (sku, before, alert, available) in changed {
+            self.emit(now, Event::InventoryAlert { sku: sku.clone(), alert, available });
+            if alert > before {
+                let v = &self.state.variants[&sku];
+                let data = serde_json::json!({
+                    "sku": sku, "product_id": v.product, "available": available, "on_hand": v.on_hand,
+                });
+                let event_type =
+                    if alert == StockAlert::SoldOut { "inventory.sold_out" } else { "inventory.low" };
+                self.webhook(now, event_type, &data);
+            }
+        }
+    }
+
+    fn payment_result(&mut self, now: Millis, id: OrderId, outcome: PaymentOutcome) {
+        let Some(order) = self.state.orders.get(&id) else { return };
+        if !matches!(order.checkout, Checkout::InStream { .. }) {
+            return;
+        }
+        let from = order.payment;
+        match outcome {
+            PaymentOutcome::RequiresAction { url } => {
+                if from == PaymentState::Pending {
+                    let to = PaymentState::RequiresAction;
+                    self.emit(now, Event::PaymentChanged { order_id: id, to, reason: None, action_url: url });
+                }
+            }
+            PaymentOutcome::Authorized | PaymentOutcome::Paid => {
+                let to = if outcome == PaymentOutcome::Paid {
+                    PaymentState::Paid
+                } else {
+                    PaymentState::Authorized
+                };
+                if from.may_become(to) {
+                    // A refusal here has already cancelled the order and answered the buyer.
+                    let _ = self.settle(now, id, to);
+                } else if from == PaymentState::Cancelled && to == PaymentState::Paid {
+                    // Captured after we gave up on it (a cancel raced the capture): give it back,
+                    // under the one key every full refund of this order uses, so repeats of this
+                    // report never refund twice.
+                    self.out.push_back(Output::Payment(undo(order, PaymentKind::Refund)));
+                }
+                // Anything else is a duplicate or stale report: already applied.
+            }
+            PaymentOutcome::Failed { reason } => {
+                if from.may_become(PaymentState::Failed) {
+                    let to = PaymentState::Failed;
+                    self.emit(
+                        now,
+                        Event::PaymentChanged { order_id: id, to, reason: Some(reason), action_url: None },
+                    );
+                    let data = self.order_data(id);
+                    self.webhook(now, "order.payment_failed", &data);
+                    self.complete_idempotency(now, id);
+                }
+            }
+        }
+    }
+
+    /// Settles an order's payment (authorized or paid), committing its stock. The stock is
+    /// checked again first: a reservation that expired while the buyer paid is taken again only
+    /// if the stock and the caps still allow it; otherwise the order is cancelled, the money
+    /// given back, and the refusal returned.
+    pub(crate) fn settle(&mut self, now: Millis, id: OrderId, to: PaymentState) -> Result<(), ApiError> {
+        let order =
+            self.state.orders.get(&id).ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such order"))?;
+        order.check_payment(to)?;
+        if order.hold != StockHold::Committed
+            && let Err(e) = self.can_commit(order)
+        {
+            let kind = if to == PaymentState::Paid { PaymentKind::Refund } else { PaymentKind::Cancel };
+            self.cancel(now, id, e.code.as_str(), Some(kind));
+            return Err(e);
+        }
+        self.emit(now, Event::PaymentChanged { order_id: id, to, reason: None, action_url: None });
+        if to == PaymentState::Paid {
+            let data = self.order_data(id);
+            self.webhook(now, "order.paid", &data);
+        }
+        self.complete_idempotency(now, id);
+        Ok(())
+    }
+
+    /// Whether an order's units can be taken from stock now.
+    fn can_commit(&self, order: &Order) -> Result<(), ApiError> {
+        let s = &self.state;
+        let mut per_sku: BTreeMap<&Sku, u32> = BTreeMap::new();
+        let mut per_deal: BTreeMap<DealId, u32> = BTreeMap::new();
+        for (sku, q, deal) in order.units() {
+            *per_sku.entry(sku).or_default() += q;
+            if let Some(d) = deal {
+                *per_deal.entry(d).or_default() += q;
+            }
+        }
+        let reserved = matches!(order.hold, StockHold::Reserved { .. });
+        for (sku, q) in per_sku {
+            let Some(v) = s.variants.get(sku) else {
+                return Err(ApiError::new(ErrorCode::OutOfStock, format!("{sku} is gone")).with("sku", sku));
+            };
+            if reserved {
+                // Held for us, but the merchant may have lowered the stock since.
+                if v.on_hand < q {
+                    let e = ApiError::new(ErrorCode::OutOfStock, format!("{sku} is out of stock"));
+                    return Err(e.with("sku", sku).with("available", v.on_hand));
+                }
+                continue;
+            }
+            let over_limit = v.max_per_buyer.is_some_and(|max| s.buyer_units(&order.buyer, sku) + q > max);
+            if v.available() < q || over_limit {
+                let e = ApiError::new(
+                    ErrorCode::ReservationExpired,
+                    "the reservation expired and the stock is gone",
+                );
+                return Err(e.with("sku", sku).with("order_id", order.id));
+            }
+        }
+        if !reserved {
+            for (deal, q) in per_deal {
+                let ok = s.deals.get(&deal).is_some_and(|d| {
+                    d.remaining() >= q && s.buyer_deal_units(&order.buyer, deal) + q <= d.per_buyer_cap
+                });
+                if !ok {
+                    let e = ApiError::new(
+                        ErrorCode::ReservationExpired,
+                        "the reservation expired and the deal is gone",
+                    );
+                    return Err(e.with("order_id", order.id));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Cancels an order (checked by the caller), releasing its stock, undoing its charge at the
+    /// provider, telling the merchant and answering a buyer who is still waiting.
+    pub(crate) fn cancel(&mut self, now: Millis, id: OrderId, reason: &str, undo_kind: Option<PaymentKind>) {
+        let to = PaymentState::Cancelled;
+        self.emit(
+            now,
+            Event::PaymentChanged { order_id: id, to, reason: Some(reason.into()), action_url: None },
+        );
+        let order = &self.state.orders[&id];
+        if let (Some(kind), Checkout::InStream { .. }) = (undo_kind, &order.checkout) {
+            self.out.push_back(Output::Payment(undo(order, kind)));
+        }
+        let data = self.order_data(id);
+        self.webhook(now, "order.cancelled", &data);
+        self.complete_idempotency(now, id);
+    }
+
+    /// Stores the final answer of the checkout that created `id`, if the buyer's key is still
+    /// waiting for it.
+    fn complete_idempotency(&mut self, now: Millis, id: OrderId) {
+        let Some(order) = self.state.orders.get(&id) else { return };
+        let (buyer, key) = (order.buyer.clone(), order.idempotency_key.clone());
+        let waiting = self
+            .state
+            .idempotency
+            .get(&buyer)
+            .and_then(|m| m.get(&key))
+            .is_some_and(|r| r.response.is_none());
+        if waiting {
+            let (status, body) = final_response(order);
+            self.emit(
+                now,
+                Event::IdempotencyCompleted { buyer, key, response: StoredResponse { status, body } },
+            );
+        }
+    }
+
+    pub(crate) fn order_data(&self, id: OrderId) -> Value {
+        serde_json::to_value(self.state.orders.get(&id)).unwrap_or(Value::Null)
+    }
+}
+
+/// The charge request for an order.
+pub(crate) fn charge(order: &Order, method: &str) -> PaymentRequest {
+    PaymentRequest {
+        order: order.id,
+        kind: PaymentKind::Charge,
+        amount: order.total,
+        idempotency_key: order.payment_key.clone(),
+        method: Some(method.to_string()),
+    }
+}
+
+/// Voiding (`Cancel`) or refunding in full (`Refund`) an order's charge. Each has one fixed
+/// provider key per order, so asking twice never undoes twice.
+fn undo(order: &Order, kind: PaymentKind) -> PaymentRequest {
+    let suffix = if kind == PaymentKind::Refund { "refund-all" } else { "cancel" };
+    PaymentRequest {
+        kind,
+        idempotency_key: format!("{}-{suffix}", order.payment_key),
+        method: None,
+        ..charge(order, "")
+    }
+}
+
+/// What a finished checkout answers, forever after, to a retry with the same key.
+pub(crate) fn final_response(order: &Order) -> (u16, String) {
+    let reason = order.payment_reason.clone().unwrap_or_default();
+    let error = match order.payment {
+        PaymentState::Failed => {
+            ApiError::new(ErrorCode::PaymentFailed, format!("the payment failed: {reason}"))
+                .with("reason", &reason)
+        }
+        PaymentState::Cancelled => {
+            let code = match reason.as_str() {
+                "reservation_expired" => ErrorCode::ReservationExpired,
+                "out_of_stock" => ErrorCode::OutOfStock,
+                _ => ErrorCode::OrderCancelled,
+            };
+            ApiError::new(code, format!("the order was cancelled: {reason}")).with("reason", &reason)
+        }
+        _ => return (201, to_json(&serde_json::json!({ "order": order }))),
+    };
+    let error = error.with("order_id", order.id);
+    (error.status(), error.body())
+}
