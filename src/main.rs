@@ -48,8 +48,8 @@ enum Command {
     /// first use).
     Token {
         /// viewer, moderator, host or merchant.
-        #[arg(long)]
-        role: RoleArg,
+        #[arg(long, value_parser = role_parser())]
+        role: Role,
         /// The room (show) the token is for; `*` for a platform-wide token (to create shows).
         #[arg(long)]
         room: String,
@@ -119,23 +119,12 @@ impl NodeArgs {
     }
 }
 
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum RoleArg {
-    Viewer,
-    Moderator,
-    Host,
-    Merchant,
-}
-
-impl From<RoleArg> for Role {
-    fn from(r: RoleArg) -> Role {
-        match r {
-            RoleArg::Viewer => Role::Viewer,
-            RoleArg::Moderator => Role::Moderator,
-            RoleArg::Host => Role::Host,
-            RoleArg::Merchant => Role::Merchant,
-        }
-    }
+/// Roles as the command line spells them, listed in `--help` and in errors.
+fn role_parser() -> impl clap::builder::TypedValueParser<Value = Role> {
+    use clap::builder::TypedValueParser;
+    let names = ["viewer", "moderator", "host", "merchant"];
+    clap::builder::PossibleValuesParser::new(names)
+        .map(|s| s.parse::<Role>().expect("only listed names get here"))
 }
 
 fn main() -> anyhow::Result<()> {
@@ -143,7 +132,6 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Token { role, room, sub, name, hours, data_dir } => {
             let secret = liveshop_edge::node_secret(&data_dir)?;
-            let role = Role::from(role);
             let exp = SystemTime::now().duration_since(UNIX_EPOCH)? + Duration::from_secs(hours * 3600);
             let mut claims =
                 Claims::new(sub.unwrap_or_else(|| role.as_str().into()), room, role, exp.as_secs());
