@@ -2,30 +2,14 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Milliseconds since the Unix epoch, as the host's clock said when it called the core.
-pub type Millis = u64;
+pub use liveshop_journal::Millis;
 
 /// A connection the host holds open for this room.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct ConnId(pub u64);
 
-/// Position in the room's event log. Every durable event takes the next one.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Seq(pub u64);
-
-impl Seq {
-    pub fn next(self) -> Seq {
-        Seq(self.0 + 1)
-    }
-}
-
-/// Names one history of a room. A client whose `(epoch, seq)` is from another epoch cannot
-/// resume and gets a snapshot instead. Hosts keep it below 2^53 so JavaScript holds it exactly.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Epoch(pub u64);
+pub use liveshop_journal::{Epoch, Seq};
 
 /// A chat message is named by the seq of the event that first carried it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

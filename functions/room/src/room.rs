@@ -3,6 +3,8 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use liveshop_identity::{Identity, Role};
+use liveshop_journal::{Entry, Journal, Policy, Write};
+pub use liveshop_journal::{RestoreError, keys};
 use serde::{Deserialize, Serialize};
 
 use crate::filter::{self, Pace, Rules, TokenBucket, Verdict};
@@ -30,17 +32,6 @@ pub const CLOSE_BANNED: u16 = 4003;
 const COMMAND_PACE: Pace = Pace { burst: 30, refill_every_ms: 100 };
 /// Chat from a viewer: five at once, one a second sustained.
 const CHAT_PACE: Pace = Pace { burst: 5, refill_every_ms: 1000 };
-
-/// Storage keys. Log keys are zero-padded so key order is seq order.
-pub mod keys {
-    use crate::ids::Seq;
-    pub const META: &str = "meta";
-    pub const SNAPSHOT: &str = "snapshot";
-    pub const LOG_PREFIX: &str = "log/";
-    pub fn log(seq: Seq) -> String {
-        format!("{LOG_PREFIX}{:020}", seq.0)
-    }
-}
 
 /// What the host tells the room.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,25 +96,6 @@ pub enum Output {
     },
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum RestoreError {
-    #[error("stored record {key} is unreadable: {reason}")]
-    Corrupt { key: String, reason: String },
-    #[error("the log has a gap: expected seq {expected}, found {found}")]
-    Gap { expected: u64, found: u64 },
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-struct Meta {
-    epoch: Epoch,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-struct Snapshot {
-    seq: Seq,
-    state: RoomState,
-}
-
 /// One logged event as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogRecord {
@@ -131,6 +103,24 @@ pub struct LogRecord {
     pub at: Millis,
     pub audience: Audience,
     pub event: Event,
+}
+
+impl Entry for LogRecord {
+    fn seq(&self) -> Seq {
+        self.seq
+    }
+}
+
+/// When the room snapshots and how much log it keeps for resuming clients.
+const POLICY: Policy = Policy { snapshot_every: SNAPSHOT_EVERY, retain: LOG_RETAIN };
+
+impl From<Write> for Output {
+    fn from(w: Write) -> Output {
+        match w {
+            Write::Put { key, value } => Output::Put { key, value },
+            Write::Delete { key } => Output::Delete { key },
+        }
+    }
 }
 
 /// The wire form of a logged event, borrowed so fan-out does not clone it.
@@ -180,12 +170,7 @@ enum Bucket {
 /// One live show's room. See the crate documentation for the model.
 #[derive(Debug)]
 pub struct Room {
-    epoch: Epoch,
-    seq: Seq,
-    snap_seq: Seq,
-    /// Highest seq whose log record has been deleted from storage.
-    deleted_through: Seq,
-    needs_meta: bool,
+    journal: Journal,
     state: RoomState,
     log: VecDeque<LogRecord>,
     conns: BTreeMap<ConnId, Conn>,
@@ -202,11 +187,7 @@ impl Room {
     /// A room with no history, in a new epoch.
     pub fn new(epoch: Epoch) -> Room {
         Room {
-            epoch,
-            seq: Seq(0),
-            snap_seq: Seq(0),
-            deleted_through: Seq(0),
-            needs_meta: true,
+            journal: Journal::new(epoch, POLICY),
             state: RoomState::default(),
             log: VecDeque::new(),
             conns: BTreeMap::new(),
@@ -221,46 +202,14 @@ impl Room {
     /// Rebuilds a room from everything it stored (any order). With nothing stored, it is a new
     /// room in `new_epoch`.
     pub fn restore(records: Vec<(String, Vec<u8>)>, new_epoch: Epoch) -> Result<Room, RestoreError> {
-        fn parse<T: serde::de::DeserializeOwned>(key: &str, value: &[u8]) -> Result<T, RestoreError> {
-            serde_json::from_slice(value)
-                .map_err(|e| RestoreError::Corrupt { key: key.to_string(), reason: e.to_string() })
-        }
-        let mut meta: Option<Meta> = None;
-        let mut snapshot: Option<Snapshot> = None;
-        let mut log: Vec<LogRecord> = Vec::new();
-        for (key, value) in &records {
-            match key.as_str() {
-                keys::META => meta = Some(parse(key, value)?),
-                keys::SNAPSHOT => snapshot = Some(parse(key, value)?),
-                k if k.starts_with(keys::LOG_PREFIX) => log.push(parse(key, value)?),
-                _ => {}
-            }
-        }
-        let Some(meta) = meta else {
-            if records.iter().any(|(k, _)| k == keys::SNAPSHOT || k.starts_with(keys::LOG_PREFIX)) {
-                return Err(RestoreError::Corrupt { key: keys::META.into(), reason: "missing".into() });
-            }
-            return Ok(Room::new(new_epoch));
-        };
-        log.sort_by_key(|r| r.seq);
-        let mut room = Room::new(meta.epoch);
-        room.needs_meta = false;
-        if let Some(s) = snapshot {
-            room.state = s.state;
-            room.seq = s.seq;
-            room.snap_seq = s.seq;
-        }
-        room.deleted_through = Seq(log.first().map_or(room.snap_seq.0, |r| r.seq.0.saturating_sub(1)));
-        for rec in log {
-            if rec.seq > room.seq {
-                if rec.seq != room.seq.next() {
-                    return Err(RestoreError::Gap { expected: room.seq.0 + 1, found: rec.seq.0 });
-                }
-                room.state.apply(rec.at, &rec.audience, &rec.event);
-                room.seq = rec.seq;
-            }
-            room.log.push_back(rec);
-        }
+        let restored =
+            Journal::restore(records, new_epoch, POLICY, |state: &mut RoomState, r: &LogRecord| {
+                state.apply(r.at, &r.audience, &r.event)
+            })?;
+        let mut room = Room::new(restored.journal.epoch());
+        room.journal = restored.journal;
+        room.state = restored.state;
+        room.log = restored.entries.into();
         room.trim_log();
         Ok(room)
     }
@@ -271,11 +220,11 @@ impl Room {
     }
 
     pub fn epoch(&self) -> Epoch {
-        self.epoch
+        self.journal.epoch()
     }
 
     pub fn seq(&self) -> Seq {
-        self.seq
+        self.journal.seq()
     }
 
     pub fn state(&self) -> &RoomState {
@@ -326,10 +275,8 @@ impl Room {
     pub fn handle(&mut self, now: Millis, input: Input) {
         // The epoch is stored before anything else, so a client that saw it can resume after a
         // revival even if the room had logged nothing yet.
-        if self.needs_meta {
-            self.needs_meta = false;
-            let value = to_json(&Meta { epoch: self.epoch }).into_bytes();
-            self.out.push_back(Output::Put { key: keys::META.into(), value });
+        if let Some(w) = self.journal.open() {
+            self.out.push_back(w.into());
         }
         match input {
             Input::Connect { conn, who, connected_at, resume } => {
@@ -382,9 +329,10 @@ impl Room {
             return;
         }
         let you = You { subject: who.subject.clone(), role: who.role, name: who.name.clone() };
-        let first_retained = self.log.front().map_or(self.seq.0 + 1, |r| r.seq.0);
-        let resumable =
-            resume.filter(|(e, s)| *e == self.epoch && *s <= self.seq && s.0 + 1 >= first_retained);
+        let first_retained = self.log.front().map_or(self.journal.seq().0 + 1, |r| r.seq.0);
+        let resumable = resume.filter(|(e, s)| {
+            *e == self.journal.epoch() && *s <= self.journal.seq() && s.0 + 1 >= first_retained
+        });
         let (subject, role) = (who.subject.clone(), who.role);
         self.add_conn(conn, Conn { who, connected_at });
         if role == Role::Viewer {
@@ -397,8 +345,8 @@ impl Room {
         };
         let welcome = ServerFrame::Welcome {
             v: PROTOCOL_VERSION,
-            epoch: self.epoch,
-            seq: self.seq,
+            epoch: self.journal.epoch(),
+            seq: self.journal.seq(),
             now,
             you,
             resumed: resumable.is_some(),
@@ -429,7 +377,12 @@ impl Room {
                 let (subject, role) =
                     who.as_ref().map_or(("", Role::Viewer), |w| (w.subject.as_str(), w.role));
                 let view = RoomView::of(&self.state, subject, role, now, self.viewers());
-                (200, to_json(&serde_json::json!({ "epoch": self.epoch, "seq": self.seq, "state": view })))
+                (
+                    200,
+                    to_json(
+                        &serde_json::json!({ "epoch": self.journal.epoch(), "seq": self.journal.seq(), "state": view }),
+                    ),
+                )
             }
             ("POST", "/commands") => match who {
                 None => http_error(CommandError::new(ErrorCode::Forbidden, "a token is required")),
@@ -474,7 +427,11 @@ impl Room {
     fn flush(&mut self, now: Millis) {
         let w = std::mem::take(&mut self.window);
         if !w.reactions.is_empty() {
-            let f = ServerFrame::Reactions { epoch: self.epoch, seq: self.seq, counts: w.reactions };
+            let f = ServerFrame::Reactions {
+                epoch: self.journal.epoch(),
+                seq: self.journal.seq(),
+                counts: w.reactions,
+            };
             self.out.push_back(Output::Broadcast { frame: to_json(&f) });
         }
         if w.tally_dirty
@@ -489,7 +446,8 @@ impl Room {
                 delta.peak_viewers = Some(viewers);
             }
             let peak = viewers.max(self.state.stats.peak_viewers);
-            let f = ServerFrame::Presence { epoch: self.epoch, seq: self.seq, viewers, peak };
+            let f =
+                ServerFrame::Presence { epoch: self.journal.epoch(), seq: self.journal.seq(), viewers, peak };
             self.out.push_back(Output::Broadcast { frame: to_json(&f) });
         }
         if delta != StatsDelta::default() {
@@ -502,8 +460,8 @@ impl Room {
         let counts = p.counts();
         let total = counts.iter().sum();
         Some(to_json(&ServerFrame::PollTally {
-            epoch: self.epoch,
-            seq: self.seq,
+            epoch: self.journal.epoch(),
+            seq: self.journal.seq(),
             poll_id: p.info.id,
             counts,
             total,
@@ -526,13 +484,14 @@ impl Room {
         }
     }
 
-    /// Records an event: next seq, state change, log append, fan-out, and compaction when due.
+    /// Records an event: next seq, state change, journal (with compaction when due), fan-out.
     fn emit(&mut self, now: Millis, audience: Audience, event: Event) -> Seq {
-        let seq = self.seq.next();
-        self.seq = seq;
+        let seq = self.journal.next_seq();
         self.state.apply(now, &audience, &event);
         let rec = LogRecord { seq, at: now, audience, event };
-        self.out.push_back(Output::Put { key: keys::log(seq), value: to_json(&rec).into_bytes() });
+        for w in self.journal.append(&rec, &self.state) {
+            self.out.push_back(w.into());
+        }
         let frame = self.event_frame(&rec);
         match &rec.audience {
             Audience::All => self.out.push_back(Output::Broadcast { frame }),
@@ -550,22 +509,7 @@ impl Room {
         }
         self.log.push_back(rec);
         self.trim_log();
-        if seq.0 - self.snap_seq.0 >= SNAPSHOT_EVERY {
-            self.compact();
-        }
         seq
-    }
-
-    /// Writes a snapshot of the state as of now and deletes log records too old to resume from.
-    fn compact(&mut self) {
-        let snap = Snapshot { seq: self.seq, state: self.state.clone() };
-        self.out.push_back(Output::Put { key: keys::SNAPSHOT.into(), value: to_json(&snap).into_bytes() });
-        self.snap_seq = self.seq;
-        let through = self.seq.0.saturating_sub(LOG_RETAIN);
-        for s in self.deleted_through.0 + 1..=through {
-            self.out.push_back(Output::Delete { key: keys::log(Seq(s)) });
-        }
-        self.deleted_through = Seq(through.max(self.deleted_through.0));
     }
 
     fn trim_log(&mut self) {
@@ -575,7 +519,7 @@ impl Room {
     }
 
     fn event_frame(&self, r: &LogRecord) -> String {
-        to_json(&EventFrameRef { epoch: self.epoch, seq: r.seq, at: r.at, event: &r.event })
+        to_json(&EventFrameRef { epoch: self.journal.epoch(), seq: r.seq, at: r.at, event: &r.event })
     }
 
     fn send(&mut self, conn: ConnId, frame: &ServerFrame) {
@@ -749,7 +693,7 @@ impl Room {
                 if self.state.poll.as_ref().is_some_and(|p| p.open) {
                     return Err(CommandError::new(ErrorCode::PollAlreadyOpen, "close the open poll first"));
                 }
-                let poll = PollInfo { id: PollId(self.seq.next().0), question, options };
+                let poll = PollInfo { id: PollId(self.journal.next_seq().0), question, options };
                 one(self.emit(now, Audience::All, Event::PollOpened { poll }))
             }
             C::PollVote { poll_id, option } => {
@@ -900,7 +844,7 @@ impl Room {
         // Pace last, so a refused message does not cost the sender a token.
         self.pace(who, Bucket::Chat, CHAT_PACE, now)?;
         let message = ChatMessage {
-            id: MessageId(self.seq.next().0),
+            id: MessageId(self.journal.next_seq().0),
             user: who.subject.clone(),
             name: who.name.clone(),
             role: who.role,
@@ -942,7 +886,7 @@ impl Room {
             Verdict::Hold(_) | Verdict::Pass => {}
         }
         let question = Question {
-            id: QuestionId(self.seq.next().0),
+            id: QuestionId(self.journal.next_seq().0),
             user: who.subject.clone(),
             name: who.name.clone(),
             text,

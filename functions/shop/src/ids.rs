@@ -5,30 +5,12 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-/// Milliseconds since the Unix epoch, as the host's clock said when it called the core.
-pub type Millis = u64;
+pub use liveshop_journal::{Epoch, Millis, Seq};
 
 pub const SECOND: Millis = 1_000;
 pub const MINUTE: Millis = 60 * SECOND;
 pub const HOUR: Millis = 60 * MINUTE;
 pub const DAY: Millis = 24 * HOUR;
-
-/// Position in the shop's event log. Every durable event takes the next one.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Seq(pub u64);
-
-impl Seq {
-    pub fn next(self) -> Seq {
-        Seq(self.0 + 1)
-    }
-}
-
-/// Names one history of a shop. It goes into the idempotency keys the shop gives its payment
-/// provider, so a shop recreated from empty storage never repeats one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Epoch(pub u64);
 
 /// Longest SKU, product id or coupon code, in bytes.
 pub const MAX_CODE_BYTES: usize = 64;

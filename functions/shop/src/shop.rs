@@ -5,6 +5,8 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use liveshop_identity::Identity;
+use liveshop_journal::{Entry, Journal, Policy, Write};
+pub use liveshop_journal::{RestoreError, keys};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -24,17 +26,6 @@ pub const SNAPSHOT_EVERY: u64 = 256;
 pub const INBOUND_TTL_MS: Millis = 7 * DAY;
 /// Ended deals are kept this long, for the Omnibus price of later deals.
 pub const DEAL_RETENTION_MS: Millis = 60 * DAY;
-
-/// Storage keys. Log keys are zero-padded so key order is seq order.
-pub mod keys {
-    use crate::ids::Seq;
-    pub const META: &str = "meta";
-    pub const SNAPSHOT: &str = "snapshot";
-    pub const LOG_PREFIX: &str = "log/";
-    pub fn log(seq: Seq) -> String {
-        format!("{LOG_PREFIX}{:020}", seq.0)
-    }
-}
 
 /// What the host tells the shop.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,25 +80,6 @@ pub enum Output {
     },
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum RestoreError {
-    #[error("stored record {key} is unreadable: {reason}")]
-    Corrupt { key: String, reason: String },
-    #[error("the log has a gap: expected seq {expected}, found {found}")]
-    Gap { expected: u64, found: u64 },
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-struct Meta {
-    epoch: Epoch,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-struct Snapshot {
-    seq: Seq,
-    state: ShopState,
-}
-
 /// One logged event as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogRecord {
@@ -116,15 +88,29 @@ pub struct LogRecord {
     pub event: Event,
 }
 
+impl Entry for LogRecord {
+    fn seq(&self) -> Seq {
+        self.seq
+    }
+}
+
+/// A snapshot every [`SNAPSHOT_EVERY`] events, and the log it covers deleted: nobody resumes a
+/// shop's log.
+const POLICY: Policy = Policy { snapshot_every: SNAPSHOT_EVERY, retain: 0 };
+
+impl From<Write> for Output {
+    fn from(w: Write) -> Output {
+        match w {
+            Write::Put { key, value } => Output::Put { key, value },
+            Write::Delete { key } => Output::Delete { key },
+        }
+    }
+}
+
 /// One merchant's shop. See the crate documentation for the model.
 #[derive(Debug)]
 pub struct Shop {
-    pub(crate) epoch: Epoch,
-    pub(crate) seq: Seq,
-    snap_seq: Seq,
-    /// Highest seq whose log record has been deleted from storage.
-    deleted_through: Seq,
-    needs_meta: bool,
+    pub(crate) journal: Journal,
     pub(crate) state: ShopState,
     /// Deliveries handed to the host and not answered yet, with when to stop waiting. Not
     /// stored: after a revival they are simply handed out again (at least once).
@@ -138,11 +124,7 @@ impl Shop {
     /// A shop with no history, in a new epoch.
     pub fn new(epoch: Epoch) -> Shop {
         Shop {
-            epoch,
-            seq: Seq(0),
-            snap_seq: Seq(0),
-            deleted_through: Seq(0),
-            needs_meta: true,
+            journal: Journal::new(epoch, POLICY),
             state: ShopState::default(),
             in_flight: BTreeMap::new(),
             alarm: None,
@@ -153,54 +135,22 @@ impl Shop {
     /// Rebuilds a shop from everything it stored (any order). With nothing stored, it is a new
     /// shop in `new_epoch`.
     pub fn restore(records: Vec<(String, Vec<u8>)>, new_epoch: Epoch) -> Result<Shop, RestoreError> {
-        fn parse<T: serde::de::DeserializeOwned>(key: &str, value: &[u8]) -> Result<T, RestoreError> {
-            serde_json::from_slice(value)
-                .map_err(|e| RestoreError::Corrupt { key: key.to_string(), reason: e.to_string() })
-        }
-        let mut meta: Option<Meta> = None;
-        let mut snapshot: Option<Snapshot> = None;
-        let mut log: Vec<LogRecord> = Vec::new();
-        for (key, value) in &records {
-            match key.as_str() {
-                keys::META => meta = Some(parse(key, value)?),
-                keys::SNAPSHOT => snapshot = Some(parse(key, value)?),
-                k if k.starts_with(keys::LOG_PREFIX) => log.push(parse(key, value)?),
-                _ => {}
-            }
-        }
-        let Some(meta) = meta else {
-            if records.iter().any(|(k, _)| k == keys::SNAPSHOT || k.starts_with(keys::LOG_PREFIX)) {
-                return Err(RestoreError::Corrupt { key: keys::META.into(), reason: "missing".into() });
-            }
-            return Ok(Shop::new(new_epoch));
-        };
-        log.sort_by_key(|r| r.seq);
-        let mut shop = Shop::new(meta.epoch);
-        shop.needs_meta = false;
-        if let Some(s) = snapshot {
-            shop.state = s.state;
-            shop.seq = s.seq;
-            shop.snap_seq = s.seq;
-        }
-        shop.deleted_through = Seq(log.first().map_or(shop.snap_seq.0, |r| r.seq.0.saturating_sub(1)));
-        for rec in log {
-            if rec.seq > shop.seq {
-                if rec.seq != shop.seq.next() {
-                    return Err(RestoreError::Gap { expected: shop.seq.0 + 1, found: rec.seq.0 });
-                }
-                shop.state.apply(rec.at, &rec.event);
-                shop.seq = rec.seq;
-            }
-        }
+        let restored =
+            Journal::restore(records, new_epoch, POLICY, |state: &mut ShopState, r: &LogRecord| {
+                state.apply(r.at, &r.event)
+            })?;
+        let mut shop = Shop::new(restored.journal.epoch());
+        shop.journal = restored.journal;
+        shop.state = restored.state;
         Ok(shop)
     }
 
     pub fn epoch(&self) -> Epoch {
-        self.epoch
+        self.journal.epoch()
     }
 
     pub fn seq(&self) -> Seq {
-        self.seq
+        self.journal.seq()
     }
 
     pub fn state(&self) -> &ShopState {
@@ -229,10 +179,8 @@ impl Shop {
     /// Handles one input at `now`. Outputs are queued for [`Shop::poll_output`].
     pub fn handle(&mut self, now: Millis, input: Input) {
         // The epoch is stored before anything else: provider keys depend on it.
-        if self.needs_meta {
-            self.needs_meta = false;
-            let value = to_json(&Meta { epoch: self.epoch }).into_bytes();
-            self.out.push_back(Output::Put { key: keys::META.into(), value });
+        if let Some(w) = self.journal.open() {
+            self.out.push_back(w.into());
         }
         // Timers run first, whether or not the alarm came: a reservation that expired a moment
         // ago must not count as held, however late the host's alarm is.
@@ -323,28 +271,15 @@ impl Shop {
         }
     }
 
-    /// Records an event: next seq, state change, log append, and compaction when due.
+    /// Records an event: next seq, state change, and the journal (with compaction when due).
     pub(crate) fn emit(&mut self, now: Millis, event: Event) -> Seq {
-        let seq = self.seq.next();
-        self.seq = seq;
+        let seq = self.journal.next_seq();
         self.state.apply(now, &event);
         let rec = LogRecord { seq, at: now, event };
-        self.out.push_back(Output::Put { key: keys::log(seq), value: to_json(&rec).into_bytes() });
-        if seq.0 - self.snap_seq.0 >= SNAPSHOT_EVERY {
-            self.compact();
+        for w in self.journal.append(&rec, &self.state) {
+            self.out.push_back(w.into());
         }
         seq
-    }
-
-    /// Writes a snapshot of the state as of now and deletes the log it covers.
-    fn compact(&mut self) {
-        let snap = Snapshot { seq: self.seq, state: self.state.clone() };
-        self.out.push_back(Output::Put { key: keys::SNAPSHOT.into(), value: to_json(&snap).into_bytes() });
-        self.snap_seq = self.seq;
-        for s in self.deleted_through.0 + 1..=self.seq.0 {
-            self.out.push_back(Output::Delete { key: keys::log(Seq(s)) });
-        }
-        self.deleted_through = self.seq;
     }
 
     /// Queues a webhook event in the outbox, in the same transaction as the event that caused
@@ -354,7 +289,7 @@ impl Shop {
             return;
         }
         let webhook = WebhookEvent {
-            id: format!("evt_{}_{}", self.epoch.0, self.seq.next().0),
+            id: format!("evt_{}_{}", self.journal.epoch().0, self.journal.next_seq().0),
             event_type: event_type.to_string(),
             created_at: now,
             payload: outbox::payload(event_type, now, data),

@@ -199,7 +199,7 @@ impl Shop {
                 return Err(price_mismatch("total", q.total));
             }
         }
-        let id = OrderId(self.seq.next().0);
+        let id = OrderId(self.journal.next_seq().0);
         let settings = &self.state.settings;
         let checkout = match settings.checkout {
             CheckoutMode::InStream => {
@@ -235,7 +235,7 @@ impl Shop {
             refund: RefundState::None,
             refunded: Money::zero(q.currency),
             hold: StockHold::Reserved { expires_at: c.now + settings.reservation_ttl_ms },
-            payment_key: format!("{}-ord{id}", self.epoch.0),
+            payment_key: format!("{}-ord{id}", self.journal.epoch().0),
             idempotency_key: key.clone(),
             history: vec![Transition { at: c.now, change: Change::Created }],
         };

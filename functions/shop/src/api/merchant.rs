@@ -143,7 +143,7 @@ impl Shop {
             ));
         }
         let deal = FlashDeal {
-            id: DealId(self.seq.next().0),
+            id: DealId(self.journal.next_seq().0),
             sku,
             starts_at,
             ends_at,

@@ -24,7 +24,7 @@ impl Shop {
             return Err(ApiError::new(ErrorCode::TooManyEndpoints, msg));
         }
         let endpoint = Endpoint {
-            id: EndpointId(self.seq.next().0),
+            id: EndpointId(self.journal.next_seq().0),
             url: url(&input.url, "url")?,
             secret_id: secret_id(&input.secret_id)?,
             events: event_types(&input.events)?,
