@@ -171,7 +171,12 @@ fn run(config: EdgeConfig, dev: bool) -> anyhow::Result<()> {
             println!("  Viewer page:    {base}/watch/{}", show.id);
             println!("  Host dashboard: {base}/dashboard/{}#token={token}", show.id);
             println!("  Host token:     {token}");
-            println!("  More tokens:    cargo run -- token --role moderator --room {}", show.id);
+            let data = match edge.app.config.data_dir.to_str() {
+                Some(".liveshop") => String::new(),
+                Some(d) => format!(" --data-dir {d}"),
+                None => String::new(),
+            };
+            println!("  More tokens:    cargo run -- token --role moderator --room {}{data}", show.id);
             println!("  OBS settings:   come with the media origin (WHIP ingest).");
             println!();
         }
