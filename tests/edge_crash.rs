@@ -24,7 +24,7 @@ struct NodeProcess(Child);
 impl Drop for NodeProcess {
     fn drop(&mut self) {
         // SAFETY: plain FFI call with a pid we own.
-        unsafe { libc_kill(self.0.id() as i32, 9) };
+        unsafe { libc::kill(self.0.id() as libc::pid_t, libc::SIGKILL) };
         let _ = self.0.wait();
     }
 }
@@ -54,11 +54,6 @@ fn spawn(dir: &Path) -> (NodeProcess, SocketAddr) {
 
 fn kill9(node: NodeProcess) {
     drop(node);
-}
-
-unsafe extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, sig: i32) -> i32;
 }
 
 async fn create_show(addr: SocketAddr) {

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use criterion::Criterion;
 use liveshop_edge::{ActorKind, ConnId, Env, MemoryStorage, ROOM_COMPONENT, Runtime, RuntimeConfig};
 use liveshop_identity::{Identity, Role};
-use liveshop_room::{Epoch, Input, Output, Room};
+use liveshop_room::{Epoch, Input, Output, Room, Write};
 
 /// Viewers in the room: every chat message is broadcast to all of them.
 const VIEWERS: u64 = 100;
@@ -83,8 +83,8 @@ fn native_commands(c: &mut Criterion, tally: &Tally) {
         let mut frames = Vec::new();
         while let Some(out) = room.poll_output() {
             match out {
-                Output::Put { key, value } => drop(stored.insert(key, value)),
-                Output::Delete { key } => drop(stored.remove(&key)),
+                Output::Store(Write::Put { key, value }) => drop(stored.insert(key, value)),
+                Output::Store(Write::Delete { key }) => drop(stored.remove(&key)),
                 Output::Send { frame, .. } | Output::Broadcast { frame } => frames.push(frame),
                 _ => {}
             }

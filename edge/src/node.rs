@@ -139,14 +139,6 @@ impl Node {
         &self.0.metrics
     }
 
-    pub fn db(&self) -> &Db {
-        &self.0.db
-    }
-
-    pub fn config(&self) -> &NodeConfig {
-        &self.0.config
-    }
-
     /// Opens a connection to `room` for `who`. Frames arrive through the returned
     /// [`Subscription`]; the first is the room's `welcome` (or an error and a close).
     pub async fn connect(
@@ -175,11 +167,6 @@ impl Node {
         let (reply, rx) = oneshot::channel();
         self.room(room).tx.send(RoomMsg::Request { req, reply }).await.map_err(|_| NodeError::Unavailable)?;
         rx.await.ok().flatten().ok_or(NodeError::Unavailable)
-    }
-
-    /// Rooms with a task now (live or hibernated with open connections).
-    pub fn rooms(&self) -> usize {
-        self.0.rooms.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
     fn set_alarm(&self, room: &str, at: Option<u64>) {
@@ -255,10 +242,6 @@ pub enum Delivery {
 }
 
 impl Subscription {
-    pub fn conn(&self) -> ConnId {
-        self.conn
-    }
-
     /// The next frames for this connection, or why it must close. Cancel-safe.
     pub async fn next(&mut self) -> Delivery {
         if let Some((code, reason)) = self.pending_close.take() {

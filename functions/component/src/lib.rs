@@ -10,7 +10,7 @@
 use std::cell::RefCell;
 
 use liveshop_identity::{Identity, Role};
-use liveshop_room::{ConnId, Epoch, Input, Millis, Output, Room, Seq};
+use liveshop_room::{ConnId, Epoch, Input, Millis, Output, Room, Seq, Write};
 
 wit_bindgen::generate!({ path: "../../wit", world: "durable-actor" });
 
@@ -79,8 +79,8 @@ fn run(input: impl FnOnce(Millis) -> Input) -> Option<HttpResponse> {
         let mut reply = None;
         while let Some(output) = room.poll_output() {
             match output {
-                Output::Put { key, value } => storage::put(&key, &value),
-                Output::Delete { key } => storage::delete(&key),
+                Output::Store(Write::Put { key, value }) => storage::put(&key, &value),
+                Output::Store(Write::Delete { key }) => storage::delete(&key),
                 Output::Send { conn, frame } => connections::send(conn.0, &frame),
                 Output::Broadcast { frame } => connections::broadcast(&frame),
                 Output::Close { conn, code, reason } => connections::close(conn.0, code, &reason),

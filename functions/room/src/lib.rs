@@ -26,7 +26,7 @@
 //! let mut stored = 0;
 //! while let Some(out) = room.poll_output() {
 //!     match out {
-//!         Output::Put { .. } | Output::Delete { .. } => stored += 1, // commit these first ...
+//!         Output::Store(_) => stored += 1,                          // commit these first ...
 //!         Output::Send { .. } | Output::Broadcast { .. } => {}       // ... then release these
 //!         _ => {}
 //!     }
@@ -70,5 +70,5 @@ pub use liveshop_identity::{Identity, Role};
 pub use protocol::{Audience, ClientFrame, Command, CommandError, ErrorCode, Event, ServerFrame, decode};
 pub use room::{
     CLOSE_BANNED, FLUSH_MS, Input, LOG_RETAIN, LogRecord, Output, QUESTION_INTERVAL_MS, RestoreError, Room,
-    SNAPSHOT_EVERY, keys,
+    SNAPSHOT_EVERY, Write, keys,
 };

@@ -615,14 +615,15 @@ pub enum ServerFrame {
     Presence { epoch: Epoch, seq: Seq, viewers: u32, peak: u32 },
 }
 
-/// A logged event as it goes on the wire.
+/// A logged event as it goes on the wire. The room writes `EventFrame<&Event>`, so fan-out
+/// does not clone the event; clients read `EventFrame<Event>`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EventFrame {
+pub struct EventFrame<E = Event> {
     pub epoch: Epoch,
     pub seq: Seq,
     pub at: Millis,
     #[serde(flatten)]
-    pub event: Event,
+    pub event: E,
 }
 
 impl From<CommandError> for ServerFrame {

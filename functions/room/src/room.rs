@@ -3,7 +3,8 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use liveshop_identity::{Identity, Role};
-use liveshop_journal::{Entry, Journal, Policy, Write};
+pub use liveshop_journal::Write;
+use liveshop_journal::{Entry, Journal, Policy};
 pub use liveshop_journal::{RestoreError, keys};
 use serde::{Deserialize, Serialize};
 
@@ -11,8 +12,8 @@ use crate::filter::{self, Pace, Rules, TokenBucket, Verdict};
 use crate::ids::{ConnId, Epoch, MessageId, Millis, PollId, ProductId, QuestionId, Seq};
 use crate::protocol::HoldReason;
 use crate::protocol::{
-    Audience, ChatMessage, Command, CommandError, ErrorCode, Event, ModAction, PROTOCOL_VERSION, PollInfo,
-    ProductPin, Question, ServerFrame, SettingsPatch, StatsDelta, You, decode, limits, to_json,
+    Audience, ChatMessage, Command, CommandError, ErrorCode, Event, EventFrame, ModAction, PROTOCOL_VERSION,
+    PollInfo, ProductPin, Question, ServerFrame, SettingsPatch, StatsDelta, You, decode, limits, to_json,
 };
 use crate::state::{DUPLICATE_WINDOW_MS, RoomState};
 use crate::view::RoomView;
@@ -66,13 +67,8 @@ pub enum Input {
 /// together before any frame, close or reply of that call leaves the host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
-    Put {
-        key: String,
-        value: Vec<u8>,
-    },
-    Delete {
-        key: String,
-    },
+    /// A storage write of the event (the journal's: log records, snapshots, the epoch).
+    Store(Write),
     Send {
         conn: ConnId,
         frame: String,
@@ -113,25 +109,6 @@ impl Entry for LogRecord {
 
 /// When the room snapshots and how much log it keeps for resuming clients.
 const POLICY: Policy = Policy { snapshot_every: SNAPSHOT_EVERY, retain: LOG_RETAIN };
-
-impl From<Write> for Output {
-    fn from(w: Write) -> Output {
-        match w {
-            Write::Put { key, value } => Output::Put { key, value },
-            Write::Delete { key } => Output::Delete { key },
-        }
-    }
-}
-
-/// The wire form of a logged event, borrowed so fan-out does not clone it.
-#[derive(Serialize)]
-struct EventFrameRef<'a> {
-    epoch: Epoch,
-    seq: Seq,
-    at: Millis,
-    #[serde(flatten)]
-    event: &'a Event,
-}
 
 #[derive(Debug, Clone)]
 struct Conn {
@@ -276,7 +253,7 @@ impl Room {
         // The epoch is stored before anything else, so a client that saw it can resume after a
         // revival even if the room had logged nothing yet.
         if let Some(w) = self.journal.open() {
-            self.out.push_back(w.into());
+            self.out.push_back(Output::Store(w));
         }
         match input {
             Input::Connect { conn, who, connected_at, resume } => {
@@ -490,7 +467,7 @@ impl Room {
         self.state.apply(now, &audience, &event);
         let rec = LogRecord { seq, at: now, audience, event };
         for w in self.journal.append(&rec, &self.state) {
-            self.out.push_back(w.into());
+            self.out.push_back(Output::Store(w));
         }
         let frame = self.event_frame(&rec);
         match &rec.audience {
@@ -519,7 +496,7 @@ impl Room {
     }
 
     fn event_frame(&self, r: &LogRecord) -> String {
-        to_json(&EventFrameRef { epoch: self.journal.epoch(), seq: r.seq, at: r.at, event: &r.event })
+        to_json(&EventFrame { epoch: self.journal.epoch(), seq: r.seq, at: r.at, event: &r.event })
     }
 
     fn send(&mut self, conn: ConnId, frame: &ServerFrame) {

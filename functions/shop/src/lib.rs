@@ -23,7 +23,7 @@
 //! The run loop of every host:
 //!
 //! ```
-//! use liveshop_shop::{Epoch, Identity, Input, Output, Role, Shop, test_provider};
+//! use liveshop_shop::{Epoch, Identity, Input, Output, Role, Shop, Write, test_provider};
 //!
 //! let mut shop = Shop::restore(Vec::new(), Epoch(7)).unwrap(); // nothing stored yet: a new shop
 //! let mut store = std::collections::BTreeMap::new();
@@ -32,8 +32,8 @@
 //!     let (mut replies, mut payments) = (Vec::new(), Vec::new());
 //!     while let Some(out) = shop.poll_output() {
 //!         match out {
-//!             Output::Put { key, value } => { store.insert(key, value); } // commit these first ...
-//!             Output::Delete { key } => { store.remove(&key); }
+//!             Output::Store(Write::Put { key, value }) => { store.insert(key, value); } // commit these first ...
+//!             Output::Store(Write::Delete { key }) => { store.remove(&key); }
 //!             Output::Reply { status, body, .. } => replies.push((status, body)), // ... then release
 //!             Output::Payment(req) => payments.push(req),
 //!             Output::SetAlarm(_) | Output::Deliver { .. } => {}
@@ -122,5 +122,6 @@ pub use money::{Currency, Money, MoneyError};
 pub use payment::{PaymentKind, PaymentOutcome, PaymentRequest};
 pub use protocol::{ApiError, ErrorCode, Event};
 pub use shop::{
-    DEAL_RETENTION_MS, INBOUND_TTL_MS, Input, LogRecord, Output, RestoreError, SNAPSHOT_EVERY, Shop, keys,
+    DEAL_RETENTION_MS, INBOUND_TTL_MS, Input, LogRecord, Output, RestoreError, SNAPSHOT_EVERY, Shop, Write,
+    keys,
 };

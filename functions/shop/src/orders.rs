@@ -12,9 +12,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::deals::Discount;
-use crate::ids::{CouponCode, DealId, Millis, OrderId, Sku};
-use crate::money::{Currency, Money};
+use crate::cart::Quote;
+use crate::ids::{DealId, Millis, OrderId, Sku};
+use crate::money::Money;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, strum::Display)]
 #[serde(rename_all = "snake_case")]
@@ -163,15 +163,9 @@ pub struct Order {
     pub id: OrderId,
     pub buyer: String,
     pub created_at: Millis,
-    pub lines: Vec<OrderLine>,
-    pub currency: Currency,
-    pub subtotal: Money,
-    pub discount: Money,
-    pub tax: Money,
-    pub total: Money,
-    pub prices_include_tax: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub coupon: Option<(CouponCode, Discount)>,
+    /// The cart as priced at checkout: lines, totals, tax and coupon.
+    #[serde(flatten)]
+    pub priced: Quote,
     pub checkout: Checkout,
     pub payment: PaymentState,
     /// Why the payment failed or the order was cancelled (`card_declined`, ...).
@@ -232,12 +226,12 @@ impl Order {
 
     /// What is left to refund.
     pub fn refundable(&self) -> Money {
-        Money { minor: self.total.minor - self.refunded.minor, ..self.total }
+        Money { minor: self.priced.total.minor - self.refunded.minor, ..self.priced.total }
     }
 
     /// Units per line, for reserving and releasing stock.
     pub fn units(&self) -> impl Iterator<Item = (&Sku, u32, Option<DealId>)> {
-        self.lines.iter().map(|l| (&l.sku, l.quantity, l.deal))
+        self.priced.lines.iter().map(|l| (&l.sku, l.quantity, l.deal))
     }
 
     pub(crate) fn note(&mut self, at: Millis, change: Change) {
@@ -264,7 +258,7 @@ impl Order {
     pub(crate) fn add_refund(&mut self, at: Millis, amount: Money) {
         let from = self.refund;
         self.refunded.minor = self.refunded.minor.saturating_add(amount.minor);
-        self.refund = if self.refunded.minor >= self.total.minor {
+        self.refund = if self.refunded.minor >= self.priced.total.minor {
             RefundState::Refunded
         } else {
             RefundState::Partial

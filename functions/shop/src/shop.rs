@@ -5,7 +5,8 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use liveshop_identity::Identity;
-use liveshop_journal::{Entry, Journal, Policy, Write};
+pub use liveshop_journal::Write;
+use liveshop_journal::{Entry, Journal, Policy};
 pub use liveshop_journal::{RestoreError, keys};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -51,21 +52,12 @@ pub enum Input {
 /// together before any reply, payment or delivery of that call leaves the host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
-    Put {
-        key: String,
-        value: Vec<u8>,
-    },
-    Delete {
-        key: String,
-    },
+    /// A storage write of the event (the journal's: log records, snapshots, the epoch).
+    Store(Write),
     /// Set (or with `None`, clear) the shop's one alarm.
     SetAlarm(Option<Millis>),
     /// The answer to an [`Input::Request`].
-    Reply {
-        status: u16,
-        content_type: &'static str,
-        body: Vec<u8>,
-    },
+    Reply { status: u16, content_type: &'static str, body: Vec<u8> },
     /// Call the payment provider; see [`PaymentRequest`].
     Payment(PaymentRequest),
     /// POST `payload` to `endpoint_url`, signed with the secret named `secret_id` and
@@ -97,15 +89,6 @@ impl Entry for LogRecord {
 /// A snapshot every [`SNAPSHOT_EVERY`] events, and the log it covers deleted: nobody resumes a
 /// shop's log.
 const POLICY: Policy = Policy { snapshot_every: SNAPSHOT_EVERY, retain: 0 };
-
-impl From<Write> for Output {
-    fn from(w: Write) -> Output {
-        match w {
-            Write::Put { key, value } => Output::Put { key, value },
-            Write::Delete { key } => Output::Delete { key },
-        }
-    }
-}
 
 /// One merchant's shop. See the crate documentation for the model.
 #[derive(Debug)]
@@ -180,7 +163,7 @@ impl Shop {
     pub fn handle(&mut self, now: Millis, input: Input) {
         // The epoch is stored before anything else: provider keys depend on it.
         if let Some(w) = self.journal.open() {
-            self.out.push_back(w.into());
+            self.out.push_back(Output::Store(w));
         }
         // Timers run first, whether or not the alarm came: a reservation that expired a moment
         // ago must not count as held, however late the host's alarm is.
@@ -277,7 +260,7 @@ impl Shop {
         self.state.apply(now, &event);
         let rec = LogRecord { seq, at: now, event };
         for w in self.journal.append(&rec, &self.state) {
-            self.out.push_back(w.into());
+            self.out.push_back(Output::Store(w));
         }
         seq
     }
@@ -555,7 +538,7 @@ pub(crate) fn charge(order: &Order, method: &str) -> PaymentRequest {
     PaymentRequest {
         order: order.id,
         kind: PaymentKind::Charge,
-        amount: order.total,
+        amount: order.priced.total,
         idempotency_key: order.payment_key.clone(),
         method: Some(method.to_string()),
     }

@@ -193,7 +193,13 @@ fn check_stock(h: &Host, s: &Sale) -> Result<(), TestCaseError> {
     let state = h.shop.state();
     let sku: Sku = SKU.parse().unwrap();
     let units = |hold: fn(&StockHold) -> bool| -> u32 {
-        state.orders.values().filter(|o| hold(&o.hold)).flat_map(|o| &o.lines).map(|l| l.quantity).sum()
+        state
+            .orders
+            .values()
+            .filter(|o| hold(&o.hold))
+            .flat_map(|o| &o.priced.lines)
+            .map(|l| l.quantity)
+            .sum()
     };
     let committed = units(|h| *h == StockHold::Committed);
     let reserved = units(|h| matches!(h, StockHold::Reserved { .. }));
@@ -212,7 +218,7 @@ fn check_stock(h: &Host, s: &Sale) -> Result<(), TestCaseError> {
         .orders
         .values()
         .filter(|o| o.hold != StockHold::Released)
-        .flat_map(|o| &o.lines)
+        .flat_map(|o| &o.priced.lines)
         .filter(|l| l.deal == Some(deal.id))
         .map(|l| l.quantity)
         .sum();
@@ -321,7 +327,7 @@ proptest! {
             prop_assert!(previous.is_none_or(|a| a == p.amount.minor), "one key, two amounts");
         }
         for (id, keys) in &refunds {
-            let total = h.shop.state().orders[id].total.minor;
+            let total = h.shop.state().orders[id].priced.total.minor;
             prop_assert!(keys.values().sum::<i64>() <= total, "order {} refunded more than charged", id.0);
         }
     }

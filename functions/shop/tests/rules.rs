@@ -744,7 +744,7 @@ fn a_ten_minute_flash_sale_with_hundreds_of_buyers_runs_in_milliseconds() {
         .orders
         .values()
         .filter(|o| o.payment.is_settled())
-        .flat_map(|o| o.lines.iter())
+        .flat_map(|o| o.priced.lines.iter())
         .map(|l| l.quantity)
         .sum();
     let v = h.variant("SNK");

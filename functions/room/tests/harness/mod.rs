@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use liveshop_room::{ConnId, Epoch, Identity, Input, Millis, Output, Role, Room, Seq};
+use liveshop_room::{ConnId, Epoch, Identity, Input, Millis, Output, Role, Room, Seq, Write};
 use serde_json::{Value, json};
 
 pub struct Host {
@@ -61,10 +61,10 @@ impl Host {
     pub fn drain(&mut self) {
         while let Some(out) = self.room.poll_output() {
             match out {
-                Output::Put { key, value } => {
+                Output::Store(Write::Put { key, value }) => {
                     self.store.insert(key, value);
                 }
-                Output::Delete { key } => {
+                Output::Store(Write::Delete { key }) => {
                     self.store.remove(&key);
                 }
                 Output::Send { conn, frame } => {

@@ -207,7 +207,7 @@ impl Shop {
         let order = &self.state.orders[&id];
         order.check_refundable()?;
         let amount = match &input.amount {
-            Some(m) => m.parse(order.currency)?,
+            Some(m) => m.parse(order.priced.currency)?,
             None => order.refundable(),
         };
         if amount.is_zero() {

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use liveshop_shop::{
     DeliveryId, Epoch, Identity, Input, Millis, OrderId, Output, PaymentKind, PaymentRequest, Role, Shop,
-    test_provider,
+    Write, test_provider,
 };
 use serde_json::{Value, json};
 
@@ -113,10 +113,10 @@ impl Host {
         let mut reply = None;
         while let Some(out) = self.shop.poll_output() {
             match out {
-                Output::Put { key, value } => {
+                Output::Store(Write::Put { key, value }) => {
                     self.store.insert(key, value);
                 }
-                Output::Delete { key } => {
+                Output::Store(Write::Delete { key }) => {
                     self.store.remove(&key);
                 }
                 Output::SetAlarm(at) => self.alarm = at,
