@@ -388,16 +388,10 @@ async fn events(
 
 /// A frame as an SSE event; logged events get the id `<epoch>-<seq>` to resume from.
 fn sse_event(frame: &str) -> SseEvent {
-    #[derive(Deserialize)]
-    struct Position {
-        epoch: Option<u64>,
-        seq: Option<u64>,
-        at: Option<u64>,
-    }
     let event = SseEvent::default().data(frame);
-    match serde_json::from_str::<Position>(frame) {
-        Ok(Position { epoch: Some(e), seq: Some(s), at: Some(_) }) => event.id(format!("{e}-{s}")),
-        _ => event,
+    match liveshop_room::protocol::EventFrame::position(frame) {
+        Some((e, s)) => event.id(format!("{}-{}", e.0, s.0)),
+        None => event,
     }
 }
 

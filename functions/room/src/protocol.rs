@@ -626,6 +626,19 @@ pub struct EventFrame<E = Event> {
     pub event: E,
 }
 
+impl EventFrame {
+    /// The `(epoch, seq)` of a logged event's frame, read from its first bytes (an `EventFrame`
+    /// is written `epoch`, `seq`, `at` first), so hosts that label frames (SSE ids) need not
+    /// parse each one. `None` for every other frame.
+    pub fn position(frame: &str) -> Option<(Epoch, Seq)> {
+        let rest = frame.strip_prefix(r#"{"epoch":"#)?;
+        let (epoch, rest) = rest.split_once(',')?;
+        let (seq, rest) = rest.strip_prefix(r#""seq":"#)?.split_once(',')?;
+        rest.starts_with(r#""at":"#).then_some(())?;
+        Some((Epoch(epoch.parse().ok()?), Seq(seq.parse().ok()?)))
+    }
+}
+
 impl From<CommandError> for ServerFrame {
     fn from(e: CommandError) -> Self {
         ServerFrame::Error { id: None, code: e.code, message: e.message, retry_after_ms: e.retry_after_ms }

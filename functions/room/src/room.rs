@@ -112,7 +112,8 @@ const POLICY: Policy = Policy { snapshot_every: SNAPSHOT_EVERY, retain: LOG_RETA
 
 #[derive(Debug, Clone)]
 struct Conn {
-    who: Identity,
+    /// Shared, so handling a message borrows the sender's identity for a refcount, not a copy.
+    who: std::sync::Arc<Identity>,
     connected_at: Millis,
 }
 
@@ -193,7 +194,7 @@ impl Room {
 
     /// Registers a connection the host kept open while the room was not in memory. Emits nothing.
     pub fn attach(&mut self, conn: ConnId, who: Identity, connected_at: Millis) {
-        self.add_conn(conn, Conn { who, connected_at });
+        self.add_conn(conn, Conn { who: who.into(), connected_at });
     }
 
     pub fn epoch(&self) -> Epoch {
@@ -281,7 +282,7 @@ impl Room {
                     && c.who.role == Role::Viewer
                 {
                     let watched = now.saturating_sub(c.connected_at);
-                    *self.window.stats.watch_ms.entry(c.who.subject).or_default() += watched;
+                    *self.window.stats.watch_ms.entry(c.who.subject.clone()).or_default() += watched;
                     self.window.presence_dirty = true;
                     self.schedule_flush(now);
                 }
@@ -311,7 +312,7 @@ impl Room {
             *e == self.journal.epoch() && *s <= self.journal.seq() && s.0 + 1 >= first_retained
         });
         let (subject, role) = (who.subject.clone(), who.role);
-        self.add_conn(conn, Conn { who, connected_at });
+        self.add_conn(conn, Conn { who: who.into(), connected_at });
         if role == Role::Viewer {
             self.window.presence_dirty = true;
             self.schedule_flush(now);

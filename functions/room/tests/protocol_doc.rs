@@ -96,3 +96,16 @@ fn every_error_code_is_documented() {
         assert!(documented.contains(e.code()), "{}", e.code());
     }
 }
+
+#[test]
+fn an_event_frames_position_is_read_from_its_start_and_only_events_have_one() {
+    for (_, _, json) in examples(&doc()).into_iter().filter(|e| e.0 == "Events") {
+        let frame: EventFrame = serde_json::from_str(&json).unwrap();
+        let written = serde_json::to_string(&frame).unwrap();
+        assert_eq!(EventFrame::position(&written), Some((frame.epoch, frame.seq)), "{written}");
+    }
+    for (_, _, json) in examples(&doc()).into_iter().filter(|e| e.0 == "Other frames from the room") {
+        let frame: ServerFrame = serde_json::from_str(&json).unwrap();
+        assert_eq!(EventFrame::position(&serde_json::to_string(&frame).unwrap()), None);
+    }
+}
