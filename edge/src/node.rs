@@ -408,10 +408,12 @@ impl RoomTask {
 
     fn handle_msg(&mut self, msg: RoomMsg) {
         let started = Instant::now();
+        // What a failure of this event must undo or retry.
         let connecting = match &msg {
             RoomMsg::Connect { conn, .. } => Some(*conn),
             _ => None,
         };
+        let is_alarm = matches!(msg, RoomMsg::Alarm);
         let (kind, result, reply) = match msg {
             RoomMsg::Connect { conn, who, resume } => {
                 let now = self.node.0.env.now();
@@ -439,7 +441,7 @@ impl RoomTask {
         if let Some(at) = self.revived_at.take() {
             self.node.0.metrics.revive_seconds.observe(at.elapsed().as_secs_f64());
         }
-        let failed = match result {
+        match result {
             Some(Ok(outcome)) => return self.release(outcome, reply),
             Some(Err(e)) => {
                 // The actor's memory may be ahead of storage: drop it, revive on the next event.
@@ -448,23 +450,21 @@ impl RoomTask {
                 if self.actor.take().is_some() {
                     self.node.0.metrics.live_actors.dec();
                 }
-                true
             }
-            None => true,
-        };
-        if failed {
-            if let Some(reply) = reply {
-                let _ = reply.send(None);
-            }
-            // A connection the room never welcomed would wait on a silent socket.
-            if let Some(conn) = connecting {
-                self.conns.remove(&conn);
-                self.pending.push(Out::Close(conn, CLOSE_RESTART, "the room failed: reconnect".into()));
-            }
-            // The stored alarm survived the failed event; try it again shortly.
-            if kind == "alarm" {
-                self.node.set_alarm(&self.id, Some(self.node.0.env.now() + 1000));
-            }
+            // The actor could not be started; that is logged where it happened.
+            None => {}
+        }
+        if let Some(reply) = reply {
+            let _ = reply.send(None);
+        }
+        // A connection the room never welcomed would wait on a silent socket.
+        if let Some(conn) = connecting {
+            self.conns.remove(&conn);
+            self.pending.push(Out::Close(conn, CLOSE_RESTART, "the room failed: reconnect".into()));
+        }
+        // The stored alarm survived the failed event; try it again shortly.
+        if is_alarm {
+            self.node.set_alarm(&self.id, Some(self.node.0.env.now() + 1000));
         }
     }
 
