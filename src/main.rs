@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use liveshop_edge::node::Kind;
 use liveshop_edge::shows::NewShow;
 use liveshop_edge::{Edge, EdgeConfig};
 use liveshop_identity::{Claims, Role};
@@ -163,6 +164,7 @@ fn run(config: EdgeConfig, dev: bool) -> anyhow::Result<()> {
         println!("liveshop: listening on http://{}", edge.local_addr());
         if dev {
             let show = edge.ensure_show(demo_show())?;
+            seed_shop(&edge, &show).await?;
             let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
             let host = Claims::new("host", &show.id, Role::Host, now + 7 * 24 * 3600).with_name("Host");
             let token = edge.app.secret.mint(&host)?;
@@ -177,6 +179,12 @@ fn run(config: EdgeConfig, dev: bool) -> anyhow::Result<()> {
                 None => String::new(),
             };
             println!("  More tokens:    cargo run -- token --role moderator --room {}{data}", show.id);
+            println!(
+                "  Merchant token: cargo run -- token --role merchant --room {}{data}  (shop API: {base}/v1/shops/{}/...)",
+                show.shop_id(),
+                show.shop_id()
+            );
+            println!("  Payments:       test provider; pay with tok_visa, decline with tok_chargeDeclined.");
             println!("  OBS settings:   come with the media origin (WHIP ingest).");
             println!();
         }
@@ -212,5 +220,39 @@ fn demo_show() -> NewShow {
             product("tote-bag", "Canvas tote", 1900, "4338ca"),
             product("silk-scarf", "Silk scarf", 6500, "be185d"),
         ],
+        shop: None,
     }
+}
+
+/// Stock each demo product starts with.
+const DEMO_STOCK: u32 = 25;
+
+/// Puts the demo show's products in its shop, with stock, unless they are there already (a
+/// restart keeps what was sold).
+async fn seed_shop(edge: &Edge, show: &liveshop_edge::shows::Show) -> anyhow::Result<()> {
+    let merchant = Some(liveshop_identity::Identity::new("liveshop-dev", Role::Merchant));
+    let request = |method: &str, path: String, body: String| liveshop_edge::HttpRequest {
+        method: method.into(),
+        path,
+        headers: vec![],
+        body: body.into_bytes(),
+        who: merchant.clone(),
+    };
+    for p in &show.products {
+        let path = format!("/products/{}", p.id.0);
+        let node = &edge.app.node;
+        let found =
+            node.request(Kind::Shop, show.shop_id(), request("GET", path.clone(), String::new())).await?;
+        if found.status != 404 {
+            continue;
+        }
+        let price = p.price.as_ref().context("demo products have prices")?;
+        let body = serde_json::json!({
+            "title": p.title,
+            "variants": [{ "sku": p.id.0, "price": { "minor": price.minor, "currency": price.currency }, "stock": DEMO_STOCK }],
+        });
+        let put = node.request(Kind::Shop, show.shop_id(), request("PUT", path, body.to_string())).await?;
+        anyhow::ensure!(put.status == 200, "seeding {}: {}", p.id.0, String::from_utf8_lossy(&put.body));
+    }
+    Ok(())
 }

@@ -81,6 +81,11 @@ pub enum Effect {
         code: u16,
         reason: String,
     },
+    /// A call beyond the connections (`effects.request`): a payment, a webhook.
+    Request {
+        kind: String,
+        body: String,
+    },
 }
 
 /// What one committed event released.
@@ -362,6 +367,16 @@ impl Actor {
             "on-alarm",
             |state| state.tx.set_alarm(None),
             |actor, store| actor.liveshop_actor_actor().call_on_alarm(store),
+        )
+        .map(|(outcome, ())| outcome)
+    }
+
+    /// What became of an effect this actor asked for.
+    pub fn on_effect_result(&mut self, kind: &str, body: &str) -> Result<Outcome, ActorError> {
+        self.event(
+            "on-effect-result",
+            |_| {},
+            |actor, store| actor.liveshop_actor_actor().call_on_effect_result(store, kind, body),
         )
         .map(|(outcome, ())| outcome)
     }

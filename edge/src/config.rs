@@ -44,6 +44,44 @@ pub struct EdgeConfig {
     pub room_memory_mib: usize,
     /// Wall time one event may run, in milliseconds.
     pub event_deadline_ms: u64,
+    /// Where shops' in-stream payments go.
+    pub payments: PaymentsConfig,
+}
+
+/// `[payments]`: the provider of every shop on this node.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PaymentsConfig {
+    pub provider: ProviderName,
+    /// Stripe's API, or a stand-in for it.
+    pub stripe_api_base: String,
+    /// `sk_live_...` / `sk_test_...`; `$LIVESHOP_STRIPE_SECRET_KEY` overrides it.
+    pub stripe_secret_key: Option<String>,
+    /// The signing secret of the endpoint Stripe posts to (`/v1/payments/stripe/webhook`);
+    /// `$LIVESHOP_STRIPE_WEBHOOK_SECRET` overrides it.
+    pub stripe_webhook_secret: Option<String>,
+    /// Where Stripe sends a buyer back after 3-D Secure.
+    pub stripe_return_url: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderName {
+    /// Outcomes by test card token (`tok_visa` pays, `tok_chargeDeclined` fails), no money moves.
+    Test,
+    Stripe,
+}
+
+impl Default for PaymentsConfig {
+    fn default() -> Self {
+        PaymentsConfig {
+            provider: ProviderName::Test,
+            stripe_api_base: "https://api.stripe.com".into(),
+            stripe_secret_key: None,
+            stripe_webhook_secret: None,
+            stripe_return_url: None,
+        }
+    }
 }
 
 impl Default for EdgeConfig {
@@ -65,6 +103,7 @@ impl Default for EdgeConfig {
             max_live_rooms: 1000,
             room_memory_mib: 64,
             event_deadline_ms: 200,
+            payments: PaymentsConfig::default(),
         }
     }
 }

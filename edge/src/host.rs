@@ -1,5 +1,5 @@
 //! What an actor's imports do: the state of one store behind `storage`, `alarm`,
-//! `connections` and `env`. Everything an event produces is buffered here until
+//! `connections`, `effects` and `env`. Everything an event produces is buffered here until
 //! [`crate::Actor`] has committed it.
 
 use std::collections::BTreeMap;
@@ -21,7 +21,7 @@ pub(crate) mod bindings {
     });
 }
 
-use bindings::liveshop::actor::{alarm, connections, env, storage, types};
+use bindings::liveshop::actor::{alarm, connections, effects, env, storage, types};
 
 /// Most bytes of writes and frames one event may leave with the host. The memory limit only
 /// bounds the guest; this bounds what a runaway loop piles up on the host before its deadline.
@@ -186,6 +186,14 @@ impl connections::Host for HostState {
             connected_at: c.connected_at,
         });
         Ok(list.collect())
+    }
+}
+
+impl effects::Host for HostState {
+    fn request(&mut self, kind: String, body: String) -> wasmtime::Result<()> {
+        self.output(kind.len() + body.len())?;
+        self.effects.push(Effect::Request { kind, body });
+        Ok(())
     }
 }
 

@@ -1,5 +1,5 @@
 //! The node's HTTP face (axum): rooms over WebSocket and SSE + POST, shows, guest tokens,
-//! health, metrics and the web pages. Every error is one [`ApiError`]:
+//! health, metrics and the web pages; the shops' routes are in [`crate::shop_http`]. Every error is one [`ApiError`]:
 //! status + `{"error": {"code", "message"}}`.
 
 use std::collections::HashMap;
@@ -24,8 +24,11 @@ use serde_json::json;
 
 use crate::actor::{Env, HttpRequest};
 use crate::config::EdgeConfig;
-use crate::node::{Delivery, Node, NodeError, Subscription};
+use crate::node::{Delivery, Kind, Node, NodeError, Subscription};
+use crate::outbound::WebhookSecrets;
+use crate::payments::Stripe;
 use crate::shows::{NewShow, Show, ShowError, Shows};
+use crate::sqlite::Db;
 
 /// Close code for a connection that sends frames faster than allowed.
 pub const CLOSE_RATE_LIMITED: u16 = 4029;
@@ -76,6 +79,13 @@ impl From<NodeError> for ApiError {
     }
 }
 
+impl From<crate::storage::StorageError> for ApiError {
+    fn from(e: crate::storage::StorageError) -> Self {
+        tracing::error!("storage: {e}");
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "storage failed")
+    }
+}
+
 impl From<ShowError> for ApiError {
     fn from(e: ShowError) -> Self {
         let (status, code) = match &e {
@@ -95,12 +105,35 @@ pub struct AppState {
     pub secret: Secret,
     pub env: Arc<dyn Env>,
     pub config: EdgeConfig,
+    pub commerce: Commerce,
     per_ip: Mutex<HashMap<IpAddr, TokenBucket>>,
 }
 
+/// What the shop routes need besides the node: where secrets and host records of shops live.
+pub struct Commerce {
+    pub shop_db: Db,
+    pub webhook_secrets: WebhookSecrets,
+    /// Set when the node's payments go through Stripe (for its inbound webhooks).
+    pub stripe: Option<Stripe>,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Commerce;
+    fn deref(&self) -> &Commerce {
+        &self.commerce
+    }
+}
+
 impl AppState {
-    pub fn new(node: Node, shows: Shows, secret: Secret, env: Arc<dyn Env>, config: EdgeConfig) -> Self {
-        AppState { node, shows, secret, env, config, per_ip: Mutex::new(HashMap::new()) }
+    pub fn new(
+        node: Node,
+        shows: Shows,
+        secret: Secret,
+        env: Arc<dyn Env>,
+        config: EdgeConfig,
+        commerce: Commerce,
+    ) -> Self {
+        AppState { node, shows, secret, env, config, commerce, per_ip: Mutex::new(HashMap::new()) }
     }
 
     fn now_secs(&self) -> u64 {
@@ -108,7 +141,7 @@ impl AppState {
     }
 
     /// One new connection (or token) for this address, or a 429.
-    fn admit(&self, ip: IpAddr) -> Result<(), ApiError> {
+    pub(crate) fn admit(&self, ip: IpAddr) -> Result<(), ApiError> {
         let pace = Pace {
             burst: self.config.conns_per_ip_burst,
             refill_every_ms: 1000 / self.config.conns_per_ip_per_sec.max(1),
@@ -129,14 +162,14 @@ impl AppState {
         })
     }
 
-    fn verify(&self, token: &str, room: &str) -> Result<Identity, ApiError> {
+    pub(crate) fn verify(&self, token: &str, room: &str) -> Result<Identity, ApiError> {
         self.secret.verify(token, room, self.now_secs()).map_err(|e| {
             self.node.metrics().refused("token");
             ApiError::from(e)
         })
     }
 
-    fn show(&self, room: &str) -> Result<Show, ApiError> {
+    pub(crate) fn show(&self, room: &str) -> Result<Show, ApiError> {
         Ok(self.shows.get(room)?)
     }
 }
@@ -156,6 +189,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/watch/{show}", get(|| async { page("viewer.html") }))
         .route("/dashboard/{show}", get(|| async { page("dashboard.html") }))
         .route("/web/{file}", get(|Path(file): Path<String>| async move { page(&file) }))
+        .merge(crate::shop_http::routes())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
         .with_state(state)
 }
@@ -165,7 +199,7 @@ async fn metrics(State(app): State<Arc<AppState>>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, ct)], app.node.metrics().render())
 }
 
-fn bearer(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers.get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ").map(str::trim)
 }
 
@@ -282,7 +316,7 @@ async fn websocket(
         .map(str::to_string);
     let token = q.token.or(from_protocol).ok_or_else(|| ApiError::from(TokenError::Malformed))?;
     let who = app.verify(&token, &room)?;
-    let sub = app.node.connect(&room, who, q.epoch.zip(q.seq)).await?;
+    let sub = app.node.connect(Kind::Room, &room, who, q.epoch.zip(q.seq)).await?;
     let pace = Pace {
         burst: app.config.frames_per_conn_per_sec * 2,
         refill_every_ms: 1000 / app.config.frames_per_conn_per_sec.max(1),
@@ -369,7 +403,12 @@ async fn events(
         let (e, s) = v.split_once('-')?;
         Some((e.parse().ok()?, s.parse().ok()?))
     });
-    let sub = app.node.connect(&room, who, last_id.or(q.epoch.zip(q.seq))).await?;
+    let sub = app.node.connect(Kind::Room, &room, who, last_id.or(q.epoch.zip(q.seq))).await?;
+    Ok(sse(sub))
+}
+
+/// A subscription's frames as server-sent events, ending with a `close` event.
+pub(crate) fn sse(sub: Subscription) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
     let frames = stream::unfold(Some(sub), |state| async move {
         let mut sub = state?;
         match sub.next().await {
@@ -382,8 +421,8 @@ async fn events(
             }
         }
     });
-    Ok(Sse::new(frames.flat_map(|events| stream::iter(events.into_iter().map(Ok))))
-        .keep_alive(KeepAlive::default()))
+    Sse::new(frames.flat_map(|events| stream::iter(events.into_iter().map(Ok))))
+        .keep_alive(KeepAlive::default())
 }
 
 /// A frame as an SSE event; logged events get the id `<epoch>-<seq>` to resume from.
@@ -417,7 +456,7 @@ async fn command(
         who: Some(who),
         headers: vec![],
     };
-    actor_response(app.node.request(&room, req).await?)
+    actor_response(app.node.request(Kind::Room, &room, req).await?)
 }
 
 /// `GET /v1/rooms/{room}/state`: the room as the caller (or an anonymous viewer) sees it.
@@ -436,10 +475,10 @@ async fn room_state(
         None => None,
     };
     let req = HttpRequest { method: "GET".into(), path: "/state".into(), body: vec![], who, headers: vec![] };
-    actor_response(app.node.request(&room, req).await?)
+    actor_response(app.node.request(Kind::Room, &room, req).await?)
 }
 
-fn actor_response(r: crate::actor::HttpResponse) -> Result<Response, ApiError> {
+pub(crate) fn actor_response(r: crate::actor::HttpResponse) -> Result<Response, ApiError> {
     let status = StatusCode::from_u16(r.status)
         .map_err(|_| ApiError::new(StatusCode::BAD_GATEWAY, "internal", "the room answered nonsense"))?;
     let mut response = (status, r.body).into_response();

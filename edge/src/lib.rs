@@ -6,8 +6,12 @@
 //! - [`storage`]: what an actor's durable state needs from a backend, and the per-event
 //!   transaction over it.
 //!
-//! The room component is built by this crate's `build.rs` (a nested cargo build for
-//! `wasm32-wasip2`) and embedded as [`ROOM_COMPONENT`].
+//! - [`node`]: one task per live actor, fan-out, hibernation, alarms, effects.
+//! - [`outbound`]: payments and signed merchant webhooks, the effects shops ask for.
+//! - [`payments`]: the payment providers (the test provider, Stripe).
+//!
+//! The components are built by this crate's `build.rs` (nested cargo builds for
+//! `wasm32-wasip2`) and embedded as [`ROOM_COMPONENT`] and [`SHOP_COMPONENT`].
 
 pub mod actor;
 pub mod config;
@@ -15,7 +19,10 @@ mod host;
 pub mod http;
 pub mod metrics;
 pub mod node;
+pub mod outbound;
+pub mod payments;
 pub mod server;
+pub mod shop_http;
 pub mod shows;
 pub mod sqlite;
 pub mod storage;
@@ -28,5 +35,7 @@ pub use config::EdgeConfig;
 pub use server::{Edge, EdgeError, node_secret};
 pub use storage::{Batch, MemoryStorage, Storage, StorageError};
 
-/// The room actor (`functions/component`), as a WASM component.
+/// The room actor (`functions/component --features room`), as a WASM component.
 pub static ROOM_COMPONENT: &[u8] = include_bytes!(env!("LIVESHOP_ROOM_COMPONENT"));
+/// The shop actor (`functions/component --features shop`), as a WASM component.
+pub static SHOP_COMPONENT: &[u8] = include_bytes!(env!("LIVESHOP_SHOP_COMPONENT"));

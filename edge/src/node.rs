@@ -1,6 +1,9 @@
-//! The live side of the node: one tokio task per live room owning its actor (and so its wasmtime
-//! `Store`), events handled one at a time, fan-out batched per tick, hibernation, and the alarm
-//! scheduler.
+//! The live side of the node: one tokio task per live actor (a room or a shop) owning its
+//! wasmtime `Store`, events handled one at a time, fan-out batched per tick, hibernation, the
+//! alarm scheduler, and effects (payments, webhooks) handed to an [`EffectHost`] after commit.
+//!
+//! Rooms and shops are kept apart: each kind has its own compiled component and its own
+//! database, so a chat flood's commits never queue in front of a checkout's.
 //!
 //! ```text
 //!  socket task ──RoomMsg──▶ room task ──(commit)──▶ pending frames ──every tick──▶ broadcast
@@ -72,14 +75,74 @@ enum RoomMsg {
     Close { conn: ConnId },
     Request { req: HttpRequest, reply: oneshot::Sender<Option<HttpResponse>> },
     Alarm,
+    EffectResult { kind: String, body: String },
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum NodeError {
     #[error("the room has {0} connections, its limit")]
     RoomFull(usize),
-    #[error("the room is not available")]
+    #[error("the actor is not available")]
     Unavailable,
+}
+
+/// The kinds of actor a node runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    /// One per live show: chat, polls, pins; high fan-out.
+    Room,
+    /// One per merchant: catalog, checkout, orders; strict state, few connections.
+    Shop,
+}
+
+impl Kind {
+    /// The prefix of the actor's storage name (`room/demo`) and of its alarm.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Room => "room",
+            Kind::Shop => "shop",
+        }
+    }
+
+    fn parse(name: &str) -> Option<Kind> {
+        [Kind::Room, Kind::Shop].into_iter().find(|k| k.name() == name)
+    }
+
+    /// The metrics label of an event of this kind.
+    fn event_label(self, event: &'static str) -> &'static str {
+        match (self, event) {
+            (Kind::Room, e) => e,
+            (Kind::Shop, "connect") => "shop_connect",
+            (Kind::Shop, "message") => "shop_message",
+            (Kind::Shop, "close") => "shop_close",
+            (Kind::Shop, "request") => "shop_request",
+            (Kind::Shop, "alarm") => "shop_alarm",
+            (Kind::Shop, _) => "shop_effect_result",
+        }
+    }
+}
+
+/// One kind of actor as the node runs it: the compiled component and the database it keeps
+/// its actors' state in.
+pub struct KindSetup {
+    pub component: ActorKind,
+    pub db: Db,
+}
+
+/// Carries out what actors ask of the world beyond their connections (`wit` `effects`): called
+/// after the event that asked has committed. Results go back with [`Node::effect_result`].
+/// Must not block: spawn the work.
+pub trait EffectHost: Send + Sync + 'static {
+    fn request(&self, node: &Node, kind: Kind, actor: &str, effect: String, body: String);
+}
+
+/// For a node whose actors ask for no effects (tests of rooms alone): each is logged and dropped.
+pub struct NoEffects;
+
+impl EffectHost for NoEffects {
+    fn request(&self, _: &Node, kind: Kind, actor: &str, effect: String, _: String) {
+        tracing::warn!(kind = kind.name(), actor, effect, "this node carries out no effects");
+    }
 }
 
 #[derive(Clone)]
@@ -95,40 +158,52 @@ pub struct Node(Arc<Inner>);
 
 struct Inner {
     config: NodeConfig,
-    db: Db,
-    room_kind: ActorKind,
+    rooms: Slot,
+    shops: Option<Slot>,
     env: Arc<dyn Env>,
-    rooms: Mutex<HashMap<String, RoomHandle>>,
+    effects: Arc<dyn EffectHost>,
     next_conn: AtomicU64,
     metrics: Arc<Metrics>,
-    alarms: mpsc::UnboundedSender<(String, Option<u64>)>,
+    alarms: mpsc::UnboundedSender<(ActorRef, Option<u64>)>,
 }
 
+/// One kind's component, database and live actors.
+struct Slot {
+    setup: KindSetup,
+    actors: Mutex<HashMap<String, RoomHandle>>,
+}
+
+type ActorRef = (Kind, String);
+
 impl Node {
-    /// Starts the node's background work (the alarm scheduler, with every stored alarm).
-    /// Must be called inside a tokio runtime.
+    /// Starts the node's background work (the alarm scheduler, with every stored alarm) for
+    /// rooms and, if given, shops. Must be called inside a tokio runtime.
     pub fn start(
         config: NodeConfig,
-        db: Db,
-        room_kind: ActorKind,
+        rooms: KindSetup,
+        shops: Option<KindSetup>,
         env: Arc<dyn Env>,
         metrics: Arc<Metrics>,
+        effects: Arc<dyn EffectHost>,
     ) -> Result<Node, crate::storage::StorageError> {
         let (alarms, alarm_rx) = mpsc::unbounded_channel();
-        let stored = db.alarms()?;
+        let slot = |setup| Slot { setup, actors: Mutex::new(HashMap::new()) };
         let node = Node(Arc::new(Inner {
             config,
-            db,
-            room_kind,
+            rooms: slot(rooms),
+            shops: shops.map(slot),
             env,
-            rooms: Mutex::new(HashMap::new()),
+            effects,
             next_conn: AtomicU64::new(1),
             metrics,
             alarms,
         }));
-        for (actor, at) in stored {
-            if let Some(room) = actor.strip_prefix("room/") {
-                node.set_alarm(room, Some(at));
+        for slot in std::iter::once(&node.0.rooms).chain(&node.0.shops) {
+            for (actor, at) in slot.setup.db.alarms()? {
+                let parsed = actor.split_once('/').and_then(|(k, id)| Some((Kind::parse(k)?, id)));
+                if let Some((kind, id)) = parsed {
+                    node.set_alarm(kind, id, Some(at));
+                }
             }
         }
         tokio::spawn(schedule_alarms(node.clone(), alarm_rx));
@@ -139,15 +214,17 @@ impl Node {
         &self.0.metrics
     }
 
-    /// Opens a connection to `room` for `who`. Frames arrive through the returned
-    /// [`Subscription`]; the first is the room's `welcome` (or an error and a close).
+    /// Opens a connection to actor `id` of `kind` for `who`. Frames arrive through the returned
+    /// [`Subscription`]; the first is the actor's answer (a room's `welcome`, a shop's
+    /// products), or an error and a close.
     pub async fn connect(
         &self,
-        room: &str,
+        kind: Kind,
+        id: &str,
         who: Identity,
         resume: Option<(u64, u64)>,
     ) -> Result<Subscription, NodeError> {
-        let handle = self.room(room);
+        let handle = self.actor(kind, id)?;
         let limit = self.0.config.max_conns_per_room;
         if handle.conns.fetch_add(1, Ordering::SeqCst) >= limit {
             handle.conns.fetch_sub(1, Ordering::SeqCst);
@@ -162,36 +239,57 @@ impl Node {
         Ok(Subscription { conn, rx, welcomed: false, pending_close: None, guard })
     }
 
-    /// An HTTP request for the room actor (`GET /state`, `POST /commands`).
-    pub async fn request(&self, room: &str, req: HttpRequest) -> Result<HttpResponse, NodeError> {
+    /// An HTTP request for an actor (a room's `GET /state`, a shop's `POST /checkout`).
+    pub async fn request(&self, kind: Kind, id: &str, req: HttpRequest) -> Result<HttpResponse, NodeError> {
         let (reply, rx) = oneshot::channel();
-        self.room(room).tx.send(RoomMsg::Request { req, reply }).await.map_err(|_| NodeError::Unavailable)?;
+        let msg = RoomMsg::Request { req, reply };
+        self.actor(kind, id)?.tx.send(msg).await.map_err(|_| NodeError::Unavailable)?;
         rx.await.ok().flatten().ok_or(NodeError::Unavailable)
     }
 
-    fn set_alarm(&self, room: &str, at: Option<u64>) {
-        // The scheduler only stops with the node.
-        let _ = self.0.alarms.send((room.to_string(), at));
+    /// Reports what became of an effect the actor asked for ([`EffectHost`]).
+    pub async fn effect_result(
+        &self,
+        kind: Kind,
+        id: &str,
+        result: &str,
+        body: String,
+    ) -> Result<(), NodeError> {
+        let msg = RoomMsg::EffectResult { kind: result.to_string(), body };
+        self.actor(kind, id)?.tx.send(msg).await.map_err(|_| NodeError::Unavailable)
     }
 
-    fn room(&self, id: &str) -> RoomHandle {
-        let mut rooms = self.0.rooms.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(h) = rooms.get(id).filter(|h| !h.tx.is_closed()) {
-            return h.clone();
+    fn set_alarm(&self, kind: Kind, id: &str, at: Option<u64>) {
+        // The scheduler only stops with the node.
+        let _ = self.0.alarms.send(((kind, id.to_string()), at));
+    }
+
+    fn slot(&self, kind: Kind) -> Option<&Slot> {
+        match kind {
+            Kind::Room => Some(&self.0.rooms),
+            Kind::Shop => self.0.shops.as_ref(),
+        }
+    }
+
+    fn actor(&self, kind: Kind, id: &str) -> Result<RoomHandle, NodeError> {
+        let slot = self.slot(kind).ok_or(NodeError::Unavailable)?;
+        let mut actors = slot.actors.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(h) = actors.get(id).filter(|h| !h.tx.is_closed()) {
+            return Ok(h.clone());
         }
         let (tx, rx) = mpsc::channel(1024);
         let (out, _) = broadcast::channel(self.0.config.queue_batches);
         let handle = RoomHandle { tx, out, conns: Arc::new(AtomicUsize::new(0)) };
-        rooms.insert(id.to_string(), handle.clone());
-        tokio::spawn(RoomTask::new(self.clone(), id.to_string(), handle.clone()).run(rx));
-        handle
+        actors.insert(id.to_string(), handle.clone());
+        tokio::spawn(RoomTask::new(self.clone(), kind, id.to_string(), handle.clone()).run(rx));
+        Ok(handle)
     }
 }
 
-/// Schedules every room's one alarm and delivers it when due, reviving the room if needed.
-async fn schedule_alarms(node: Node, mut rx: mpsc::UnboundedReceiver<(String, Option<u64>)>) {
-    let mut by_room: HashMap<String, u64> = HashMap::new();
-    let mut due: BTreeSet<(u64, String)> = BTreeSet::new();
+/// Schedules every actor's one alarm and delivers it when due, reviving the actor if needed.
+async fn schedule_alarms(node: Node, mut rx: mpsc::UnboundedReceiver<(ActorRef, Option<u64>)>) {
+    let mut by_room: HashMap<ActorRef, u64> = HashMap::new();
+    let mut due: BTreeSet<(u64, ActorRef)> = BTreeSet::new();
     loop {
         let next = due.first().cloned();
         let wait = next.as_ref().map(|(at, _)| Duration::from_millis(at.saturating_sub(node.0.env.now())));
@@ -210,8 +308,9 @@ async fn schedule_alarms(node: Node, mut rx: mpsc::UnboundedReceiver<(String, Op
                 let (at, room) = next.expect("a wait implies an alarm");
                 due.remove(&(at, room.clone()));
                 by_room.remove(&room);
-                // One busy room must not hold up every other room's alarms.
-                let tx = node.room(&room).tx;
+                // One busy actor must not hold up every other actor's alarms.
+                let Ok(handle) = node.actor(room.0, &room.1) else { continue };
+                let tx = handle.tx;
                 if let Err(mpsc::error::TrySendError::Full(msg)) = tx.try_send(RoomMsg::Alarm) {
                     tokio::spawn(async move {
                         let _ = tx.send(msg).await;
@@ -318,9 +417,10 @@ impl Drop for ConnGuard {
     }
 }
 
-/// The task that owns one room's actor.
+/// The task that owns one actor (a room or a shop; the name is the common case).
 struct RoomTask {
     node: Node,
+    kind: Kind,
     id: String,
     handle: RoomHandle,
     actor: Option<Actor>,
@@ -332,9 +432,10 @@ struct RoomTask {
 }
 
 impl RoomTask {
-    fn new(node: Node, id: String, handle: RoomHandle) -> Self {
+    fn new(node: Node, kind: Kind, id: String, handle: RoomHandle) -> Self {
         RoomTask {
             node,
+            kind,
             id,
             handle,
             actor: None,
@@ -382,8 +483,10 @@ impl RoomTask {
     fn actor(&mut self) -> Option<&mut Actor> {
         if self.actor.is_none() {
             let started = Instant::now();
-            let storage = Box::new(self.node.0.db.actor(&format!("room/{}", self.id)));
-            match self.node.0.room_kind.instantiate(
+            let setup =
+                &self.node.slot(self.kind).expect("a task exists only for a kind the node runs").setup;
+            let storage = Box::new(setup.db.actor(&format!("{}/{}", self.kind.name(), self.id)));
+            match setup.component.instantiate(
                 &self.id,
                 storage,
                 self.conns.values().cloned(),
@@ -398,7 +501,7 @@ impl RoomTask {
                     self.actor = Some(a);
                 }
                 Err(e) => {
-                    tracing::error!(room = %self.id, "cannot start the room actor: {e}");
+                    tracing::error!(kind = self.kind.name(), id = %self.id, "cannot start the actor: {e}");
                     return None;
                 }
             }
@@ -436,8 +539,11 @@ impl RoomTask {
                 ("request", self.actor().map(|a| a.on_request(req)), Some(reply))
             }
             RoomMsg::Alarm => ("alarm", self.actor().map(|a| a.on_alarm()), None),
+            RoomMsg::EffectResult { kind, body } => {
+                ("effect_result", self.actor().map(|a| a.on_effect_result(&kind, &body)), None)
+            }
         };
-        self.node.0.metrics.event(kind, started.elapsed());
+        self.node.0.metrics.event(self.kind.event_label(kind), started.elapsed());
         if let Some(at) = self.revived_at.take() {
             self.node.0.metrics.revive_seconds.observe(at.elapsed().as_secs_f64());
         }
@@ -445,7 +551,7 @@ impl RoomTask {
             Some(Ok(outcome)) => return self.release(outcome, reply),
             Some(Err(e)) => {
                 // The actor's memory may be ahead of storage: drop it, revive on the next event.
-                tracing::warn!(room = %self.id, "event {kind} failed: {e}");
+                tracing::warn!(kind = self.kind.name(), id = %self.id, "event {kind} failed: {e}");
                 self.node.0.metrics.event_failures.inc();
                 if self.actor.take().is_some() {
                     self.node.0.metrics.live_actors.dec();
@@ -464,7 +570,7 @@ impl RoomTask {
         }
         // The stored alarm survived the failed event; try it again shortly.
         if is_alarm {
-            self.node.set_alarm(&self.id, Some(self.node.0.env.now() + 1000));
+            self.node.set_alarm(self.kind, &self.id, Some(self.node.0.env.now() + 1000));
         }
     }
 
@@ -478,10 +584,14 @@ impl RoomTask {
                     self.conns.remove(&to);
                     Out::Close(to, code, reason.into())
                 }
+                Effect::Request { kind, body } => {
+                    self.node.0.effects.request(&self.node, self.kind, &self.id, kind, body);
+                    continue;
+                }
             });
         }
         if let Some(at) = alarm {
-            self.node.set_alarm(&self.id, at);
+            self.node.set_alarm(self.kind, &self.id, at);
         }
         if let Some(reply) = reply {
             let _ = reply.send(response);

@@ -8,10 +8,12 @@ use std::time::Duration;
 use liveshop_identity::{Secret, TokenError};
 
 use crate::actor::{ActorError, Env, Runtime, RuntimeConfig, SystemEnv};
-use crate::config::EdgeConfig;
-use crate::http::{AppState, router};
+use crate::config::{EdgeConfig, PaymentsConfig, ProviderName};
+use crate::http::{AppState, Commerce, router};
 use crate::metrics::Metrics;
-use crate::node::{Node, NodeConfig};
+use crate::node::{KindSetup, Node, NodeConfig};
+use crate::outbound::{Outbound, WebhookSecrets};
+use crate::payments::{IntentStore, Provider, Stripe, StripeConfig, http_client};
 use crate::shows::{NewShow, Show, ShowError, Shows};
 use crate::sqlite::Db;
 use crate::storage::StorageError;
@@ -32,6 +34,8 @@ pub enum EdgeError {
     Listen { addr: SocketAddr, source: std::io::Error },
     #[error("the server stopped: {0}")]
     Serve(std::io::Error),
+    #[error("payments: {0}")]
+    Payments(String),
 }
 
 /// A node bound to its address, ready to serve.
@@ -41,33 +45,46 @@ pub struct Edge {
 }
 
 impl Edge {
-    /// Opens storage, compiles the room component and binds the listener.
+    /// Opens storage, compiles the room and shop components and binds the listener.
     pub async fn start(config: EdgeConfig) -> Result<Edge, EdgeError> {
         let dir = &config.data_dir;
         std::fs::create_dir_all(dir)
             .map_err(|source| EdgeError::DataDir { path: dir.display().to_string(), source })?;
         let secret = node_secret(dir)?;
         let db = Db::open(&dir.join("liveshop.db"), config.durability)?;
+        // Shops in a database of their own: a room's commits never queue before a checkout's.
+        let shop_db = Db::open(&dir.join("shops.db"), config.durability)?;
         let runtime = Runtime::new(RuntimeConfig {
             max_actors: config.max_live_rooms,
             memory_bytes: config.room_memory_mib << 20,
             event_deadline: Duration::from_millis(config.event_deadline_ms),
             pooling: true,
         })?;
-        let room_kind = runtime.load(crate::ROOM_COMPONENT)?;
+        let rooms = KindSetup { component: runtime.load(crate::ROOM_COMPONENT)?, db: db.clone() };
+        let shops = KindSetup { component: runtime.load(crate::SHOP_COMPONENT)?, db: shop_db.clone() };
         let env: Arc<dyn Env> = Arc::new(SystemEnv);
+        let client = http_client();
+        let stripe = stripe_config(&config.payments)?
+            .map(|s| Stripe::new(s, IntentStore::new(shop_db.clone()), client.clone()));
+        let provider = match &stripe {
+            Some(s) => Provider::Stripe(s.clone()),
+            None => Provider::Test,
+        };
+        let webhook_secrets = WebhookSecrets::new(shop_db.clone());
+        let outbound = Outbound::new(client, provider, webhook_secrets.clone(), env.clone());
         let node_config = NodeConfig {
             hibernate_after: config.hibernate_after(),
             tick: Duration::from_millis(config.tick_ms.max(1)),
             queue_batches: config.queue_batches.max(1),
             max_conns_per_room: config.max_conns_per_room,
         };
-        let node =
-            Node::start(node_config, db.clone(), room_kind, env.clone(), Arc::new(Metrics::default()))?;
+        let metrics = Arc::new(Metrics::default());
+        let node = Node::start(node_config, rooms, Some(shops), env.clone(), metrics, Arc::new(outbound))?;
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|source| EdgeError::Listen { addr: config.listen, source })?;
-        let app = Arc::new(AppState::new(node, Shows::new(db), secret, env, config));
+        let commerce = Commerce { shop_db, webhook_secrets, stripe };
+        let app = Arc::new(AppState::new(node, Shows::new(db), secret, env, config, commerce));
         Ok(Edge { app, listener })
     }
 
@@ -92,6 +109,28 @@ impl Edge {
     ) -> Result<(), EdgeError> {
         let app = router(self.app).into_make_service_with_connect_info::<SocketAddr>();
         axum::serve(self.listener, app).with_graceful_shutdown(shutdown).await.map_err(EdgeError::Serve)
+    }
+}
+
+/// Stripe's settings when `[payments]` names it; its keys may come from the environment.
+fn stripe_config(config: &PaymentsConfig) -> Result<Option<StripeConfig>, EdgeError> {
+    match config.provider {
+        ProviderName::Test => Ok(None),
+        ProviderName::Stripe => {
+            let env = |name: &str| std::env::var(name).ok();
+            let secret_key =
+                env("LIVESHOP_STRIPE_SECRET_KEY").or_else(|| config.stripe_secret_key.clone()).ok_or_else(
+                    || EdgeError::Payments("Stripe needs a secret key (stripe_secret_key)".into()),
+                )?;
+            let stripe = StripeConfig {
+                api_base: config.stripe_api_base.clone(),
+                secret_key,
+                webhook_secret: env("LIVESHOP_STRIPE_WEBHOOK_SECRET")
+                    .or_else(|| config.stripe_webhook_secret.clone()),
+                return_url: config.stripe_return_url.clone(),
+            };
+            Ok(Some(stripe))
+        }
     }
 }
 

@@ -20,6 +20,15 @@ pub struct Show {
     pub products: Vec<Product>,
     /// Milliseconds since the Unix epoch.
     pub created_at: u64,
+    /// The shop whose products the show sells (absent: the shop named like the show).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shop: Option<String>,
+}
+
+impl Show {
+    pub fn shop_id(&self) -> &str {
+        self.shop.as_deref().unwrap_or(&self.id)
+    }
 }
 
 /// The body of `POST /v1/shows`.
@@ -31,6 +40,10 @@ pub struct NewShow {
     pub title: String,
     #[serde(default)]
     pub products: Vec<Product>,
+    /// The merchant's shop the show sells from; the show's own id when absent. Several shows
+    /// may share one shop (its stock and orders).
+    #[serde(default)]
+    pub shop: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -61,12 +74,14 @@ impl Shows {
             return Err(ShowError::Invalid("a title is 1 to 200 characters".into()));
         }
         let id = new.id.unwrap_or_else(|| slug(&title));
-        let valid_id = !id.is_empty()
-            && id.len() <= 64
-            && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-        if !valid_id {
+        if !valid_id(&id) {
             return Err(ShowError::Invalid(
                 "a show id is 1 to 64 lower-case letters, digits and dashes".into(),
+            ));
+        }
+        if new.shop.as_deref().is_some_and(|s| !valid_id(s)) {
+            return Err(ShowError::Invalid(
+                "a shop id is 1 to 64 lower-case letters, digits and dashes".into(),
             ));
         }
         if new.products.len() > MAX_PRODUCTS {
@@ -75,12 +90,19 @@ impl Shows {
         for p in &new.products {
             p.validate().map_err(|e| ShowError::Invalid(e.message))?;
         }
-        let show = Show { id, title, products: new.products, created_at: now };
+        let show = Show { id, title, products: new.products, created_at: now, shop: new.shop };
         let body = serde_json::to_string(&show).expect("shows serialize");
         if !self.db.insert_record("show", &show.id, &body)? {
             return Err(ShowError::Exists(show.id));
         }
+        // A shop exists once a show sells from it: shop routes refuse ids nobody created.
+        self.db.insert_record("shop", show.shop_id(), "{}")?;
         Ok(show)
+    }
+
+    /// Whether some show sells from shop `id`.
+    pub fn shop_exists(&self, id: &str) -> Result<bool, ShowError> {
+        Ok(self.db.record("shop", id)?.is_some())
     }
 
     pub fn get(&self, id: &str) -> Result<Show, ShowError> {
@@ -98,6 +120,13 @@ impl Shows {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Show>> {
         self.cache.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// Show and shop ids: they appear in URLs and storage names.
+fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 fn slug(title: &str) -> String {
@@ -119,13 +148,17 @@ mod tests {
     #[test]
     fn shows_are_created_once_and_found_again() {
         let shows = Shows::new(Db::in_memory().unwrap());
-        let new = NewShow { id: None, title: "Spring Drop: Linen!".into(), products: vec![] };
+        let new = NewShow { id: None, title: "Spring Drop: Linen!".into(), products: vec![], shop: None };
         let show = shows.create(new.clone(), 5).unwrap();
         assert_eq!(show.id, "spring-drop-linen");
         assert!(matches!(shows.create(new, 6), Err(ShowError::Exists(_))));
         assert_eq!(shows.get("spring-drop-linen").unwrap(), show);
         assert!(matches!(shows.get("nope"), Err(ShowError::NotFound(_))));
-        let bad = NewShow { id: Some("Bad Id".into()), title: "x".into(), products: vec![] };
+        assert!(shows.shop_exists("spring-drop-linen").unwrap(), "a show sells from its own shop by default");
+        assert!(!shows.shop_exists("acme").unwrap());
+        let bad = NewShow { id: Some("Bad Id".into()), title: "x".into(), products: vec![], shop: None };
+        assert!(matches!(shows.create(bad, 1), Err(ShowError::Invalid(_))));
+        let bad = NewShow { id: None, title: "x".into(), products: vec![], shop: Some("ACME".into()) };
         assert!(matches!(shows.create(bad, 1), Err(ShowError::Invalid(_))));
     }
 }

@@ -96,6 +96,17 @@ impl Db {
             .map_err(backend)
     }
 
+    /// Inserts or replaces a record.
+    pub fn put_record(&self, kind: &str, id: &str, body: &str) -> Result<(), StorageError> {
+        self.lock()
+            .execute(
+                "INSERT OR REPLACE INTO records (kind, id, body) VALUES (?1, ?2, ?3)",
+                params![kind, id, body],
+            )
+            .map_err(backend)?;
+        Ok(())
+    }
+
     /// Inserts a record; `false` when one with that id exists already.
     pub fn insert_record(&self, kind: &str, id: &str, body: &str) -> Result<bool, StorageError> {
         let n = self

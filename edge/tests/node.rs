@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use liveshop_edge::metrics::Metrics;
-use liveshop_edge::node::{CLOSE_TOO_SLOW, Delivery, Node, NodeConfig};
+use liveshop_edge::node::{CLOSE_TOO_SLOW, Delivery, Kind, KindSetup, NoEffects, Node, NodeConfig};
 use liveshop_edge::sqlite::Db;
 use liveshop_edge::{ROOM_COMPONENT, Runtime, RuntimeConfig, SystemEnv};
 use liveshop_identity::{Identity, Role};
@@ -18,13 +18,14 @@ async fn frames(sub: &mut liveshop_edge::node::Subscription) -> Vec<serde_json::
 
 #[tokio::test]
 async fn a_connection_that_falls_behind_is_closed_while_the_room_goes_on() {
-    let kind = Runtime::new(RuntimeConfig::default()).unwrap().load(ROOM_COMPONENT).unwrap();
+    let component = Runtime::new(RuntimeConfig::default()).unwrap().load(ROOM_COMPONENT).unwrap();
+    let rooms = KindSetup { component, db: Db::in_memory().unwrap() };
     let config = NodeConfig { queue_batches: 4, tick: Duration::from_millis(1), ..NodeConfig::default() };
     let metrics = Arc::new(Metrics::default());
     let node =
-        Node::start(config, Db::in_memory().unwrap(), kind, Arc::new(SystemEnv), metrics.clone()).unwrap();
-    let mut sloth = node.connect("r", Identity::new("sloth", Role::Viewer), None).await.unwrap();
-    let mut host = node.connect("r", Identity::new("host", Role::Host), None).await.unwrap();
+        Node::start(config, rooms, None, Arc::new(SystemEnv), metrics.clone(), Arc::new(NoEffects)).unwrap();
+    let mut sloth = node.connect(Kind::Room, "r", Identity::new("sloth", Role::Viewer), None).await.unwrap();
+    let mut host = node.connect(Kind::Room, "r", Identity::new("host", Role::Host), None).await.unwrap();
     assert_eq!(frames(&mut host).await[0]["type"], "welcome");
     // Twenty commands, each waited for, so each lands in its own batch.
     for i in 0..20 {

@@ -87,6 +87,7 @@ impl RunningNode {
                         id: Some(room.clone()),
                         title: format!("Bench {room}"),
                         products: vec![],
+                        shop: None,
                     })?;
                 }
                 anyhow::Ok(edge)

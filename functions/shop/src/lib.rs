@@ -12,7 +12,7 @@
 //!            Input::{Request, PaymentResult, DeliveryResult, Alarm} + now
 //!   host  ─────────────────────────────────────────────────────────────▶  Shop
 //!         ◀─────────────────────────────────────────────────────────────
-//!            Output::{Put, Delete, SetAlarm, Reply, Payment, Deliver}
+//!            Output::{Store, SetAlarm, Reply, Payment, Deliver, Broadcast}
 //!
 //!   buyer ──HTTP──▶ host ──Request──▶ Shop ──Payment(charge)──▶ host ──▶ provider
 //!                                      ▲                                   │
@@ -36,7 +36,7 @@
 //!             Output::Store(Write::Delete { key }) => { store.remove(&key); }
 //!             Output::Reply { status, body, .. } => replies.push((status, body)), // ... then release
 //!             Output::Payment(req) => payments.push(req),
-//!             Output::SetAlarm(_) | Output::Deliver { .. } => {}
+//!             Output::SetAlarm(_) | Output::Deliver(_) | Output::Broadcast { .. } => {}
 //!         }
 //!     }
 //!     (replies, payments)
@@ -105,6 +105,7 @@ pub mod api;
 pub mod cart;
 pub mod catalog;
 pub mod deals;
+pub mod effects;
 pub mod idempotency;
 pub mod ids;
 pub mod money;

@@ -35,6 +35,8 @@ pub enum MoneyError {
     NothingToSplit(Money),
     #[error("cannot split a negative amount or over negative weights")]
     Negative,
+    #[error("{0:?} is not an amount in major units with at most the currency's decimals")]
+    BadAmount(String),
 }
 
 /// The ISO 4217 currencies the shop prices in, each with its minor-unit exponent. Any other code
@@ -149,6 +151,20 @@ impl Money {
         Money { minor, currency }
     }
 
+    /// Reads an amount in major units as merchants' systems write it (`"19.99"` EUR is 1999
+    /// minor units). More decimals than the currency has are refused, not rounded: a price is
+    /// taken as given or not at all.
+    pub fn parse_major(text: &str, currency: Currency) -> Result<Money, MoneyError> {
+        let bad = || MoneyError::BadAmount(text.chars().take(32).collect());
+        let amount: Decimal = text.trim().parse().map_err(|_| bad())?;
+        if amount.normalize().scale() > currency.exponent() {
+            return Err(bad());
+        }
+        let minor =
+            amount.checked_mul(Decimal::from(10i64.pow(currency.exponent()))).ok_or(MoneyError::Overflow)?;
+        Ok(Money::new(minor.to_i64().ok_or(MoneyError::Overflow)?, currency))
+    }
+
     pub const fn zero(currency: Currency) -> Money {
         Money { minor: 0, currency }
     }
@@ -261,6 +277,18 @@ mod tests {
 
     fn eur(minor: i64) -> Money {
         Money::new(minor, Currency::Eur)
+    }
+
+    #[test]
+    fn major_amounts_are_read_exactly_per_currency() {
+        assert_eq!(Money::parse_major("19.99", Currency::Eur), Ok(eur(1999)));
+        assert_eq!(Money::parse_major("19.90", Currency::Eur), Ok(eur(1990)));
+        assert_eq!(Money::parse_major("1500", Currency::Jpy), Ok(Money::new(1500, Currency::Jpy)));
+        assert_eq!(Money::parse_major("1.234", Currency::Kwd), Ok(Money::new(1234, Currency::Kwd)));
+        for bad in ["19.999", "abc", "", "15.5"] {
+            let currency = if bad == "15.5" { Currency::Jpy } else { Currency::Eur };
+            assert!(matches!(Money::parse_major(bad, currency), Err(MoneyError::BadAmount(_))), "{bad}");
+        }
     }
 
     #[test]

@@ -18,6 +18,19 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::{DeliveryId, EndpointId, HOUR, MINUTE, Millis, SECOND};
 
+/// One attempt the host must make: POST `payload` to `endpoint_url`, signed (Standard Webhooks)
+/// with the secrets the host keeps under `secret_id`, with `webhook-id: event_id`, then report
+/// [`crate::Input::DeliveryResult`]. Serializable, so a component can hand it across its ABI.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryRequest {
+    pub delivery_id: DeliveryId,
+    pub endpoint_url: String,
+    pub secret_id: String,
+    pub event_id: String,
+    pub event_type: String,
+    pub payload: String,
+}
+
 /// Waits after the 1st, 2nd, ... failed attempt. After the last, the delivery is a dead letter:
 /// eight attempts over about 32 hours.
 pub const RETRY_SCHEDULE_MS: [Millis; 7] =

@@ -149,7 +149,9 @@ impl From<MoneyError> for ApiError {
             MoneyError::UnknownCurrency(_) => ErrorCode::UnknownCurrency,
             MoneyError::CurrencyMismatch { .. } => ErrorCode::CurrencyMismatch,
             MoneyError::Overflow => ErrorCode::AmountTooLarge,
-            MoneyError::NothingToSplit(_) | MoneyError::Negative => ErrorCode::InvalidArgument,
+            MoneyError::NothingToSplit(_) | MoneyError::Negative | MoneyError::BadAmount(_) => {
+                ErrorCode::InvalidArgument
+            }
         };
         ApiError::new(code, e.to_string())
     }

@@ -14,9 +14,9 @@ use serde_json::Value;
 use crate::catalog::StockAlert;
 use crate::deals::DealStart;
 use crate::idempotency::StoredResponse;
-use crate::ids::{DAY, DealId, DeliveryId, Epoch, Millis, OrderId, Seq, Sku};
+use crate::ids::{DAY, DealId, DeliveryId, Epoch, Millis, OrderId, ProductId, Seq, Sku};
 use crate::orders::{Checkout, Order, PaymentState, StockHold};
-use crate::outbox::{self, DELIVERY_TIMEOUT_MS, Verdict, WebhookEvent};
+use crate::outbox::{self, DELIVERY_TIMEOUT_MS, DeliveryRequest, Verdict, WebhookEvent};
 use crate::payment::{PaymentKind, PaymentOutcome, PaymentRequest};
 use crate::protocol::{ApiError, ErrorCode, Event, to_json};
 use crate::state::ShopState;
@@ -60,16 +60,11 @@ pub enum Output {
     Reply { status: u16, content_type: &'static str, body: Vec<u8> },
     /// Call the payment provider; see [`PaymentRequest`].
     Payment(PaymentRequest),
-    /// POST `payload` to `endpoint_url`, signed with the secret named `secret_id` and
-    /// `webhook-id: event_id` (Standard Webhooks), then report [`Input::DeliveryResult`].
-    Deliver {
-        delivery_id: DeliveryId,
-        endpoint_url: String,
-        secret_id: String,
-        event_id: String,
-        event_type: String,
-        payload: String,
-    },
+    /// Send a webhook; see [`DeliveryRequest`].
+    Deliver(DeliveryRequest),
+    /// A frame for every client watching the shop live: the products whose public view (price,
+    /// stock, deal) changed, as [`Shop::live_snapshot`] describes.
+    Broadcast { frame: String },
 }
 
 /// One logged event as stored.
@@ -100,6 +95,9 @@ pub struct Shop {
     in_flight: BTreeMap<DeliveryId, Millis>,
     /// The alarm last asked of the host; `None` when unknown (after a revival).
     alarm: Option<Option<Millis>>,
+    /// Each product's public view as last sent to live clients; empty after a revival, so the
+    /// first event then sends everything once.
+    live: BTreeMap<ProductId, Value>,
     pub(crate) out: VecDeque<Output>,
 }
 
@@ -111,6 +109,7 @@ impl Shop {
             state: ShopState::default(),
             in_flight: BTreeMap::new(),
             alarm: None,
+            live: BTreeMap::new(),
             out: VecDeque::new(),
         }
     }
@@ -186,6 +185,43 @@ impl Shop {
         self.check_inventory(now);
         self.dispatch(now);
         self.sync_alarm();
+        self.publish_live(now);
+    }
+
+    /// The frame a client watching the shop live gets first: every product on sale with its
+    /// price, stock and running deal (`full: true`). Later frames
+    /// ([`Output::Broadcast`]) carry only the products that changed, and `removed` ids.
+    /// `now` lets clients run deal countdowns on the shop's clock.
+    pub fn live_snapshot(&mut self, now: Millis) -> String {
+        self.live = self.live_views(now);
+        let products: Vec<&Value> = self.live.values().collect();
+        to_json(
+            &serde_json::json!({ "type": "shop.products", "full": true, "now": now, "products": products }),
+        )
+    }
+
+    fn live_views(&self, now: Millis) -> BTreeMap<ProductId, Value> {
+        let s = &self.state;
+        s.products
+            .values()
+            .filter(|p| !p.archived)
+            .map(|p| (p.id.clone(), crate::api::views::product(s, p, None, now)))
+            .collect()
+    }
+
+    /// Broadcasts the products whose public view changed in this event.
+    fn publish_live(&mut self, now: Millis) {
+        let views = self.live_views(now);
+        let changed: Vec<&Value> =
+            views.iter().filter(|(id, v)| self.live.get(*id) != Some(*v)).map(|(_, v)| v).collect();
+        let removed: Vec<&ProductId> = self.live.keys().filter(|id| !views.contains_key(*id)).collect();
+        if !changed.is_empty() || !removed.is_empty() {
+            let frame = to_json(&serde_json::json!({
+                "type": "shop.products", "full": false, "now": now, "products": changed, "removed": removed,
+            }));
+            self.out.push_back(Output::Broadcast { frame });
+        }
+        self.live = views;
     }
 
     fn tick(&mut self, now: Millis) {
@@ -282,14 +318,14 @@ impl Shop {
 
     /// Hands every due delivery to the host.
     fn dispatch(&mut self, now: Millis) {
-        let due: Vec<Output> = self
+        let due: Vec<DeliveryRequest> = self
             .state
             .outbox
             .values()
             .filter(|d| d.next_attempt_at <= now && !self.in_flight.contains_key(&d.id))
             .filter_map(|d| {
                 let e = self.state.endpoints.get(&d.endpoint).filter(|e| e.enabled)?;
-                Some(Output::Deliver {
+                Some(DeliveryRequest {
                     delivery_id: d.id,
                     endpoint_url: e.url.clone(),
                     secret_id: e.secret_id.clone(),
@@ -299,11 +335,9 @@ impl Shop {
                 })
             })
             .collect();
-        for out in due {
-            if let Output::Deliver { delivery_id, .. } = &out {
-                self.in_flight.insert(*delivery_id, now + DELIVERY_TIMEOUT_MS);
-            }
-            self.out.push_back(out);
+        for req in due {
+            self.in_flight.insert(req.delivery_id, now + DELIVERY_TIMEOUT_MS);
+            self.out.push_back(Output::Deliver(req));
         }
     }
 

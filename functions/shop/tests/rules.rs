@@ -766,3 +766,34 @@ fn a_ten_minute_flash_sale_with_hundreds_of_buyers_runs_in_milliseconds() {
     );
     assert!(elapsed < std::time::Duration::from_secs(20), "{elapsed:?}");
 }
+
+#[test]
+fn live_clients_see_price_stock_and_deal_changes_only_when_they_change() {
+    let mut h = Host::new();
+    h.product("tee", &[("TEE-M", 2000, 3)]);
+    let full: serde_json::Value = serde_json::from_str(&h.shop.live_snapshot(h.now)).unwrap();
+    assert_eq!(full["full"], true);
+    assert_eq!(full["products"][0]["variants"][0]["available"], 3);
+    h.live.clear();
+    // Browsing changes nothing anyone sees: no frame.
+    h.request(None, "GET", "/catalog", &[], "");
+    h.add("ana", "TEE-M", 2);
+    assert!(h.live.is_empty(), "{:?}", h.live);
+    // A checkout reserves stock: "1 left" goes out.
+    h.checkout("ana", "k", "tok_visa");
+    let last = h.live.last().expect("a frame for the reservation").clone();
+    assert_eq!(
+        (last["full"].clone(), last["products"][0]["variants"][0]["available"].clone()),
+        (json!(false), json!(1))
+    );
+    let deal = json!({ "sku": "TEE-M", "duration_secs": 60, "discount": { "percent": "50" }, "quantity_cap": 1, "per_buyer_cap": 1 });
+    h.post(&merchant(), "/deals", deal);
+    let last = h.live.last().unwrap().clone();
+    assert_eq!(last["products"][0]["variants"][0]["deal"]["price"], eur(1000));
+    assert_eq!(last["products"][0]["variants"][0]["deal"]["ends_at"], h.now + MINUTE);
+    h.run_for(MINUTE);
+    let last = h.live.last().unwrap().clone();
+    assert!(last["products"][0]["variants"][0].get("deal").is_none(), "the deal ended: {last}");
+    h.delete(&merchant(), "/products/tee");
+    assert_eq!(h.live.last().unwrap()["removed"], json!(["tee"]));
+}

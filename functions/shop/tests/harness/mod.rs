@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use liveshop_shop::{
     DeliveryId, Epoch, Identity, Input, Millis, OrderId, Output, PaymentKind, PaymentRequest, Role, Shop,
-    Write, test_provider,
+    Write, outbox::DeliveryRequest, test_provider,
 };
 use serde_json::{Value, json};
 
@@ -56,6 +56,8 @@ pub struct Host {
     pub alarm: Option<Millis>,
     /// Every payment request, in order.
     pub payments: Vec<PaymentRequest>,
+    /// Every live frame the shop broadcast, decoded.
+    pub live: Vec<Value>,
     /// Charges not yet answered by [`Host::pay`].
     pub unpaid: Vec<PaymentRequest>,
     /// Deliveries handed out and not yet answered.
@@ -84,6 +86,7 @@ impl Host {
             now: START,
             alarm: None,
             payments: Vec::new(),
+            live: Vec::new(),
             unpaid: Vec::new(),
             outgoing: Vec::new(),
             sent: Vec::new(),
@@ -131,7 +134,14 @@ impl Host {
                     }
                     self.payments.push(req);
                 }
-                Output::Deliver { delivery_id, endpoint_url, event_id, event_type, payload, .. } => {
+                Output::Deliver(DeliveryRequest {
+                    delivery_id,
+                    endpoint_url,
+                    event_id,
+                    event_type,
+                    payload,
+                    ..
+                }) => {
                     let sent = Sent {
                         delivery_id,
                         url: endpoint_url,
@@ -142,6 +152,7 @@ impl Host {
                     self.sent.push(sent.clone());
                     self.outgoing.push(sent);
                 }
+                Output::Broadcast { frame } => self.live.push(serde_json::from_str(&frame).unwrap()),
             }
         }
         reply

@@ -1,0 +1,292 @@
+//! What the node's actors ask of the world beyond their sockets ([`EffectHost`]): charges at the
+//! payment provider and signed webhooks to merchants, each carried out after the event that
+//! asked for it has committed, with its result fed back to the actor.
+//!
+//! - `payment`: [`Provider::execute`], retried with backoff while the provider is unreachable
+//!   (the idempotency key makes repeats safe); each outcome goes back as a `payment` result.
+//! - `deliver`: a POST signed per Standard Webhooks with every current secret of the endpoint's
+//!   `secret_id` ([`WebhookSecrets`]), answered by a `delivery` result with the status, or none
+//!   for a network error or timeout. The shop decides about retries, dead letters and `410`.
+//!
+//! At most [`MAX_IN_FLIGHT`] calls run at once, so a flash sale cannot open thousands of sockets.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use liveshop_shop::PaymentRequest;
+use liveshop_shop::effects::{self, DeliveryResult, PaymentResult};
+use liveshop_shop::outbox::DeliveryRequest;
+use liveshop_webhooks::Secret;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
+
+use crate::actor::Env;
+use crate::node::{EffectHost, Kind, Node};
+use crate::payments::Provider;
+use crate::sqlite::Db;
+use crate::storage::StorageError;
+
+/// Calls to providers and merchants at once, node-wide.
+pub const MAX_IN_FLIGHT: usize = 64;
+/// Waits between attempts at an unreachable provider; then the shop asks again when it revives.
+const PAYMENT_RETRIES: [Duration; 5] = [
+    Duration::from_millis(500),
+    Duration::from_secs(2),
+    Duration::from_secs(5),
+    Duration::from_secs(15),
+    Duration::from_secs(60),
+];
+/// A secret rotated out still signs for this long, so receivers can switch over.
+pub const ROTATION_OVERLAP_MS: u64 = 24 * 3600 * 1000;
+/// Record kind of a shop's webhook secrets.
+const SECRETS: &str = "webhook-secrets";
+
+/// The edge node's [`EffectHost`].
+pub struct Outbound {
+    client: reqwest::Client,
+    provider: Arc<Provider>,
+    secrets: WebhookSecrets,
+    env: Arc<dyn Env>,
+    permits: Arc<Semaphore>,
+}
+
+impl Outbound {
+    pub fn new(
+        client: reqwest::Client,
+        provider: Provider,
+        secrets: WebhookSecrets,
+        env: Arc<dyn Env>,
+    ) -> Self {
+        Outbound {
+            client,
+            provider: Arc::new(provider),
+            secrets,
+            env,
+            permits: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+        }
+    }
+}
+
+impl EffectHost for Outbound {
+    fn request(&self, node: &Node, kind: Kind, actor: &str, effect: String, body: String) {
+        let (node, actor, permits) = (node.clone(), actor.to_string(), self.permits.clone());
+        match effect.as_str() {
+            effects::PAYMENT => {
+                let req = match effects::payment_request(&body) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        return tracing::error!(actor, "a shop asked for a payment we cannot read: {e}");
+                    }
+                };
+                let provider = self.provider.clone();
+                tokio::spawn(async move {
+                    let Ok(_permit) = permits.acquire_owned().await else { return };
+                    pay(&node, kind, &actor, &provider, req).await;
+                });
+            }
+            effects::DELIVER => {
+                let req = match effects::delivery_request(&body) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        return tracing::error!(actor, "a shop asked for a delivery we cannot read: {e}");
+                    }
+                };
+                let (client, secrets, now) = (self.client.clone(), self.secrets.clone(), self.env.now());
+                tokio::spawn(async move {
+                    let Ok(_permit) = permits.acquire_owned().await else { return };
+                    let status = deliver(&client, &secrets, &actor, &req, now).await;
+                    let result = DeliveryResult { delivery_id: req.delivery_id, status };
+                    report(&node, kind, &actor, effects::DELIVERY_RESULT, &result).await;
+                });
+            }
+            other => {
+                tracing::error!(actor, effect = other, "an actor asked for an effect this node does not know")
+            }
+        }
+    }
+}
+
+async fn pay(node: &Node, kind: Kind, actor: &str, provider: &Provider, req: PaymentRequest) {
+    let mut waits = PAYMENT_RETRIES.iter();
+    let outcomes = loop {
+        match provider.execute(actor, &req).await {
+            Ok(outcomes) => break outcomes,
+            Err(e) if e.retryable() => match waits.next() {
+                Some(wait) => {
+                    tracing::warn!(actor, key = req.idempotency_key, "payment provider: {e}; retrying");
+                    tokio::time::sleep(*wait).await;
+                }
+                None => {
+                    // The order stays pending; the shop asks again when it next revives.
+                    return tracing::error!(
+                        actor,
+                        key = req.idempotency_key,
+                        "payment provider: {e}; giving up for now"
+                    );
+                }
+            },
+            Err(e) => {
+                return tracing::error!(actor, key = req.idempotency_key, code = e.code(), "payment: {e}");
+            }
+        }
+    };
+    for outcome in outcomes {
+        report(node, kind, actor, effects::PAYMENT_RESULT, &PaymentResult { order: req.order, outcome })
+            .await;
+    }
+}
+
+/// One signed attempt; the status, or `None` when there was no HTTP answer.
+async fn deliver(
+    client: &reqwest::Client,
+    secrets: &WebhookSecrets,
+    shop: &str,
+    req: &DeliveryRequest,
+    now: u64,
+) -> Option<u16> {
+    let keys = match secrets.signing(shop, &req.secret_id, now) {
+        Ok(keys) if !keys.is_empty() => keys,
+        Ok(_) => {
+            tracing::warn!(
+                shop,
+                secret_id = req.secret_id,
+                "no such webhook secret: the delivery waits for one"
+            );
+            return None;
+        }
+        Err(e) => {
+            tracing::error!(shop, "webhook secrets: {e}");
+            return None;
+        }
+    };
+    let body = req.payload.as_bytes();
+    let signed = match liveshop_webhooks::standard::sign(&keys, &req.event_id, now / 1000, body) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(shop, event_id = req.event_id, "cannot sign: {e}");
+            return None;
+        }
+    };
+    let mut post = client.post(&req.endpoint_url).header("content-type", "application/json");
+    for (name, value) in signed.iter() {
+        post = post.header(name, value);
+    }
+    match post.body(req.payload.clone()).send().await {
+        Ok(response) => Some(response.status().as_u16()),
+        Err(e) => {
+            tracing::info!(shop, url = req.endpoint_url, "webhook delivery failed: {e}");
+            None
+        }
+    }
+}
+
+async fn report(node: &Node, kind: Kind, actor: &str, result: &str, body: &impl Serialize) {
+    let body = serde_json::to_string(body).expect("results serialize");
+    if let Err(e) = node.effect_result(kind, actor, result, body).await {
+        tracing::error!(actor, "cannot report an effect's result: {e}");
+    }
+}
+
+/// One secret of a `secret_id`, as stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct StoredSecret {
+    secret: String,
+    created_at: u64,
+    /// Set when a newer secret replaced it: it signs until then.
+    expires_at: Option<u64>,
+}
+
+/// The shops' webhook signing secrets, by `(shop, secret_id)`, in the node's database. Shops
+/// name a secret; they never hold one (their state is readable through their API).
+#[derive(Clone)]
+pub struct WebhookSecrets {
+    db: Db,
+}
+
+/// What a new or rotated secret looks like to the merchant (shown once).
+#[derive(Debug, Clone, Serialize)]
+pub struct IssuedSecret {
+    pub secret_id: String,
+    pub secret: String,
+    /// The previous secret, if any, keeps signing until then.
+    pub previous_expires_at: Option<u64>,
+}
+
+impl WebhookSecrets {
+    pub fn new(db: Db) -> Self {
+        WebhookSecrets { db }
+    }
+
+    fn load(&self, shop: &str, secret_id: &str) -> Result<Vec<StoredSecret>, StorageError> {
+        let text = self.db.record(SECRETS, &format!("{shop}/{secret_id}"))?;
+        Ok(text.and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default())
+    }
+
+    /// The secrets that sign now: the newest first, then any still in their overlap.
+    pub fn signing(&self, shop: &str, secret_id: &str, now: u64) -> Result<Vec<Secret>, StorageError> {
+        let stored = self.load(shop, secret_id)?;
+        Ok(stored
+            .iter()
+            .rev()
+            .filter(|s| s.expires_at.is_none_or(|at| at > now))
+            .filter_map(|s| Secret::parse(&s.secret).ok())
+            .collect())
+    }
+
+    /// Adds `secret` as the newest of `secret_id`; the one before keeps signing for
+    /// [`ROTATION_OVERLAP_MS`], older ones stop.
+    pub fn rotate(
+        &self,
+        shop: &str,
+        secret_id: &str,
+        secret: &Secret,
+        now: u64,
+    ) -> Result<IssuedSecret, StorageError> {
+        let mut stored: Vec<StoredSecret> = self
+            .load(shop, secret_id)?
+            .into_iter()
+            .filter(|s| s.expires_at.is_none_or(|at| at > now))
+            .collect();
+        let previous_expires_at = stored.last_mut().map(|prev| {
+            let at = now + ROTATION_OVERLAP_MS;
+            prev.expires_at = Some(prev.expires_at.map_or(at, |old| old.min(at)));
+            at
+        });
+        // Only the newest and the one it replaced sign.
+        if stored.len() > 1 {
+            stored.drain(..stored.len() - 1);
+        }
+        stored.push(StoredSecret { secret: secret.encode(), created_at: now, expires_at: None });
+        let body = serde_json::to_string(&stored).expect("secrets serialize");
+        self.db.put_record(SECRETS, &format!("{shop}/{secret_id}"), &body)?;
+        Ok(IssuedSecret { secret_id: secret_id.to_string(), secret: secret.encode(), previous_expires_at })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secret(b: u8) -> Secret {
+        Secret::generate([b; liveshop_webhooks::GENERATED_SECRET_LEN])
+    }
+
+    #[test]
+    fn a_rotated_secret_signs_beside_the_new_one_for_a_day_then_stops() {
+        let secrets = WebhookSecrets::new(Db::in_memory().unwrap());
+        assert!(secrets.signing("acme", "whsec_main", 0).unwrap().is_empty());
+        let first = secrets.rotate("acme", "whsec_main", &secret(1), 1_000).unwrap();
+        assert_eq!(first.previous_expires_at, None);
+        let second = secrets.rotate("acme", "whsec_main", &secret(2), 2_000).unwrap();
+        assert_eq!(second.previous_expires_at, Some(2_000 + ROTATION_OVERLAP_MS));
+        let encoded = |keys: Vec<Secret>| keys.iter().map(Secret::encode).collect::<Vec<_>>();
+        let both = encoded(secrets.signing("acme", "whsec_main", 3_000).unwrap());
+        assert_eq!(both, [secret(2).encode(), secret(1).encode()], "newest first");
+        let later = encoded(secrets.signing("acme", "whsec_main", 2_000 + ROTATION_OVERLAP_MS).unwrap());
+        assert_eq!(later, [secret(2).encode()]);
+        // A third rotation drops the first for good.
+        secrets.rotate("acme", "whsec_main", &secret(3), 4_000).unwrap();
+        assert_eq!(secrets.load("acme", "whsec_main").unwrap().len(), 2);
+        assert!(secrets.signing("other", "whsec_main", 3_000).unwrap().is_empty(), "per shop");
+    }
+}

@@ -1,0 +1,415 @@
+//! The shops' HTTP face: the shop API, the live product feed, merchant webhooks in, Stripe's
+//! webhooks in, and webhook secrets. Mounted by [`crate::http::router`].
+//!
+//! | route                                              | token for      | what                                   |
+//! |----------------------------------------------------|----------------|----------------------------------------|
+//! | `ANY /v1/shops/{shop}/{path}`                      | the shop       | the shop API (`liveshop_shop::api`)     |
+//! | `ANY /v1/shows/{show}/shop/{path}`                 | the show       | the same, for the show's shop           |
+//! | `GET /v1/shops/{shop}/live`, `/v1/shows/{show}/shop/live` | none    | SSE: products, prices, stock, deals     |
+//! | `POST /v1/shops/{shop}/webhook-secrets/{secret_id}`| merchant       | create or rotate a `whsec_` secret      |
+//! | `POST /v1/shops/{shop}/inbound-secrets/liveshop`   | merchant       | the secret for `X-Liveshop-Signature`   |
+//! | `PUT /v1/shops/{shop}/inbound-secrets/shopify`     | merchant       | `{secret, currency}` of a Shopify app   |
+//! | `POST /v1/shops/{shop}/inbound/liveshop`           | signature      | a merchant update (`/merchant/events`)  |
+//! | `POST /v1/shops/{shop}/inbound/shopify`            | signature      | `products/*` webhooks from Shopify      |
+//! | `POST /v1/payments/stripe/webhook`                 | signature      | Stripe's `payment_intent.*` events      |
+//!
+//! Viewers use the show's route with the token they already hold for the show's room; merchants'
+//! systems use the shop's route with a merchant token for the shop. Signed inbound requests act
+//! as the merchant once their signature checks out; the shop applies each event id once.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post, put};
+use axum::{Json, Router};
+use liveshop_identity::{Identity, Role};
+use liveshop_shop::api::MAX_BODY_BYTES;
+use liveshop_shop::effects::{self, PaymentResult};
+use liveshop_shop::{Currency, Money};
+use liveshop_webhooks::{DEFAULT_TOLERANCE_SECS, GENERATED_SECRET_LEN, Secret, WebhookError};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::actor::HttpRequest;
+use crate::http::{ApiError, AppState, actor_response, bearer, sse};
+use crate::node::Kind;
+
+/// The `secret_id` of the secret merchants sign inbound updates with (not a `whsec_` name, so no
+/// endpoint can pick it).
+const INBOUND_SECRET_ID: &str = "inbound";
+/// Record kind of a shop's Shopify settings.
+const SHOPIFY: &str = "shopify";
+/// Request headers the shop sees; everything else stays with the host.
+const FORWARDED_HEADERS: [&str; 1] = ["idempotency-key"];
+
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/v1/shops/{shop}/live", get(shop_live))
+        .route("/v1/shops/{shop}/webhook-secrets/{secret_id}", post(rotate_secret))
+        .route("/v1/shops/{shop}/inbound-secrets/liveshop", post(rotate_inbound_secret))
+        .route("/v1/shops/{shop}/inbound-secrets/shopify", put(set_shopify))
+        .route("/v1/shops/{shop}/inbound/liveshop", post(inbound_liveshop))
+        .route("/v1/shops/{shop}/inbound/shopify", post(inbound_shopify))
+        .route("/v1/shops/{shop}/{*path}", any(shop_api))
+        .route("/v1/shows/{show}/shop/live", get(show_shop_live))
+        .route("/v1/shows/{show}/shop/{*path}", any(show_shop_api))
+        .route("/v1/payments/stripe/webhook", post(stripe))
+}
+
+impl AppState {
+    /// A shop some show sells from; others do not exist (nobody conjures actors by naming them).
+    fn known_shop(&self, shop: &str) -> Result<(), ApiError> {
+        if self.shows.shop_exists(shop)? {
+            Ok(())
+        } else {
+            Err(ApiError::new(StatusCode::NOT_FOUND, "shop_not_found", format!("no shop {shop:?}")))
+        }
+    }
+
+    /// The caller, from a bearer token for `scope` (the shop or the show), if one was sent.
+    fn caller(
+        &self,
+        headers: &HeaderMap,
+        token: Option<&str>,
+        scope: &str,
+    ) -> Result<Option<Identity>, ApiError> {
+        token.or_else(|| bearer(headers)).map(|t| self.verify(t, scope)).transpose()
+    }
+
+    fn merchant(&self, headers: &HeaderMap, shop: &str) -> Result<Identity, ApiError> {
+        let who = self.caller(headers, None, shop)?.ok_or_else(|| {
+            ApiError::new(StatusCode::UNAUTHORIZED, "token_malformed", "a merchant token is required")
+        })?;
+        if who.role != Role::Merchant {
+            return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "only the merchant may do this"));
+        }
+        Ok(who)
+    }
+}
+
+/// `ANY /v1/shops/{shop}/{path}`.
+async fn shop_api(
+    State(app): State<Arc<AppState>>,
+    Path((shop, _)): Path<(String, String)>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    app.known_shop(&shop)?;
+    let who = app.caller(&headers, None, &shop)?;
+    let path = below(&uri, &format!("/v1/shops/{shop}"));
+    forward(&app, addr, &shop, who, method, path, &headers, body).await
+}
+
+/// `ANY /v1/shows/{show}/shop/{path}`: the show's shop, with the show's tokens.
+async fn show_shop_api(
+    State(app): State<Arc<AppState>>,
+    Path((show, _)): Path<(String, String)>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let shop = app.show(&show)?.shop_id().to_string();
+    let who = app.caller(&headers, None, &show)?;
+    let path = below(&uri, &format!("/v1/shows/{show}/shop"));
+    forward(&app, addr, &shop, who, method, path, &headers, body).await
+}
+
+/// The path (and query) below `base`, as the shop routes it.
+fn below(uri: &Uri, base: &str) -> String {
+    let full = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+    full.strip_prefix(base).unwrap_or(full).to_string()
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn forward(
+    app: &AppState,
+    addr: SocketAddr,
+    shop: &str,
+    who: Option<Identity>,
+    method: Method,
+    path: String,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    // Anonymous reads revive actors too: paced per address like connections.
+    if who.is_none() {
+        app.admit(addr.ip())?;
+    }
+    let body = axum::body::to_bytes(body, MAX_BODY_BYTES).await.map_err(|_| {
+        let msg = format!("request bodies are limited to {MAX_BODY_BYTES} bytes");
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", msg)
+    })?;
+    let headers = FORWARDED_HEADERS
+        .iter()
+        .filter_map(|name| Some((name.to_string(), headers.get(*name)?.to_str().ok()?.to_string())))
+        .collect();
+    let req = HttpRequest { method: method.to_string(), path, headers, body: body.to_vec(), who };
+    actor_response(app.node.request(Kind::Shop, shop, req).await?)
+}
+
+async fn shop_live(
+    State(app): State<Arc<AppState>>,
+    Path(shop): Path<String>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+) -> Result<Response, ApiError> {
+    app.known_shop(&shop)?;
+    live(&app, addr, &shop).await
+}
+
+async fn show_shop_live(
+    State(app): State<Arc<AppState>>,
+    Path(show): Path<String>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+) -> Result<Response, ApiError> {
+    let shop = app.show(&show)?.shop_id().to_string();
+    live(&app, addr, &shop).await
+}
+
+/// The shop's live feed over SSE: public data, so no token.
+async fn live(app: &AppState, addr: SocketAddr, shop: &str) -> Result<Response, ApiError> {
+    app.admit(addr.ip())?;
+    let who = Identity::new("anonymous", Role::Viewer);
+    let sub = app.node.connect(Kind::Shop, shop, who, None).await?;
+    Ok(sse(sub).into_response())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct SecretInput {
+    /// A `whsec_` secret of the merchant's own; one is generated when absent.
+    secret: Option<String>,
+}
+
+/// `POST /v1/shops/{shop}/webhook-secrets/{secret_id}`: the answer shows the secret once.
+async fn rotate_secret(
+    State(app): State<Arc<AppState>>,
+    Path((shop, secret_id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    if !secret_id.starts_with("whsec_") || secret_id.len() > 128 {
+        let msg = "a secret id is a name starting with whsec_ (at most 128 bytes)";
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_argument", msg));
+    }
+    issue_secret(&app, &shop, &secret_id, &headers, &body)
+}
+
+/// `POST /v1/shops/{shop}/inbound-secrets/liveshop`.
+async fn rotate_inbound_secret(
+    State(app): State<Arc<AppState>>,
+    Path(shop): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    issue_secret(&app, &shop, INBOUND_SECRET_ID, &headers, &body)
+}
+
+fn issue_secret(
+    app: &AppState,
+    shop: &str,
+    secret_id: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    app.known_shop(shop)?;
+    app.merchant(headers, shop)?;
+    let input: SecretInput = if body.is_empty() { SecretInput::default() } else { json_body(body)? };
+    let secret = match input.secret {
+        Some(s) => Secret::parse(&s)
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_argument", e.to_string()))?,
+        None => {
+            let mut random = [0u8; GENERATED_SECRET_LEN];
+            app.env.fill_random(&mut random);
+            Secret::generate(random)
+        }
+    };
+    let issued = app.webhook_secrets.rotate(shop, secret_id, &secret, app.env.now())?;
+    Ok((StatusCode::CREATED, Json(json!(issued))))
+}
+
+#[derive(Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+struct ShopifySettings {
+    /// The app's client secret, which keys `X-Shopify-Hmac-Sha256`.
+    secret: String,
+    /// The store's currency: Shopify's product webhooks carry prices without one.
+    currency: Currency,
+}
+
+/// `PUT /v1/shops/{shop}/inbound-secrets/shopify`.
+async fn set_shopify(
+    State(app): State<Arc<AppState>>,
+    Path(shop): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<StatusCode, ApiError> {
+    app.known_shop(&shop)?;
+    app.merchant(&headers, &shop)?;
+    let settings: ShopifySettings = json_body(&body)?;
+    if settings.secret.len() < 16 || settings.secret.len() > 256 {
+        let msg = "a Shopify client secret is 16 to 256 bytes";
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_argument", msg));
+    }
+    app.shop_db.put_record(SHOPIFY, &shop, &serde_json::to_string(&settings).expect("serializes"))?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The identity signed inbound requests act as.
+fn inbound_merchant(source: &str) -> Identity {
+    Identity::new(format!("inbound:{source}"), Role::Merchant)
+}
+
+/// `POST /v1/shops/{shop}/inbound/liveshop`: a `/merchant/events` body, signed with
+/// `X-Liveshop-Signature`.
+async fn inbound_liveshop(
+    State(app): State<Arc<AppState>>,
+    Path(shop): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    app.known_shop(&shop)?;
+    let secrets = app.webhook_secrets.signing(&shop, INBOUND_SECRET_ID, app.env.now())?;
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    liveshop_webhooks::liveshop::verify(
+        &secrets,
+        header,
+        &body,
+        app.env.now() / 1000,
+        DEFAULT_TOLERANCE_SECS,
+    )
+    .map_err(webhook_error)?;
+    merchant_event(&app, &shop, "liveshop", body.to_vec()).await
+}
+
+/// `POST /v1/shops/{shop}/inbound/shopify`: `products/create`, `products/update` and
+/// `products/delete`, deduplicated by `X-Shopify-Event-Id`; other topics are acknowledged and
+/// ignored (Shopify retries anything else).
+async fn inbound_shopify(
+    State(app): State<Arc<AppState>>,
+    Path(shop): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    app.known_shop(&shop)?;
+    let settings: ShopifySettings = app
+        .shop_db
+        .record(SHOPIFY, &shop)?
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .ok_or_else(|| webhook_error(WebhookError::SecretInvalid))?;
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    liveshop_webhooks::shopify::verify(&[settings.secret.as_bytes()], header, &body)
+        .map_err(webhook_error)?;
+    let event_id = header(liveshop_webhooks::shopify::EVENT_ID_HEADER).ok_or_else(|| {
+        webhook_error(WebhookError::SignatureMissing { header: liveshop_webhooks::shopify::EVENT_ID_HEADER })
+    })?;
+    let topic = header("x-shopify-topic").unwrap_or_default();
+    let product: Value = json_body(&body)?;
+    let Some(update) = shopify_update(topic, &product, settings.currency)? else {
+        return Ok((StatusCode::OK, Json(json!({ "ignored": topic }))).into_response());
+    };
+    let event = json!({ "event_id": format!("shopify:{event_id}"), "update": update });
+    merchant_event(&app, &shop, "shopify", event.to_string().into_bytes()).await
+}
+
+/// A Shopify product webhook as the shop's own update.
+fn shopify_update(topic: &str, p: &Value, currency: Currency) -> Result<Option<Value>, ApiError> {
+    let bad =
+        |what: &str| ApiError::new(StatusCode::BAD_REQUEST, "invalid_argument", format!("Shopify {what}"));
+    let product_id = match (p["handle"].as_str(), p["id"].as_u64()) {
+        (Some(handle), _) => handle.to_string(),
+        (None, Some(id)) => id.to_string(),
+        _ => return Err(bad("product without handle or id")),
+    };
+    match topic {
+        "products/delete" => Ok(Some(json!({ "type": "product.archive", "product_id": product_id }))),
+        "products/create" | "products/update" => {
+            let variants = p["variants"].as_array().ok_or_else(|| bad("product without variants"))?;
+            let variants = variants
+                .iter()
+                .map(|v| {
+                    let price = v["price"].as_str().ok_or_else(|| bad("variant without a price"))?;
+                    let price = Money::parse_major(price, currency).map_err(|e| bad(&e.to_string()))?;
+                    let mut out = json!({
+                        "sku": v["sku"].as_str().ok_or_else(|| bad("variant without a SKU"))?,
+                        "title": v["title"].as_str().unwrap_or_default(),
+                        "price": price,
+                    });
+                    if let Some(stock) = v["inventory_quantity"].as_i64() {
+                        out["stock"] = json!(stock.max(0));
+                    }
+                    Ok(out)
+                })
+                .collect::<Result<Vec<_>, ApiError>>()?;
+            let images: Vec<&str> =
+                p["images"].as_array().into_iter().flatten().filter_map(|i| i["src"].as_str()).collect();
+            let product = json!({
+                "title": p["title"].as_str().unwrap_or_default(),
+                "images": images,
+                "variants": variants,
+            });
+            Ok(Some(json!({ "type": "product.upsert", "product_id": product_id, "product": product })))
+        }
+        _ => Ok(None),
+    }
+}
+
+async fn merchant_event(
+    app: &AppState,
+    shop: &str,
+    source: &str,
+    body: Vec<u8>,
+) -> Result<Response, ApiError> {
+    let req = HttpRequest {
+        method: "POST".into(),
+        path: "/merchant/events".into(),
+        headers: vec![],
+        body,
+        who: Some(inbound_merchant(source)),
+    };
+    actor_response(app.node.request(Kind::Shop, shop, req).await?)
+}
+
+/// `POST /v1/payments/stripe/webhook`: Stripe's news about a charge, verified, to its shop.
+async fn stripe(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<StatusCode, ApiError> {
+    let Some(stripe) = &app.stripe else {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", "this node does not use Stripe"));
+    };
+    let pairs: Vec<(String, String)> = headers
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+        .collect();
+    // Through the adapter, which also records the charge's intent for later refunds.
+    let result = stripe
+        .receive_webhook(&pairs, &body, app.env.now() / 1000)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.code(), e.to_string()))?;
+    if let Some(r) = result {
+        app.known_shop(&r.shop)?;
+        let body =
+            serde_json::to_string(&PaymentResult { order: r.order, outcome: r.outcome }).expect("serializes");
+        app.node.effect_result(Kind::Shop, &r.shop, effects::PAYMENT_RESULT, body).await?;
+    }
+    Ok(StatusCode::OK)
+}
+
+fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_argument", e.to_string()))
+}
+
+/// A refused signature (or none that could be checked: no secret set) is a 401.
+fn webhook_error(e: WebhookError) -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, e.code(), e.to_string())
+}
