@@ -4,57 +4,16 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{Client, SECRET, http, now_ms, temp_dir, token};
+use common::{Client, http, kill9, now_ms, spawn, temp_dir, token};
 use futures_util::{SinkExt, StreamExt};
 use liveshop_identity::Role;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
 const ROOM: &str = "crash";
-
-/// A node process, SIGKILLed when dropped, so a failing test leaves nothing running.
-struct NodeProcess(Child);
-
-impl Drop for NodeProcess {
-    fn drop(&mut self) {
-        // SAFETY: plain FFI call with a pid we own.
-        unsafe { libc::kill(self.0.id() as libc::pid_t, libc::SIGKILL) };
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts `liveshop edge` on a free port over `dir` and waits for it to listen.
-fn spawn(dir: &Path) -> (NodeProcess, SocketAddr) {
-    let config = dir.join("edge.toml");
-    // Pipelined test traffic is faster than a person; the per-connection frame limit would stop it.
-    std::fs::write(&config, "frames_per_conn_per_sec = 100000\nconns_per_ip_burst = 1000\n").unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_liveshop"))
-        .args(["edge", "--listen", "127.0.0.1:0", "--config"])
-        .arg(&config)
-        .arg("--data-dir")
-        .arg(dir)
-        .env("LIVESHOP_SECRET", SECRET)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let line = lines.next().expect("the node prints where it listens").unwrap();
-    let addr = line.rsplit("http://").next().unwrap().trim().parse().unwrap();
-    // Keep draining stdout so the node never blocks on it.
-    std::thread::spawn(move || for _ in lines {});
-    (NodeProcess(child), addr)
-}
-
-fn kill9(node: NodeProcess) {
-    drop(node);
-}
 
 async fn create_show(addr: SocketAddr) {
     let auth = format!("Bearer {}", token("*", "studio", Role::Host));

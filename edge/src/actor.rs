@@ -119,6 +119,11 @@ pub trait Env: Send + Sync {
     /// Milliseconds since the Unix epoch.
     fn now(&self) -> u64;
     fn fill_random(&self, buf: &mut [u8]);
+    /// How long to really wait for `ms` of this clock to pass. The real clock waits that long;
+    /// a test clock running faster waits less, so a schedule of hours can be tested in seconds.
+    fn real_delay(&self, ms: u64) -> Duration {
+        Duration::from_millis(ms)
+    }
 }
 
 /// The real clock and the operating system's randomness.

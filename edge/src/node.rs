@@ -292,7 +292,7 @@ async fn schedule_alarms(node: Node, mut rx: mpsc::UnboundedReceiver<(ActorRef, 
     let mut due: BTreeSet<(u64, ActorRef)> = BTreeSet::new();
     loop {
         let next = due.first().cloned();
-        let wait = next.as_ref().map(|(at, _)| Duration::from_millis(at.saturating_sub(node.0.env.now())));
+        let wait = next.as_ref().map(|(at, _)| node.0.env.real_delay(at.saturating_sub(node.0.env.now())));
         tokio::select! {
             msg = rx.recv() => {
                 let Some((room, at)) = msg else { return };

@@ -47,6 +47,11 @@ pub struct Edge {
 impl Edge {
     /// Opens storage, compiles the room and shop components and binds the listener.
     pub async fn start(config: EdgeConfig) -> Result<Edge, EdgeError> {
+        Self::start_with_env(config, Arc::new(SystemEnv)).await
+    }
+
+    /// [`Edge::start`] with another clock and source of randomness (tests).
+    pub async fn start_with_env(config: EdgeConfig, env: Arc<dyn Env>) -> Result<Edge, EdgeError> {
         let dir = &config.data_dir;
         std::fs::create_dir_all(dir)
             .map_err(|source| EdgeError::DataDir { path: dir.display().to_string(), source })?;
@@ -62,7 +67,6 @@ impl Edge {
         })?;
         let rooms = KindSetup { component: runtime.load(crate::ROOM_COMPONENT)?, db: db.clone() };
         let shops = KindSetup { component: runtime.load(crate::SHOP_COMPONENT)?, db: shop_db.clone() };
-        let env: Arc<dyn Env> = Arc::new(SystemEnv);
         let client = http_client();
         let stripe = stripe_config(&config.payments)?
             .map(|s| Stripe::new(s, IntentStore::new(shop_db.clone()), client.clone()));
@@ -107,7 +111,16 @@ impl Edge {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), EdgeError> {
-        let app = router(self.app).into_make_service_with_connect_info::<SocketAddr>();
+        self.serve_with(axum::Router::new(), shutdown).await
+    }
+
+    /// Serves the node's routes and `extra` (such as the media origin's) on the same port.
+    pub async fn serve_with(
+        self,
+        extra: axum::Router,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), EdgeError> {
+        let app = router(self.app).merge(extra).into_make_service_with_connect_info::<SocketAddr>();
         axum::serve(self.listener, app).with_graceful_shutdown(shutdown).await.map_err(EdgeError::Serve)
     }
 }
@@ -137,9 +150,14 @@ fn stripe_config(config: &PaymentsConfig) -> Result<Option<StripeConfig>, EdgeEr
 /// The node's HMAC secret: `$LIVESHOP_SECRET` if set, else `<data>/secret`, made on first use
 /// (32 random bytes, hex, readable by the owner only).
 pub fn node_secret(data: &Path) -> Result<Secret, EdgeError> {
-    let weak = |e: TokenError| EdgeError::Secret(e.to_string());
+    Secret::new(node_secret_bytes(data)?).map_err(|e: TokenError| EdgeError::Secret(e.to_string()))
+}
+
+/// The bytes of [`node_secret`], for keys derived from it elsewhere (the media origin's stream
+/// keys).
+pub fn node_secret_bytes(data: &Path) -> Result<Vec<u8>, EdgeError> {
     if let Ok(s) = std::env::var("LIVESHOP_SECRET") {
-        return Secret::new(s.into_bytes()).map_err(weak);
+        return Ok(s.into_bytes());
     }
     let path = data.join("secret");
     let io = |source| EdgeError::DataDir { path: path.display().to_string(), source };
@@ -155,7 +173,7 @@ pub fn node_secret(data: &Path) -> Result<Secret, EdgeError> {
         }
         Err(e) => return Err(io(e)),
     };
-    Secret::new(text.trim().as_bytes().to_vec()).map_err(weak)
+    Ok(text.trim().as_bytes().to_vec())
 }
 
 fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {

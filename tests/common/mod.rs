@@ -2,8 +2,11 @@
 
 #![allow(dead_code)]
 
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -68,6 +71,15 @@ impl TestNode {
     }
 
     pub async fn start_in(data_dir: PathBuf, tweak: impl FnOnce(&mut EdgeConfig)) -> TestNode {
+        Self::start_with_env(data_dir, Arc::new(liveshop_edge::SystemEnv), tweak).await
+    }
+
+    /// A node on another clock (see [`liveshop_edge::Env::real_delay`]).
+    pub async fn start_with_env(
+        data_dir: PathBuf,
+        env: Arc<dyn liveshop_edge::Env>,
+        tweak: impl FnOnce(&mut EdgeConfig),
+    ) -> TestNode {
         // SAFETY: tests set the same value everywhere; nothing reads it concurrently with a change.
         unsafe { std::env::set_var("LIVESHOP_SECRET", SECRET) };
         let mut config = EdgeConfig {
@@ -78,7 +90,7 @@ impl TestNode {
         config.conns_per_ip_burst = 10_000;
         config.conns_per_ip_per_sec = 10_000;
         tweak(&mut config);
-        let edge = Edge::start(config).await.unwrap();
+        let edge = Edge::start_with_env(config, env).await.unwrap();
         edge.ensure_show(show()).unwrap();
         let addr = edge.local_addr();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -236,4 +248,42 @@ fn dechunk(mut body: &str) -> String {
         body = &rest[n + 2..];
     }
     out
+}
+
+/// A node process, SIGKILLed when dropped, so a failing test leaves nothing running.
+pub struct NodeProcess(pub Child);
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        // SAFETY: plain FFI call with a pid we own.
+        unsafe { libc::kill(self.0.id() as libc::pid_t, libc::SIGKILL) };
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `liveshop edge` on a free port over `dir` and waits for it to listen.
+pub fn spawn(dir: &Path) -> (NodeProcess, SocketAddr) {
+    let config = dir.join("edge.toml");
+    // Pipelined test traffic is faster than a person; the per-connection frame limit would stop it.
+    std::fs::write(&config, "frames_per_conn_per_sec = 100000\nconns_per_ip_burst = 1000\n").unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_liveshop"))
+        .args(["edge", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir)
+        .env("LIVESHOP_SECRET", SECRET)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = lines.next().expect("the node prints where it listens").unwrap();
+    let addr = line.rsplit("http://").next().unwrap().trim().parse().unwrap();
+    // Keep draining stdout so the node never blocks on it.
+    std::thread::spawn(move || for _ in lines {});
+    (NodeProcess(child), addr)
+}
+
+pub fn kill9(node: NodeProcess) {
+    drop(node);
 }

@@ -163,6 +163,24 @@ mod tests {
     }
 
     #[test]
+    fn an_empty_or_truncated_signature_is_refused() {
+        let headers = sign(&[secret(1)], ID, T, BODY).unwrap();
+        let with = |signature: &str| SignedHeaders { signature: signature.into(), ..headers.clone() };
+        let full = headers.signature.clone();
+        for malformed in ["", " ", "v1,", "v1", "v2,abc", &full[..full.len() - 8]] {
+            let got = check(&[secret(1)], &with(malformed), BODY, T);
+            assert!(
+                matches!(got, Err(WebhookError::SignatureMalformed | WebhookError::SignatureMissing { .. })),
+                "{malformed:?}: {got:?}"
+            );
+        }
+        // Truncated to a length that still decodes: the wrong length, so no match.
+        let short = format!("v1,{}", &full[3..full.len() - 4]);
+        assert!(check(&[secret(1)], &with(&short), BODY, T).is_err(), "{short}");
+        assert_eq!(check(&[secret(1)], &with(&full), BODY, T), Ok(T));
+    }
+
+    #[test]
     fn tampering_with_body_timestamp_or_id_breaks_the_signature() {
         let headers = sign(&[secret(1)], ID, T, BODY).unwrap();
         let mut body = BODY.to_vec();
