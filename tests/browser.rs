@@ -46,7 +46,7 @@ fn a_viewer_chats_and_votes_and_sees_the_product_the_host_pins() {
     std::thread::spawn(move || for _ in lines {});
 
     let status = Command::new("node")
-        .args(["--test", "show.spec.mjs"])
+        .args(["--test", "--test-concurrency=1", "show.spec.mjs", "commerce.spec.mjs"])
         .current_dir(&dir)
         .env("LIVESHOP_URL", &url)
         .env("LIVESHOP_HOST_TOKEN", &token)

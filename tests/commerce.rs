@@ -597,3 +597,198 @@ async fn webhooks_reach_a_flaky_receiver_that_was_down_and_stop_at_410() {
     server.abort();
     node.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_its_own_code_and_changes_nothing() {
+    let node = TestNode::start(|_| {}).await;
+    let api = Api::new(node.addr);
+    let merchant = Merchant::new(api.clone(), ROOM, token(ROOM, "acme", Role::Merchant));
+    merchant.stock_a_drop(5).await;
+    let ana = token(ROOM, "ana", Role::Viewer);
+    let base = format!("/v1/shows/{ROOM}/shop");
+    let code = |r: (u16, Value)| (r.0, r.1["error"]["code"].as_str().unwrap_or_default().to_string());
+    let items = format!("{base}/carts/ana/items");
+    for (body, expected) in [
+        (json!({ "sku": SKU, "quantity": -1 }), (400, "invalid_quantity")),
+        (json!({ "sku": SKU, "quantity": 1_000_000_000u64 }), (400, "invalid_quantity")),
+        (json!({ "sku": "NOPE", "quantity": 1 }), (404, "unknown_sku")),
+        (
+            json!({ "sku": SKU, "quantity": 1, "expected_unit_price": { "minor": 1, "currency": "EUR" } }),
+            (409, "price_mismatch"),
+        ),
+        (
+            json!({ "sku": SKU, "quantity": 1, "expected_unit_price": { "minor": 3000, "currency": "USD" } }),
+            (422, "currency_mismatch"),
+        ),
+    ] {
+        let got = code(api.call("POST", &items, &ana, None, body.clone()).await);
+        assert_eq!((got.0, got.1.as_str()), expected, "{body}");
+    }
+    let (status, cart) = api.call("GET", &format!("{base}/carts/ana"), &ana, None, Value::Null).await;
+    assert_eq!((status, cart["quote"]["lines"].clone()), (200, json!([])), "refusals left the cart alone");
+
+    let checkout = format!("{base}/checkout");
+    api.call("POST", &items, &ana, None, json!({ "sku": SKU, "quantity": 1 })).await;
+    let pay = json!({ "payment_method": "tok_visa" });
+    assert_eq!(
+        code(api.call("POST", &checkout, &ana, None, pay.clone()).await),
+        (400, "idempotency_key_missing".into())
+    );
+    let tampered =
+        json!({ "payment_method": "tok_visa", "expected_total": { "minor": 1, "currency": "EUR" } });
+    assert_eq!(
+        code(api.call("POST", &checkout, &ana, Some("t"), tampered).await),
+        (409, "price_mismatch".into())
+    );
+    let (status, first) = api.call("POST", &checkout, &ana, Some("k1"), pay.clone()).await;
+    assert!((200..300).contains(&status), "{first}");
+    let other = json!({ "payment_method": "tok_mastercard" });
+    assert_eq!(
+        code(api.call("POST", &checkout, &ana, Some("k1"), other).await),
+        (422, "idempotency_key_reused".into())
+    );
+    let orders = merchant.settled_orders().await;
+    assert_eq!(orders.len(), 1, "one order for one key");
+    assert_eq!(merchant.available().await, 4);
+    // Buyers act for themselves only, and tokens of other shows do not open this shop.
+    let (bob, foreign) = (token(ROOM, "bob", Role::Viewer), token("other", "ana", Role::Viewer));
+    let bob_cart = api.call("GET", &format!("{base}/carts/ana"), &bob, None, Value::Null).await;
+    assert_eq!(code(bob_cart), (403, "forbidden".into()));
+    let catalog = api.call("GET", &format!("{base}/catalog"), &foreign, None, Value::Null).await;
+    assert_eq!(code(catalog), (401, "token_wrong_room".into()));
+    let deal = json!({ "sku": SKU, "duration_secs": 60, "discount": { "percent": "10" }, "quantity_cap": 1, "per_buyer_cap": 1 });
+    assert_eq!(
+        code(api.call("POST", &format!("{base}/deals"), &ana, None, deal).await),
+        (403, "forbidden".into())
+    );
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn merchant_updates_are_applied_once_and_only_when_signed() {
+    let node = TestNode::start(|_| {}).await;
+    let api = Api::new(node.addr);
+    let merchant = Merchant::new(api.clone(), ROOM, token(ROOM, "acme", Role::Merchant));
+    merchant.stock_a_drop(5).await;
+    let post = |path: &str, headers: Vec<(&'static str, String)>, body: String| {
+        let mut req = api.client.post(format!("{}/v1/shops/{ROOM}{path}", api.base)).body(body);
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        async move {
+            let r = req.send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+
+    // Ours: X-Liveshop-Signature over the timestamp and the body.
+    let issued = merchant.call("POST", "/inbound-secrets/liveshop", Value::Null).await;
+    let secret = Secret::parse(issued["secret"].as_str().unwrap()).unwrap();
+    let update = json!({ "event_id": "erp-1", "update": { "type": "stock.set", "sku": SKU, "on_hand": 42 } })
+        .to_string();
+    let signed = |body: &str, secret: &Secret| {
+        vec![(
+            "x-liveshop-signature",
+            liveshop_webhooks::liveshop::sign(secret, now_ms() / 1000, body.as_bytes()),
+        )]
+    };
+    let forged = Secret::generate([7; liveshop_webhooks::GENERATED_SECRET_LEN]);
+    let (status, r) = post("/inbound/liveshop", signed(&update, &forged), update.clone()).await;
+    assert_eq!((status, r["error"]["code"].as_str()), (401, Some("signature_mismatch")));
+    let (status, r) = post("/inbound/liveshop", vec![], update.clone()).await;
+    assert_eq!((status, r["error"]["code"].as_str()), (401, Some("signature_missing")));
+    let stale = vec![(
+        "x-liveshop-signature",
+        liveshop_webhooks::liveshop::sign(&secret, now_ms() / 1000 - 3600, update.as_bytes()),
+    )];
+    let (status, r) = post("/inbound/liveshop", stale, update.clone()).await;
+    assert_eq!((status, r["error"]["code"].as_str()), (401, Some("timestamp_too_old")));
+    assert_eq!(merchant.available().await, 5, "nothing unsigned was applied");
+    let (status, r) = post("/inbound/liveshop", signed(&update, &secret), update.clone()).await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(merchant.available().await, 42);
+    // A replay, even freshly signed, is the same event: applied once.
+    let (status, r) = post("/inbound/liveshop", signed(&update, &secret), update.clone()).await;
+    assert_eq!((status, r["error"]["code"].as_str()), (409, Some("duplicate_event")));
+
+    // Shopify: X-Shopify-Hmac-Sha256 over the body, deduplicated by X-Shopify-Event-Id.
+    let shopify_secret = "shpss_a_test_client_secret_of_length";
+    merchant
+        .call("PUT", "/inbound-secrets/shopify", json!({ "secret": shopify_secret, "currency": "EUR" }))
+        .await;
+    let product = json!({
+        "id": 632910392, "handle": "ipod-nano", "title": "IPod Nano - 8GB",
+        "images": [{ "src": "https://cdn.example/ipod.png" }],
+        "variants": [{ "sku": "IPOD2008PINK", "title": "Pink", "price": "199.00", "inventory_quantity": 10 }],
+    })
+    .to_string();
+    let shopify = |hmac: String, event: &str| {
+        vec![
+            ("x-shopify-hmac-sha256", hmac),
+            ("x-shopify-topic", "products/update".into()),
+            ("x-shopify-event-id", event.to_string()),
+        ]
+    };
+    let good = liveshop_webhooks::shopify::sign(shopify_secret.as_bytes(), product.as_bytes());
+    let bad = liveshop_webhooks::shopify::sign(b"another secret entirely", product.as_bytes());
+    let (status, _) = post("/inbound/shopify", shopify(bad, "e-1"), product.clone()).await;
+    assert_eq!(status, 401);
+    let (status, r) = post("/inbound/shopify", shopify(good.clone(), "e-1"), product.clone()).await;
+    assert_eq!(status, 200, "{r}");
+    let p = merchant.call("GET", "/products/ipod-nano", Value::Null).await;
+    assert_eq!(p["variants"][0]["price"], json!({ "minor": 19900, "currency": "EUR" }));
+    assert_eq!(p["variants"][0]["available"], 10);
+    let (status, r) = post("/inbound/shopify", shopify(good, "e-1"), product).await;
+    assert_eq!((status, r["error"]["code"].as_str()), (409, Some("duplicate_event")), "Shopify retried");
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stripe_webhook_settles_a_charge_stripe_never_answered() {
+    const WHSEC: &str = "whsec_stripe_endpoint_secret_for_tests";
+    // Stripe's API is a closed port: every charge attempt fails as a network error and waits.
+    let node = TestNode::start(|c| {
+        c.payments.provider = liveshop_edge::config::ProviderName::Stripe;
+        c.payments.stripe_api_base = "http://127.0.0.1:9".into();
+        c.payments.stripe_secret_key = Some("sk_test_unreachable".into());
+        c.payments.stripe_webhook_secret = Some(WHSEC.into());
+    })
+    .await;
+    let api = Api::new(node.addr);
+    let merchant = Merchant::new(api.clone(), ROOM, token(ROOM, "acme", Role::Merchant));
+    merchant.stock_a_drop(5).await;
+    let ana = token(ROOM, "ana", Role::Viewer);
+    let base = format!("/v1/shows/{ROOM}/shop");
+    api.call("POST", &format!("{base}/carts/ana/items"), &ana, None, json!({ "sku": SKU, "quantity": 1 }))
+        .await;
+    let (status, r) = api
+        .call("POST", &format!("{base}/checkout"), &ana, Some("k"), json!({ "payment_method": "tok_visa" }))
+        .await;
+    assert_eq!(status, 202, "pending: {r}");
+    let order = r["order"]["id"].as_u64().unwrap();
+
+    let event = |kind: &str| {
+        json!({ "id": "evt_1", "type": kind, "data": { "object": {
+            "id": "pi_3Mtw", "object": "payment_intent", "status": "succeeded", "amount": 3000, "currency": "eur",
+            "metadata": { "shop": ROOM, "order": order.to_string() },
+        }}})
+        .to_string()
+    };
+    let hook = |body: String, secret: &str| {
+        let sig = liveshop_webhooks::stripe::sign(secret, now_ms() / 1000, body.as_bytes());
+        api.client
+            .post(format!("{}/v1/payments/stripe/webhook", api.base))
+            .header("Stripe-Signature", sig)
+            .body(body)
+            .send()
+    };
+    let forged = hook(event("payment_intent.succeeded"), "whsec_not_the_secret").await.unwrap();
+    assert_eq!(forged.status().as_u16(), 400);
+    assert_eq!(merchant.orders().await[0]["payment"], "pending");
+    let ok = hook(event("payment_intent.succeeded"), WHSEC).await.unwrap();
+    assert_eq!(ok.status().as_u16(), 200);
+    let orders = merchant.settled_orders().await;
+    assert_eq!((orders[0]["id"].as_u64(), orders[0]["payment"].as_str()), (Some(order), Some("paid")));
+    assert_eq!(merchant.available().await, 4);
+    node.stop().await;
+}

@@ -4,6 +4,7 @@ import {
   RoomClient, api, authorName, describeError, formatDuration, formatMoney, h, showFromLocation,
   tokenClaims, tokenExpired, tokenFromFragment,
 } from './client.js';
+import { setBuyer, shopCard } from './shop.js';
 
 const show = showFromLocation();
 const $ = (sel) => document.querySelector(sel);
@@ -507,7 +508,7 @@ function cardEl(pin) {
     class: `card${pin.sold_out ? ' is-sold-out' : ''}`,
     testid: 'product-card',
     dataset: { productId: p.id, key: JSON.stringify(pin) },
-  }, inner);
+  }, inner, shopCard(p.id));
 }
 
 function renderProducts() {
@@ -650,6 +651,7 @@ const handlers = {
 const STATUS_TEXT = { connecting: 'Connecting…', reconnecting: 'Reconnecting…', open: '', banned: 'Banned', failed: 'Disconnected', closed: '' };
 
 function start(token, { guest = false } = {}) {
+  setBuyer(token);
   room = new RoomClient({ show, token });
   for (const [type, fn] of Object.entries(handlers)) room.on(type, fn);
   room.on('notice', showChatError);

@@ -498,6 +498,8 @@ fn page(file: &str) -> Response {
         "viewer.js" => (include_str!("../../web/viewer.js"), "text/javascript; charset=utf-8"),
         "dashboard.js" => (include_str!("../../web/dashboard.js"), "text/javascript; charset=utf-8"),
         "client.js" => (include_str!("../../web/client.js"), "text/javascript; charset=utf-8"),
+        "shop.js" => (include_str!("../../web/shop.js"), "text/javascript; charset=utf-8"),
+        "deals.js" => (include_str!("../../web/deals.js"), "text/javascript; charset=utf-8"),
         "style.css" => (include_str!("../../web/style.css"), "text/css; charset=utf-8"),
         _ => return ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such file").into_response(),
     };
