@@ -1,5 +1,6 @@
 //! The viewer page and the dashboard in a real browser: `liveshop dev` serves them, and
-//! `tests/browser/show.spec.mjs` drives Debian's Chromium through playwright-core.
+//! `tests/browser/show.spec.mjs` (the show) and `commerce.spec.mjs` (buying in it) drive
+//! Debian's Chromium through playwright-core.
 //!
 //! Needs Node.js, `npm ci` in `tests/browser` and Chromium (`.ci/run` installs both). Without
 //! them the test fails with what to install, unless `LIVESHOP_SKIP_BROWSER=1` says to skip.
