@@ -143,16 +143,11 @@ enum Told {
 async fn buy(api: &Api, show: &str, buyer: usize, key: &str) -> Told {
     let (name, token) = (format!("b{buyer}"), token(show, &format!("b{buyer}"), Role::Viewer));
     let base = format!("/v1/shows/{show}/shop");
+    let items = format!("{base}/carts/{name}/items");
+    let add =
+        |quantity: u32| api.call("POST", &items, &token, None, json!({ "sku": SKU, "quantity": quantity }));
     if buyer % 10 == 0 {
-        let (status, r) = api
-            .call(
-                "POST",
-                &format!("{base}/carts/{name}/items"),
-                &token,
-                None,
-                json!({ "sku": SKU, "quantity": 2 }),
-            )
-            .await;
+        let (status, r) = add(2).await;
         if status == 0 {
             return Told::Nothing;
         }
@@ -160,15 +155,7 @@ async fn buy(api: &Api, show: &str, buyer: usize, key: &str) -> Told {
         let code = r["error"]["code"].as_str().unwrap_or_default();
         assert!(["buyer_limit_exceeded", "out_of_stock"].contains(&code), "{r}");
     }
-    let (status, r) = api
-        .call(
-            "POST",
-            &format!("{base}/carts/{name}/items"),
-            &token,
-            None,
-            json!({ "sku": SKU, "quantity": 1 }),
-        )
-        .await;
+    let (status, r) = add(1).await;
     match status {
         0 => return Told::Nothing,
         200 => {}

@@ -17,6 +17,7 @@
 //! systems use the shop's route with a merchant token for the shop. Signed inbound requests act
 //! as the merchant once their signature checks out; the shop applies each event id once.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -55,8 +56,8 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/v1/shops/{shop}/inbound/liveshop", post(inbound_liveshop))
         .route("/v1/shops/{shop}/inbound/shopify", post(inbound_shopify))
         .route("/v1/shops/{shop}/{*path}", any(shop_api))
-        .route("/v1/shows/{show}/shop/live", get(show_shop_live))
-        .route("/v1/shows/{show}/shop/{*path}", any(show_shop_api))
+        .route("/v1/shows/{show}/shop/live", get(shop_live))
+        .route("/v1/shows/{show}/shop/{*path}", any(shop_api))
         .route("/v1/payments/stripe/webhook", post(stripe))
 }
 
@@ -67,6 +68,22 @@ impl AppState {
             Ok(())
         } else {
             Err(ApiError::new(StatusCode::NOT_FOUND, "shop_not_found", format!("no shop {shop:?}")))
+        }
+    }
+
+    /// The shop a route addresses, by `{shop}` or by `{show}` (the show's shop), with the scope
+    /// its tokens are for and the route's base path.
+    fn addressed(&self, params: &HashMap<String, String>) -> Result<(String, String, String), ApiError> {
+        match (params.get("shop"), params.get("show")) {
+            (Some(shop), _) => {
+                self.known_shop(shop)?;
+                Ok((shop.clone(), shop.clone(), format!("/v1/shops/{shop}")))
+            }
+            (None, Some(show)) => {
+                let shop = self.show(show)?.shop_id().to_string();
+                Ok((shop, show.clone(), format!("/v1/shows/{show}/shop")))
+            }
+            (None, None) => unreachable!("every shop route names a shop or a show"),
         }
     }
 
@@ -91,36 +108,20 @@ impl AppState {
     }
 }
 
-/// `ANY /v1/shops/{shop}/{path}`.
+/// `ANY /v1/shops/{shop}/{path}` and `ANY /v1/shows/{show}/shop/{path}` (the show's shop, with
+/// the show's tokens).
 async fn shop_api(
     State(app): State<Arc<AppState>>,
-    Path((shop, _)): Path<(String, String)>,
+    Path(params): Path<HashMap<String, String>>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    app.known_shop(&shop)?;
-    let who = app.caller(&headers, None, &shop)?;
-    let path = below(&uri, &format!("/v1/shops/{shop}"));
-    forward(&app, addr, &shop, who, method, path, &headers, body).await
-}
-
-/// `ANY /v1/shows/{show}/shop/{path}`: the show's shop, with the show's tokens.
-async fn show_shop_api(
-    State(app): State<Arc<AppState>>,
-    Path((show, _)): Path<(String, String)>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    let shop = app.show(&show)?.shop_id().to_string();
-    let who = app.caller(&headers, None, &show)?;
-    let path = below(&uri, &format!("/v1/shows/{show}/shop"));
-    forward(&app, addr, &shop, who, method, path, &headers, body).await
+    let (shop, scope, base) = app.addressed(&params)?;
+    let who = app.caller(&headers, None, &scope)?;
+    forward(&app, addr, &shop, who, method, below(&uri, &base), &headers, body).await
 }
 
 /// The path (and query) below `base`, as the shop routes it.
@@ -156,21 +157,13 @@ async fn forward(
     actor_response(app.node.request(Kind::Shop, shop, req).await?)
 }
 
+/// `GET /v1/shops/{shop}/live` and `GET /v1/shows/{show}/shop/live`.
 async fn shop_live(
     State(app): State<Arc<AppState>>,
-    Path(shop): Path<String>,
+    Path(params): Path<HashMap<String, String>>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
 ) -> Result<Response, ApiError> {
-    app.known_shop(&shop)?;
-    live(&app, addr, &shop).await
-}
-
-async fn show_shop_live(
-    State(app): State<Arc<AppState>>,
-    Path(show): Path<String>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-) -> Result<Response, ApiError> {
-    let shop = app.show(&show)?.shop_id().to_string();
+    let (shop, _, _) = app.addressed(&params)?;
     live(&app, addr, &shop).await
 }
 
