@@ -407,3 +407,30 @@ export async function api(path, { method = 'GET', body, token } = {}) {
 export function authorName(m) {
   return m.name || m.user;
 }
+
+/**
+ * The shop's live product feed (server-sent events at `{base}/live`), as the viewer's cards and
+ * the dashboard's deals both follow it. Returns `{products, now()}`: the products by id as the
+ * feed last described them, and the shop's clock (so deal countdowns follow the shop, not ours).
+ * `onChange(frame)` runs after each `shop.products` frame is applied; `frame.full` marks a snapshot.
+ */
+export function shopFeed(base, onChange) {
+  let clockOffset = 0;
+  const feed = { products: new Map(), now: () => Date.now() + clockOffset };
+  // EventSource reconnects by itself; the shop starts every connection with a full snapshot.
+  new EventSource(`${base}/live`).onmessage = (m) => {
+    let f;
+    try {
+      f = JSON.parse(m.data);
+    } catch {
+      return;
+    }
+    if (f.type !== 'shop.products') return;
+    if (typeof f.now === 'number') clockOffset = f.now - Date.now();
+    if (f.full) feed.products.clear();
+    for (const p of f.products || []) feed.products.set(p.id, p);
+    for (const id of f.removed || []) feed.products.delete(id);
+    onChange(f);
+  };
+  return feed;
+}

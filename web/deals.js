@@ -1,7 +1,7 @@
 // Commerce on the host dashboard: a flash deal control per SKU (start with a discount, a
 // duration and caps; running deals with their countdown, units left and an End button) and the
 // show's orders with the revenue, kept live from the shop's feed and by polling the orders.
-import { formatDuration, formatMoney, h, showFromLocation, tokenClaims, tokenFromFragment } from './client.js';
+import { formatDuration, formatMoney, h, shopFeed, showFromLocation, tokenClaims, tokenFromFragment } from './client.js';
 
 const show = showFromLocation();
 const BASE = `/v1/shows/${encodeURIComponent(show)}/shop`;
@@ -19,10 +19,8 @@ const els = {
   revenue: $('[data-testid=revenue]'),
 };
 const token = tokenFromFragment();
-/** The shop's clock minus ours, from the feed's `now`: deal countdowns follow the shop. */
-let clockOffset = 0;
-/** Products by id, as the live feed last described them. */
-const products = new Map();
+/** The shop's live feed (products and clock); connected below only for a signed-in host. */
+let feed = null;
 let lastOrders = '';
 
 const sentence = (s) => (s ? s[0].toUpperCase() + s.slice(1) : s);
@@ -90,7 +88,7 @@ function dealRow(p, v) {
 function renderDeals() {
   const rows = new Map([...els.deals.querySelectorAll('[data-testid=deal-row]')].map((r) => [r.dataset.sku, r]));
   const want = [];
-  for (const p of [...products.values()].sort((a, b) => a.title.localeCompare(b.title))) {
+  for (const p of [...feed.products.values()].sort((a, b) => a.title.localeCompare(b.title))) {
     for (const v of p.variants || []) {
       const row = rows.get(v.sku) || dealRow(p, v);
       rows.delete(v.sku);
@@ -142,7 +140,7 @@ function fillDealRow(row, v) {
 
 function tick() {
   for (const el of els.deals.querySelectorAll('[data-ends-at]')) {
-    el.textContent = formatDuration(Number(el.dataset.endsAt) - (Date.now() + clockOffset));
+    el.textContent = formatDuration(Number(el.dataset.endsAt) - feed.now());
   }
 }
 
@@ -204,31 +202,12 @@ async function pollOrders() {
   if (seq === pollSeq) ordersTimer = setTimeout(pollOrders, ORDERS_EVERY_MS);
 }
 
-// ---------- Live feed ----------
-
-function connectFeed() {
-  // EventSource reconnects by itself; the shop starts every connection with a full snapshot.
-  const feed = new EventSource(`${BASE}/live`);
-  feed.onmessage = (m) => {
-    let f;
-    try {
-      f = JSON.parse(m.data);
-    } catch {
-      return;
-    }
-    if (f.type !== 'shop.products') return;
-    if (typeof f.now === 'number') clockOffset = f.now - Date.now();
-    if (f.full) products.clear();
-    for (const p of f.products || []) products.set(p.id, p);
-    for (const id of f.removed || []) products.delete(id);
+if (token && tokenClaims(token) && els.deals) {
+  feed = shopFeed(BASE, (f) => {
     renderDeals();
     // Stock moved: an order was placed or settled, so look now rather than at the next poll.
     if (!f.full) pollOrders();
-  };
-}
-
-if (token && tokenClaims(token) && els.deals) {
+  });
   setInterval(tick, 1000);
-  connectFeed();
   pollOrders();
 }

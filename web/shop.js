@@ -4,7 +4,7 @@
 // `expected_total`), so a buyer is refused rather than charged more than they saw.
 //
 //   viewer.js: cards get `shopCard(productId)` appended; `setBuyer(token)` once it has a token.
-import { formatDuration, formatMoney, h, showFromLocation, tokenClaims } from './client.js';
+import { formatDuration, formatMoney, h, shopFeed, showFromLocation, tokenClaims } from './client.js';
 
 const show = showFromLocation();
 const BASE = `/v1/shows/${encodeURIComponent(show)}/shop`;
@@ -18,10 +18,6 @@ const NETWORK_RETRIES = 3;
 /** Test provider tokens (functions/shop/src/test_provider.rs), as `liveshop dev` pays. */
 const TEST_CARDS = [['tok_visa', 'Test Visa (pays)'], ['tok_chargeDeclined', 'Test card (declined)']];
 
-/** Products by id, as the live feed last described them. */
-const products = new Map();
-/** The shop's clock minus ours, from the feed's `now`: deal countdowns follow the shop. */
-let clockOffset = 0;
 /** `{token, subject}` of the viewer once they have one; carts are per subject. */
 let buyer = null;
 /** The cart as the shop last priced it (`{quote: {lines, total}, unavailable}`). */
@@ -33,7 +29,6 @@ let busy = false;
 const enc = encodeURIComponent;
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const sentence = (s) => (s ? s[0].toUpperCase() + s.slice(1) : s);
-const shopNow = () => Date.now() + clockOffset;
 
 /** A fresh Idempotency-Key; getRandomValues also works off HTTPS, where randomUUID does not. */
 function newKey() {
@@ -64,26 +59,12 @@ async function call(path, { method = 'GET', body, headers = {} } = {}) {
 
 // ---------- The live feed ----------
 
-function connectFeed() {
-  // EventSource reconnects by itself; the shop starts every connection with a full snapshot.
-  const feed = new EventSource(`${BASE}/live`);
-  feed.onmessage = (m) => {
-    let f;
-    try {
-      f = JSON.parse(m.data);
-    } catch {
-      return;
-    }
-    if (f.type !== 'shop.products') return;
-    if (typeof f.now === 'number') clockOffset = f.now - Date.now();
-    if (f.full) products.clear();
-    for (const p of f.products || []) products.set(p.id, p);
-    for (const id of f.removed || []) products.delete(id);
-    for (const el of document.querySelectorAll('.card-shop')) fillCard(el);
-    // A price or a deal in the cart may have changed: show the total the shop would charge now.
-    if (cart?.quote?.lines?.length) refreshCart();
-  };
-}
+/** Products and the shop's clock; every update refills the cards on the page. */
+const feed = shopFeed(BASE, () => {
+  for (const el of document.querySelectorAll('.card-shop')) fillCard(el);
+  // A price or a deal in the cart may have changed: show the total the shop would charge now.
+  if (cart?.quote?.lines?.length) refreshCart();
+});
 
 // ---------- Product cards ----------
 
@@ -113,7 +94,7 @@ function runningDeal(v) {
 }
 
 function fillCard(el) {
-  const v = variantOf(products.get(el.dataset.productId));
+  const v = variantOf(feed.products.get(el.dataset.productId));
   // Hidden until the feed knows the product; style.css then hides the pin's static price.
   el.hidden = !v;
   if (!v) return;
@@ -144,7 +125,7 @@ function fillCard(el) {
 }
 
 function tick(el) {
-  if (el.dataset.dealEnds) el.textContent = `⚡ ${formatDuration(Number(el.dataset.dealEnds) - shopNow())}`;
+  if (el.dataset.dealEnds) el.textContent = `⚡ ${formatDuration(Number(el.dataset.dealEnds) - feed.now())}`;
 }
 setInterval(() => { for (const el of document.querySelectorAll('.deal-countdown[data-deal-ends]')) tick(el); }, 1000);
 
@@ -358,4 +339,3 @@ export function setBuyer(token) {
 document.querySelector('.topbar')?.append(cartButton);
 document.body.append(panel);
 setCart(null);
-connectFeed();

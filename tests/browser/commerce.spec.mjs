@@ -10,62 +10,17 @@
 //
 // Optional: LIVESHOP_SHOW (default demo), CHROMIUM (default /usr/bin/chromium). Screenshots go to
 // target/browser/ at the repository root, also when a step fails.
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { chromium } from 'playwright-core';
+import { BASE, HOST_TOKEN, SHOTS, SHOW, connected, missing, usePages } from './harness.mjs';
 
-const BASE = (process.env.LIVESHOP_URL || '').replace(/\/+$/, '');
-const HOST_TOKEN = process.env.LIVESHOP_HOST_TOKEN || '';
-const SHOW = process.env.LIVESHOP_SHOW || 'demo';
-const SHOTS = resolve(dirname(fileURLToPath(import.meta.url)), '../../target/browser');
-const WAIT = 15_000;
-const missing = !BASE || !HOST_TOKEN ? 'set LIVESHOP_URL and LIVESHOP_HOST_TOKEN to run against a live edge node' : false;
-
-let browser;
-let dash;
-let viewer;
-
-before(async () => {
-  if (missing) return;
-  mkdirSync(SHOTS, { recursive: true });
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
-  const dashContext = await browser.newContext({ viewport: { width: 1366, height: 900 } });
-  const viewerContext = await browser.newContext({
-    viewport: { width: 390, height: 844 }, deviceScaleFactor: 2, isMobile: true, hasTouch: true,
-  });
-  dash = await dashContext.newPage();
-  viewer = await viewerContext.newPage();
-  for (const [name, page] of [['dashboard', dash], ['viewer', viewer]]) {
-    page.setDefaultTimeout(WAIT);
-    page.on('pageerror', (e) => console.error(`[${name}] page error: ${e.message}`));
-    page.on('console', (m) => { if (m.type() === 'error') console.error(`[${name}] console: ${m.text()}`); });
-  }
-});
-
-after(async () => {
-  if (!browser) return;
-  await Promise.allSettled([
-    dash.screenshot({ path: `${SHOTS}/commerce-dashboard.png`, fullPage: true }),
-    viewer.screenshot({ path: `${SHOTS}/commerce-viewer.png` }),
-  ]);
-  await browser.close();
-});
-
-async function connected(page) {
-  await page.locator('[data-testid=conn-status][data-state=open]').waitFor({ state: 'attached' });
-}
+const pages = usePages('commerce-');
 
 /** "€15.20" in the pages' locale: the digits of an amount, whatever the currency sign. */
 const digits = (minor) => `${Math.trunc(minor / 100)}.${String(minor % 100).padStart(2, '0')}`;
 
 test('a viewer buys a pinned product in a flash deal and the host sees the order and revenue', { skip: missing, timeout: 180_000 }, async (t) => {
+  const { dash, viewer } = pages;
   const tag = Math.random().toString(36).slice(2, 8);
   let id;
   let card;

@@ -8,60 +8,14 @@
 //
 // Optional: LIVESHOP_SHOW (default demo), CHROMIUM (default /usr/bin/chromium). Screenshots of
 // both pages go to target/browser/ at the repository root, also when a step fails.
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { chromium } from 'playwright-core';
+import { BASE, HOST_TOKEN, SHOW, WAIT, connected, missing, usePages } from './harness.mjs';
 
-const BASE = (process.env.LIVESHOP_URL || '').replace(/\/+$/, '');
-const HOST_TOKEN = process.env.LIVESHOP_HOST_TOKEN || '';
-const SHOW = process.env.LIVESHOP_SHOW || 'demo';
-const SHOTS = resolve(dirname(fileURLToPath(import.meta.url)), '../../target/browser');
-const WAIT = 15_000;
-const missing = !BASE || !HOST_TOKEN ? 'set LIVESHOP_URL and LIVESHOP_HOST_TOKEN to run against a live edge node' : false;
-
-let browser;
-let dash;
-let viewer;
-
-before(async () => {
-  if (missing) return;
-  mkdirSync(SHOTS, { recursive: true });
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
-  const dashContext = await browser.newContext({ viewport: { width: 1366, height: 900 } });
-  const viewerContext = await browser.newContext({
-    viewport: { width: 390, height: 844 }, deviceScaleFactor: 2, isMobile: true, hasTouch: true,
-  });
-  dash = await dashContext.newPage();
-  viewer = await viewerContext.newPage();
-  for (const [name, page] of [['dashboard', dash], ['viewer', viewer]]) {
-    page.setDefaultTimeout(WAIT);
-    page.on('pageerror', (e) => console.error(`[${name}] page error: ${e.message}`));
-    page.on('console', (m) => { if (m.type() === 'error') console.error(`[${name}] console: ${m.text()}`); });
-  }
-});
-
-after(async () => {
-  if (!browser) return;
-  await Promise.allSettled([
-    dash.screenshot({ path: `${SHOTS}/dashboard.png`, fullPage: true }),
-    viewer.screenshot({ path: `${SHOTS}/viewer.png` }),
-  ]);
-  await browser.close();
-});
-
-/** Waits until the page's room connection has its welcome. */
-async function connected(page) {
-  await page.locator('[data-testid=conn-status][data-state=open]').waitFor({ state: 'attached' });
-}
+const pages = usePages();
 
 test('a viewer chats, votes and sees a pinned product while the host runs the show', { skip: missing, timeout: 180_000 }, async (t) => {
+  const { dash, viewer } = pages;
   const tag = Math.random().toString(36).slice(2, 8);
 
   await t.test('both pages connect', async () => {

@@ -1,0 +1,62 @@
+// What the browser specs share: the live edge node they drive (from the environment), Debian's
+// Chromium with a desktop dashboard page and a phone-sized viewer page, the pages' errors on
+// stderr (a spec's failure is then readable without a trace), and screenshots of both pages when
+// the spec ends, also when a step failed.
+import { before, after } from 'node:test';
+import { mkdirSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+export const BASE = (process.env.LIVESHOP_URL || '').replace(/\/+$/, '');
+export const HOST_TOKEN = process.env.LIVESHOP_HOST_TOKEN || '';
+export const SHOW = process.env.LIVESHOP_SHOW || 'demo';
+/** Screenshots go to target/browser/ at the repository root. */
+export const SHOTS = resolve(dirname(fileURLToPath(import.meta.url)), '../../target/browser');
+export const WAIT = 15_000;
+/** A skip reason when there is no node to drive, else false. */
+export const missing = !BASE || !HOST_TOKEN ? 'set LIVESHOP_URL and LIVESHOP_HOST_TOKEN to run against a live edge node' : false;
+
+/**
+ * Registers the spec's before and after hooks. The returned object gets `dash` and `viewer`
+ * pages in before (so read them in the tests); after saves `{prefix}dashboard.png` and
+ * `{prefix}viewer.png` and closes the browser.
+ */
+export function usePages(prefix = '') {
+  const pages = {};
+  let browser;
+  before(async () => {
+    if (missing) return;
+    mkdirSync(SHOTS, { recursive: true });
+    browser = await chromium.launch({
+      executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+        '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    });
+    const dashContext = await browser.newContext({ viewport: { width: 1366, height: 900 } });
+    const viewerContext = await browser.newContext({
+      viewport: { width: 390, height: 844 }, deviceScaleFactor: 2, isMobile: true, hasTouch: true,
+    });
+    pages.dash = await dashContext.newPage();
+    pages.viewer = await viewerContext.newPage();
+    for (const [name, page] of [['dashboard', pages.dash], ['viewer', pages.viewer]]) {
+      page.setDefaultTimeout(WAIT);
+      page.on('pageerror', (e) => console.error(`[${name}] page error: ${e.message}`));
+      page.on('console', (m) => { if (m.type() === 'error') console.error(`[${name}] console: ${m.text()}`); });
+    }
+  });
+  after(async () => {
+    if (!browser) return;
+    await Promise.allSettled([
+      pages.dash.screenshot({ path: `${SHOTS}/${prefix}dashboard.png`, fullPage: true }),
+      pages.viewer.screenshot({ path: `${SHOTS}/${prefix}viewer.png` }),
+    ]);
+    await browser.close();
+  });
+  return pages;
+}
+
+/** Waits until the page's room connection has its welcome. */
+export async function connected(page) {
+  await page.locator('[data-testid=conn-status][data-state=open]').waitFor({ state: 'attached' });
+}
