@@ -146,7 +146,7 @@ async fn buy(api: &Api, show: &str, buyer: usize, key: &str) -> Told {
     let items = format!("{base}/carts/{name}/items");
     let add =
         |quantity: u32| api.call("POST", &items, &token, None, json!({ "sku": SKU, "quantity": quantity }));
-    if buyer % 10 == 0 {
+    if buyer.is_multiple_of(10) {
         let (status, r) = add(2).await;
         if status == 0 {
             return Told::Nothing;
@@ -163,7 +163,7 @@ async fn buy(api: &Api, show: &str, buyer: usize, key: &str) -> Told {
     }
     let path = format!("{base}/checkout");
     let checkout = || api.call("POST", &path, &token, Some(key), json!({ "payment_method": "tok_visa" }));
-    let answers = if buyer % 7 == 0 {
+    let answers = if buyer.is_multiple_of(7) {
         let (a, b) = tokio::join!(checkout(), checkout());
         let c = checkout().await;
         vec![a, b, c]

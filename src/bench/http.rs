@@ -1,4 +1,4 @@
-//! A minimal HTTP/1.1 client over one keep-alive connection: enough to time `GET`s of the
+//! A minimal HTTP/1.1 client over one keep-alive connection: enough to time requests to the
 //! node's JSON endpoints without a connection set-up in every sample.
 
 use std::net::SocketAddr;
@@ -29,14 +29,41 @@ impl HttpConn {
 
     /// `GET path`: the status and the body.
     pub async fn get(&mut self, path: &str) -> anyhow::Result<(u16, Vec<u8>)> {
-        tokio::time::timeout(TIMEOUT, self.get_inner(path))
-            .await
-            .with_context(|| format!("GET {path} took over {TIMEOUT:?}"))?
+        self.request("GET", path, &[], b"").await
     }
 
-    async fn get_inner(&mut self, path: &str) -> anyhow::Result<(u16, Vec<u8>)> {
-        let request = format!("GET {path} HTTP/1.1\r\nHost: {}\r\n\r\n", self.addr);
-        self.stream.get_mut().write_all(request.as_bytes()).await?;
+    /// `method path` with extra `headers` and a `body` (with a `Content-Length` when not empty),
+    /// written in one go: the status and the body.
+    pub async fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> anyhow::Result<(u16, Vec<u8>)> {
+        tokio::time::timeout(TIMEOUT, self.exchange(method, path, headers, body))
+            .await
+            .with_context(|| format!("{method} {path} took over {TIMEOUT:?}"))?
+    }
+
+    async fn exchange(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> anyhow::Result<(u16, Vec<u8>)> {
+        let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\n", self.addr);
+        for (name, value) in headers {
+            request.push_str(&format!("{name}: {value}\r\n"));
+        }
+        if !body.is_empty() {
+            request.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        }
+        request.push_str("\r\n");
+        let mut request = request.into_bytes();
+        request.extend_from_slice(body);
+        self.stream.get_mut().write_all(&request).await?;
         let mut line = String::new();
         self.stream.read_line(&mut line).await?;
         let status = line

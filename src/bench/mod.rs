@@ -14,8 +14,12 @@
 //! run on one tokio runtime, clients on another, and [`cpu`] tells their CPU time apart by thread.
 //! Each server gets a fresh runtime, so nothing of one (the node's wasmtime epoch ticker, its
 //! idle rooms) is still running while the next is measured.
+//!
+//! `liveshop bench checkout` ([`checkout`]) is a flash sale: thousands of buyers checking out at
+//! once for a few units, on the node and on a plain SQLite baseline.
 
 mod baseline;
+mod checkout;
 mod client;
 mod commands;
 mod cpu;
@@ -54,6 +58,9 @@ pub enum BenchCommand {
     /// Rooms under load on this machine (loopback only): fan-out to many viewers, commands per
     /// second into one room and the revival of a hibernated room, each beside a baseline.
     Rooms(RoomsArgs),
+    /// A flash sale on this machine (loopback only): thousands of buyers checking out at once for
+    /// a few units, on the node and on a plain SQLite baseline.
+    Checkout(checkout::CheckoutArgs),
 }
 
 #[derive(Args)]
@@ -161,6 +168,7 @@ pub struct NodeHealth {
 pub fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Rooms(args) => rooms(&args.plan()?),
+        BenchCommand::Checkout(args) => checkout::run(&args),
     }
 }
 
@@ -168,12 +176,7 @@ fn rooms(plan: &Plan) -> anyhow::Result<()> {
     // A socket at both ends of every connection, both in this process.
     let conns = plan.fanout.viewers + plan.commands.connections + 16;
     cpu::raise_nofile(2 * conns as u64 + 512)?;
-    // The node's warnings (failed events) belong in the run's output; its routine logs do not.
-    tracing_subscriber::fmt()
-        .with_target(false)
-        .with_max_level(LevelFilter::WARN)
-        .with_writer(std::io::stderr)
-        .init();
+    warnings_only();
     let scratch = ScratchDir::new()?;
     let clients = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(WORKERS)
@@ -185,6 +188,15 @@ fn rooms(plan: &Plan) -> anyhow::Result<()> {
     clients.shutdown_timeout(Duration::from_secs(1));
     print!("{}", report::render(plan, &measured));
     Ok(())
+}
+
+/// The node's warnings (failed events) belong in the run's output; its routine logs do not.
+fn warnings_only() {
+    tracing_subscriber::fmt()
+        .with_target(false)
+        .with_max_level(LevelFilter::WARN)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 async fn measure(plan: &Plan, dir: &Path) -> anyhow::Result<Measured> {

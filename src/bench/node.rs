@@ -19,8 +19,15 @@ pub struct ServerRuntime(Option<tokio::runtime::Runtime>);
 
 impl ServerRuntime {
     pub fn new(workers: usize) -> anyhow::Result<ServerRuntime> {
+        Self::with_blocking_threads(workers, 512)
+    }
+
+    /// The same with at most `blocking` threads for `spawn_blocking` (tokio's default is 512);
+    /// more blocking tasks queue for them.
+    pub fn with_blocking_threads(workers: usize, blocking: usize) -> anyhow::Result<ServerRuntime> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(workers)
+            .max_blocking_threads(blocking.max(1))
             .thread_name(SERVER_THREADS)
             .enable_all()
             .build()
