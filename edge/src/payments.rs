@@ -2,15 +2,15 @@
 //! provider's answers come back from.
 //!
 //! The shop core never talks to a provider (see `liveshop_shop::payment`). It emits a request
-//! (charge, cancel, refund) with an idempotency key; the edge node carries it out with
+//! (charge, capture, cancel, refund) with an idempotency key; the edge node carries it out with
 //! [`Provider::execute`], at least once, and feeds the [`PaymentOutcome`]s back to the shop.
 //! Later news about a charge (3-D Secure finished, an asynchronous payment settled) arrives as a
 //! provider webhook, which [`stripe_webhook`] verifies and turns into the same outcomes.
 //!
 //! ```text
 //!  shop actor --PaymentRequest--> Provider::execute --Test-----> test_provider::respond
-//!      ^                                 |          \--Stripe--> POST /v1/payment_intents, .../cancel,
-//!      |                                 |                       /v1/refunds   (Idempotency-Key)
+//!      ^                                 |          \--Stripe--> POST /v1/payment_intents, .../capture,
+//!      |                                 |                       .../cancel, /v1/refunds (Idempotency-Key)
 //!      +------- Vec<PaymentOutcome> -----+
 //!      +------- StripeResult <-- stripe_webhook <-- Stripe-Signature'd POST from Stripe
 //! ```
@@ -19,8 +19,9 @@
 //!
 //! - `Ok(outcomes)`: the provider answered. For a charge, a definitive refusal (a declined card,
 //!   a request the provider will not take, an amount Stripe cannot express) is a
-//!   [`PaymentOutcome::Failed`], so the shop can release the stock and tell the buyer. Cancels and
-//!   refunds answer `Ok(vec![])` when done.
+//!   [`PaymentOutcome::Failed`], so the shop can release the stock and tell the buyer. A capture
+//!   answers `Paid` (also when it was captured already) or `Failed`, after which the shop keeps the
+//!   order authorized. Cancels and refunds answer `Ok(vec![])` when done.
 //! - `Err(e)` with [`PaymentError::retryable`]: nothing definite happened (network, timeout, 5xx,
 //!   429, a concurrent request under the same key). Repeat the same request later; the
 //!   idempotency key makes that safe.
@@ -58,9 +59,9 @@ impl std::fmt::Debug for Provider {
 }
 
 impl Provider {
-    /// Carries out one request for `shop`; returns what the provider said about a charge, in
-    /// order (cancel and refund return an empty Vec on success). See the module docs for what an
-    /// `Err` means.
+    /// Carries out one request for `shop`; returns what the provider said about a charge or a
+    /// capture, in order (cancel and refund return an empty Vec on success). See the module
+    /// docs for what an `Err` means.
     pub async fn execute(
         &self,
         shop: &str,
@@ -86,7 +87,7 @@ pub enum PaymentError {
     /// A success status with a body we cannot read: the request may have taken effect.
     #[error("payment provider answered with something unreadable: {0}")]
     MalformedResponse(String),
-    /// A cancel or refund for an order whose charge we never saw reach the provider.
+    /// A capture, cancel or refund for an order whose charge we never saw reach the provider.
     #[error("no payment intent is known for order {order} of shop {shop}")]
     IntentUnknown { shop: String, order: u64 },
     /// The provider cannot take this currency at all.
@@ -187,6 +188,7 @@ mod tests {
             amount: Money::new(100, Currency::Eur),
             idempotency_key: "k".into(),
             method: None,
+            capture: liveshop_shop::Capture::Manual,
         };
         let provider = std::sync::Arc::new(Provider::Test);
         spawnable(async move { provider.execute("shop", &req).await });

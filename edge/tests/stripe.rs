@@ -2,8 +2,8 @@
 //!
 //! Stripe cannot be reached from where this is built and tested, so the Stripe adapter runs
 //! against `FakeStripe`: a local axum server that answers as Stripe's API reference documents
-//! (docs.stripe.com/api: PaymentIntents create, retrieve and cancel, Refunds create, errors,
-//! idempotent requests). It checks the bearer key, the `Stripe-Version` header and the form
+//! (docs.stripe.com/api: PaymentIntents create, retrieve, capture and cancel, Refunds create,
+//! errors, idempotent requests). It checks the bearer key, the `Stripe-Version` header and the form
 //! fields, replays its first answer for a repeated `Idempotency-Key` (and refuses the key with
 //! other parameters), and answers the documented JSON shapes. Stripe forgets a key after 24
 //! hours; `Fake::forget_keys` stands in for that day. **These tests prove the adapter speaks
@@ -27,7 +27,7 @@ use liveshop_edge::payments::{
 };
 use liveshop_edge::sqlite::{Db, Durability};
 use liveshop_shop::test_provider;
-use liveshop_shop::{Currency, Money, OrderId, PaymentKind, PaymentOutcome, PaymentRequest};
+use liveshop_shop::{Capture, Currency, Money, OrderId, PaymentKind, PaymentOutcome, PaymentRequest};
 use liveshop_webhooks::WebhookError;
 use serde_json::{Value, json};
 
@@ -242,13 +242,19 @@ fn intent_json(id: &str, form: &HashMap<String, String>, status: &str, amount: i
 }
 
 fn create_intent(s: &mut FakeStripe, form: &HashMap<String, String>) -> (u16, Value) {
-    for (field, expected) in
-        [("confirm", "true"), ("capture_method", "automatic"), ("payment_method_types[0]", "card")]
-    {
+    for (field, expected) in [("confirm", "true"), ("payment_method_types[0]", "card")] {
         if form.get(field).map(String::as_str) != Some(expected) {
             return invalid(field, &format!("expected {field}={expected}"));
         }
     }
+    // Stripe takes automatic_async too; liveshop sends one of these two.
+    let manual = match form.get("capture_method").map(String::as_str) {
+        Some("automatic") => false,
+        Some("manual") => true,
+        _ => return invalid("capture_method", "expected capture_method=automatic or manual"),
+    };
+    // A card that authorizes succeeds at once, or waits for its capture.
+    let authorized = if manual { "requires_capture" } else { "succeeded" };
     let amount: i64 = match form.get("amount").and_then(|a| a.parse().ok()) {
         Some(a) if a > 0 => a,
         _ => return invalid("amount", "Invalid positive integer"),
@@ -281,7 +287,7 @@ fn create_intent(s: &mut FakeStripe, form: &HashMap<String, String>) -> (u16, Va
     };
     let (status, mut intent, failure) = match method.as_str() {
         "tok_visa" | "pm_card_visa" | "tok_fake_500_once" => {
-            (200, intent_json(&id, form, "succeeded", amount), None)
+            (200, intent_json(&id, form, authorized, amount), None)
         }
         // Stripe has no token for this with capture_method=automatic; the fake stands in for an
         // account or method that authorizes first.
@@ -361,6 +367,43 @@ fn cancel_intent(s: &mut FakeStripe, id: &str) -> (u16, Value) {
     (200, intent.clone())
 }
 
+/// `POST /v1/payment_intents/{id}/capture`: only a `requires_capture` intent is captured, of at
+/// most `amount_capturable` (`amount_to_capture`, by default all of it); any other status is
+/// `payment_intent_unexpected_state` with the intent attached.
+fn capture_intent(s: &mut FakeStripe, id: &str, form: &HashMap<String, String>) -> (u16, Value) {
+    if let Some(unknown) = form.keys().find(|k| !matches!(k.as_str(), "amount_to_capture")) {
+        return invalid(unknown, &format!("Received unknown parameter: {unknown}"));
+    }
+    let Some(intent) = s.intents.get_mut(id) else {
+        return error(
+            404,
+            json!({ "type": "invalid_request_error", "code": "resource_missing", "param": "intent",
+                    "message": format!("No such payment_intent: '{id}'") }),
+        );
+    };
+    let status = intent["status"].as_str().unwrap().to_string();
+    if status != "requires_capture" {
+        return error(
+            400,
+            json!({ "type": "invalid_request_error", "code": "payment_intent_unexpected_state",
+                    "message": format!("This PaymentIntent could not be captured because it has a status of {status}. Only a PaymentIntent with one of the following statuses may be captured: requires_capture."),
+                    "payment_intent": intent.clone() }),
+        );
+    }
+    let capturable = intent["amount_capturable"].as_i64().unwrap();
+    let amount = match form.get("amount_to_capture").map(|a| a.parse::<i64>()) {
+        None => capturable,
+        Some(Ok(a)) if a > 0 && a <= capturable => a,
+        Some(_) => {
+            return invalid("amount_to_capture", "amount_to_capture must be at most amount_capturable");
+        }
+    };
+    intent["status"] = json!("succeeded");
+    intent["amount_capturable"] = json!(0);
+    intent["amount_received"] = json!(amount);
+    (200, intent.clone())
+}
+
 fn create_refund(s: &mut FakeStripe, form: &HashMap<String, String>) -> (u16, Value) {
     let Some(pi) = form.get("payment_intent") else {
         return invalid("payment_intent", "Missing required param");
@@ -419,6 +462,13 @@ impl Fake {
                 "/v1/payment_intents/{id}",
                 get(|State(s): State<Shared>, Path(id): Path<String>, h: HeaderMap| async move {
                     retrieve_intent(&s, &id, &h)
+                }),
+            )
+            .route(
+                "/v1/payment_intents/{id}/capture",
+                post(|State(s): State<Shared>, Path(id): Path<String>, h: HeaderMap, b: Bytes| async move {
+                    let path = format!("/v1/payment_intents/{id}/capture");
+                    handle(&s, &path, &h, &b, |s, form| capture_intent(s, &id, form))
                 }),
             )
             .route(
@@ -510,6 +560,24 @@ fn charge(order: u64, method: &str, amount: Money) -> PaymentRequest {
         amount,
         idempotency_key: format!("7-ord{order}"),
         method: Some(method.into()),
+        capture: Capture::Automatic,
+    }
+}
+
+/// A charge of a shop that captures on fulfilment.
+fn authorize(order: u64, method: &str, amount: Money) -> PaymentRequest {
+    PaymentRequest { capture: Capture::Manual, ..charge(order, method, amount) }
+}
+
+/// The shop's capture of an order's authorized charge, first attempt.
+fn capture(order: u64, amount: Money) -> PaymentRequest {
+    PaymentRequest {
+        order: OrderId(order),
+        kind: PaymentKind::Capture,
+        amount,
+        idempotency_key: format!("7-ord{order}-capture"),
+        method: None,
+        capture: Capture::Automatic,
     }
 }
 
@@ -522,6 +590,7 @@ fn undo(order: u64, kind: PaymentKind, amount: Money) -> PaymentRequest {
         amount,
         idempotency_key: format!("7-ord{order}-{suffix}"),
         method: None,
+        capture: Capture::Automatic,
     }
 }
 
@@ -908,6 +977,83 @@ async fn undoing_what_stripe_never_saw_or_cannot_undo() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Authorize now, capture at fulfilment.
+
+#[tokio::test]
+async fn a_manual_charge_is_authorized_and_its_capture_is_paid_once_however_often_it_is_sent() {
+    let fake = Fake::start().await;
+    let provider = fake.provider();
+    let authorized = provider.execute(SHOP, &authorize(1, "tok_visa", eur(1999))).await.unwrap();
+    assert_eq!(authorized, [PaymentOutcome::Authorized]);
+    assert_eq!(fake.calls()[0].form["capture_method"], "manual");
+    let pi = fake.intent_of(1);
+    assert_eq!((&pi["status"], &pi["amount_capturable"]), (&json!("requires_capture"), &json!(1999)));
+    let pi = pi["id"].as_str().unwrap().to_string();
+
+    let req = capture(1, eur(1999));
+    assert_eq!(provider.execute(SHOP, &req).await.unwrap(), [PaymentOutcome::Paid]);
+    let call = fake.calls().pop().unwrap();
+    assert_eq!((call.method, call.path.clone()), ("POST", format!("/v1/payment_intents/{pi}/capture")));
+    assert_eq!(call.key.as_deref(), Some("shop-a/7-ord1-capture"));
+    let expected: HashMap<String, String> = [("amount_to_capture".to_string(), "1999".to_string())].into();
+    assert_eq!((call.form, call.replayed), (expected, false));
+    let pi_now = fake.intent_of(1);
+    assert_eq!((&pi_now["status"], &pi_now["amount_received"]), (&json!("succeeded"), &json!(1999)));
+
+    // Repeated after a crash: Stripe replays its answer under the key.
+    assert_eq!(provider.execute(SHOP, &req).await.unwrap(), [PaymentOutcome::Paid]);
+    assert!(fake.calls().pop().unwrap().replayed);
+    // Under another key (Stripe forgot the first, or a new attempt): captured already is captured.
+    fake.forget_keys();
+    assert_eq!(provider.execute(SHOP, &req).await.unwrap(), [PaymentOutcome::Paid]);
+    let again = PaymentRequest { idempotency_key: "7-ord1-capture-2".into(), ..capture(1, eur(1999)) };
+    assert_eq!(provider.execute(SHOP, &again).await.unwrap(), [PaymentOutcome::Paid]);
+    let call = fake.calls().pop().unwrap();
+    assert_eq!((call.key.as_deref(), call.replayed), (Some("shop-a/7-ord1-capture-2"), false));
+    assert_eq!(fake.intent_of(1)["amount_received"], 1999, "captured once");
+
+    // The charge re-issued by a revived shop reads the intent: paid now.
+    assert_eq!(
+        provider.execute(SHOP, &authorize(1, "tok_visa", eur(1999))).await.unwrap(),
+        [PaymentOutcome::Paid]
+    );
+    // And the captured money can be refunded.
+    assert_eq!(provider.execute(SHOP, &undo(1, PaymentKind::Refund, eur(1999))).await.unwrap(), []);
+    assert_eq!(fake.stripe().intents.len(), 1);
+}
+
+#[tokio::test]
+async fn a_capture_of_an_unknown_voided_or_mismatched_intent_is_not_paid() {
+    let fake = Fake::start().await;
+    let provider = fake.provider();
+    // No intent recorded for the order: a wiring bug for the operator, not a retry, and no call.
+    let err = provider.execute(SHOP, &capture(9, eur(1999))).await.unwrap_err();
+    assert_eq!((err.code(), err.retryable()), ("intent_unknown", false));
+    assert!(fake.calls().is_empty());
+
+    // Voided (or expired) before the capture: the capture fails, the shop keeps the order.
+    provider.execute(SHOP, &authorize(2, "tok_visa", eur(1999))).await.unwrap();
+    assert_eq!(provider.execute(SHOP, &undo(2, PaymentKind::Cancel, eur(1999))).await.unwrap(), []);
+    assert_eq!(provider.execute(SHOP, &capture(2, eur(1999))).await.unwrap(), failed("canceled"));
+
+    // More than was authorized: Stripe's refusal comes back for the operator, not a failure.
+    provider.execute(SHOP, &authorize(3, "tok_visa", eur(1000))).await.unwrap();
+    let err = provider.execute(SHOP, &capture(3, eur(1001))).await.unwrap_err();
+    assert!(
+        matches!(&err, PaymentError::ProviderRejected { status: 400, code, .. } if code == "parameter_invalid")
+    );
+    assert!(!err.retryable());
+    assert_eq!(fake.intent_of(3)["status"], "requires_capture");
+
+    // An automatic charge is captured already: a capture of it is paid, and changes nothing.
+    provider.execute(SHOP, &charge(4, "tok_visa", eur(500))).await.unwrap();
+    assert_eq!(provider.execute(SHOP, &capture(4, eur(500))).await.unwrap(), [PaymentOutcome::Paid]);
+    // A declined authorization never reaches requires_capture.
+    let declined = authorize(5, "tok_chargeDeclinedInsufficientFunds", eur(500));
+    assert_eq!(provider.execute(SHOP, &declined).await.unwrap(), failed("insufficient_funds"));
+}
+
+// ---------------------------------------------------------------------------------------------
 // The test provider.
 
 #[tokio::test]
@@ -935,6 +1081,11 @@ async fn the_test_provider_answers_as_the_shops_test_provider() {
         [PaymentOutcome::Paid]
     );
     assert_eq!(Provider::Test.execute(SHOP, &undo(1, PaymentKind::Refund, eur(1))).await.unwrap(), []);
+    assert_eq!(
+        Provider::Test.execute(SHOP, &authorize(1, "tok_visa", eur(1))).await.unwrap(),
+        [PaymentOutcome::Authorized]
+    );
+    assert_eq!(Provider::Test.execute(SHOP, &capture(1, eur(1))).await.unwrap(), [PaymentOutcome::Paid]);
 }
 
 // ---------------------------------------------------------------------------------------------

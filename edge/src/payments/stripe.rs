@@ -2,8 +2,9 @@
 //!
 //! | shop request | Stripe call | key (`Idempotency-Key`) |
 //! |---|---|---|
-//! | `Charge` | `POST /v1/payment_intents` with `confirm=true`, `capture_method=automatic` | `{shop}/{idempotency_key}` |
+//! | `Charge` | `POST /v1/payment_intents` with `confirm=true`, `capture_method=automatic` (or `manual`, see below) | `{shop}/{idempotency_key}` |
 //! | `Charge` of an order whose intent is known | `GET /v1/payment_intents/{id}` | none |
+//! | `Capture` | `POST /v1/payment_intents/{id}/capture` with `amount_to_capture` | `{shop}/{idempotency_key}` |
 //! | `Cancel` | `POST /v1/payment_intents/{id}/cancel` | `{shop}/{idempotency_key}` |
 //! | `Refund` | `POST /v1/refunds` with `payment_intent={id}` and `amount` | `{shop}/{idempotency_key}` |
 //!
@@ -40,6 +41,17 @@
 //! `requires_payment_method` -> `Failed` with the decline code of `last_payment_error`. A `402`
 //! `card_error` is `Failed` with its `decline_code`, or its `code` when it has none.
 //!
+//! **Authorize now, capture at fulfilment.** A charge with [`Capture::Manual`] (the shop setting
+//! `capture: "on_fulfilment"`) is created with `capture_method=manual`: Stripe authorizes it and
+//! answers `requires_capture`, which is `Authorized`. The shop's `Capture` request, sent when the
+//! merchant fulfils the order, posts `/capture` for the order's remembered intent: `succeeded` is
+//! `Paid`. An intent that is `succeeded` already (captured under an earlier key, or in the
+//! dashboard) counts as captured, so Stripe's `payment_intent_unexpected_state` refusal of a
+//! repeat is `Paid` too; a `canceled` one (voided, or its authorization expired after 7 days) is
+//! `Failed` (`canceled`), and a `card_error` is `Failed` with its decline code: the shop then keeps
+//! the order authorized for the merchant to retry or cancel. A capture for an order with no known
+//! intent is [`PaymentError::IntentUnknown`], as a refund is.
+//!
 //! **Amounts** are the shop's ISO 4217 minor units, which is what Stripe expects for nearly every
 //! currency, with the exceptions in [`stripe_amount`].
 //!
@@ -48,7 +60,7 @@
 
 use std::collections::HashMap;
 
-use liveshop_shop::{Currency, Money, OrderId, PaymentKind, PaymentOutcome, PaymentRequest};
+use liveshop_shop::{Capture, Currency, Money, OrderId, PaymentKind, PaymentOutcome, PaymentRequest};
 use liveshop_webhooks::{DEFAULT_TOLERANCE_SECS, stripe as signature};
 use serde::Deserialize;
 
@@ -127,6 +139,14 @@ pub fn stripe_amount(money: Money) -> Result<i64, PaymentError> {
         Kwd | Bhd | Omr | Jod | Tnd if money.minor % 10 == 0 => Ok(money.minor),
         Kwd | Bhd | Omr | Jod | Tnd => Err(PaymentError::AmountUnsupported(money)),
         Lyd | Iqd => Err(PaymentError::CurrencyUnsupported(money.currency)),
+    }
+}
+
+/// Stripe's `capture_method` for a charge.
+fn capture_method(capture: Capture) -> &'static str {
+    match capture {
+        Capture::Automatic => "automatic",
+        Capture::Manual => "manual",
     }
 }
 
@@ -316,6 +336,7 @@ impl Stripe {
     ) -> Result<Vec<PaymentOutcome>, PaymentError> {
         match req.kind {
             PaymentKind::Charge => self.charge(shop, req).await,
+            PaymentKind::Capture => self.capture(shop, req).await,
             PaymentKind::Cancel => self.cancel(shop, req).await.map(|()| Vec::new()),
             PaymentKind::Refund => self.refund(shop, req).await.map(|()| Vec::new()),
         }
@@ -357,7 +378,7 @@ impl Stripe {
             ("amount", amount.to_string()),
             ("currency", currency),
             ("confirm", "true".into()),
-            ("capture_method", "automatic".into()),
+            ("capture_method", capture_method(req.capture).into()),
             // Cards only: with the default automatic payment methods, confirming requires a
             // return_url even for cards, and would offer methods the shop never set up.
             ("payment_method_types[0]", "card".into()),
@@ -434,6 +455,32 @@ impl Stripe {
             });
         }
         intent.outcomes().map(Some)
+    }
+
+    /// Captures the authorized intent of a manually captured charge, in full.
+    async fn capture(&self, shop: &str, req: &PaymentRequest) -> Result<Vec<PaymentOutcome>, PaymentError> {
+        let amount = stripe_amount(req.amount)?;
+        let Some(intent) = self.intents.intent(shop, req.order)? else {
+            return Err(PaymentError::IntentUnknown { shop: shop.to_string(), order: req.order.0 });
+        };
+        let path = format!("/v1/payment_intents/{intent}/capture");
+        let form = [("amount_to_capture", amount.to_string())];
+        match self.post(shop, &path, &req.idempotency_key, &form).await? {
+            Reply::Success(body) => parse::<Intent>(&body)?.outcomes(),
+            Reply::Refused { status, error } => match error.payment_intent.as_deref() {
+                // Captured already (under an earlier key, or in the dashboard): what we asked for holds.
+                Some(pi) if pi.status == "succeeded" => Ok(vec![PaymentOutcome::Paid]),
+                // Voided, or the authorization expired: there is nothing left to capture.
+                Some(pi) if pi.status == "canceled" => {
+                    Ok(vec![PaymentOutcome::Failed { reason: "canceled".into() }])
+                }
+                _ if error.kind == "card_error" => {
+                    let reason = error.reason().unwrap_or("capture_declined").to_string();
+                    Ok(vec![PaymentOutcome::Failed { reason }])
+                }
+                _ => Err(error.into_rejected(status)),
+            },
+        }
     }
 
     async fn cancel(&self, shop: &str, req: &PaymentRequest) -> Result<(), PaymentError> {

@@ -83,7 +83,7 @@ pub fn delivery_request(body: &str) -> Result<DeliveryRequest, EffectError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::payment::PaymentKind;
+    use crate::payment::{Capture, PaymentKind};
     use crate::{Currency, Money};
 
     #[test]
@@ -94,9 +94,14 @@ mod tests {
             amount: Money::new(1999, Currency::Eur),
             idempotency_key: "k".into(),
             method: Some("tok_visa".into()),
+            capture: Capture::Manual,
         };
         let (kind, body) = Output::Payment(req.clone()).as_effect().unwrap();
         assert_eq!((kind, payment_request(&body).unwrap()), (PAYMENT, req));
+        // Requests from before manual capture read as automatic.
+        let old =
+            r#"{"order":4,"kind":"charge","amount":{"minor":1,"currency":"EUR"},"idempotency_key":"k"}"#;
+        assert_eq!(payment_request(old).unwrap().capture, Capture::Automatic);
         let input =
             Input::from_effect_result("payment", r#"{"order":4,"outcome":{"status":"paid"}}"#).unwrap();
         assert_eq!(input, Input::PaymentResult { order: OrderId(4), outcome: PaymentOutcome::Paid });

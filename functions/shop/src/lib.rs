@@ -93,7 +93,9 @@
 //!   answer byte for byte, or `idempotency_key_in_flight` while the provider is still deciding,
 //!   or `idempotency_key_reused` for another body. Keys are forgotten after 24 hours.
 //! - **Payments** ([`payment`]) are effects: [`Output::Payment`] out, [`Input::PaymentResult`] in.
-//!   [`test_provider`] answers by test card token. Hand-off checkout sends the buyer to the
+//!   [`test_provider`] answers by test card token. A shop may capture on fulfilment (setting
+//!   `capture: "on_fulfilment"`): checkout then only authorizes, and fulfilling the order asks
+//!   the provider to capture ([`PaymentKind::Capture`]). Hand-off checkout sends the buyer to the
 //!   merchant's cart URL instead and waits for the merchant to report the payment.
 //! - **Webhooks** ([`outbox`]). `order.*`, `inventory.*` and `flash_deal.*` events go to the
 //!   merchant's endpoints with a retry schedule of 5 s to 10 h, then to dead letters the
@@ -120,7 +122,7 @@ pub mod test_provider;
 pub use ids::{CouponCode, DealId, DeliveryId, EndpointId, Epoch, Millis, OrderId, ProductId, Seq, Sku};
 pub use liveshop_identity::{Identity, Role};
 pub use money::{Currency, Money, MoneyError};
-pub use payment::{PaymentKind, PaymentOutcome, PaymentRequest};
+pub use payment::{Capture, PaymentKind, PaymentOutcome, PaymentRequest};
 pub use protocol::{ApiError, ErrorCode, Event};
 pub use shop::{
     DEAL_RETENTION_MS, INBOUND_TTL_MS, Input, LogRecord, Output, RestoreError, SNAPSHOT_EVERY, Shop, Write,

@@ -8,13 +8,24 @@
 //!                        └──────────┬──────────┴────────┴─▶ failed | cancelled
 //! fulfilment:  unfulfilled ──▶ fulfilled            (only once paid)
 //! refund:      none ──▶ partial ──▶ refunded        (only once paid; partial may repeat)
+//! capture:     (none) ──▶ requested ──┬─▶ captured   (manual capture only, see below)
+//!                  ▲                  └─▶ failed ──┐
+//!                  └──────────── fulfil again ◀────┘
 //! ```
+//!
+//! An order of a shop that captures on fulfilment (`capture: "on_fulfilment"`) is charged with
+//! [`Capture::Manual`]: the provider answers `authorized` and the stock is committed. The
+//! merchant's fulfil then asks the provider to capture (the order stays `authorized`, its
+//! [`CaptureState`] `requested`); when the provider says `paid` the order is paid and fulfilled
+//! in one go. A failed capture leaves it `authorized` with the reason, to fulfil (capture) again
+//! or to cancel (which voids the authorization).
 
 use serde::{Deserialize, Serialize};
 
 use crate::cart::Quote;
 use crate::ids::{DealId, Millis, OrderId, Sku};
 use crate::money::Money;
+use crate::payment::Capture;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, strum::Display)]
 #[serde(rename_all = "snake_case")]
@@ -68,6 +79,19 @@ pub enum RefundState {
     None,
     Partial,
     Refunded,
+}
+
+/// Where the capture of a manually captured charge stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, strum::Display)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum CaptureState {
+    /// Asked of the provider (at fulfil); not answered yet.
+    Requested,
+    /// The provider refused it; `payment_reason` says why. The order is still authorized.
+    Failed,
+    /// The provider took the money: the order is paid.
+    Captured,
 }
 
 /// What the order holds of the SKUs' stock.
@@ -137,6 +161,11 @@ pub enum Change {
         from: FulfilmentState,
         to: FulfilmentState,
     },
+    Capture {
+        to: CaptureState,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
     Refund {
         from: RefundState,
         to: RefundState,
@@ -168,9 +197,19 @@ pub struct Order {
     pub priced: Quote,
     pub checkout: Checkout,
     pub payment: PaymentState,
-    /// Why the payment failed or the order was cancelled (`card_declined`, ...).
+    /// Why the payment failed, the order was cancelled or its last capture failed
+    /// (`card_declined`, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payment_reason: Option<String>,
+    /// How the charge is captured, fixed at checkout from the shop's `capture` setting.
+    #[serde(default, skip_serializing_if = "Capture::is_automatic")]
+    pub capture: Capture,
+    /// Manual capture: where the capture asked for at fulfil stands; `None` until then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capture_state: Option<CaptureState>,
+    /// Capture requests made so far; each has its own provider key.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub capture_attempts: u32,
     /// Where the buyer completes a payment that requires action.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub action_url: Option<String>,
@@ -191,6 +230,24 @@ impl Order {
             Ok(())
         } else {
             Err(TransitionError::Payment { order: self.id, from: self.payment, to })
+        }
+    }
+
+    /// Whether fulfilling this order means asking the provider to capture first: an in-stream,
+    /// manually captured order that is authorized and not fulfilled.
+    pub fn needs_capture(&self) -> bool {
+        self.capture == Capture::Manual
+            && self.payment == PaymentState::Authorized
+            && self.fulfilment == FulfilmentState::Unfulfilled
+            && matches!(self.checkout, Checkout::InStream { .. })
+    }
+
+    /// The provider key of the current capture attempt: `{payment_key}-capture`, then
+    /// `-capture-2`, ... (a failed capture's key would only replay its failure).
+    pub fn capture_key(&self) -> String {
+        match self.capture_attempts {
+            0 | 1 => format!("{}-capture", self.payment_key),
+            n => format!("{}-capture-{n}", self.payment_key),
         }
     }
 
@@ -247,6 +304,24 @@ impl Order {
             self.payment_reason.clone_from(&reason);
         }
         self.note(at, Change::Payment { from, to, reason });
+        if to == PaymentState::Paid && self.capture_state.is_some() {
+            // Captured at last: an earlier capture's failure no longer explains anything.
+            self.capture_state = Some(CaptureState::Captured);
+            self.payment_reason = None;
+            self.note(at, Change::Capture { to: CaptureState::Captured, reason: None });
+        }
+    }
+
+    /// Records where the capture stands (see [`CaptureState`]).
+    pub(crate) fn set_capture(&mut self, at: Millis, to: CaptureState, reason: Option<String>) {
+        if to == CaptureState::Requested {
+            self.capture_attempts = self.capture_attempts.saturating_add(1);
+        }
+        if reason.is_some() {
+            self.payment_reason.clone_from(&reason);
+        }
+        self.capture_state = Some(to);
+        self.note(at, Change::Capture { to, reason });
     }
 
     pub(crate) fn set_fulfilled(&mut self, at: Millis) {
@@ -265,6 +340,10 @@ impl Order {
         };
         self.note(at, Change::Refund { from, to: self.refund, amount });
     }
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 #[cfg(test)]

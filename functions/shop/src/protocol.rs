@@ -249,6 +249,15 @@ pub enum Event {
     #[serde(rename = "order.fulfilled")]
     #[strum(serialize = "order.fulfilled")]
     OrderFulfilled { order_id: OrderId },
+    /// Fulfilling a manually captured order asked the provider to capture its authorized charge
+    /// (the next attempt, with its own key).
+    #[serde(rename = "order.capture_requested")]
+    #[strum(serialize = "order.capture_requested")]
+    CaptureRequested { order_id: OrderId },
+    /// The provider refused the capture: the order stays authorized, with the reason.
+    #[serde(rename = "order.capture_failed")]
+    #[strum(serialize = "order.capture_failed")]
+    CaptureFailed { order_id: OrderId, reason: String },
     #[serde(rename = "order.refunded")]
     #[strum(serialize = "order.refunded")]
     OrderRefunded {

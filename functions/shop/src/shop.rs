@@ -15,9 +15,9 @@ use crate::catalog::StockAlert;
 use crate::deals::DealStart;
 use crate::idempotency::StoredResponse;
 use crate::ids::{DAY, DealId, DeliveryId, Epoch, Millis, OrderId, ProductId, Seq, Sku};
-use crate::orders::{Checkout, Order, PaymentState, StockHold};
+use crate::orders::{CaptureState, Checkout, FulfilmentState, Order, PaymentState, StockHold};
 use crate::outbox::{self, DELIVERY_TIMEOUT_MS, DeliveryRequest, Verdict, WebhookEvent};
-use crate::payment::{PaymentKind, PaymentOutcome, PaymentRequest};
+use crate::payment::{Capture, PaymentKind, PaymentOutcome, PaymentRequest};
 use crate::protocol::{ApiError, ErrorCode, Event, to_json};
 use crate::state::ShopState;
 
@@ -143,17 +143,17 @@ impl Shop {
         self.out.pop_front()
     }
 
-    /// Charges still waiting for the provider. A host that may have lost `Payment` outputs (it
-    /// crashed after committing an event's writes but before calling the provider) re-issues
-    /// these after a restore; their idempotency keys make that safe.
+    /// Charges and captures still waiting for the provider. A host that may have lost `Payment`
+    /// outputs (it crashed after committing an event's writes but before calling the provider)
+    /// re-issues these after a restore; their idempotency keys make that safe.
     pub fn pending_payments(&self) -> Vec<PaymentRequest> {
         self.state
             .orders
             .values()
-            .filter(|o| o.payment.is_open())
             .filter_map(|o| match &o.checkout {
-                Checkout::InStream { method } => Some(charge(o, method)),
-                Checkout::Handoff { .. } => None,
+                Checkout::InStream { method } if o.payment.is_open() => Some(charge(o, method)),
+                Checkout::InStream { .. } if capture_pending(o) => Some(capture(o)),
+                _ => None,
             })
             .collect()
     }
@@ -426,8 +426,12 @@ impl Shop {
                     PaymentState::Authorized
                 };
                 if from.may_become(to) {
+                    // Paid after the merchant's fulfil asked for the capture: fulfil it now.
+                    let fulfil = capture_pending(order) && to == PaymentState::Paid;
                     // A refusal here has already cancelled the order and answered the buyer.
-                    let _ = self.settle(now, id, to);
+                    if self.settle(now, id, to).is_ok() && fulfil {
+                        self.fulfilled(now, id);
+                    }
                 } else if from == PaymentState::Cancelled && to == PaymentState::Paid {
                     // Captured after we gave up on it (a cancel raced the capture): give it back,
                     // under the one key every full refund of this order uses, so repeats of this
@@ -437,7 +441,16 @@ impl Shop {
                 // Anything else is a duplicate or stale report: already applied.
             }
             PaymentOutcome::Failed { reason } => {
-                if from.may_become(PaymentState::Failed) {
+                if from == PaymentState::Authorized && order.capture_state.is_some() {
+                    // The capture's answer, not the charge's: the authorization still holds, and
+                    // the merchant may fulfil (capture) again or cancel. A repeated report of a
+                    // failure already recorded changes nothing.
+                    if capture_pending(order) {
+                        self.emit(now, Event::CaptureFailed { order_id: id, reason });
+                        let data = self.order_data(id);
+                        self.webhook(now, "order.payment_failed", &data);
+                    }
+                } else if from.may_become(PaymentState::Failed) {
                     let to = PaymentState::Failed;
                     self.emit(
                         now,
@@ -448,6 +461,15 @@ impl Shop {
                     self.complete_idempotency(now, id);
                 }
             }
+        }
+    }
+
+    /// Marks a paid order fulfilled and tells the merchant (checked by the caller).
+    pub(crate) fn fulfilled(&mut self, now: Millis, id: OrderId) {
+        if self.state.orders.get(&id).is_some_and(|o| o.fulfilment == FulfilmentState::Unfulfilled) {
+            self.emit(now, Event::OrderFulfilled { order_id: id });
+            let data = self.order_data(id);
+            self.webhook(now, "order.fulfilled", &data);
         }
     }
 
@@ -575,19 +597,31 @@ pub(crate) fn charge(order: &Order, method: &str) -> PaymentRequest {
         amount: order.priced.total,
         idempotency_key: order.payment_key.clone(),
         method: Some(method.to_string()),
+        capture: order.capture,
     }
+}
+
+/// A request about an order's charge other than the charge itself (capture, cancel, refund):
+/// no method, automatic capture.
+pub(crate) fn follow_up(order: &Order, kind: PaymentKind, idempotency_key: String) -> PaymentRequest {
+    PaymentRequest { kind, idempotency_key, method: None, capture: Capture::Automatic, ..charge(order, "") }
+}
+
+/// The capture of an order's authorized charge, in full, under the current attempt's key.
+pub(crate) fn capture(order: &Order) -> PaymentRequest {
+    follow_up(order, PaymentKind::Capture, order.capture_key())
+}
+
+/// Whether the order's capture was asked for and not answered yet (while it is authorized).
+pub(crate) fn capture_pending(order: &Order) -> bool {
+    order.payment == PaymentState::Authorized && order.capture_state == Some(CaptureState::Requested)
 }
 
 /// Voiding (`Cancel`) or refunding in full (`Refund`) an order's charge. Each has one fixed
 /// provider key per order, so asking twice never undoes twice.
 fn undo(order: &Order, kind: PaymentKind) -> PaymentRequest {
     let suffix = if kind == PaymentKind::Refund { "refund-all" } else { "cancel" };
-    PaymentRequest {
-        kind,
-        idempotency_key: format!("{}-{suffix}", order.payment_key),
-        method: None,
-        ..charge(order, "")
-    }
+    follow_up(order, kind, format!("{}-{suffix}", order.payment_key))
 }
 
 /// What a finished checkout answers, forever after, to a retry with the same key.

@@ -15,8 +15,9 @@ use crate::deals::FlashDeal;
 use crate::idempotency::IdempotencyRecord;
 use crate::ids::{CouponCode, DealId, DeliveryId, EndpointId, MINUTE, Millis, OrderId, ProductId, Sku};
 use crate::money::Currency;
-use crate::orders::{Change, Order, PaymentState, StockHold};
+use crate::orders::{CaptureState, Change, Order, PaymentState, StockHold};
 use crate::outbox::{Delivery, Endpoint, MAX_DEAD_LETTERS};
+use crate::payment::Capture;
 use crate::protocol::Event;
 
 /// How buyers pay: in the stream through the shop's provider, or on the merchant's own checkout.
@@ -25,6 +26,26 @@ use crate::protocol::Event;
 pub enum CheckoutMode {
     InStream,
     Handoff,
+}
+
+/// When an in-stream charge is captured: at checkout, or when the merchant fulfils the order
+/// (the checkout only authorizes it; see [`crate::orders`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CaptureMode {
+    #[default]
+    Automatic,
+    OnFulfilment,
+}
+
+impl CaptureMode {
+    /// What the shop's charges ask of the provider.
+    pub fn capture(self) -> Capture {
+        match self {
+            CaptureMode::Automatic => Capture::Automatic,
+            CaptureMode::OnFulfilment => Capture::Manual,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,6 +65,9 @@ pub struct Settings {
     pub prices_include_tax: bool,
     /// Percent, for SKUs without their own rate.
     pub default_tax_rate: Decimal,
+    /// When in-stream charges are captured (`automatic` in shops stored before this setting).
+    #[serde(default)]
+    pub capture: CaptureMode,
 }
 
 impl Default for Settings {
@@ -56,6 +80,7 @@ impl Default for Settings {
             low_stock_threshold: 5,
             prices_include_tax: true,
             default_tax_rate: Decimal::ZERO,
+            capture: CaptureMode::Automatic,
         }
     }
 }
@@ -221,6 +246,16 @@ impl ShopState {
             Event::OrderFulfilled { order_id } => {
                 if let Some(o) = self.orders.get_mut(order_id) {
                     o.set_fulfilled(at);
+                }
+            }
+            Event::CaptureRequested { order_id } => {
+                if let Some(o) = self.orders.get_mut(order_id) {
+                    o.set_capture(at, CaptureState::Requested, None);
+                }
+            }
+            Event::CaptureFailed { order_id, reason } => {
+                if let Some(o) = self.orders.get_mut(order_id) {
+                    o.set_capture(at, CaptureState::Failed, Some(reason.clone()));
                 }
             }
             Event::OrderRefunded { order_id, amount, .. } => {

@@ -5,8 +5,8 @@ mod harness;
 
 use harness::{Host, START, eur, merchant, viewer};
 use liveshop_shop::ids::{DAY, HOUR, MINUTE, SECOND};
-use liveshop_shop::orders::{FulfilmentState, PaymentState, RefundState, StockHold};
-use liveshop_shop::{Input, PaymentKind, PaymentOutcome, Role};
+use liveshop_shop::orders::{CaptureState, FulfilmentState, PaymentState, RefundState, StockHold};
+use liveshop_shop::{Capture, Input, PaymentKind, PaymentOutcome, Role};
 use serde_json::json;
 
 #[test]
@@ -796,4 +796,191 @@ fn live_clients_see_price_stock_and_deal_changes_only_when_they_change() {
     assert!(last["products"][0]["variants"][0].get("deal").is_none(), "the deal ended: {last}");
     h.delete(&merchant(), "/products/tee");
     assert_eq!(h.live.last().unwrap()["removed"], json!(["tee"]));
+}
+
+/// A shop that captures on fulfilment, with an endpoint for every webhook and one tee in stock 10.
+fn capturing_shop() -> Host {
+    let mut h = Host::new();
+    h.endpoint("https://merchant.example/hooks");
+    h.product("tee", &[("TEE-M", 1000, 10)]);
+    assert_eq!(h.get(&merchant(), "/settings").json["capture"], "automatic", "the default");
+    let r = h.put(&merchant(), "/settings", json!({ "capture": "on_fulfilment" }));
+    assert_eq!((r.status, &r.json["capture"]), (200, &json!("on_fulfilment")));
+    assert_eq!(h.put(&merchant(), "/settings", json!({ "capture": "later" })).code(), "invalid_argument");
+    h
+}
+
+/// Checks out `buyer` (2 tees with `tok_visa`) and lets the provider authorize it.
+fn authorized_order(h: &mut Host, buyer: &str) -> liveshop_shop::OrderId {
+    h.add(buyer, "TEE-M", 2);
+    let id = h.checkout(buyer, "k", "tok_visa").order_id();
+    let charge = h.payments.last().unwrap();
+    assert_eq!((charge.kind, charge.capture), (PaymentKind::Charge, Capture::Manual));
+    h.pay();
+    assert_eq!(h.order(id).payment, PaymentState::Authorized);
+    id
+}
+
+#[test]
+fn capture_on_fulfilment_authorizes_at_checkout_and_captures_when_the_merchant_fulfils() {
+    let mut h = capturing_shop();
+    let id = authorized_order(&mut h, "ana");
+    let path = |what: &str| format!("/orders/{}/{what}", id.0);
+    assert_eq!(h.variant("TEE-M").on_hand, 8, "authorized: the stock is committed");
+    assert_eq!(h.checkout("ana", "k", "tok_visa").status, 201, "the buyer's key has its answer");
+    assert_eq!(h.post(&merchant(), &path("refund"), json!({})).code(), "invalid_transition");
+    assert!(!h.sent_types().contains(&"order.paid".to_string()), "not paid yet");
+
+    let r = h.post(&merchant(), &path("fulfil"), json!({}));
+    assert_eq!(r.status, 202, "{}", r.json);
+    assert_eq!(r.json["order"]["payment"], "authorized");
+    assert_eq!(
+        (&r.json["order"]["capture_state"], &r.json["order"]["fulfilment"]),
+        (&json!("requested"), &json!("unfulfilled"))
+    );
+    let capture = h.payments.last().unwrap().clone();
+    assert_eq!(capture.kind, PaymentKind::Capture);
+    assert_eq!((capture.amount.minor, capture.method.as_deref()), (2000, None));
+    assert_eq!(capture.idempotency_key, format!("42-ord{}-capture", id.0));
+    // Fulfilling again while the capture is out repeats the same request.
+    assert_eq!(h.post(&merchant(), &path("fulfil"), json!({})).status, 202);
+    assert_eq!(h.payments.last().unwrap(), &capture);
+    assert_eq!(h.order(id).capture_attempts, 1);
+
+    h.pay(); // both captures answer paid; the second report is a duplicate
+    let order = h.order(id);
+    assert_eq!((order.payment, order.fulfilment), (PaymentState::Paid, FulfilmentState::Fulfilled));
+    assert_eq!(order.capture_state, Some(CaptureState::Captured));
+    assert_eq!(h.variant("TEE-M").on_hand, 8, "committed once");
+    let types = h.sent_types();
+    let at = |t: &str| types.iter().position(|s| s == t).unwrap_or_else(|| panic!("no {t} in {types:?}"));
+    assert!(at("order.paid") < at("order.fulfilled"));
+    assert_eq!(types.iter().filter(|t| *t == "order.paid").count(), 1);
+    assert_eq!(h.post(&merchant(), &path("fulfil"), json!({})).code(), "invalid_transition");
+    assert!(h.post(&merchant(), &path("refund"), json!({})).ok(), "captured money can be refunded");
+    let kinds: Vec<String> = h
+        .order(id)
+        .history
+        .iter()
+        .map(|t| serde_json::to_value(t).unwrap()["kind"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["created", "payment", "stock_committed", "capture", "payment", "capture", "fulfilment", "refund"]
+    );
+
+    // The setting changes new checkouts only; the default charges capture at once.
+    assert!(h.put(&merchant(), "/settings", json!({ "capture": "automatic" })).ok());
+    h.add("bob", "TEE-M", 1);
+    let bob = h.checkout("bob", "k", "tok_visa").order_id();
+    assert_eq!(h.payments.last().unwrap().capture, Capture::Automatic);
+    h.pay();
+    assert_eq!(h.order(bob).payment, PaymentState::Paid);
+    assert_eq!(h.post(&merchant(), &format!("/orders/{}/fulfil", bob.0), json!({})).status, 200);
+}
+
+#[test]
+fn a_requested_capture_is_asked_again_after_a_revival_under_the_same_key() {
+    let mut h = capturing_shop();
+    let id = authorized_order(&mut h, "ana");
+    assert_eq!(h.post(&merchant(), &format!("/orders/{}/fulfil", id.0), json!({})).status, 202);
+    h.add("bob", "TEE-M", 1);
+    let bob = h.checkout("bob", "k", "tok_pending").order_id();
+    let asked: Vec<_> = std::mem::take(&mut h.unpaid); // the host crashed before calling the provider
+    h.revive();
+    assert_eq!(h.restored().state(), h.shop.state());
+    let pending = h.shop.pending_payments();
+    assert_eq!(pending, asked, "the capture and the open charge, as first asked");
+    assert_eq!(pending[0].idempotency_key, format!("42-ord{}-capture", id.0));
+    assert_eq!((pending[1].order, pending[1].capture), (bob, Capture::Manual));
+    h.unpaid = pending;
+    h.pay();
+    let order = h.order(id);
+    assert_eq!((order.payment, order.fulfilment), (PaymentState::Paid, FulfilmentState::Fulfilled));
+    assert_eq!(h.order(bob).payment, PaymentState::Pending, "tok_pending stays pending");
+    assert_eq!(h.shop.pending_payments().len(), 1, "only bob's charge is still open");
+
+    // Shops and orders stored before the setting existed read as automatic capture.
+    let mut old = serde_json::to_value(h.shop.state()).unwrap();
+    old["settings"].as_object_mut().unwrap().remove("capture");
+    let old: liveshop_shop::state::ShopState = serde_json::from_value(old).unwrap();
+    assert_eq!(old.settings.capture, liveshop_shop::state::CaptureMode::Automatic);
+    assert_eq!(old.orders[&bob].capture, Capture::Manual);
+    let mut order = serde_json::to_value(&h.shop.state().orders[&bob]).unwrap();
+    order.as_object_mut().unwrap().remove("capture");
+    let order: liveshop_shop::orders::Order = serde_json::from_value(order).unwrap();
+    assert_eq!((order.capture, order.capture_state, order.capture_attempts), (Capture::Automatic, None, 0));
+}
+
+#[test]
+fn a_failed_capture_leaves_the_order_authorized_to_capture_again_or_to_cancel() {
+    let mut h = capturing_shop();
+    let id = authorized_order(&mut h, "ana");
+    let path = |what: &str| format!("/orders/{}/{what}", id.0);
+    assert_eq!(h.post(&merchant(), &path("fulfil"), json!({})).status, 202);
+    h.unpaid.clear();
+    let declined = PaymentOutcome::Failed { reason: "card_declined".into() };
+    h.input(Input::PaymentResult { order: id, outcome: declined.clone() });
+    let order = h.order(id).clone();
+    assert_eq!((order.payment, order.fulfilment), (PaymentState::Authorized, FulfilmentState::Unfulfilled));
+    assert_eq!(order.capture_state, Some(CaptureState::Failed));
+    assert_eq!(order.payment_reason.as_deref(), Some("card_declined"));
+    assert_eq!((order.hold, h.variant("TEE-M").on_hand), (StockHold::Committed, 8), "still held");
+    assert_eq!(h.sent_types().last().map(String::as_str), Some("order.payment_failed"));
+    h.input(Input::PaymentResult { order: id, outcome: declined });
+    assert_eq!(h.order(id), &order, "a repeated failure changes nothing");
+    assert!(h.shop.pending_payments().is_empty(), "a failed capture waits for the merchant");
+
+    // Fulfil again: a new attempt, with a key of its own (the first would replay its failure).
+    assert_eq!(h.post(&merchant(), &path("fulfil"), json!({})).status, 202);
+    assert_eq!(h.payments.last().unwrap().idempotency_key, format!("42-ord{}-capture-2", id.0));
+    h.pay();
+    let order = h.order(id);
+    assert_eq!((order.payment, order.fulfilment), (PaymentState::Paid, FulfilmentState::Fulfilled));
+    assert_eq!(order.payment_reason, None, "the failure no longer applies");
+
+    // Or give up: cancelling a failed capture's order voids the authorization.
+    let bob = authorized_order(&mut h, "bob");
+    assert_eq!(h.post(&merchant(), &format!("/orders/{}/fulfil", bob.0), json!({})).status, 202);
+    h.unpaid.clear();
+    h.input(Input::PaymentResult {
+        order: bob,
+        outcome: PaymentOutcome::Failed { reason: "expired".into() },
+    });
+    assert!(h.post(&merchant(), &format!("/orders/{}/cancel", bob.0), json!({})).ok());
+    let void = h.payments.last().unwrap();
+    assert_eq!(
+        (void.kind, void.idempotency_key.clone()),
+        (PaymentKind::Cancel, format!("42-ord{}-cancel", bob.0))
+    );
+    assert_eq!(h.order(bob).payment, PaymentState::Cancelled);
+    assert_eq!(h.variant("TEE-M").on_hand, 8, "bob's two are back on the shelf");
+}
+
+#[test]
+fn cancelling_an_authorized_order_voids_it_and_a_capture_that_raced_the_void_is_refunded() {
+    let mut h = capturing_shop();
+    let id = authorized_order(&mut h, "ana");
+    assert!(h.post(&merchant(), &format!("/orders/{}/cancel", id.0), json!({})).ok());
+    let void = h.payments.last().unwrap();
+    assert_eq!((void.kind, void.amount.minor, void.capture), (PaymentKind::Cancel, 2000, Capture::Automatic));
+    assert_eq!((h.order(id).payment, h.variant("TEE-M").on_hand), (PaymentState::Cancelled, 10));
+    assert_eq!(
+        h.post(&merchant(), &format!("/orders/{}/fulfil", id.0), json!({})).code(),
+        "invalid_transition"
+    );
+
+    // A capture still out when the merchant cancels: if the provider took the money, it goes back.
+    let bob = authorized_order(&mut h, "bob");
+    assert_eq!(h.post(&merchant(), &format!("/orders/{}/fulfil", bob.0), json!({})).status, 202);
+    assert!(h.post(&merchant(), &format!("/orders/{}/cancel", bob.0), json!({})).ok());
+    assert!(h.shop.pending_payments().is_empty(), "a cancelled order's capture is not asked again");
+    h.pay();
+    let refund = h.payments.last().unwrap();
+    assert_eq!(
+        (refund.kind, refund.idempotency_key.clone()),
+        (PaymentKind::Refund, format!("42-ord{}-refund-all", bob.0))
+    );
+    let order = h.order(bob);
+    assert_eq!((order.payment, order.fulfilment), (PaymentState::Cancelled, FulfilmentState::Unfulfilled));
 }

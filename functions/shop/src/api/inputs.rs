@@ -368,6 +368,8 @@ pub struct SettingsInput {
     pub prices_include_tax: Option<bool>,
     #[serde(default)]
     pub default_tax_rate: Option<Decimal>,
+    #[serde(default)]
+    pub capture: Option<crate::state::CaptureMode>,
 }
 
 #[derive(Debug, Deserialize)]

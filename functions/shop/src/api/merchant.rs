@@ -17,7 +17,7 @@ use crate::money::Currency;
 use crate::orders::{Change, Checkout, PaymentState};
 use crate::payment::{PaymentKind, PaymentRequest};
 use crate::protocol::{ApiError, ErrorCode, Event};
-use crate::shop::{Output, charge};
+use crate::shop::{Output, capture, capture_pending, follow_up};
 use crate::state::{CheckoutMode, Settings};
 
 /// Shortest and longest reservation a merchant may configure.
@@ -180,13 +180,24 @@ impl Shop {
         reply(200, &json!({ "order": self.state.orders[&id] }))
     }
 
+    /// Fulfils a paid order. An order whose charge is only authorized (the shop captures on
+    /// fulfilment) is captured first: the capture is asked of the provider and the answer is
+    /// `202` with the order still `authorized`; it becomes paid and fulfilled together when the
+    /// provider says `paid`. Asking again while the capture is out repeats the same request
+    /// (same key); after a failed capture it makes a new attempt.
     pub(super) fn fulfil(&mut self, c: &Call, id: &str) -> Handled {
         c.staff()?;
         let id = self.order_id(id)?;
-        self.state.orders[&id].check_fulfil()?;
-        self.emit(c.now, Event::OrderFulfilled { order_id: id });
-        let data = self.order_data(id);
-        self.webhook(c.now, "order.fulfilled", &data);
+        let order = &self.state.orders[&id];
+        if order.needs_capture() {
+            if !capture_pending(order) {
+                self.emit(c.now, Event::CaptureRequested { order_id: id });
+            }
+            self.out.push_back(Output::Payment(capture(&self.state.orders[&id])));
+            return reply(202, &json!({ "order": self.state.orders[&id] }));
+        }
+        order.check_fulfil()?;
+        self.fulfilled(c.now, id);
         self.order_reply(id)
     }
 
@@ -219,13 +230,8 @@ impl Shop {
         let order = &self.state.orders[&id];
         if let Checkout::InStream { .. } = order.checkout {
             let n = order.history.iter().filter(|t| matches!(t.change, Change::Refund { .. })).count();
-            let req = PaymentRequest {
-                kind: PaymentKind::Refund,
-                amount,
-                idempotency_key: format!("{}-refund-{n}", order.payment_key),
-                method: None,
-                ..charge(order, "")
-            };
+            let key = format!("{}-refund-{n}", order.payment_key);
+            let req = PaymentRequest { amount, ..follow_up(order, PaymentKind::Refund, key) };
             self.out.push_back(Output::Payment(req));
         }
         let data = json!({ "order": self.order_data(id), "amount": amount });
@@ -296,6 +302,10 @@ impl Shop {
         }
         if let Some(r) = input.default_tax_rate {
             s.default_tax_rate = tax_rate(r)?;
+        }
+        if let Some(capture) = input.capture {
+            // Orders keep the capture they were charged with; only new checkouts change.
+            s.capture = capture;
         }
         if s != *old {
             self.emit(c.now, Event::SettingsChanged { settings: s });

@@ -27,11 +27,11 @@
 //! | `PUT /skus/{sku}/price`                      | staff    | `{price}` → variant                                  |
 //! | `POST /deals`                                | staff    | `{sku, starts_at?, ends_at \| duration_secs, discount, quantity_cap, per_buyer_cap}` → 201 deal |
 //! | `POST /deals/{id}/end`                       | staff    | → deal                                               |
-//! | `POST /orders/{id}/fulfil`                   | staff    | → `{order}`                                          |
+//! | `POST /orders/{id}/fulfil`                   | staff    | → `{order}`; 202 `{order}` when it asks for the capture (below) |
 //! | `POST /orders/{id}/cancel`                   | merchant | `{reason?}` → `{order}`                              |
 //! | `POST /orders/{id}/refund`                   | merchant | `{amount?, reason?}` → `{order}`                     |
 //! | `POST /orders/{id}/mark-paid`                | merchant | (hand-off orders) → `{order}`                        |
-//! | `GET /settings`, `PUT /settings`             | staff, merchant | settings patch → settings                     |
+//! | `GET /settings`, `PUT /settings`             | staff, merchant | settings patch (`currency`, `checkout`, `handoff_url`, `reservation_ttl_secs`, `low_stock_threshold`, `prices_include_tax`, `default_tax_rate`, `capture`) → settings |
 //! | `PUT /coupons/{code}`, `DELETE /coupons/{code}` | merchant | `{discount, active?}` → coupon                    |
 //! | `POST /merchant/events`                      | merchant | `{event_id, update: {type, ...}}` → `{applied}`      |
 //! | `GET /webhooks/endpoints`                    | merchant | → `{endpoints}`                                      |
@@ -41,6 +41,15 @@
 //! | `GET /webhooks/outbox`                       | merchant | → `{deliveries}`                                     |
 //! | `GET /webhooks/dead-letters`                 | merchant | → `{dead_letters}`                                   |
 //! | `POST /webhooks/dead-letters/{id}/replay`    | merchant | → delivery                                           |
+//!
+//! **Capture.** With `capture: "automatic"` (the default) the provider takes the money at
+//! checkout. With `capture: "on_fulfilment"` checkout only authorizes (`payment: "authorized"`,
+//! the stock committed), and `POST /orders/{id}/fulfil` on an authorized order asks the provider
+//! to capture: it answers `202` with the order still `authorized` and `capture_state:
+//! "requested"`, and the order becomes `paid` (`order.paid`) and `fulfilled` (`order.fulfilled`)
+//! together when the provider says so. A failed capture leaves it `authorized` with
+//! `capture_state: "failed"` and the reason in `payment_reason` (`order.payment_failed`): fulfil
+//! again to retry, or cancel to void the authorization. The setting applies to checkouts after it.
 //!
 //! Amounts are `{"minor": 1999, "currency": "EUR"}`; percentages and rates are decimal strings
 //! (`"12.5"`). Clients never set prices: a cart holds SKUs and quantities, the shop prices them.

@@ -58,7 +58,7 @@ pub struct Host {
     pub payments: Vec<PaymentRequest>,
     /// Every live frame the shop broadcast, decoded.
     pub live: Vec<Value>,
-    /// Charges not yet answered by [`Host::pay`].
+    /// Charges and captures not yet answered by [`Host::pay`].
     pub unpaid: Vec<PaymentRequest>,
     /// Deliveries handed out and not yet answered.
     pub outgoing: Vec<Sent>,
@@ -129,7 +129,7 @@ impl Host {
                     reply = Some(Reply { status, json, raw: body });
                 }
                 Output::Payment(req) => {
-                    if req.kind == PaymentKind::Charge {
+                    if matches!(req.kind, PaymentKind::Charge | PaymentKind::Capture) {
                         self.unpaid.push(req.clone());
                     }
                     self.payments.push(req);
@@ -217,7 +217,7 @@ impl Host {
         self.request(Some(&viewer(buyer)), "POST", "/checkout", &[("Idempotency-Key", key)], &body)
     }
 
-    /// Answers every unanswered charge as the test provider would.
+    /// Answers every unanswered charge and capture as the test provider would.
     pub fn pay(&mut self) {
         for req in std::mem::take(&mut self.unpaid) {
             for outcome in test_provider::respond(&req) {
