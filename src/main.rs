@@ -5,7 +5,8 @@
 mod bench;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
@@ -13,7 +14,9 @@ use clap::{Args, Parser, Subcommand};
 use liveshop_edge::node::Kind;
 use liveshop_edge::shows::NewShow;
 use liveshop_edge::{Edge, EdgeConfig};
-use liveshop_identity::{Claims, Role};
+use liveshop_identity::{Claims, Identity, Role};
+use liveshop_media_origin::events::{StreamEvent, StreamEvents};
+use liveshop_media_origin::{Origin, OriginConfig};
 use liveshop_room::protocol::Product;
 
 /// Open, self-hostable live shopping: stream from OBS, chat, polls, Q&A and checkout in one page.
@@ -93,6 +96,12 @@ struct NodeArgs {
     /// New connections per second one IP address may open [default: 5, burst 20].
     #[arg(long, env = "LIVESHOP_CONNS_PER_IP")]
     conns_per_ip: Option<u64>,
+    /// UDP address for publishers' WebRTC media [default: the HTTP address, same port number].
+    #[arg(long, env = "LIVESHOP_WEBRTC_UDP")]
+    webrtc_udp: Option<SocketAddr>,
+    /// The UDP address publishers reach, for ICE candidates behind NAT [default: --webrtc-udp].
+    #[arg(long, env = "LIVESHOP_WEBRTC_PUBLIC")]
+    webrtc_public: Option<SocketAddr>,
 }
 
 impl NodeArgs {
@@ -140,23 +149,29 @@ fn main() -> anyhow::Result<()> {
             println!("{}", secret.mint(&claims)?);
             Ok(())
         }
-        Command::Dev { node } => run(node.apply(EdgeConfig::default()), true),
+        Command::Dev { node } => {
+            let media = (node.webrtc_udp, node.webrtc_public);
+            run(node.apply(EdgeConfig::default()), media, true)
+        }
         Command::Bench(what) => bench::run(what),
         Command::Edge { config, node } => {
             let file = match config {
                 Some(path) => EdgeConfig::from_toml_file(&path)?,
                 None => EdgeConfig::default(),
             };
-            run(node.apply(file), false)
+            let media = (node.webrtc_udp, node.webrtc_public);
+            run(node.apply(file), media, false)
         }
     }
 }
 
-fn run(config: EdgeConfig, dev: bool) -> anyhow::Result<()> {
+/// `media`: the WebRTC UDP address to bind and the one to advertise.
+fn run(config: EdgeConfig, media: (Option<SocketAddr>, Option<SocketAddr>), dev: bool) -> anyhow::Result<()> {
     tracing_subscriber::fmt().with_target(false).init();
     let runtime = tokio::runtime::Runtime::new().context("starting tokio")?;
     runtime.block_on(async {
         let edge = Edge::start(config).await?;
+        let origin = start_origin(&edge, media, dev).await?;
         let base = match &edge.app.config.public_url {
             Some(u) => u.trim_end_matches('/').to_string(),
             None => format!("http://{}", edge.local_addr()),
@@ -185,15 +200,86 @@ fn run(config: EdgeConfig, dev: bool) -> anyhow::Result<()> {
                 show.shop_id()
             );
             println!("  Payments:       test provider; pay with tok_visa, decline with tok_chargeDeclined.");
-            println!("  OBS settings:   come with the media origin (WHIP ingest).");
+            println!("  OBS settings:   Settings > Stream > Service: WHIP");
+            println!("                  Server:       {base}/whip/{}", show.id);
+            println!("                  Bearer Token: {}", origin.stream_key(&show.id));
+            println!("  Stream:         {base}/hls/{}/master.m3u8 (media over UDP {})", show.id, origin.udp_addr());
             println!();
         }
         let shutdown = async {
             let _ = tokio::signal::ctrl_c().await;
         };
-        edge.serve(shutdown).await?;
+        edge.serve_with(origin.router(), shutdown).await?;
         anyhow::Ok(())
     })
+}
+
+/// The media origin (WHIP in, LL-HLS out) on the node's HTTP port and a UDP port, with stream
+/// keys derived from the node's secret.
+async fn start_origin(
+    edge: &Edge,
+    (udp, public): (Option<SocketAddr>, Option<SocketAddr>),
+    dev: bool,
+) -> anyhow::Result<Origin> {
+    let node = &edge.app.config;
+    let mut config = OriginConfig::new(node.data_dir.join("media"));
+    // UDP ports are not TCP ports: WebRTC takes the HTTP port's number, or any port when the
+    // HTTP port was "any" too.
+    let port = if node.listen.port() == 0 { 0 } else { edge.local_addr().port() };
+    config.ingest.udp = udp.unwrap_or(SocketAddr::new(node.listen.ip(), port));
+    config.ingest.public_addr = public;
+    config.hls_js = Some(hls_js(dev));
+    let secret = liveshop_edge::server::node_secret_bytes(&node.data_dir)?;
+    Ok(Origin::start(config, &secret, Arc::new(RoomStreamEvents(edge.app.clone()))).await?)
+}
+
+/// Stream events go to the show's room as commands from a host (`stream.*` in
+/// docs/protocol.md), which relays them to the viewers and the dashboard. In-process, so there
+/// is nothing to sign.
+struct RoomStreamEvents(Arc<liveshop_edge::http::AppState>);
+
+impl StreamEvents for RoomStreamEvents {
+    fn stream_event(&self, show: &str, event: StreamEvent) {
+        let Ok(body) = serde_json::to_vec(&event) else { return };
+        let req = liveshop_edge::HttpRequest {
+            method: "POST".into(),
+            path: "/commands".into(),
+            headers: vec![("content-type".into(), "application/json".into())],
+            body,
+            who: Some(Identity::new("media-origin", Role::Host)),
+        };
+        let (app, show) = (self.0.clone(), show.to_string());
+        // The ingest task must not wait for a room.
+        tokio::spawn(async move {
+            match app.node.request(Kind::Room, &show, req).await {
+                Ok(r) if r.status == 200 => {}
+                Ok(r) => tracing::warn!(
+                    show,
+                    "the room refused a stream event: {}",
+                    String::from_utf8_lossy(&r.body)
+                ),
+                Err(e) => tracing::warn!(show, "a stream event did not reach the room: {e}"),
+            }
+        });
+    }
+}
+
+/// hls.js for the viewer page's player, from npm (`web/package.json`); `liveshop dev` runs
+/// `npm ci` there the first time, so a clean clone needs no extra step.
+fn hls_js(fetch: bool) -> PathBuf {
+    let web = Path::new(env!("CARGO_MANIFEST_DIR")).join("web");
+    let file = web.join("node_modules/hls.js/dist/hls.min.js");
+    if fetch && !file.exists() {
+        println!("liveshop: fetching hls.js for the viewer page (npm ci in web/)...");
+        let npm = std::process::Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(&web)
+            .status();
+        if !npm.is_ok_and(|s| s.success()) {
+            eprintln!("liveshop: `npm ci` in {} failed: the viewer page cannot play video", web.display());
+        }
+    }
+    file
 }
 
 /// The show `liveshop dev` seeds: a few products with pictures that need no network.

@@ -21,6 +21,9 @@ pub mod limits {
     pub const MAX_CHAT_CHARS: usize = 500;
     pub const MAX_QUESTION_CHARS: usize = 300;
     pub const MAX_BANNER_CHARS: usize = 200;
+    /// A stream event's texts (playlist path, codecs, a health warning).
+    pub const MAX_STREAM_TEXT_CHARS: usize = 200;
+    pub const MAX_STREAM_WARNINGS: usize = 4;
     pub const MAX_POLL_QUESTION_CHARS: usize = 200;
     pub const MAX_POLL_OPTION_CHARS: usize = 80;
     pub const MIN_POLL_OPTIONS: usize = 2;
@@ -266,6 +269,32 @@ pub enum Command {
     #[serde(rename = "banner.clear")]
     #[strum(serialize = "banner.clear")]
     BannerClear {},
+    /// The media origin (as a host): the host's stream went live.
+    #[serde(rename = "stream.started")]
+    #[strum(serialize = "stream.started")]
+    StreamStarted {
+        /// The multivariant playlist's path on the node, such as `/hls/demo/master.m3u8`.
+        playlist: String,
+        codecs: String,
+        width: u32,
+        height: u32,
+    },
+    /// The media origin (as a host): how the incoming stream is doing, every few seconds.
+    #[serde(rename = "stream.health")]
+    #[strum(serialize = "stream.health")]
+    StreamHealth {
+        bitrate_kbps: u32,
+        fps: u32,
+        /// Between the last two keyframes; absent before the second one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        keyframe_interval_ms: Option<u32>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        warnings: Vec<String>,
+    },
+    /// The media origin (as a host): the stream ended; the playlist is now the recording.
+    #[serde(rename = "stream.ended")]
+    #[strum(serialize = "stream.ended")]
+    StreamEnded { duration_ms: u64 },
     #[serde(rename = "product.pin")]
     #[strum(serialize = "product.pin")]
     ProductPin {
@@ -502,6 +531,29 @@ pub enum Event {
     #[serde(rename = "banner.cleared")]
     #[strum(serialize = "banner.cleared")]
     BannerCleared {},
+    #[serde(rename = "stream.started")]
+    #[strum(serialize = "stream.started")]
+    StreamStarted {
+        /// The multivariant playlist's path on the node, such as `/hls/demo/master.m3u8`.
+        playlist: String,
+        codecs: String,
+        width: u32,
+        height: u32,
+    },
+    #[serde(rename = "stream.health")]
+    #[strum(serialize = "stream.health")]
+    StreamHealth {
+        bitrate_kbps: u32,
+        fps: u32,
+        /// Between the last two keyframes; absent before the second one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        keyframe_interval_ms: Option<u32>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        warnings: Vec<String>,
+    },
+    #[serde(rename = "stream.ended")]
+    #[strum(serialize = "stream.ended")]
+    StreamEnded { duration_ms: u64 },
     #[serde(rename = "product.pinned")]
     #[strum(serialize = "product.pinned")]
     ProductPinned { pin: ProductPin },

@@ -730,6 +730,29 @@ impl Room {
                 self.state.banner.as_ref().ok_or_else(|| not_found("banner"))?;
                 one(self.emit(now, Audience::All, Event::BannerCleared {}))
             }
+            C::StreamStarted { playlist, codecs, width, height } => {
+                require(who.role == Role::Host)?;
+                let playlist = text_field(&playlist, limits::MAX_STREAM_TEXT_CHARS, "playlist")?;
+                let codecs = text_field(&codecs, limits::MAX_STREAM_TEXT_CHARS, "codecs")?;
+                one(self.emit(now, Audience::All, Event::StreamStarted { playlist, codecs, width, height }))
+            }
+            C::StreamHealth { bitrate_kbps, fps, keyframe_interval_ms, warnings } => {
+                require(who.role == Role::Host)?;
+                if warnings.len() > limits::MAX_STREAM_WARNINGS {
+                    return Err(invalid(format!("at most {} warnings", limits::MAX_STREAM_WARNINGS)));
+                }
+                let warnings = warnings
+                    .iter()
+                    .map(|w| text_field(w, limits::MAX_STREAM_TEXT_CHARS, "warning"))
+                    .collect::<Result<Vec<_>, _>>()?;
+                // For the dashboard: viewers need to know the stream is there, not its bit rate.
+                let health = Event::StreamHealth { bitrate_kbps, fps, keyframe_interval_ms, warnings };
+                one(self.emit(now, Audience::Staff, health))
+            }
+            C::StreamEnded { duration_ms } => {
+                require(who.role == Role::Host)?;
+                one(self.emit(now, Audience::All, Event::StreamEnded { duration_ms }))
+            }
             C::ProductPin { product, countdown_ends_at } => {
                 require(matches!(who.role, Role::Host | Role::Merchant))?;
                 product.validate()?;

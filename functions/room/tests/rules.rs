@@ -332,6 +332,31 @@ fn banners_are_the_hosts() {
     assert_eq!(code(&h.send(host, json!({"type":"banner.clear"}))), "not_found");
 }
 
+#[test]
+fn the_media_origin_posts_stream_events_as_the_host_and_the_room_relays_them() {
+    let mut h = Host::new();
+    let ana = h.connect("ana", Role::Viewer);
+    let mia = h.connect("mia", Role::Moderator);
+    let origin = h.connect("media-origin", Role::Host);
+    let started = json!({"type": "stream.started", "playlist": "/hls/demo/master.m3u8",
+        "codecs": "avc1.64001f,opus", "width": 1280, "height": 720});
+    assert_eq!(code(&h.send(ana, started.clone())), "forbidden");
+    assert_eq!(code(&h.send(mia, started.clone())), "forbidden");
+    assert!(acked(&h.send(origin, started)));
+    assert_eq!(h.of_type(ana, "stream.started")[0]["playlist"], "/hls/demo/master.m3u8");
+    // Health is for the dashboard, not for viewers.
+    let health = json!({"type": "stream.health", "bitrate_kbps": 2500, "fps": 30, "keyframe_interval_ms": 4000,
+        "warnings": ["keyframes every 4.0 s"]});
+    assert!(acked(&h.send(origin, health)));
+    assert_eq!(h.of_type(mia, "stream.health")[0]["warnings"][0], "keyframes every 4.0 s");
+    assert!(h.of_type(ana, "stream.health").is_empty());
+    let flood =
+        json!({"type": "stream.health", "bitrate_kbps": 1, "fps": 1, "warnings": ["a", "b", "c", "d", "e"]});
+    assert_eq!(code(&h.send(origin, flood)), "invalid_argument");
+    assert!(acked(&h.send(origin, json!({"type": "stream.ended", "duration_ms": 60000}))));
+    assert_eq!(h.of_type(ana, "stream.ended")[0]["duration_ms"], 60000);
+}
+
 fn product(id: &str) -> serde_json::Value {
     json!({"id": id, "title": format!("Product {id}"), "price": {"minor": 1999, "currency": "EUR"}})
 }

@@ -1,0 +1,551 @@
+//! WebRTC ingest: one tokio task owns the UDP socket and every publishing session's str0m
+//! [`Rtc`]. HTTP handlers talk to it through [`Ingest`] (a channel), so no lock is ever held
+//! around an `Rtc`.
+//!
+//! ```text
+//!  POST /whip ──Publish──▶ ┌──────────── ingest task ────────────┐
+//!  DELETE     ──Stop─────▶ │ sessions: Vec<Session>              │──▶ ShowStream (store)
+//!  UDP socket ◀──────────▶ │   Rtc (ICE-lite) ─ H264/Opus frames │──▶ StreamEvents
+//!                          │   └▶ Packager (CMAF parts)          │
+//!                          └─────────────────────────────────────┘
+//! ```
+//!
+//! Every session shares the one socket. A datagram goes to the session whose `Rtc` accepts it:
+//! by ICE ufrag for STUN, by the nominated remote address for DTLS/SRTP. Datagrams nobody
+//! accepts (garbage, strays) are dropped.
+//!
+//! Nothing here asks the publisher for keyframes: OBS ignores PLI and FIR, so the stream starts
+//! at the first keyframe the encoder sends on its own.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use axum::http::StatusCode;
+use str0m::change::SdpOffer;
+use str0m::format::Codec as RtcCodec;
+use str0m::media::MediaData;
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::ApiError;
+use crate::events::{Health, MAX_GOOD_KEYFRAME_INTERVAL_MS, StreamEvent, StreamEvents};
+use crate::fmp4::{Codec, TrackInfo};
+use crate::h264::{H264Depacketizer, ParameterSets};
+use crate::media::{Frame, TrackKind};
+use crate::packager::{AUDIO_TRACK, Packager, PackagerConfig, VIDEO_TRACK};
+use crate::store::{Library, ShowStream};
+
+#[derive(Debug, Clone)]
+pub struct IngestConfig {
+    /// Where the UDP socket listens.
+    pub udp: SocketAddr,
+    /// The address publishers reach the socket at (behind NAT: the public one). Defaults to the
+    /// bound address, or 127.0.0.1 when bound to all interfaces.
+    pub public_addr: Option<SocketAddr>,
+    pub max_sessions: usize,
+    /// A publisher silent this long is gone (it was killed, or its network went away).
+    pub silence_timeout: Duration,
+    pub health_interval: Duration,
+    pub packager: PackagerConfig,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            udp: SocketAddr::from(([127, 0, 0, 1], 0)),
+            public_addr: None,
+            max_sessions: 16,
+            silence_timeout: Duration::from_secs(6),
+            health_interval: Duration::from_secs(5),
+            packager: PackagerConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("cannot bind the WebRTC UDP socket on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("the ICE candidate address {0} is not usable")]
+    Candidate(SocketAddr),
+}
+
+/// An accepted publish.
+#[derive(Debug, Clone)]
+pub struct Published {
+    pub session: String,
+    pub answer: String,
+}
+
+enum Command {
+    Publish { show: String, offer: String, reply: oneshot::Sender<Result<Published, ApiError>> },
+    Stop { show: String, session: String, reply: oneshot::Sender<bool> },
+}
+
+/// The handle HTTP uses; cheap to clone.
+#[derive(Clone)]
+pub struct Ingest {
+    commands: mpsc::Sender<Command>,
+    candidate: SocketAddr,
+}
+
+impl Ingest {
+    pub async fn start(
+        config: IngestConfig,
+        library: Arc<Library>,
+        events: Arc<dyn StreamEvents>,
+    ) -> Result<Ingest, IngestError> {
+        let socket = UdpSocket::bind(config.udp)
+            .await
+            .map_err(|source| IngestError::Bind { addr: config.udp, source })?;
+        let bound = socket.local_addr().map_err(|source| IngestError::Bind { addr: config.udp, source })?;
+        let candidate = match config.public_addr {
+            Some(a) => a,
+            None if bound.ip().is_unspecified() => SocketAddr::from(([127, 0, 0, 1], bound.port())),
+            None => bound,
+        };
+        Candidate::host(candidate, "udp").map_err(|_| IngestError::Candidate(candidate))?;
+        let (commands, rx) = mpsc::channel(64);
+        let driver = Driver { socket, candidate, config, library, events, sessions: Vec::new() };
+        tokio::spawn(driver.run(rx));
+        Ok(Ingest { commands, candidate })
+    }
+
+    /// The UDP address in our ICE candidates.
+    pub fn candidate(&self) -> SocketAddr {
+        self.candidate
+    }
+
+    pub async fn publish(&self, show: String, offer: String) -> Result<Published, ApiError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands.send(Command::Publish { show, offer, reply }).await.map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+
+    /// Ends a session; false if there was no such session on that show.
+    pub async fn stop(&self, show: String, session: String) -> Result<bool, ApiError> {
+        let (reply, done) = oneshot::channel();
+        self.commands.send(Command::Stop { show, session, reply }).await.map_err(|_| stopped())?;
+        done.await.map_err(|_| stopped())
+    }
+}
+
+fn stopped() -> ApiError {
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the ingest task has stopped")
+}
+
+struct Driver {
+    socket: UdpSocket,
+    candidate: SocketAddr,
+    config: IngestConfig,
+    library: Arc<Library>,
+    events: Arc<dyn StreamEvents>,
+    sessions: Vec<Session>,
+}
+
+impl Driver {
+    async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+        let mut buf = vec![0u8; 2048];
+        let mut next_health = Instant::now() + self.config.health_interval;
+        loop {
+            let soonest =
+                self.sessions.iter().map(|s| s.timeout).min().unwrap_or(next_health).min(next_health);
+            tokio::select! {
+                received = self.socket.recv_from(&mut buf) => match received {
+                    Ok((n, source)) => self.receive(&buf[..n], source).await,
+                    Err(e) => tracing::debug!("udp receive: {e}"),
+                },
+                command = commands.recv() => match command {
+                    Some(c) => self.command(c).await,
+                    None => break,
+                },
+                _ = tokio::time::sleep_until(soonest.into()) => {}
+            }
+            let now = Instant::now();
+            for i in 0..self.sessions.len() {
+                if self.sessions[i].timeout <= now {
+                    let s = &mut self.sessions[i];
+                    let _ = s.rtc.handle_input(Input::Timeout(now));
+                    self.drain(i).await;
+                }
+                let s = &mut self.sessions[i];
+                if now.duration_since(s.last_packet) > self.config.silence_timeout {
+                    tracing::info!(show = s.show, session = s.id, "publisher silent; ending the stream");
+                    s.closing = true;
+                }
+            }
+            if now >= next_health {
+                next_health = now + self.config.health_interval;
+                for s in &mut self.sessions {
+                    if let Some(health) = s.health(self.config.health_interval) {
+                        self.events.stream_event(&s.show, StreamEvent::Health(health));
+                    }
+                }
+            }
+            self.reap();
+        }
+    }
+
+    async fn receive(&mut self, data: &[u8], source: SocketAddr) {
+        let now = Instant::now();
+        // Neither STUN, DTLS nor RTP: garbage.
+        let Ok(contents) = data.try_into() else { return };
+        let input = Input::Receive(
+            now,
+            Receive { proto: Protocol::Udp, source, destination: self.candidate, contents },
+        );
+        let Some(i) = self.sessions.iter().position(|s| s.rtc.accepts(&input)) else { return };
+        let s = &mut self.sessions[i];
+        s.last_packet = now;
+        if let Err(e) = s.rtc.handle_input(input) {
+            tracing::debug!(session = s.id, "rtc input: {e}");
+        }
+        self.drain(i).await;
+        self.reap();
+    }
+
+    /// Runs session `i` until str0m wants nothing but time (its single-mutation contract).
+    async fn drain(&mut self, i: usize) {
+        loop {
+            let s = &mut self.sessions[i];
+            match s.rtc.poll_output() {
+                Ok(Output::Timeout(t)) => {
+                    s.timeout = t;
+                    return;
+                }
+                Ok(Output::Transmit(t)) => {
+                    let _ = self.socket.send_to(&t.contents, t.destination).await;
+                }
+                Ok(Output::Event(e)) => s.event(e, &*self.events, &self.config),
+                Err(e) => {
+                    tracing::info!(session = s.id, "rtc failed: {e}");
+                    s.closing = true;
+                    s.timeout = Instant::now() + Duration::from_secs(3600);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Ends the sessions marked for closing.
+    fn reap(&mut self) {
+        let events = &*self.events;
+        self.sessions.retain_mut(|s| {
+            if s.closing {
+                s.finish(events);
+            }
+            !s.closing
+        });
+    }
+
+    async fn command(&mut self, command: Command) {
+        match command {
+            Command::Publish { show, offer, reply } => {
+                let result = self.publish(show, &offer).await;
+                let _ = reply.send(result);
+            }
+            Command::Stop { show, session, reply } => {
+                let found = self.sessions.iter_mut().find(|s| s.id == session && s.show == show);
+                let ok = found.map(|s| s.closing = true).is_some();
+                self.reap();
+                let _ = reply.send(ok);
+            }
+        }
+    }
+
+    async fn publish(&mut self, show: String, offer: &str) -> Result<Published, ApiError> {
+        if self.sessions.iter().any(|s| s.show == show) {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "show_live",
+                format!("show {show:?} is live already; DELETE that session first (or let it time out)"),
+            ));
+        }
+        if self.sessions.len() >= self.config.max_sessions {
+            let mut e =
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "at_capacity", "this origin is at capacity");
+            e.retry_after = Some(10);
+            return Err(e);
+        }
+        let parsed = SdpOffer::from_sdp_string(offer).map_err(|e| {
+            ApiError::new(StatusCode::BAD_REQUEST, "bad_sdp", format!("the offer does not parse: {e}"))
+        })?;
+        if !offers_codec(offer, "H264/90000") {
+            return Err(no_codecs());
+        }
+        let now = Instant::now();
+        let mut rtc = Rtc::builder()
+            .set_ice_lite(true)
+            .clear_codecs()
+            .enable_h264(true)
+            .enable_opus(true, false)
+            .build(now);
+        let candidate = Candidate::host(self.candidate, "udp").expect("checked at start");
+        rtc.add_local_candidate(candidate);
+        let answer = rtc
+            .sdp_api()
+            .accept_offer(parsed)
+            .map_err(|e| {
+                ApiError::new(StatusCode::BAD_REQUEST, "bad_sdp", format!("cannot answer the offer: {e}"))
+            })?
+            .to_sdp_string();
+        if !offers_codec(&answer, "H264/90000") {
+            return Err(no_codecs());
+        }
+        let audio = offers_codec(&answer, "opus/48000");
+        let mut id = [0u8; 16];
+        getrandom::fill(&mut id).expect("the OS has randomness");
+        let id: String = id.iter().map(|b| format!("{b:02x}")).collect();
+        let stream = self.library.open_show(&show);
+        tracing::info!(show, session = id, "publish accepted");
+        self.sessions.push(Session {
+            id: id.clone(),
+            show,
+            rtc,
+            timeout: now,
+            last_packet: now,
+            closing: false,
+            stream,
+            audio,
+            packaging: None,
+            h264: H264Depacketizer::default(),
+            clock: Clock::new(now, SystemTime::now()),
+            stats: Stats::default(),
+            media_seconds: 0.0,
+        });
+        let i = self.sessions.len() - 1;
+        self.drain(i).await;
+        Ok(Published { session: id, answer })
+    }
+}
+
+fn no_codecs() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_ACCEPTABLE,
+        "unsupported_codecs",
+        "this origin takes H.264 video (and Opus audio)",
+    )
+}
+
+/// Whether an SDP has an `a=rtpmap` for `codec` (`H264/90000`), case-insensitively.
+fn offers_codec(sdp: &str, codec: &str) -> bool {
+    sdp.lines().filter(|l| l.starts_with("a=rtpmap:")).any(|l| {
+        l.split_whitespace()
+            .nth(1)
+            .is_some_and(|c| c.to_ascii_lowercase().starts_with(&codec.to_ascii_lowercase()))
+    })
+}
+
+struct Session {
+    id: String,
+    show: String,
+    rtc: Rtc,
+    timeout: Instant,
+    last_packet: Instant,
+    closing: bool,
+    stream: Arc<ShowStream>,
+    audio: bool,
+    /// Created at the first keyframe; replaced when the parameter sets change.
+    packaging: Option<(ParameterSets, Packager)>,
+    h264: H264Depacketizer,
+    clock: Clock,
+    stats: Stats,
+    media_seconds: f64,
+}
+
+impl Session {
+    fn event(&mut self, e: Event, events: &dyn StreamEvents, config: &IngestConfig) {
+        match e {
+            Event::IceConnectionStateChange(IceConnectionState::Disconnected) => self.closing = true,
+            Event::MediaData(d) => self.media(d, events, config),
+            _ => {}
+        }
+    }
+
+    fn media(&mut self, d: MediaData, events: &dyn StreamEvents, config: &IngestConfig) {
+        self.stats.bytes += d.data.len() as u64;
+        match d.params.spec().codec {
+            RtcCodec::H264 => {
+                let Some(unit) = self.h264.push(&d.data) else { return };
+                let dts = self.clock.dts(TrackKind::Video, &d);
+                self.stats.frames += 1;
+                if unit.keyframe {
+                    if let Some(last) = self.stats.last_keyframe.replace(dts) {
+                        self.stats.keyframe_interval_ms = Some((dts.saturating_sub(last) / 90) as u32);
+                    }
+                    self.maybe_begin(events, config);
+                }
+                let frame = Frame {
+                    kind: TrackKind::Video,
+                    dts,
+                    keyframe: unit.keyframe,
+                    data: unit.sample,
+                    capture: self.clock.capture(&d),
+                };
+                self.package(frame);
+            }
+            RtcCodec::Opus if self.audio => {
+                let frame = Frame {
+                    kind: TrackKind::Audio,
+                    dts: self.clock.dts(TrackKind::Audio, &d),
+                    keyframe: true,
+                    data: d.data.to_vec(),
+                    capture: self.clock.capture(&d),
+                };
+                self.package(frame);
+            }
+            _ => {}
+        }
+    }
+
+    /// At a keyframe: start packaging, or start a new period if the SPS or PPS changed.
+    fn maybe_begin(&mut self, events: &dyn StreamEvents, config: &IngestConfig) {
+        let Some(sets) = self.h264.parameter_sets() else { return };
+        if self.packaging.as_ref().is_some_and(|(current, _)| current == sets) {
+            return;
+        }
+        let sets = sets.clone();
+        if let Some((_, mut old)) = self.packaging.take() {
+            for item in old.finish() {
+                self.stream.packaged(item);
+            }
+        }
+        let mut tracks =
+            vec![TrackInfo { id: VIDEO_TRACK, timescale: 90_000, codec: Codec::H264(sets.clone()) }];
+        if self.audio {
+            tracks.push(TrackInfo { id: AUDIO_TRACK, timescale: 48_000, codec: Codec::Opus { channels: 2 } });
+        }
+        self.stream.begin(&tracks);
+        let codecs: Vec<String> = tracks.iter().map(TrackInfo::codec_string).collect();
+        events.stream_event(
+            &self.show,
+            StreamEvent::Started {
+                playlist: format!("/hls/{}/master.m3u8", self.show),
+                codecs: codecs.join(","),
+                width: sets.info.width,
+                height: sets.info.height,
+            },
+        );
+        self.packaging = Some((sets, Packager::new(config.packager, self.audio)));
+    }
+
+    fn package(&mut self, frame: Frame) {
+        let Some((_, packager)) = &mut self.packaging else { return };
+        for item in packager.push(frame) {
+            if let crate::packager::Packaged::Part(p) = &item {
+                self.media_seconds += p.duration;
+            }
+            self.stream.packaged(item);
+        }
+    }
+
+    fn finish(&mut self, events: &dyn StreamEvents) {
+        self.rtc.disconnect();
+        if let Some((_, mut packager)) = self.packaging.take() {
+            for item in packager.finish() {
+                if let crate::packager::Packaged::Part(p) = &item {
+                    self.media_seconds += p.duration;
+                }
+                self.stream.packaged(item);
+            }
+            self.stream.end();
+            let duration_ms = (self.media_seconds * 1000.0) as u64;
+            events.stream_event(&self.show, StreamEvent::Ended { duration_ms });
+        }
+        tracing::info!(show = self.show, session = self.id, "publish ended");
+    }
+
+    /// Health over the last `interval`, and a fresh window. `None` before any media.
+    fn health(&mut self, interval: Duration) -> Option<Health> {
+        self.packaging.as_ref()?;
+        let secs = interval.as_secs_f32();
+        let mut warnings = Vec::new();
+        if let Some(k) = self.stats.keyframe_interval_ms.filter(|&k| k > MAX_GOOD_KEYFRAME_INTERVAL_MS) {
+            warnings.push(format!(
+                "keyframes every {:.1} s: set the keyframe interval to 1 or 2 s for low latency",
+                f64::from(k) / 1000.0
+            ));
+        }
+        let health = Health {
+            bitrate_kbps: (self.stats.bytes as f32 * 8.0 / secs / 1000.0) as u32,
+            fps: (self.stats.frames as f32 / secs).round() as u32,
+            keyframe_interval_ms: self.stats.keyframe_interval_ms,
+            warnings,
+        };
+        self.stats.bytes = 0;
+        self.stats.frames = 0;
+        Some(health)
+    }
+}
+
+#[derive(Default)]
+struct Stats {
+    bytes: u64,
+    frames: u64,
+    last_keyframe: Option<u64>,
+    keyframe_interval_ms: Option<u32>,
+}
+
+/// Maps RTP media time to the shared per-publish timeline, and to the publisher's capture
+/// clock.
+///
+/// Each track's timeline starts where its first frame arrived relative to the first frame of
+/// any track, so audio and video line up as they arrived; after that the RTP clock rules (no
+/// arrival jitter in the timestamps).
+struct Clock {
+    start: Instant,
+    wall: SystemTime,
+    first: Option<Instant>,
+    video: Option<(u64, u64)>,
+    audio: Option<(u64, u64)>,
+}
+
+impl Clock {
+    fn new(start: Instant, wall: SystemTime) -> Clock {
+        Clock { start, wall, first: None, video: None, audio: None }
+    }
+
+    fn dts(&mut self, kind: TrackKind, d: &MediaData) -> u64 {
+        let first = *self.first.get_or_insert(d.network_time);
+        let rate = u64::from(kind.timescale());
+        let slot = match kind {
+            TrackKind::Video => &mut self.video,
+            TrackKind::Audio => &mut self.audio,
+        };
+        let (base, offset) = *slot.get_or_insert_with(|| {
+            let late = d.network_time.saturating_duration_since(first);
+            (d.time.numer(), (late.as_secs_f64() * rate as f64) as u64)
+        });
+        (d.time.numer() + offset).saturating_sub(base)
+    }
+
+    /// Capture time from the latest sender report; arrival time before the first one.
+    fn capture(&self, d: &MediaData) -> SystemTime {
+        match &d.last_sender_info {
+            Some(sr) => {
+                let rate = f64::from(d.time.denom());
+                // 32-bit RTP difference: the report may be from just before or after this frame.
+                let diff = (d.time.numer() as u32).wrapping_sub(sr.rtp_time.numer() as u32) as i32;
+                let offset = Duration::from_secs_f64(f64::from(diff.unsigned_abs()) / rate);
+                if diff >= 0 { sr.ntp_time + offset } else { sr.ntp_time - offset }
+            }
+            None => self.wall + d.network_time.saturating_duration_since(self.start),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codec_lines_are_found_whatever_their_payload_type_or_case() {
+        let sdp = "v=0\r\na=rtpmap:102 h264/90000\r\na=rtpmap:111 opus/48000/2\r\n";
+        assert!(offers_codec(sdp, "H264/90000"));
+        assert!(offers_codec(sdp, "opus/48000"));
+        assert!(!offers_codec("a=rtpmap:96 VP8/90000\r\n", "H264/90000"));
+    }
+}

@@ -1,0 +1,90 @@
+// The viewer page plays the show's LL-HLS stream with hls.js in Debian's headless Chromium:
+// live for 10 s with currentTime advancing, then (once the publisher has ended) the recording.
+// Prints the capture-to-playback latency (hls.js playingDate against the capture clock in
+// EXT-X-PROGRAM-DATE-TIME) as `LATENCY p50_ms=.. p95_ms=..` beside the LL-HLS floor.
+//
+//   LIVESHOP_URL=http://127.0.0.1:8080 BROWSER_DEPS=tests/browser node tests/media/play.spec.mjs
+//
+// BROWSER_DEPS is the npm project holding playwright-core (tests/browser).
+import assert from 'node:assert/strict';
+import { createRequire } from 'node:module';
+import { resolve } from 'node:path';
+
+const require = createRequire(resolve(process.env.BROWSER_DEPS || 'tests/browser', 'package.json'));
+const { chromium } = require('playwright-core');
+const BASE = (process.env.LIVESHOP_URL || '').replace(/\/+$/, '');
+const SHOW = process.env.LIVESHOP_SHOW || 'demo';
+assert.ok(BASE, 'set LIVESHOP_URL');
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const percentile = (xs, p) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(p * xs.length))];
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--autoplay-policy=no-user-gesture-required'],
+});
+try {
+  const page = await browser.newPage();
+  page.on('console', (m) => { if (m.type() === 'error' || m.type() === 'warning') console.log('page:', m.text()); });
+  await page.goto(`${BASE}/watch/${SHOW}`);
+  await page.waitForFunction(() => window.liveshopPlayer?.hls, null, { timeout: 30_000 });
+  await page.evaluate(() => {
+    window.__hlsErrors = [];
+    window.liveshopPlayer.hls.on('hlsError', (_e, d) => window.__hlsErrors.push(`${d.type}/${d.details}${d.fatal ? ' fatal' : ''}`));
+  });
+
+  // Live: playing, through hls.js (not native), and time advances for 10 s.
+  await page.waitForFunction(() => {
+    const v = document.querySelector('[data-testid=video]');
+    return window.liveshopPlayer?.hls && v.currentTime > 0.5 && !v.paused;
+  }, null, { timeout: 30_000 });
+  const start = await page.evaluate(() => document.querySelector('[data-testid=video]').currentTime);
+  const latencies = [];
+  for (let i = 0; i < 40; i++) {
+    await sleep(250);
+    const l = await page.evaluate(() => {
+      const d = window.liveshopPlayer.hls.playingDate;
+      return d ? Date.now() - d.getTime() : null;
+    });
+    if (l != null) latencies.push(l);
+  }
+  const live = await page.evaluate(() => ({
+    t: document.querySelector('[data-testid=video]').currentTime,
+    lowLatency: window.liveshopPlayer.hls.lowLatencyMode,
+    isLive: window.liveshopPlayer.hls.levels[0]?.details?.live,
+  }));
+  if (live.t - start < 8) {
+    // Say why: what the player buffered and what the playlist was.
+    console.log(await page.evaluate(() => {
+      const v = document.querySelector('[data-testid=video]');
+      const ranges = [...Array(v.buffered.length).keys()].map((i) => `${v.buffered.start(i)}-${v.buffered.end(i)}`);
+      return `buffered ${ranges.join(' ')}; readyState ${v.readyState}; errors ${JSON.stringify(window.__hlsErrors || [])}`;
+    }));
+    console.log(await (await fetch(`${BASE}/hls/${SHOW}/live.m3u8`)).text());
+  }
+  assert.ok(live.t - start >= 8, `currentTime went from ${start} to ${live.t} in 10 s`);
+  assert.equal(live.isLive, true);
+  assert.ok(latencies.length >= 20, `hls.js reported playingDate ${latencies.length} times`);
+  // Beside the floor LL-HLS sets: a player holds back PART-HOLD-BACK (3 part targets) from the
+  // newest part.
+  const floor = 600;
+  const [p50, p95] = [percentile(latencies, 0.5), percentile(latencies, 0.95)];
+  console.log(`LATENCY p50_ms=${p50} p95_ms=${p95} samples=${latencies.length}; ` +
+    `baseline PART-HOLD-BACK ${floor} ms; p50 ratio ${(p50 / floor).toFixed(2)}`);
+
+  // The end: wait for ENDLIST, then the same page replays the recording from the start.
+  for (let i = 0; ; i++) {
+    const text = await (await fetch(`${BASE}/hls/${SHOW}/live.m3u8`)).text();
+    if (text.includes('#EXT-X-ENDLIST')) break;
+    assert.ok(i < 120, 'the stream never ended');
+    await sleep(250);
+  }
+  await page.reload();
+  await page.waitForFunction(() => {
+    const v = document.querySelector('[data-testid=video]');
+    return window.liveshopPlayer?.hls?.levels[0]?.details?.live === false && v.currentTime > 2;
+  }, null, { timeout: 30_000 });
+  console.log('VOD replay plays');
+} finally {
+  await browser.close();
+}

@@ -1,0 +1,167 @@
+"""A WHIP publisher built on aiortc, sending H.264 the way OBS does.
+
+The video is encoded here with libx264 (through PyAV) and handed to aiortc pre-encoded, so the
+stream has what OBS sends and a browser does not: High profile while the SDP offer says
+42e01f, access-unit delimiters, keyframes split over several slices, SPS and PPS repeated before
+every keyframe, and a fixed keyframe interval. Audio is a tone that aiortc encodes as Opus.
+
+    python3 publish.py URL TOKEN [--seconds N] [--no-delete] [--keyint FRAMES]
+
+Prints `LIVE <location>` once the WHIP answer is applied, then `DONE` after the DELETE (or
+exits without it with --no-delete, like a killed OBS). The peer connection has no ICE servers:
+nothing leaves the machine.
+"""
+
+import argparse
+import asyncio
+import fractions
+import math
+import struct
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import av
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamTrack
+from aiortc.rtcrtpsender import RTCRtpSender
+
+WIDTH, HEIGHT, FPS = 640, 360, 30
+VIDEO_CLOCK = 90_000
+
+
+class EncodedVideo(MediaStreamTrack):
+    """Yields av.Packet objects: aiortc only packetizes them."""
+
+    kind = "video"
+
+    def __init__(self, keyint: int):
+        super().__init__()
+        self.codec = av.CodecContext.create("libx264", "w")
+        self.codec.width, self.codec.height = WIDTH, HEIGHT
+        self.codec.pix_fmt = "yuv420p"
+        self.codec.time_base = fractions.Fraction(1, FPS)
+        self.codec.framerate = fractions.Fraction(FPS, 1)
+        # x264 signals the lowest profile its tools need: CABAC and 8x8 transforms make it High.
+        self.codec.options = {
+            "preset": "ultrafast",
+            "tune": "zerolatency",
+            "x264-params": f"keyint={keyint}:min-keyint={keyint}:scenecut=0:aud=1:slices=4:bframes=0"
+            ":repeat-headers=1:cabac=1:8x8dct=1",
+        }
+        self.n = 0
+        self.start = None
+        self.pending = []
+
+    def frame(self) -> av.VideoFrame:
+        frame = av.VideoFrame(WIDTH, HEIGHT, "yuv420p")
+        # A bar moving across a grey field: something to encode that changes every frame.
+        luma = bytearray(b"\x60" * (WIDTH * HEIGHT))
+        x = (self.n * 8) % WIDTH
+        for y in range(HEIGHT):
+            luma[y * WIDTH + x : y * WIDTH + min(x + 32, WIDTH)] = b"\xe0" * (min(x + 32, WIDTH) - x)
+        frame.planes[0].update(bytes(luma))
+        frame.planes[1].update(b"\x80" * (WIDTH * HEIGHT // 4))
+        frame.planes[2].update(b"\x80" * (WIDTH * HEIGHT // 4))
+        frame.pts = self.n
+        frame.time_base = self.codec.time_base
+        return frame
+
+    async def recv(self):
+        if self.start is None:
+            self.start = time.time()
+        while not self.pending:
+            wait = self.start + self.n / FPS - time.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            self.pending.extend(self.codec.encode(self.frame()))
+            self.n += 1
+        packet = self.pending.pop(0)
+        packet.pts = packet.pts * VIDEO_CLOCK // FPS
+        packet.time_base = fractions.Fraction(1, VIDEO_CLOCK)
+        return packet
+
+
+class Tone(MediaStreamTrack):
+    """A 440 Hz tone in 20 ms frames, paced in real time."""
+
+    kind = "audio"
+
+    def __init__(self):
+        super().__init__()
+        self.n = 0
+        self.start = None
+
+    async def recv(self):
+        if self.start is None:
+            self.start = time.time()
+        wait = self.start + self.n * 0.02 - time.time()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        samples = b"".join(
+            struct.pack("<h", int(8000 * math.sin(2 * math.pi * 440 * (self.n * 960 + i) / 48000)))
+            for i in range(960)
+        )
+        frame = av.AudioFrame(format="s16", layout="mono", samples=960)
+        frame.planes[0].update(samples)
+        frame.sample_rate = 48000
+        frame.pts = self.n * 960
+        frame.time_base = fractions.Fraction(1, 48000)
+        self.n += 1
+        return frame
+
+
+def request(method: str, url: str, token: str, body: bytes = b"", ctype: str = ""):
+    req = urllib.request.Request(url, data=body or None, method=method)
+    req.add_header("Authorization", f"Bearer {token}")
+    if ctype:
+        req.add_header("Content-Type", ctype)
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return r.status, dict(r.headers), r.read()
+
+
+async def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("url")
+    ap.add_argument("token")
+    ap.add_argument("--seconds", type=float, default=10)
+    ap.add_argument("--no-delete", action="store_true")
+    ap.add_argument("--keyint", type=int, default=FPS)
+    args = ap.parse_args()
+
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    video = pc.addTransceiver(EncodedVideo(args.keyint), direction="sendonly")
+    h264 = [c for c in RTCRtpSender.getCapabilities("video").codecs if c.mimeType == "video/H264"]
+    video.setCodecPreferences(h264)
+    pc.addTransceiver(Tone(), direction="sendonly")
+    await pc.setLocalDescription(await pc.createOffer())  # aiortc gathers before returning
+    try:
+        status, headers, answer = request(
+            "POST", args.url, args.token, pc.localDescription.sdp.encode(), "application/sdp"
+        )
+    except urllib.error.HTTPError as e:
+        print(f"WHIP POST failed: {e.code} {e.read().decode()}", flush=True)
+        return 1
+    location = headers.get("Location") or headers.get("location")
+    assert status == 201, status
+    await pc.setRemoteDescription(RTCSessionDescription(sdp=answer.decode(), type="answer"))
+    print(f"LIVE {location}", flush=True)
+
+    await asyncio.sleep(args.seconds)
+    if args.no_delete:
+        # Like a killed OBS: no DELETE, no DTLS close alert; the process just stops sending.
+        sys.stdout.flush()
+        import os
+
+        os._exit(0)
+    base = args.url.split("/whip/")[0]
+    status, _, _ = request("DELETE", base + location, args.token)
+    assert status == 200, status
+    await pc.close()
+    print("DONE", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))

@@ -1,0 +1,323 @@
+//! Real publishers into the origin: aiortc (`tests/media/publish.py`, sending H.264 the way OBS
+//! does: High profile under a 42e01f offer, AUDs, four slices per frame, SPS/PPS repeated) over
+//! WHIP, inside a private network namespace. The playlists are checked against the LL-HLS rules
+//! and `ffprobe` decodes what the origin wrote.
+//!
+//! Needs python3 with aiortc (`pip install aiortc`), ffprobe (`apt-get install ffmpeg`) and
+//! unshare; `.ci/run` installs them.
+
+mod media;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime};
+
+use liveshop_media_origin::playlist::iso8601;
+use media::{Publisher, TestOrigin, attr, request, tags};
+
+fn require_tools() {
+    media::require("python3", &["-c", "import aiortc"], "pip install aiortc");
+    media::require("ffprobe", &["-version"], "apt-get install ffmpeg");
+}
+
+/// Polls until the playlist satisfies `done`.
+async fn playlist_until(o: &TestOrigin, show: &str, within: Duration, done: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + within;
+    loop {
+        let r = o.get(&format!("/hls/{show}/live.m3u8")).await;
+        if r.status == 200 && done(&r.text()) {
+            return r.text();
+        }
+        assert!(Instant::now() < deadline, "playlist never got there: {}", r.text());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The LL-HLS rules every live playlist must keep.
+fn check_live_rules(text: &str) {
+    assert!(text.starts_with("#EXTM3U\n"));
+    let target: f64 =
+        text.lines().find_map(|l| l.strip_prefix("#EXT-X-TARGETDURATION:")).unwrap().parse().unwrap();
+    let control = tags(text, "#EXT-X-SERVER-CONTROL")[0];
+    assert!(control.contains("CAN-BLOCK-RELOAD=YES"), "{control}");
+    let part_target = attr(tags(text, "#EXT-X-PART-INF")[0], "PART-TARGET").unwrap();
+    assert!(attr(control, "PART-HOLD-BACK").unwrap() >= 3.0 * part_target - 1e-9, "{control}");
+    assert!(attr(control, "CAN-SKIP-UNTIL").unwrap() >= 6.0 * target, "{control}");
+    for line in tags(text, "#EXTINF:") {
+        let d: f64 = line["#EXTINF:".len()..].trim_end_matches(',').parse().unwrap();
+        assert!(d.round() <= target, "{line} over the target duration {target}");
+    }
+    // Parts: none over the part target; all but a segment's last (or an independent one) at
+    // least 85% of it.
+    let lines: Vec<&str> = text.lines().collect();
+    for (i, line) in lines.iter().enumerate() {
+        if let Some(rest) = line.strip_prefix("#EXT-X-PART:") {
+            let d = attr(line, "DURATION").unwrap();
+            assert!(d <= part_target + 1e-9, "{line}");
+            let last_of_segment =
+                lines.get(i + 1).is_some_and(|n| n.starts_with("#EXTINF") || n.starts_with("#EXT-X-PRELOAD"));
+            if !last_of_segment && !rest.contains("INDEPENDENT=YES") {
+                assert!(d >= 0.85 * part_target - 1e-9, "{line}");
+            }
+        }
+    }
+    assert!(!tags(text, "#EXT-X-MAP:URI=").is_empty());
+    assert!(!tags(text, "#EXT-X-PROGRAM-DATE-TIME:").is_empty());
+}
+
+fn ffprobe(path: &std::path::Path) -> serde_json::Value {
+    let out = std::process::Command::new("ffprobe")
+        .args(["-v", "error", "-count_frames", "-of", "json", "-show_entries"])
+        .arg("stream=codec_name,profile,width,height,channels,nb_read_frames")
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "ffprobe: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aiortc_publisher_goes_live_in_low_latency_hls_that_ffprobe_decodes() {
+    if !media::in_private_network("an_aiortc_publisher_goes_live_in_low_latency_hls_that_ffprobe_decodes") {
+        return;
+    }
+    require_tools();
+    let o = TestOrigin::start("live", |_| {}).await;
+    let publisher = Publisher::spawn(&o.whip_url("demo"), &o.origin.stream_key("demo"), &["--seconds", "9"]);
+    let location = publisher.expect_line("LIVE ", Duration::from_secs(20));
+    assert!(location.starts_with("/whip/demo/"));
+
+    // Blocking reload: ask for a part that does not exist yet; the answer comes when it does.
+    let asked = Instant::now();
+    let r = o.get("/hls/demo/live.m3u8?_HLS_msn=1&_HLS_part=2").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(asked.elapsed() > Duration::from_millis(500), "answered before the part could exist");
+    let text = r.text();
+    assert!(text.contains("URI=\"part-1.2.m4s\""), "{text}");
+    assert!(r.header("cache-control").unwrap().starts_with("public, max-age="));
+    assert_eq!(r.header("content-type"), Some("application/vnd.apple.mpegurl"));
+    check_live_rules(&text);
+    // PROGRAM-DATE-TIME is the publisher's capture clock (its RTCP sender reports), which here
+    // is this machine's clock: within seconds of now. (ISO 8601 UTC strings sort as times.)
+    let pdt = &tags(&text, "#EXT-X-PROGRAM-DATE-TIME:")[0]["#EXT-X-PROGRAM-DATE-TIME:".len()..];
+    let (now, slack) = (SystemTime::now(), Duration::from_secs(15));
+    assert!(pdt > iso8601(now - slack).as_str() && pdt < iso8601(now).as_str(), "{pdt}");
+
+    // The preload hint: its request waits for the part and gets it.
+    let hint = text.lines().find_map(|l| l.strip_prefix("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=")).unwrap();
+    let hint = hint.trim_matches('"');
+    let part = o.get(&format!("/hls/demo/{hint}")).await;
+    assert_eq!(part.status, 200);
+    assert_eq!(&part.body[4..8], b"moof");
+    assert_eq!(part.header("cache-control"), Some("public, max-age=31536000, immutable"));
+
+    // Too far ahead: 400 at once.
+    let far = o.get("/hls/demo/live.m3u8?_HLS_msn=40").await;
+    assert_eq!(far.status, 400);
+    assert_eq!(far.json()["error"]["code"], "bad_request");
+
+    // A plain reload is not cached; gzip when asked.
+    let plain = o.get("/hls/demo/live.m3u8").await;
+    assert_eq!(plain.header("cache-control"), Some("no-cache"));
+    let gz = request(o.http, "GET", "/hls/demo/live.m3u8", &[("Accept-Encoding", "gzip")], b"").await;
+    assert_eq!(gz.header("content-encoding"), Some("gzip"));
+    let mut unzipped = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&gz.body[..]), &mut unzipped).unwrap();
+    check_live_rules(&unzipped);
+
+    // The multivariant playlist has the codec the encoder really uses (High, from the SPS),
+    // not the 42e01f of the offer.
+    let master = o.get("/hls/demo/master.m3u8").await.text();
+    let inf = tags(&master, "#EXT-X-STREAM-INF:")[0];
+    assert!(inf.contains("CODECS=\"avc1.64"), "{inf}");
+    assert!(inf.contains(",opus\""), "{inf}");
+    assert!(inf.contains("RESOLUTION=640x360"), "{inf}");
+
+    // The end: DELETE gives ENDLIST, and the recording stays on disk as VOD.
+    let mut publisher = publisher;
+    publisher.expect_line("DONE", Duration::from_secs(20));
+    publisher.wait_success(Duration::from_secs(10));
+    let text = playlist_until(&o, "demo", Duration::from_secs(5), |t| t.contains("#EXT-X-ENDLIST")).await;
+    assert!(!text.contains("PRELOAD-HINT"));
+    tokio::time::sleep(Duration::from_millis(300)).await; // the writer thread
+    let vod = std::fs::read_to_string(o.media.join("demo/live.m3u8")).unwrap();
+    assert!(vod.contains("#EXT-X-PLAYLIST-TYPE:VOD") && vod.ends_with("#EXT-X-ENDLIST\n"), "{vod}");
+    let segments: Vec<&str> = vod.lines().filter(|l| l.starts_with("seg-")).collect();
+    assert!(segments.len() >= 3, "{vod}");
+
+    // ffprobe: init + one whole 2 s segment from HTTP is High-profile H.264 at 640x360, 60
+    // frames, and Opus.
+    let mut file = o.get("/hls/demo/init-0.mp4").await.body;
+    file.extend(o.get("/hls/demo/seg-1.m4s").await.body);
+    let probe_path = o.media.join("probe.mp4");
+    std::fs::write(&probe_path, &file).unwrap();
+    let probe = ffprobe(&probe_path);
+    let streams = probe["streams"].as_array().unwrap();
+    let video = streams.iter().find(|s| s["codec_name"] == "h264").expect("an H.264 stream");
+    assert_eq!(video["profile"], "High");
+    assert_eq!((video["width"].as_u64(), video["height"].as_u64()), (Some(640), Some(360)));
+    assert_eq!(video["nb_read_frames"], "60");
+    let audio = streams.iter().find(|s| s["codec_name"] == "opus").expect("an Opus stream");
+    let audio_frames: u64 = audio["nb_read_frames"].as_str().unwrap().parse().unwrap();
+    assert!((95..=105).contains(&audio_frames), "{audio_frames} Opus frames in 2 s");
+    // The whole recording decodes without an error.
+    let mut whole = std::fs::read(o.media.join("demo/init-0.mp4")).unwrap();
+    for s in &segments {
+        whole.extend(std::fs::read(o.media.join("demo").join(s)).unwrap());
+    }
+    std::fs::write(&probe_path, &whole).unwrap();
+    let decode = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-xerror", "-i"])
+        .arg(&probe_path)
+        .args(["-f", "null", "-"])
+        .output()
+        .unwrap();
+    assert!(decode.status.success(), "{}", String::from_utf8_lossy(&decode.stderr));
+
+    let kinds = o.events.kinds();
+    assert_eq!(kinds.first(), Some(&"started"));
+    assert_eq!(kinds.last(), Some(&"ended"));
+    assert!(kinds.contains(&"health"), "{kinds:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_publisher_ends_the_stream_and_its_return_continues_after_a_discontinuity() {
+    if !media::in_private_network(
+        "a_killed_publisher_ends_the_stream_and_its_return_continues_after_a_discontinuity",
+    ) {
+        return;
+    }
+    require_tools();
+    // 1 s segments make the skip boundary (6 s) and the blocking limit (3 s) short.
+    let o = TestOrigin::start("killed", |c| {
+        c.ingest.packager.target_duration = 1;
+        c.ingest.packager.segment_target = Duration::from_secs(1);
+        c.ingest.silence_timeout = Duration::from_secs(5);
+    })
+    .await;
+    let key = o.origin.stream_key("demo");
+    let mut first = Publisher::spawn(&o.whip_url("demo"), &key, &["--seconds", "60"]);
+    first.expect_line("LIVE ", Duration::from_secs(20));
+
+    // Delta updates once there is more than the skip boundary.
+    let full =
+        playlist_until(&o, "demo", Duration::from_secs(20), |t| t.matches("#EXTINF").count() >= 9).await;
+    let delta = o.get("/hls/demo/live.m3u8?_HLS_skip=YES").await.text();
+    let skip = tags(&delta, "#EXT-X-SKIP:SKIPPED-SEGMENTS=");
+    assert_eq!(skip.len(), 1, "{delta}");
+    let skipped: usize = skip[0].rsplit('=').next().unwrap().parse().unwrap();
+    assert!(skipped >= 2, "{delta}");
+    assert!(!delta.contains("seg-0.m4s") && full.contains("seg-0.m4s"));
+    check_live_rules(&delta);
+
+    // Killed: no DELETE. A blocking request for the next part gets 503 after 3 target durations.
+    first.kill();
+    let now = o.get("/hls/demo/live.m3u8").await.text();
+    let next = now.lines().find_map(|l| l.strip_prefix("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"part-")).unwrap();
+    let (msn, rest) = next.split_once('.').unwrap();
+    let part: u32 = rest.split('.').next().unwrap().parse().unwrap();
+    let wait = Instant::now();
+    let r = o.get(&format!("/hls/demo/live.m3u8?_HLS_msn={msn}&_HLS_part={}", part + 2)).await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(r.header("retry-after").is_some());
+    assert!(wait.elapsed() >= Duration::from_millis(2900), "{:?}", wait.elapsed());
+
+    // Silent past the timeout: ENDLIST.
+    let ended = playlist_until(&o, "demo", Duration::from_secs(10), |t| t.contains("#EXT-X-ENDLIST")).await;
+    let segments_before = ended.matches("#EXTINF").count();
+
+    // The host comes back: same show, same playlist, after a discontinuity with a new init.
+    let second = Publisher::spawn(&o.whip_url("demo"), &key, &["--seconds", "3"]);
+    second.expect_line("LIVE ", Duration::from_secs(20));
+    let resumed = playlist_until(&o, "demo", Duration::from_secs(10), |t| t.contains("init-1.mp4")).await;
+    assert!(!resumed.contains("#EXT-X-ENDLIST"), "{resumed}");
+    assert!(resumed.contains("#EXT-X-DISCONTINUITY\n#EXT-X-MAP:URI=\"init-1.mp4\"\n"), "{resumed}");
+    check_live_rules(&resumed);
+    second.expect_line("DONE", Duration::from_secs(20));
+    let done = playlist_until(&o, "demo", Duration::from_secs(5), |t| t.contains("#EXT-X-ENDLIST")).await;
+    assert!(done.matches("#EXTINF").count() > segments_before);
+    let kinds: Vec<&str> = o.events.kinds().into_iter().filter(|k| *k != "health").collect();
+    assert_eq!(kinds, ["started", "ended", "started", "ended"]);
+}
+
+/// Forwards UDP between one publisher and the origin, dropping one datagram in twenty each way
+/// (the kernel here has no netem).
+async fn lossy_relay(origin: SocketAddr) -> SocketAddr {
+    let front = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let back = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = front.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut a, mut b) = (vec![0u8; 2048], vec![0u8; 2048]);
+        let mut publisher = None;
+        let mut n: u64 = 0;
+        loop {
+            n += 1;
+            // A fixed pattern, so every run loses the same share: every 20th datagram.
+            let drop = n.is_multiple_of(20);
+            tokio::select! {
+                Ok((len, from)) = front.recv_from(&mut a) => {
+                    publisher = Some(from);
+                    if !drop { let _ = back.send_to(&a[..len], origin).await; }
+                }
+                Ok((len, _)) = back.recv_from(&mut b) => {
+                    if let (Some(p), false) = (publisher, drop) { let _ = front.send_to(&b[..len], p).await; }
+                }
+            }
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_datagrams_and_five_percent_loss_do_not_stop_the_stream() {
+    if !media::in_private_network("garbage_datagrams_and_five_percent_loss_do_not_stop_the_stream") {
+        return;
+    }
+    require_tools();
+    // The origin's socket is on 127.0.0.1:7711; its candidate is the relay in front of it.
+    let udp: SocketAddr = "127.0.0.1:7711".parse().unwrap();
+    let relay = lossy_relay(udp).await;
+    let o = TestOrigin::start("lossy", |c| {
+        c.ingest.udp = udp;
+        c.ingest.public_addr = Some(relay);
+    })
+    .await;
+    let publisher = Publisher::spawn(&o.whip_url("demo"), &o.origin.stream_key("demo"), &["--seconds", "8"]);
+    publisher.expect_line("LIVE ", Duration::from_secs(20));
+    playlist_until(&o, "demo", Duration::from_secs(15), |t| t.contains("part-1.0.m4s")).await;
+
+    // Garbage straight at the origin's socket: random bytes, RTP and RTCP headers with unknown
+    // SSRCs, STUN with a ufrag nobody has, DTLS records, empty datagrams.
+    let noise = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut x: u32 = 0x1234_5678;
+    for i in 0..3000u32 {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        let body: Vec<u8> =
+            (0..(x % 1200) as usize).map(|j| (x.rotate_left(j as u32 % 32) & 0xff) as u8).collect();
+        let head: &[u8] = match i % 5 {
+            0 => &[0x80, 0x66, 0, 1, 0, 0, 0, 1, 0xde, 0xad, 0xbe, 0xef],
+            1 => &[0x81, 0xc8, 0, 6, 0xde, 0xad, 0xbe, 0xef],
+            2 => &[0, 1, 0, 0, 0x21, 0x12, 0xa4, 0x42],
+            3 => &[0x16, 0xfe, 0xfd],
+            _ => &[],
+        };
+        let datagram = if i % 5 == 4 { Vec::new() } else { [head, &body].concat() };
+        let _ = noise.send_to(&datagram, udp).await;
+    }
+
+    // Parts keep coming after the garbage, through the loss, until the publisher ends.
+    let text = o.get("/hls/demo/live.m3u8").await.text();
+    let (msn, _) = text
+        .lines()
+        .find_map(|l| l.strip_prefix("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"part-"))
+        .unwrap()
+        .split_once('.')
+        .unwrap();
+    let later = format!("/hls/demo/live.m3u8?_HLS_msn={}&_HLS_part=0", msn.parse::<u64>().unwrap() + 1);
+    let r = o.get(&later).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    publisher.expect_line("DONE", Duration::from_secs(20));
+    let done = playlist_until(&o, "demo", Duration::from_secs(5), |t| t.contains("#EXT-X-ENDLIST")).await;
+    assert!(done.matches("#EXTINF").count() >= 3, "{done}");
+}
