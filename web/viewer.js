@@ -646,6 +646,8 @@ const handlers = {
   },
   'reactions': onReactions,
   'presence': (f) => { S.viewers = f.viewers; renderViewers(); },
+  // A player that saw the last stream end waits for nothing: start it on the new one.
+  'stream.started': () => window.liveshopPlayer?.restart(),
 };
 
 const STATUS_TEXT = { connecting: 'Connecting…', reconnecting: 'Reconnecting…', open: '', banned: 'Banned', failed: 'Disconnected', closed: '' };

@@ -209,6 +209,9 @@ struct CreatedShow {
     host_token: String,
     viewer_url: String,
     dashboard_url: String,
+    /// OBS: Settings > Stream > Service "WHIP", this Server URL and the stream key as Bearer token.
+    whip_url: String,
+    stream_key: String,
 }
 
 /// `POST /v1/shows`: hosts and merchants with a platform-wide token (`room: "*"`) create shows.
@@ -239,6 +242,8 @@ fn created(app: &AppState, show: Show, host: &str) -> Result<CreatedShow, ApiErr
     Ok(CreatedShow {
         viewer_url: format!("{base}/watch/{}", show.id),
         dashboard_url: format!("{base}/dashboard/{}#token={host_token}", show.id),
+        whip_url: format!("{base}/whip/{}", show.id),
+        stream_key: app.secret.stream_keys().key(&show.id),
         host_token,
         show,
     })

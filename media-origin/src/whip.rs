@@ -29,7 +29,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::error::ApiError;
 use crate::ingest::Ingest;
-use crate::key::StreamKeys;
+use liveshop_identity::StreamKeys;
 use crate::store::valid_show_id;
 
 /// A STUN or TURN server offered to publishers in `Link` headers.

@@ -14,6 +14,9 @@
 //! assert_eq!(secret.verify(&token, "other", 1_900_000_000).unwrap_err().code(), "token_wrong_room");
 //! ```
 
+mod stream_key;
+pub use stream_key::StreamKeys;
+
 use hmac::{Hmac, Mac};
 use jwt::{SignWithKey, VerifyWithKey};
 use serde::{Deserialize, Serialize};
@@ -145,6 +148,11 @@ impl std::fmt::Debug for Secret {
 }
 
 impl Secret {
+    /// The stream keys (WHIP bearer keys) derived from this secret.
+    pub fn stream_keys(&self) -> StreamKeys {
+        StreamKeys::from_mac(self.0.clone())
+    }
+
     pub fn new(bytes: Vec<u8>) -> Result<Self, TokenError> {
         if bytes.len() < MIN_SECRET_LEN {
             return Err(TokenError::WeakSecret);

@@ -26,6 +26,11 @@ impl StreamKeys {
         StreamKeys(Hmac::new_from_slice(secret).expect("HMAC takes keys of any length"))
     }
 
+    /// The keys of the node whose tokens `secret` signs (the same secret, another domain).
+    pub(crate) fn from_mac(mac: Hmac<Sha256>) -> StreamKeys {
+        StreamKeys(mac)
+    }
+
     fn mac(&self, show: &str) -> [u8; 32] {
         let mut mac = self.0.clone();
         mac.update(DOMAIN);
