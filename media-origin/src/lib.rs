@@ -57,10 +57,10 @@ use axum::routing::{get, post};
 use crate::error::ApiError;
 use crate::events::StreamEvents;
 use crate::ingest::{Ingest, IngestConfig, IngestError};
-use liveshop_identity::StreamKeys;
 use crate::playlist::PlaylistConfig;
 use crate::store::Library;
 use crate::whip::{IceServer, WhipState};
+use liveshop_identity::StreamKeys;
 
 #[derive(Debug, Clone)]
 pub struct OriginConfig {

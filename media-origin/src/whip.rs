@@ -29,8 +29,8 @@ use axum::response::{IntoResponse, Response};
 
 use crate::error::ApiError;
 use crate::ingest::Ingest;
-use liveshop_identity::StreamKeys;
 use crate::store::valid_show_id;
+use liveshop_identity::StreamKeys;
 
 /// A STUN or TURN server offered to publishers in `Link` headers.
 #[derive(Debug, Clone, PartialEq, Eq)]
