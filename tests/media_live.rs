@@ -3,8 +3,12 @@
 //! WHIP, inside a private network namespace. The playlists are checked against the LL-HLS rules
 //! and `ffprobe` decodes what the origin wrote.
 //!
+//! Chromium publishes too: `tests/media/whip.html` in Debian's headless Chromium (fake camera
+//! and microphone, H.264 preferred) through `tests/media/publish.spec.mjs`.
+//!
 //! Needs python3 with aiortc (`pip install aiortc`), ffprobe (`apt-get install ffmpeg`) and
-//! unshare; `.ci/run` installs them.
+//! unshare, and for the Chromium test Node.js, Chromium and `npm ci` in tests/browser;
+//! `.ci/run` installs them.
 
 mod media;
 
@@ -320,4 +324,70 @@ async fn garbage_datagrams_and_five_percent_loss_do_not_stop_the_stream() {
     publisher.expect_line("DONE", Duration::from_secs(20));
     let done = playlist_until(&o, "demo", Duration::from_secs(5), |t| t.contains("#EXT-X-ENDLIST")).await;
     assert!(done.matches("#EXTINF").count() >= 3, "{done}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chromium_web_page_publishes_h264_and_opus_that_ffprobe_decodes() {
+    if !media::in_private_network("a_chromium_web_page_publishes_h264_and_opus_that_ffprobe_decodes") {
+        return;
+    }
+    media::require("ffprobe", &["-version"], "apt-get install ffmpeg");
+    media::require("node", &["--version"], "apt-get install nodejs npm");
+    let deps = media::root().join("tests/browser/node_modules/playwright-core");
+    assert!(deps.is_dir(), "this test needs npm ci in tests/browser (.ci/run does it)");
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(std::path::Path::new(&chromium).exists(), "this test needs Chromium at {chromium}");
+
+    let o = TestOrigin::start("chromium", |_| {}).await;
+    let mut publisher =
+        Publisher::chromium(&o.whip_url("demo"), &o.origin.stream_key("demo"), &["--seconds", "8"]);
+    let location = publisher.expect_line("LIVE ", Duration::from_secs(30));
+    assert!(location.starts_with("/whip/demo/"), "{location}");
+
+    // The playlist advances: from the first part, by a second's worth of parts (or a segment).
+    let hint = |t: &str| -> Option<(u64, u64)> {
+        let uri = t.lines().find_map(|l| l.strip_prefix("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"part-"))?;
+        let (msn, part) = uri.trim_end_matches(".m4s\"").split_once('.')?;
+        Some((msn.parse().ok()?, part.parse().ok()?))
+    };
+    let first =
+        playlist_until(&o, "demo", Duration::from_secs(15), |t| !tags(t, "#EXT-X-PART:").is_empty()).await;
+    let (msn, part) = hint(&first).expect("a preload hint");
+    playlist_until(&o, "demo", Duration::from_secs(10), |t| {
+        hint(t).is_some_and(|(m, p)| m > msn || p >= part + 5)
+    })
+    .await;
+
+    // What Chromium says it sent: H.264 (whatever its encoder) and Opus.
+    let sending: serde_json::Value =
+        serde_json::from_str(&publisher.expect_line("SENDING ", Duration::from_secs(20))).unwrap();
+    println!("Chromium sent {sending}");
+    let sent = |kind: &str| sending.as_array().unwrap().iter().find(|s| s["kind"] == kind).cloned();
+    assert_eq!(sent("video").expect("a video stream")["codec"], "video/H264", "{sending}");
+    publisher.expect_line("DONE", Duration::from_secs(20));
+    publisher.wait_success(Duration::from_secs(15));
+    playlist_until(&o, "demo", Duration::from_secs(5), |t| t.contains("#EXT-X-ENDLIST")).await;
+    tokio::time::sleep(Duration::from_millis(300)).await; // the writer thread
+    let vod = std::fs::read_to_string(o.media.join("demo/live.m3u8")).unwrap();
+    assert!(vod.ends_with("#EXT-X-ENDLIST\n"), "{vod}");
+
+    // ffprobe decodes init + the first segment, from HTTP: H.264 at the size asked for, and Opus
+    // when the fake microphone's audio arrived.
+    let first_segment = vod.lines().find(|l| l.starts_with("seg-")).expect("a segment");
+    let mut file = o.get("/hls/demo/init-0.mp4").await.body;
+    file.extend(o.get(&format!("/hls/demo/{first_segment}")).await.body);
+    let probe_path = o.media.join("probe.mp4");
+    std::fs::write(&probe_path, &file).unwrap();
+    let probe = ffprobe(&probe_path);
+    let streams = probe["streams"].as_array().unwrap();
+    let video = streams.iter().find(|s| s["codec_name"] == "h264").expect("an H.264 stream");
+    assert_eq!((video["width"].as_u64(), video["height"].as_u64()), (Some(640), Some(360)), "{video}");
+    let frames: u64 = video["nb_read_frames"].as_str().unwrap().parse().unwrap();
+    assert!(frames >= 10, "{frames} frames in {first_segment}");
+    if sent("audio").is_some_and(|a| a["packets"].as_u64() > Some(0)) {
+        let audio = streams.iter().find(|s| s["codec_name"] == "opus").expect("an Opus stream");
+        assert!(audio["nb_read_frames"].as_str().unwrap().parse::<u64>().unwrap() > 0, "{audio}");
+    }
+    let kinds = o.events.kinds();
+    assert_eq!((kinds.first(), kinds.last()), (Some(&"started"), Some(&"ended")), "{kinds:?}");
 }

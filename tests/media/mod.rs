@@ -1,5 +1,6 @@
 //! Helpers for the media tests: an origin in the test process, HTTP with headers and raw bytes,
-//! a private network namespace for anything WebRTC, and the aiortc publisher (`publish.py`).
+//! a private network namespace for anything WebRTC, and the publishers: aiortc (`publish.py`) and
+//! Chromium (`publish.spec.mjs` with `whip.html`).
 
 #![allow(dead_code)] // each test file uses its own subset
 
@@ -196,13 +197,27 @@ pub struct Publisher {
 
 impl Publisher {
     pub fn spawn(url: &str, token: &str, extra: &[&str]) -> Publisher {
-        let mut child = Command::new("python3")
-            .arg(root().join("tests/media/publish.py"))
+        let mut command = Command::new("python3");
+        command.arg(root().join("tests/media/publish.py")).args([url, token]).args(extra);
+        Publisher::run(command)
+    }
+
+    /// `tests/media/publish.spec.mjs`: Debian's headless Chromium publishing its fake camera and
+    /// microphone from `tests/media/whip.html`; same lines out (`LIVE`, `DONE`).
+    pub fn chromium(url: &str, token: &str, extra: &[&str]) -> Publisher {
+        let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+        let mut command = Command::new("node");
+        command
+            .arg(root().join("tests/media/publish.spec.mjs"))
             .args([url, token])
             .args(extra)
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("python3 runs");
+            .env("BROWSER_DEPS", root().join("tests/browser"))
+            .env("CHROMIUM", chromium);
+        Publisher::run(command)
+    }
+
+    fn run(mut command: Command) -> Publisher {
+        let mut child = command.stdout(Stdio::piped()).spawn().expect("the publisher starts");
         let out = BufReader::new(child.stdout.take().unwrap());
         let (tx, lines) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
