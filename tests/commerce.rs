@@ -13,120 +13,13 @@ use std::time::{Duration, Instant};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use common::{ROOM, SECRET, TestNode, http, kill9, now_ms, spawn, temp_dir, token};
+use common::{
+    Api, Merchant, PRICE, ROOM, SECRET, SKU, TestNode, http, kill9, now_ms, spawn, temp_dir, token,
+};
 use liveshop_edge::{Env, SystemEnv};
 use liveshop_identity::{Claims, Role, Secret as TokenSecret};
 use liveshop_webhooks::Secret;
 use serde_json::{Value, json};
-
-const SKU: &str = "DROP-1";
-const PRICE: i64 = 4000;
-
-/// JSON over HTTP/1.1 with keep-alive, as a browser or a merchant's system would call.
-#[derive(Clone)]
-struct Api {
-    client: reqwest::Client,
-    base: String,
-}
-
-impl Api {
-    fn new(addr: SocketAddr) -> Api {
-        Api { client: liveshop_edge::payments::http_client(), base: format!("http://{addr}") }
-    }
-
-    /// `(status, body)`; a network error is status 0.
-    async fn call(
-        &self,
-        method: &str,
-        path: &str,
-        token: &str,
-        key: Option<&str>,
-        body: Value,
-    ) -> (u16, Value) {
-        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-        let mut req = self.client.request(method, format!("{}{path}", self.base)).bearer_auth(token);
-        if let Some(k) = key {
-            req = req.header("Idempotency-Key", k);
-        }
-        if !body.is_null() {
-            req = req.body(body.to_string());
-        }
-        match req.send().await {
-            Ok(r) => {
-                let status = r.status().as_u16();
-                (status, r.json().await.unwrap_or(Value::Null))
-            }
-            Err(_) => (0, Value::Null),
-        }
-    }
-}
-
-/// The merchant's view: `/v1/shops/{shop}/...` with a merchant token.
-struct Merchant {
-    api: Api,
-    shop: String,
-    token: String,
-}
-
-impl Merchant {
-    fn new(api: Api, shop: &str, token: String) -> Merchant {
-        Merchant { api, shop: shop.into(), token }
-    }
-
-    async fn call(&self, method: &str, path: &str, body: Value) -> Value {
-        let (status, reply) =
-            self.api.call(method, &format!("/v1/shops/{}{path}", self.shop), &self.token, None, body).await;
-        assert!((200..300).contains(&status), "{method} {path}: {status} {reply}");
-        reply
-    }
-
-    /// One SKU with `stock` units, at most one per buyer, and a flash deal on all of them.
-    async fn stock_a_drop(&self, stock: u32) {
-        let product = json!({ "title": "Limited drop", "variants": [{
-            "sku": SKU, "price": { "minor": PRICE, "currency": "EUR" }, "stock": stock, "max_per_buyer": 1,
-        }]});
-        self.call("PUT", "/products/drop", product).await;
-        let deal = json!({ "sku": SKU, "duration_secs": 3600, "discount": { "percent": "25" }, "quantity_cap": stock, "per_buyer_cap": 1 });
-        self.call("POST", "/deals", deal).await;
-    }
-
-    /// A new `whsec_main` secret and an endpoint at `url` signed with it.
-    async fn webhooks_to(&self, url: &str, events: &[&str]) -> Secret {
-        let issued = self.call("POST", "/webhook-secrets/whsec_main", Value::Null).await;
-        let secret = Secret::parse(issued["secret"].as_str().unwrap()).unwrap();
-        self.call(
-            "POST",
-            "/webhooks/endpoints",
-            json!({ "url": url, "secret_id": "whsec_main", "events": events }),
-        )
-        .await;
-        secret
-    }
-
-    async fn orders(&self) -> Vec<Value> {
-        self.call("GET", "/orders", Value::Null).await["orders"].as_array().unwrap().clone()
-    }
-
-    /// Waits until no order's payment is still open, then returns the orders.
-    async fn settled_orders(&self) -> Vec<Value> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let orders = self.orders().await;
-            let open =
-                orders.iter().filter(|o| ["pending", "authorized"].contains(&o["payment"].as_str().unwrap()));
-            if open.count() == 0 {
-                return orders;
-            }
-            assert!(Instant::now() < deadline, "payments still open after 30 s");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    async fn available(&self) -> u64 {
-        let p = self.call("GET", "/products/drop", Value::Null).await;
-        p["variants"][0]["available"].as_u64().unwrap()
-    }
-}
 
 /// What one buyer was told.
 #[derive(Debug, Clone, PartialEq)]

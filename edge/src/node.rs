@@ -511,9 +511,11 @@ impl RoomTask {
 
     fn handle_msg(&mut self, msg: RoomMsg) {
         let started = Instant::now();
-        // What a failure of this event must undo or retry.
+        // What a failure of this event must undo or retry: a connection being accepted, or one
+        // whose frame went unanswered (its client would wait for an ack that never comes; closed,
+        // it reconnects and resumes).
         let connecting = match &msg {
-            RoomMsg::Connect { conn, .. } => Some(*conn),
+            RoomMsg::Connect { conn, .. } | RoomMsg::Message { conn, .. } => Some(*conn),
             _ => None,
         };
         let is_alarm = matches!(msg, RoomMsg::Alarm);
@@ -563,7 +565,6 @@ impl RoomTask {
         if let Some(reply) = reply {
             let _ = reply.send(None);
         }
-        // A connection the room never welcomed would wait on a silent socket.
         if let Some(conn) = connecting {
             self.conns.remove(&conn);
             self.pending.push(Out::Close(conn, CLOSE_RESTART, "the room failed: reconnect".into()));

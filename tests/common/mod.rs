@@ -8,13 +8,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::{SinkExt, StreamExt};
 use liveshop_edge::shows::NewShow;
 use liveshop_edge::{Edge, EdgeConfig};
 use liveshop_identity::{Claims, Role, Secret};
 use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
@@ -89,6 +90,9 @@ impl TestNode {
         };
         config.conns_per_ip_burst = 10_000;
         config.conns_per_ip_per_sec = 10_000;
+        // The deadline is wall time: on a loaded 2-core CI machine running tests in parallel, a
+        // descheduled event would trap. Deadlines have their own tests (edge/tests/actor_limits).
+        config.event_deadline_ms = 5_000;
         tweak(&mut config);
         let edge = Edge::start_with_env(config, env).await.unwrap();
         edge.ensure_show(show()).unwrap();
@@ -135,12 +139,19 @@ pub struct Client {
 impl Client {
     /// Connects and reads the welcome.
     pub async fn connect(url: &str) -> Client {
-        let (ws, _) =
+        Self::connect_with_response(url).await.0
+    }
+
+    /// Connects and reads the welcome; also the upgrade's response (for its headers).
+    pub async fn connect_with_response(
+        url: &str,
+    ) -> (Client, tokio_tungstenite::tungstenite::handshake::client::Response) {
+        let (ws, response) =
             tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url)).await.unwrap().unwrap();
         let mut c = Client { ws, frames: Vec::new(), next_id: 0 };
         let welcome = c.next().await.expect("a welcome frame");
         assert_eq!(welcome["type"], "welcome", "{welcome}");
-        c
+        (c, response)
     }
 
     /// The next frame, `None` when the server closed; panics after 10 s of silence.
@@ -265,7 +276,11 @@ impl Drop for NodeProcess {
 pub fn spawn(dir: &Path) -> (NodeProcess, SocketAddr) {
     let config = dir.join("edge.toml");
     // Pipelined test traffic is faster than a person; the per-connection frame limit would stop it.
-    std::fs::write(&config, "frames_per_conn_per_sec = 100000\nconns_per_ip_burst = 1000\n").unwrap();
+    std::fs::write(
+        &config,
+        "frames_per_conn_per_sec = 100000\nconns_per_ip_burst = 1000\nevent_deadline_ms = 5000\n",
+    )
+    .unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_liveshop"))
         .args(["edge", "--listen", "127.0.0.1:0", "--config"])
         .arg(&config)
@@ -286,4 +301,168 @@ pub fn spawn(dir: &Path) -> (NodeProcess, SocketAddr) {
 
 pub fn kill9(node: NodeProcess) {
     drop(node);
+}
+
+/// JSON over HTTP/1.1 with keep-alive, as a browser or a merchant's system would call.
+#[derive(Clone)]
+pub struct Api {
+    pub client: reqwest::Client,
+    pub base: String,
+}
+
+impl Api {
+    pub fn new(addr: SocketAddr) -> Api {
+        Api { client: liveshop_edge::payments::http_client(), base: format!("http://{addr}") }
+    }
+
+    /// `(status, body)`; a network error is status 0.
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        key: Option<&str>,
+        body: Value,
+    ) -> (u16, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut req = self.client.request(method, format!("{}{path}", self.base)).bearer_auth(token);
+        if let Some(k) = key {
+            req = req.header("Idempotency-Key", k);
+        }
+        if !body.is_null() {
+            req = req.body(body.to_string());
+        }
+        match req.send().await {
+            Ok(r) => {
+                let status = r.status().as_u16();
+                (status, r.json().await.unwrap_or(Value::Null))
+            }
+            Err(_) => (0, Value::Null),
+        }
+    }
+}
+
+/// The flash-sale SKU of [`Merchant::stock_a_drop`] and its regular price.
+pub const SKU: &str = "DROP-1";
+pub const PRICE: i64 = 4000;
+
+/// The merchant's view: `/v1/shops/{shop}/...` with a merchant token.
+pub struct Merchant {
+    pub api: Api,
+    pub shop: String,
+    pub token: String,
+}
+
+impl Merchant {
+    pub fn new(api: Api, shop: &str, token: String) -> Merchant {
+        Merchant { api, shop: shop.into(), token }
+    }
+
+    pub async fn call(&self, method: &str, path: &str, body: Value) -> Value {
+        let (status, reply) =
+            self.api.call(method, &format!("/v1/shops/{}{path}", self.shop), &self.token, None, body).await;
+        assert!((200..300).contains(&status), "{method} {path}: {status} {reply}");
+        reply
+    }
+
+    /// One SKU with `stock` units, at most one per buyer, and a flash deal on all of them.
+    pub async fn stock_a_drop(&self, stock: u32) {
+        let product = json!({ "title": "Limited drop", "variants": [{
+            "sku": SKU, "price": { "minor": PRICE, "currency": "EUR" }, "stock": stock, "max_per_buyer": 1,
+        }]});
+        self.call("PUT", "/products/drop", product).await;
+        let deal = json!({ "sku": SKU, "duration_secs": 3600, "discount": { "percent": "25" }, "quantity_cap": stock, "per_buyer_cap": 1 });
+        self.call("POST", "/deals", deal).await;
+    }
+
+    /// A new `whsec_main` secret and an endpoint at `url` signed with it.
+    pub async fn webhooks_to(&self, url: &str, events: &[&str]) -> liveshop_webhooks::Secret {
+        let issued = self.call("POST", "/webhook-secrets/whsec_main", Value::Null).await;
+        let secret = liveshop_webhooks::Secret::parse(issued["secret"].as_str().unwrap()).unwrap();
+        self.call(
+            "POST",
+            "/webhooks/endpoints",
+            json!({ "url": url, "secret_id": "whsec_main", "events": events }),
+        )
+        .await;
+        secret
+    }
+
+    pub async fn orders(&self) -> Vec<Value> {
+        self.call("GET", "/orders", Value::Null).await["orders"].as_array().unwrap().clone()
+    }
+
+    /// Waits until no order's payment is still open, then returns the orders.
+    pub async fn settled_orders(&self) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let orders = self.orders().await;
+            let open =
+                orders.iter().filter(|o| ["pending", "authorized"].contains(&o["payment"].as_str().unwrap()));
+            if open.count() == 0 {
+                return orders;
+            }
+            assert!(Instant::now() < deadline, "payments still open after 30 s");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub async fn available(&self) -> u64 {
+        let p = self.call("GET", "/products/drop", Value::Null).await;
+        p["variants"][0]["available"].as_u64().unwrap()
+    }
+}
+
+/// Reads server-sent events from a raw HTTP stream: `(id, data)` pairs.
+pub struct SseClient {
+    lines: tokio::io::Lines<tokio::io::BufReader<tokio::net::TcpStream>>,
+}
+
+impl SseClient {
+    pub async fn connect(
+        addr: SocketAddr,
+        room: &str,
+        token: &str,
+        last_event_id: Option<&str>,
+    ) -> SseClient {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let resume = last_event_id.map(|id| format!("Last-Event-ID: {id}\r\n")).unwrap_or_default();
+        let req = format!(
+            "GET /v1/rooms/{room}/events?token={token} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n{resume}\r\n"
+        );
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut lines = tokio::io::BufReader::new(s).lines();
+        let status = lines.next_line().await.unwrap().unwrap();
+        assert!(status.contains(" 200 "), "{status}");
+        while !lines.next_line().await.unwrap().unwrap().is_empty() {}
+        SseClient { lines }
+    }
+
+    pub async fn next(&mut self) -> (Option<String>, Value) {
+        let (mut id, mut data) = (None, String::new());
+        loop {
+            let line = tokio::time::timeout(Duration::from_secs(10), self.lines.next_line())
+                .await
+                .expect("an event within 10 s")
+                .unwrap()
+                .expect("the stream is open");
+            // Chunked encoding puts chunk sizes on their own lines; SSE fields have a colon.
+            if let Some(v) = line.strip_prefix("id:") {
+                id = Some(v.trim().to_string());
+            } else if let Some(v) = line.strip_prefix("data:") {
+                data.push_str(v.trim_start());
+            } else if line.is_empty() && !data.is_empty() {
+                return (id, serde_json::from_str(&data).unwrap());
+            }
+        }
+    }
+
+    pub async fn until_chat(&mut self, text: &str) -> (Option<String>, Value) {
+        loop {
+            let (id, v) = self.next().await;
+            if v["type"] == "chat.message" && v["message"]["text"] == text {
+                return (id, v);
+            }
+        }
+    }
 }
