@@ -5,10 +5,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Client, ROOM, TestNode, http, now_ms, token};
+use common::{Client, ROOM, SseClient, TestNode, http, now_ms, token};
 use liveshop_identity::Role;
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 fn chats(c: &Client) -> Vec<(u64, String)> {
     c.of_type("chat.message")
@@ -67,60 +66,11 @@ async fn a_viewer_who_reconnects_with_resume_gets_exactly_what_it_missed() {
     node.stop().await;
 }
 
-/// Reads server-sent events from a raw HTTP stream: `(id, data)` pairs.
-struct SseClient {
-    lines: tokio::io::Lines<BufReader<tokio::net::TcpStream>>,
-}
-
-impl SseClient {
-    async fn connect(node: &TestNode, token: &str, last_event_id: Option<&str>) -> SseClient {
-        let mut s = tokio::net::TcpStream::connect(node.addr).await.unwrap();
-        let resume = last_event_id.map(|id| format!("Last-Event-ID: {id}\r\n")).unwrap_or_default();
-        let req = format!(
-            "GET /v1/rooms/{ROOM}/events?token={token} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n{resume}\r\n"
-        );
-        s.write_all(req.as_bytes()).await.unwrap();
-        let mut lines = BufReader::new(s).lines();
-        let status = lines.next_line().await.unwrap().unwrap();
-        assert!(status.contains(" 200 "), "{status}");
-        while !lines.next_line().await.unwrap().unwrap().is_empty() {}
-        SseClient { lines }
-    }
-
-    async fn next(&mut self) -> (Option<String>, Value) {
-        let (mut id, mut data) = (None, String::new());
-        loop {
-            let line = tokio::time::timeout(Duration::from_secs(10), self.lines.next_line())
-                .await
-                .expect("an event within 10 s")
-                .unwrap()
-                .expect("the stream is open");
-            // Chunked encoding puts chunk sizes on their own lines; SSE fields have a colon.
-            if let Some(v) = line.strip_prefix("id:") {
-                id = Some(v.trim().to_string());
-            } else if let Some(v) = line.strip_prefix("data:") {
-                data.push_str(v.trim_start());
-            } else if line.is_empty() && !data.is_empty() {
-                return (id, serde_json::from_str(&data).unwrap());
-            }
-        }
-    }
-
-    async fn until_chat(&mut self, text: &str) -> (Option<String>, Value) {
-        loop {
-            let (id, v) = self.next().await;
-            if v["type"] == "chat.message" && v["message"]["text"] == text {
-                return (id, v);
-            }
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_sse_client_sees_what_websocket_clients_see_and_resumes_by_last_event_id() {
     let node = TestNode::start(|_| {}).await;
     let mut ws = node.connect("ws-viewer", Role::Viewer).await;
-    let mut sse = SseClient::connect(&node, &token(ROOM, "sse-viewer", Role::Viewer), None).await;
+    let mut sse = SseClient::connect(node.addr, ROOM, &token(ROOM, "sse-viewer", Role::Viewer), None).await;
     assert_eq!(sse.next().await.1["type"], "welcome");
     let mut host = node.connect("host", Role::Host).await;
     for t in ["one", "two", "three"] {
@@ -156,7 +106,7 @@ async fn an_sse_client_sees_what_websocket_clients_see_and_resumes_by_last_event
 
     // A new stream that resumes after "one" gets the rest, not "one" again.
     let mut again =
-        SseClient::connect(&node, &token(ROOM, "sse-viewer", Role::Viewer), Some(&first_id)).await;
+        SseClient::connect(node.addr, ROOM, &token(ROOM, "sse-viewer", Role::Viewer), Some(&first_id)).await;
     let (_, welcome) = again.next().await;
     assert_eq!(welcome["resumed"], true);
     let (_, next) = again.next().await;
@@ -216,6 +166,9 @@ async fn bad_tokens_unknown_shows_and_limits_get_clear_errors() {
     })
     .await;
     let base = format!("ws://{}/v1/rooms", node.addr);
+    // A plain GET of the socket's URL: the JSON error, as the Worker answers it.
+    let (status, plain) = http(node.addr, "GET", &format!("/v1/rooms/{ROOM}/ws"), &[], "").await;
+    assert_eq!((status, plain["error"]["code"].as_str()), (426, Some("upgrade_required")), "{plain}");
     let expired = {
         let claims = liveshop_identity::Claims::new("ana", ROOM, Role::Viewer, 1);
         common::secret().mint(&claims).unwrap()

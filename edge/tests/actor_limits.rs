@@ -60,7 +60,8 @@ const MISBEHAVING: &str = r#"
     (func (export "on-request") (param i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32)
       (result i32)
       (i32.const 512))
-    (func (export "on-alarm")))
+    (func (export "on-alarm"))
+    (func (export "on-effect-result") (param i32 i32 i32 i32)))
   (core instance $main (instantiate $main (with "host" (instance
     (export "memory" (memory $mem))
     (export "put" (func $put))
@@ -82,6 +83,8 @@ const MISBEHAVING: &str = r#"
   (func $on-request (param "req" $request) (result $response)
     (canon lift (core func $main "on-request") (memory $mem) (realloc (core func $main "realloc"))))
   (func $on-alarm (canon lift (core func $main "on-alarm")))
+  (func $on-effect-result (param "kind" string) (param "body" string)
+    (canon lift (core func $main "on-effect-result") (memory $mem) (realloc (core func $main "realloc"))))
   (instance $actor
     (export "role" (type $role))
     (export "identity" (type $identity))
@@ -91,7 +94,8 @@ const MISBEHAVING: &str = r#"
     (export "on-message" (func $on-message))
     (export "on-close" (func $on-close))
     (export "on-request" (func $on-request))
-    (export "on-alarm" (func $on-alarm)))
+    (export "on-alarm" (func $on-alarm))
+    (export "on-effect-result" (func $on-effect-result)))
   (export "liveshop:actor/actor@0.1.0" (instance $actor)))
 "#;
 

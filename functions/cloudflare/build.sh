@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Builds the Worker into functions/cloudflare/build/ with nothing but the registries: worker-build
+# and wasm-bindgen-cli from crates.io (installed by .ci/run; wasm-bindgen at the exact version in
+# Cargo.lock), wasm-opt (binaryen) and esbuild from npm (`npm ci` here). worker-build would
+# otherwise download them from GitHub.
+set -euo pipefail
+cd "$(dirname "$0")"
+tools="${LIVESHOP_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/liveshop-tools}"
+export WASM_BINDGEN_BIN="${WASM_BINDGEN_BIN:-$tools/bin/wasm-bindgen}"
+export WORKER_BUILD_BIN="${WORKER_BUILD_BIN:-$tools/bin/worker-build}"
+export WASM_OPT_BIN="${WASM_OPT_BIN:-$PWD/node_modules/.bin/wasm-opt}"
+export ESBUILD_BIN="${ESBUILD_BIN:-$PWD/node_modules/.bin/esbuild}"
+[ -d node_modules/esbuild ] || npm ci --no-audit --no-fund
+# Its own target directory: workers-rs never shares a build with the main workspace.
+export CARGO_TARGET_DIR="${CLOUDFLARE_TARGET_DIR:-${CARGO_TARGET_DIR:-$PWD/target}-cloudflare}"
+exec "$WORKER_BUILD_BIN" --release "$@"

@@ -1,0 +1,244 @@
+//! # liveshop on Cloudflare: the same rooms and shops as a Worker with Durable Objects
+//!
+//! The Worker only routes; the rules live in the sans-IO cores `liveshop-room` and
+//! `liveshop-shop`, exactly as in the edge node's components (`functions/component`):
+//!
+//! ```text
+//!  client ──HTTP/WS──▶ Worker (this file: routes, shows) ──fetch──▶ Room DO  (one per show)
+//!                                                        └─fetch──▶ Shop DO  (one per shop)
+//! ```
+//!
+//! - [`room::Room`] keeps viewers' WebSockets with the hibernation API (`accept_web_socket`,
+//!   `websocket_message`, `websocket_close`); each socket's attachment holds its connection id,
+//!   identity and connect time, so an evicted object is rebuilt from storage and its sockets.
+//! - Both objects store the cores' records in a SQLite table (`new_sqlite_classes`). An event is
+//!   handled synchronously, so its writes commit together in one implicit transaction, and
+//!   Cloudflare's output gate holds every frame and reply of the event until they are durable.
+//! - Alarms carry the cores' timers (aggregation windows, countdowns, reservation expiry,
+//!   webhook retries); handling an alarm twice is harmless to the cores.
+//! - A room holding `FANOUT_THRESHOLD` sockets hands new ones to fan-out objects
+//!   ([`fanout::Fanout`]); it stays the only writer and sends each object its frames in order.
+//! - Errors are the edge node's: status + `{"error": {"code", "message"}}`.
+//!
+//! The API is the edge node's (`edge/src/http.rs`, `edge/src/shop_http.rs`, `docs/protocol.md`);
+//! `tests/conformance*` runs one suite against both hosts. See `docs/cloudflare.md`.
+
+use liveshop_identity::{Claims, Identity, Role, Secret, TokenError};
+use serde_json::json;
+use worker::*;
+
+mod fanout;
+mod room;
+mod shop;
+mod shows;
+
+pub use fanout::Fanout;
+pub use room::Room;
+pub use shop::Shop;
+
+/// Guest tokens last a day; host tokens from `POST /v1/shows` a week (as on the edge node).
+const HOST_TOKEN_SECS: u64 = 7 * 24 * 3600;
+
+#[event(fetch)]
+async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
+    let url = req.url()?;
+    let segments: Vec<String> =
+        url.path_segments().map(|s| s.map(String::from).collect()).unwrap_or_default();
+    let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
+    match (req.method(), segs.as_slice()) {
+        (Method::Get, ["healthz"]) => Response::from_json(&json!({ "status": "ok" })),
+        (Method::Post, ["v1", "shows"]) => create_show(req, &env).await,
+        (Method::Get, ["v1", "shows", show]) => room_stub(&env, show)?.fetch_with_request(req).await,
+        // `_`-actions are fan-out objects' calls to their room.
+        (_, ["v1", "rooms", room, action]) if !action.starts_with('_') => {
+            room_stub(&env, room)?.fetch_with_request(req).await
+        }
+        (_, ["v1", "shows", show, "shop", _, ..]) => {
+            let shop = match show_record(&env, show).await? {
+                Ok(s) => s.shop_id().to_string(),
+                Err(response) => {
+                    // Read before refusing; see the room's fetch.
+                    req.bytes().await?;
+                    return Ok(response);
+                }
+            };
+            shop_stub(&env, &shop)?.fetch_with_request(req).await
+        }
+        // `_`-paths are the Worker's own calls to the shop (see `create_show`).
+        (_, ["v1", "shops", shop, first, ..]) if !first.starts_with('_') => {
+            shop_stub(&env, shop)?.fetch_with_request(req).await
+        }
+        _ => {
+            req.bytes().await?;
+            error(404, "not_found", "no such endpoint")
+        }
+    }
+}
+
+fn room_stub(env: &Env, room: &str) -> Result<Stub> {
+    env.durable_object("ROOMS")?.get_by_name(room)
+}
+
+fn shop_stub(env: &Env, shop: &str) -> Result<Stub> {
+    env.durable_object("SHOPS")?.get_by_name(shop)
+}
+
+/// The show `id` as its room stored it, or the error response to give.
+async fn show_record(env: &Env, id: &str) -> Result<std::result::Result<shows::Show, Response>> {
+    let mut r = room_stub(env, id)?.fetch_with_str(&format!("https://room/v1/shows/{id}")).await?;
+    if r.status_code() != 200 {
+        return Ok(Err(r));
+    }
+    Ok(Ok(r.json().await?))
+}
+
+/// `POST /v1/shows`: hosts and merchants with a platform-wide token (`room: "*"`) create shows.
+/// The show's room stores it (and refuses a second one); its shop learns that it exists.
+async fn create_show(mut req: Request, env: &Env) -> Result<Response> {
+    // Read before any check; see the room's fetch.
+    let body = req.bytes().await?;
+    let secret = secret(env)?;
+    let now = now_ms();
+    let who = match bearer(&req).ok_or(TokenError::Malformed).and_then(|t| secret.verify(&t, "*", now / 1000))
+    {
+        Ok(who) => who,
+        Err(e) => return token_error(e),
+    };
+    if !matches!(who.role, Role::Host | Role::Merchant) {
+        return error(403, "forbidden", "only hosts and merchants create shows");
+    }
+    let show =
+        match serde_json::from_slice(&body).map_err(|e| e.to_string()).and_then(|n| shows::Show::new(n, now))
+        {
+            Ok(show) => show,
+            Err(message) => return error(400, "invalid_argument", message),
+        };
+    let put = Request::new_with_init(
+        &format!("https://room/v1/shows/{}", show.id),
+        RequestInit::new().with_method(Method::Put).with_body(Some(serde_json::to_string(&show)?.into())),
+    )?;
+    let created = room_stub(env, &show.id)?.fetch_with_request(put).await?;
+    if created.status_code() != 201 {
+        return Ok(created);
+    }
+    let register = Request::new_with_init(
+        &format!("https://shop/v1/shops/{}/_register", show.shop_id()),
+        RequestInit::new().with_method(Method::Post),
+    )?;
+    shop_stub(env, show.shop_id())?.fetch_with_request(register).await?;
+    let exp = now / 1000 + HOST_TOKEN_SECS;
+    let host_token =
+        secret.mint(&Claims::new(&who.subject, &show.id, Role::Host, exp)).map_err(|e| e.to_string())?;
+    let base = req.url()?.origin().ascii_serialization();
+    let body = json!({
+        "viewer_url": format!("{base}/watch/{}", show.id),
+        "dashboard_url": format!("{base}/dashboard/{}#token={host_token}", show.id),
+        "host_token": host_token,
+        "show": show,
+    });
+    Ok(Response::from_json(&body)?.with_status(201))
+}
+
+/// The token secret: the Worker secret (or var) `LIVESHOP_SECRET`.
+pub(crate) fn secret(env: &Env) -> Result<Secret> {
+    let value = env
+        .secret("LIVESHOP_SECRET")
+        .map(|s| s.to_string())
+        .or_else(|_| env.var("LIVESHOP_SECRET").map(|v| v.to_string()))?;
+    Secret::new(value.into_bytes()).map_err(|e| Error::RustError(format!("LIVESHOP_SECRET: {e}")))
+}
+
+/// A numeric setting from a var, or its default.
+pub(crate) fn setting(env: &Env, name: &str, default: u64) -> u64 {
+    env.var(name).ok().and_then(|v| v.to_string().parse().ok()).unwrap_or(default)
+}
+
+pub(crate) fn bearer(req: &Request) -> Option<String> {
+    let h = req.headers().get("authorization").ok()??;
+    h.strip_prefix("Bearer ").map(|t| t.trim().to_string())
+}
+
+/// The caller, from `?token=` or a bearer token, if either was sent.
+pub(crate) fn caller(
+    req: &Request,
+    secret: &Secret,
+    scope: &str,
+) -> std::result::Result<Option<Identity>, TokenError> {
+    query(req, "token").or_else(|| bearer(req)).map(|t| secret.verify(&t, scope, now_ms() / 1000)).transpose()
+}
+
+pub(crate) fn query(req: &Request, name: &str) -> Option<String> {
+    req.url().ok()?.query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
+}
+
+pub(crate) fn now_ms() -> u64 {
+    js_sys::Date::now() as u64
+}
+
+/// 53 random bits: a new epoch that JavaScript clients hold exactly.
+pub(crate) fn random_u53() -> u64 {
+    let mut bytes = [0u8; 8];
+    let crypto: web_crypto::Crypto = js_sys::global().unchecked_into::<web_crypto::Global>().crypto();
+    crypto.get_random_values(&mut bytes);
+    u64::from_le_bytes(bytes) >> 11
+}
+
+mod web_crypto {
+    use wasm_bindgen::prelude::*;
+
+    #[wasm_bindgen]
+    extern "C" {
+        pub type Global;
+        pub type Crypto;
+        #[wasm_bindgen(method, getter)]
+        pub fn crypto(this: &Global) -> Crypto;
+        #[wasm_bindgen(method, js_name = getRandomValues)]
+        pub fn get_random_values(this: &Crypto, buf: &mut [u8]);
+    }
+}
+
+use wasm_bindgen::JsCast;
+
+/// An error as every endpoint reports it.
+pub(crate) fn error(status: u16, code: &str, message: impl Into<String>) -> Result<Response> {
+    let body = json!({ "error": { "code": code, "message": message.into() } });
+    Ok(Response::from_json(&body)?.with_status(status))
+}
+
+pub(crate) fn token_error(e: TokenError) -> Result<Response> {
+    error(401, e.code(), e.to_string())
+}
+
+/// A core's reply as a response.
+pub(crate) fn reply(status: u16, content_type: &str, body: Vec<u8>) -> Result<Response> {
+    let headers = Headers::new();
+    headers.set("content-type", content_type)?;
+    Ok(Response::from_bytes(body)?.with_status(status).with_headers(headers))
+}
+
+/// Close code for a connection that sends frames faster than allowed (as on the edge node).
+pub(crate) const CLOSE_RATE_LIMITED: u16 = 4029;
+
+/// The host's checks of one client frame, as in the edge node's socket loop: text only, within
+/// the size limit, at the connection's pace. The text, or the close code and reason.
+pub(crate) fn frame_check(
+    env: &Env,
+    bucket: std::collections::hash_map::Entry<'_, u64, liveshop_room::filter::TokenBucket>,
+    message: WebSocketIncomingMessage,
+    now: u64,
+) -> std::result::Result<String, (u16, &'static str)> {
+    use liveshop_room::filter::{Pace, TokenBucket};
+    let text = match message {
+        WebSocketIncomingMessage::String(text) => text,
+        WebSocketIncomingMessage::Binary(_) => return Err((1003, "text frames only")),
+    };
+    if text.len() > setting(env, "MAX_WS_MESSAGE_BYTES", 64 * 1024) as usize {
+        return Err((1009, "message too big"));
+    }
+    let per_sec = setting(env, "FRAMES_PER_CONN_PER_SEC", 20).max(1);
+    let pace = Pace { burst: per_sec * 2, refill_every_ms: 1000 / per_sec };
+    match bucket.or_insert_with(|| TokenBucket::full(pace, now)).take(pace, now) {
+        Ok(_) => Ok(text),
+        Err(_) => Err((CLOSE_RATE_LIMITED, "too many frames")),
+    }
+}

@@ -1,0 +1,1043 @@
+//! One conformance suite, two hosts: every case here runs against the edge node
+//! (`tests/conformance_edge.rs`) and against the Cloudflare Worker in workerd
+//! (`tests/conformance_workerd.rs`), over real WebSockets and HTTP. A case creates its own show
+//! (and with it its shop) through `POST /v1/shows`, so cases never meet, and asserts what a
+//! client sees: frames, status codes, error codes, close codes. A difference between the hosts
+//! is a bug in one of them.
+
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::common::{
+    Api, Client, Merchant, PRICE, SECRET, SKU, SseClient, TestNode, now_ms, secret, temp_dir, token,
+};
+use liveshop_identity::{Claims, Role};
+use serde_json::{Value, json};
+
+/// Where a case sends its requests.
+#[derive(Clone)]
+pub struct Target {
+    pub addr: SocketAddr,
+    pub api: Api,
+}
+
+impl Target {
+    pub fn new(addr: SocketAddr) -> Target {
+        Target { addr, api: Api::new(addr) }
+    }
+
+    /// A new show (and shop) with a fresh id, created the way a platform does.
+    pub async fn new_show(&self) -> String {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let id =
+            format!("c{}-{}-{}", std::process::id(), now_ms() % 1_000_000, N.fetch_add(1, Ordering::Relaxed));
+        let body = json!({ "id": id, "title": "Conformance", "products": [{"id": "mug", "title": "Mug"}] });
+        let (status, created) = self.api.call("POST", "/v1/shows", &platform_host(), None, body).await;
+        assert_eq!(status, 201, "{created}");
+        id
+    }
+
+    pub fn ws_url(&self, show: &str, token: &str) -> String {
+        format!("ws://{}/v1/rooms/{show}/ws?token={token}", self.addr)
+    }
+
+    pub async fn connect(&self, show: &str, sub: &str, role: Role) -> Client {
+        Client::connect(&self.ws_url(show, &token(show, sub, role))).await
+    }
+
+    /// `(status, JSON body or the text as a string)`.
+    pub async fn http(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut req =
+            self.api.client.request(method, format!("{}{path}", self.api.base)).body(body.to_string());
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let r = tokio::time::timeout(Duration::from_secs(10), req.send()).await.expect("an answer").unwrap();
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+}
+
+pub fn platform_host() -> String {
+    token("*", "studio", Role::Host)
+}
+
+/// A host under test: one per test process, shared by its cases (each makes its own show).
+pub struct Host {
+    pub target: Target,
+}
+
+impl Host {
+    /// The edge node, in this process: one per test process (starting one compiles the room
+    /// and shop components), on a runtime of its own that outlives each case's.
+    pub async fn edge() -> Option<Host> {
+        static SHARED: std::sync::OnceLock<SocketAddr> = std::sync::OnceLock::new();
+        let addr = *SHARED.get_or_init(|| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async {
+                    let node = TestNode::start(|_| {}).await;
+                    tx.send(node.addr).unwrap();
+                    std::future::pending::<()>().await;
+                });
+            });
+            rx.recv().expect("the edge node starts")
+        });
+        Some(Host { target: Target::new(addr) })
+    }
+
+    /// The Worker in workerd, one per test process; `None` (the cases are skipped) when the
+    /// Worker is not built, unless `LIVESHOP_REQUIRE_WORKERD` is set.
+    pub async fn workerd() -> Option<Host> {
+        static SHARED: std::sync::OnceLock<Option<SocketAddr>> = std::sync::OnceLock::new();
+        let addr = SHARED.get_or_init(|| {
+            if !Workerd::built() {
+                assert!(
+                    std::env::var_os("LIVESHOP_REQUIRE_WORKERD").is_none(),
+                    "the Worker is not built: run functions/cloudflare/build.sh"
+                );
+                eprintln!("skipped: the Worker is not built (functions/cloudflare/build.sh)");
+                return None;
+            }
+            // Kept for the life of the process; its stdin closes when the process ends.
+            let w = Box::leak(Box::new(Workerd::start(&temp_dir("workerd"), &[])));
+            Some(w.addr)
+        });
+        addr.map(|addr| Host { target: Target::new(addr) })
+    }
+}
+
+/// The built Worker running in workerd (`functions/cloudflare/workerd.mjs`), persisting into
+/// a directory; stopped when dropped.
+pub struct Workerd {
+    child: Child,
+    pub addr: SocketAddr,
+    pub dir: PathBuf,
+}
+
+impl Workerd {
+    fn dir() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("functions/cloudflare")
+    }
+
+    pub fn built() -> bool {
+        Self::dir().join("build/index.js").exists() && Self::dir().join("node_modules/miniflare").exists()
+    }
+
+    /// Starts workerd over `dir` (the same directory again: the same objects and storage) with
+    /// extra vars.
+    pub fn start(dir: &Path, vars: &[(&str, &str)]) -> Workerd {
+        let mut cmd = Command::new("node");
+        cmd.arg(Self::dir().join("workerd.mjs")).arg(dir).arg("0").arg(format!("LIVESHOP_SECRET={SECRET}"));
+        for (k, v) in vars {
+            cmd.arg(format!("{k}={v}"));
+        }
+        let mut child = cmd
+            .env("WRANGLER_SEND_METRICS", "false")
+            .env("CLOUDFLARE_CF_FETCH_ENABLED", "false")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("node runs functions/cloudflare/workerd.mjs");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let addr = loop {
+            let line = lines.next().expect("workerd prints where it listens").unwrap();
+            if let Some(url) = line.strip_prefix("listening on http://") {
+                break url.trim().parse().unwrap();
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        Workerd { child, addr, dir: dir.to_path_buf() }
+    }
+}
+
+impl Workerd {
+    /// The same Worker under `wrangler dev --local --persist-to <dir>/state`, from a copy of the
+    /// root `wrangler.toml` without its `[build]` section (the Worker is built already; with it,
+    /// wrangler would build twice), no login, no metrics.
+    pub fn start_wrangler_dev(dir: &Path) -> Workerd {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut config = String::new();
+        let mut in_build = false;
+        for line in std::fs::read_to_string(root.join("wrangler.toml")).unwrap().lines() {
+            if line.starts_with('[') {
+                in_build = line.trim() == "[build]";
+            }
+            if in_build {
+                continue;
+            }
+            match line.strip_prefix("main = ") {
+                Some(main) => {
+                    let main = root.join(main.trim_matches('"'));
+                    config.push_str(&format!("main = {:?}\n", main.display().to_string()));
+                }
+                None => config.push_str(&format!("{line}\n")),
+            }
+        }
+        std::fs::write(dir.join("wrangler.toml"), config).unwrap();
+        std::fs::write(dir.join(".dev.vars"), format!("LIVESHOP_SECRET={SECRET}\n")).unwrap();
+        let mut child = Command::new("node")
+            .arg(Self::dir().join("node_modules/wrangler/bin/wrangler.js"))
+            .args([
+                "dev",
+                "--local",
+                "--port",
+                "0",
+                "--ip",
+                "127.0.0.1",
+                "--show-interactive-dev-session=false",
+            ])
+            .arg("--config")
+            .arg(dir.join("wrangler.toml"))
+            .arg("--env-file")
+            .arg(dir.join(".dev.vars"))
+            .arg("--persist-to")
+            .arg(dir.join("state"))
+            .current_dir(dir)
+            .env("WRANGLER_SEND_METRICS", "false")
+            .env("CLOUDFLARE_CF_FETCH_ENABLED", "false")
+            .env("CI", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("node runs wrangler");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let addr = loop {
+            let line = lines.next().expect("wrangler dev says where it listens").unwrap();
+            if let Some((_, url)) = line.split_once("Ready on http://") {
+                break url.trim().parse().unwrap();
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        Workerd { child, addr, dir: dir.to_path_buf() }
+    }
+}
+
+impl Drop for Workerd {
+    fn drop(&mut self) {
+        // SIGTERM and closing stdin both make it dispose of workerd; give it a moment, then insist.
+        // SAFETY: plain FFI call with a pid we own.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        drop(self.child.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Every case, once per host: `conformance_cases!(Host::edge)`.
+#[macro_export]
+macro_rules! conformance_cases {
+    ($host:path) => {
+        $crate::conformance_cases!(@each $host;
+            chat_reaches_every_viewer_in_order,
+            a_viewer_who_resumes_gets_exactly_what_it_missed,
+            moderators_delete_time_out_and_ban,
+            polls_count_one_vote_per_viewer,
+            questions_are_asked_upvoted_once_answered_and_pinned,
+            messages_and_products_are_pinned_and_seen_in_state,
+            shows_are_created_once_and_read_back,
+            bad_tokens_and_unknown_shows_get_the_same_errors,
+            bad_frames_get_the_same_error_codes_and_close_codes,
+            commands_over_http_are_acknowledged_or_refused,
+            an_sse_client_sees_what_websocket_clients_see_and_resumes_by_last_event_id,
+            checkout_with_an_idempotency_key_makes_one_order,
+            a_flash_sale_never_oversells,
+            shop_errors_have_the_same_codes,
+            webhooks_are_signed_and_retried_on_schedule
+        );
+    };
+    (@each $host:path; $($case:ident),*) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let Some(host) = $host().await else { return };
+                conformance::$case(&host.target).await;
+            }
+        )*
+    };
+}
+
+fn chats(c: &Client) -> Vec<(u64, String)> {
+    c.of_type("chat.message")
+        .iter()
+        .map(|f| (f["seq"].as_u64().unwrap(), f["message"]["text"].as_str().unwrap().to_string()))
+        .collect()
+}
+
+/// The first frame so far or from now on that matches (a command's own events may come before
+/// its ack).
+async fn seen(c: &mut Client, pred: impl Fn(&Value) -> bool) -> Value {
+    match c.frames.iter().find(|f| pred(f)) {
+        Some(f) => f.clone(),
+        None => c.until(pred).await,
+    }
+}
+
+fn code(r: &(u16, Value)) -> (u16, &str) {
+    (r.0, r.1["error"]["code"].as_str().unwrap_or_default())
+}
+
+// ---------------------------------------------------------------- the room
+
+pub async fn chat_reaches_every_viewer_in_order(t: &Target) {
+    let show = t.new_show().await;
+    let mut viewers = Vec::new();
+    for i in 0..5 {
+        viewers.push(t.connect(&show, &format!("v{i}"), Role::Viewer).await);
+    }
+    let mut host = t.connect(&show, "host", Role::Host).await;
+    assert_eq!(host.frames[0]["you"]["role"], "host");
+    for i in 0..10 {
+        let ack = host.chat(&format!("message {i}")).await;
+        assert_eq!(ack["type"], "ack", "{ack}");
+    }
+    let expected: Vec<String> = (0..10).map(|i| format!("message {i}")).collect();
+    for v in &mut viewers {
+        while chats(v).len() < 10 {
+            v.next().await.expect("still connected");
+        }
+        let got = chats(v);
+        assert_eq!(got.iter().map(|(_, t)| t.clone()).collect::<Vec<_>>(), expected);
+        assert!(got.windows(2).all(|w| w[0].0 < w[1].0), "in seq order");
+        assert!(v.frames.iter().filter_map(|f| f["epoch"].as_u64()).all(|e| e == v.frames[0]["epoch"]));
+    }
+    // A late joiner gets the history in its welcome.
+    let late = t.connect(&show, "late", Role::Viewer).await;
+    let history = late.frames[0]["state"]["history"].as_array().unwrap();
+    assert_eq!(history.len(), 10);
+    assert_eq!(history[9]["text"], "message 9");
+}
+
+pub async fn a_viewer_who_resumes_gets_exactly_what_it_missed(t: &Target) {
+    let show = t.new_show().await;
+    let mut host = t.connect(&show, "host", Role::Host).await;
+    let mut ana = t.connect(&show, "ana", Role::Viewer).await;
+    host.chat("before").await;
+    let seen = ana.until(|f| f["type"] == "chat.message").await;
+    let (epoch, seq) = (seen["epoch"].as_u64().unwrap(), seen["seq"].as_u64().unwrap());
+    drop(ana);
+    host.chat("while away 1").await;
+    host.chat("while away 2").await;
+    let url = format!("{}&epoch={epoch}&seq={seq}", t.ws_url(&show, &token(&show, "ana", Role::Viewer)));
+    let mut back = Client::connect(&url).await;
+    assert_eq!(back.frames[0]["resumed"], true);
+    assert!(back.frames[0].get("state").is_none_or(Value::is_null), "no snapshot when resuming");
+    back.until(|f| f["message"]["text"] == "while away 2").await;
+    let texts: Vec<String> = chats(&back).into_iter().map(|(_, t)| t).collect();
+    assert_eq!(texts, ["while away 1", "while away 2"]);
+    // From another epoch: a snapshot instead.
+    let url = format!("{}&epoch={}&seq=1", t.ws_url(&show, &token(&show, "ana", Role::Viewer)), epoch ^ 1);
+    let fresh = Client::connect(&url).await;
+    assert_eq!(fresh.frames[0]["resumed"], false);
+    assert_eq!(fresh.frames[0]["state"]["history"].as_array().unwrap().len(), 3);
+}
+
+pub async fn moderators_delete_time_out_and_ban(t: &Target) {
+    let show = t.new_show().await;
+    let mut m = t.connect(&show, "mod", Role::Moderator).await;
+    let mut eve = t.connect(&show, "eve", Role::Viewer).await;
+    let mut ana = t.connect(&show, "ana", Role::Viewer).await;
+    let said = eve.chat("buy my stuff elsewhere").await;
+    let id = said["seq"].as_u64().unwrap();
+    assert_eq!(m.command(json!({"type": "chat.delete", "message_id": id})).await["type"], "ack");
+    let deleted = ana.until(|f| f["type"] == "chat.deleted").await;
+    assert_eq!(deleted["message_id"], id);
+    let action = seen(&mut m, |f| f["type"] == "mod.action").await;
+    assert_eq!((action["action"].as_str(), action["by"].as_str()), (Some("delete"), Some("mod")));
+    // Viewers may not moderate.
+    let refused = ana.command(json!({"type": "mod.ban", "user": "eve"})).await;
+    assert_eq!((refused["type"].as_str(), refused["code"].as_str()), (Some("error"), Some("forbidden")));
+    // Blocked terms are refused for viewers.
+    let settings = json!({"type": "mod.settings", "blocked_terms": ["knockoff"]});
+    assert_eq!(m.command(settings).await["type"], "ack");
+    let blocked = ana.chat("a real kn0ck0ff").await;
+    assert_eq!(blocked["code"], "blocked_content", "{blocked}");
+    // A timeout silences; a ban closes with 4003 and keeps them out.
+    assert_eq!(m.command(json!({"type": "mod.timeout", "user": "ana", "seconds": 60})).await["type"], "ack");
+    let silenced = ana.chat("hello?").await;
+    assert_eq!(silenced["code"], "timed_out", "{silenced}");
+    assert!(silenced["retry_after_ms"].as_u64().unwrap() > 0);
+    assert_eq!(m.command(json!({"type": "mod.ban", "user": "eve"})).await["type"], "ack");
+    assert_eq!(eve.close_code().await, Some(4003));
+    let mut again = tokio_tungstenite::connect_async(t.ws_url(&show, &token(&show, "eve", Role::Viewer)))
+        .await
+        .map(|(ws, _)| ws)
+        .expect("the upgrade itself succeeds");
+    use futures_util::StreamExt;
+    let mut code = None;
+    while let Some(Ok(msg)) = tokio::time::timeout(Duration::from_secs(10), again.next()).await.unwrap() {
+        if let tokio_tungstenite::tungstenite::Message::Close(f) = msg {
+            code = f.map(|f| u16::from(f.code));
+            break;
+        }
+    }
+    assert_eq!(code, Some(4003), "a banned viewer is turned away");
+}
+
+pub async fn polls_count_one_vote_per_viewer(t: &Target) {
+    let show = t.new_show().await;
+    let mut host = t.connect(&show, "host", Role::Host).await;
+    let mut a = t.connect(&show, "a", Role::Viewer).await;
+    let mut b = t.connect(&show, "b", Role::Viewer).await;
+    let opened =
+        host.command(json!({"type": "poll.open", "question": "Colour?", "options": ["Red", "Blue"]})).await;
+    let poll = opened["seq"].as_u64().unwrap();
+    assert_eq!(a.until(|f| f["type"] == "poll.opened").await["poll"]["id"], poll);
+    let again = host.command(json!({"type": "poll.open", "question": "Size?", "options": ["S", "M"]})).await;
+    assert_eq!(again["code"], "poll_already_open");
+    assert_eq!(a.command(json!({"type": "poll.vote", "poll_id": poll, "option": 0})).await["type"], "ack");
+    assert_eq!(a.command(json!({"type": "poll.vote", "poll_id": poll, "option": 1})).await["type"], "ack");
+    assert_eq!(b.command(json!({"type": "poll.vote", "poll_id": poll, "option": 1})).await["type"], "ack");
+    let bad = b.command(json!({"type": "poll.vote", "poll_id": poll, "option": 7})).await;
+    assert_eq!(bad["code"], "invalid_argument");
+    assert_eq!(host.command(json!({"type": "poll.close", "poll_id": poll})).await["type"], "ack");
+    let closed = b.until(|f| f["type"] == "poll.closed").await;
+    assert_eq!((closed["counts"].clone(), closed["total"].clone()), (json!([0, 2]), json!(2)));
+    let late = a.command(json!({"type": "poll.vote", "poll_id": poll, "option": 0})).await;
+    assert_eq!(late["code"], "poll_closed");
+}
+
+pub async fn questions_are_asked_upvoted_once_answered_and_pinned(t: &Target) {
+    let show = t.new_show().await;
+    let mut host = t.connect(&show, "host", Role::Host).await;
+    let mut a = t.connect(&show, "a", Role::Viewer).await;
+    let mut b = t.connect(&show, "b", Role::Viewer).await;
+    let asked = a.command(json!({"type": "question.ask", "text": "Is it washable?"})).await;
+    let q = asked["seq"].as_u64().unwrap();
+    let second = a.command(json!({"type": "question.ask", "text": "And dryable?"})).await;
+    assert_eq!(second["code"], "question_rate_limited");
+    assert_eq!(b.command(json!({"type": "question.upvote", "question_id": q})).await["type"], "ack");
+    let twice = b.command(json!({"type": "question.upvote", "question_id": q})).await;
+    assert_eq!(twice["code"], "already_upvoted");
+    let up = seen(&mut host, |f| f["type"] == "question.upvoted").await;
+    assert_eq!(up["upvotes"], 1);
+    assert_eq!(host.command(json!({"type": "question.answer", "question_id": q})).await["type"], "ack");
+    assert_eq!(host.command(json!({"type": "question.pin", "question_id": q})).await["type"], "ack");
+    b.until(|f| f["type"] == "question.pinned").await;
+    let missing = host.command(json!({"type": "question.pin", "question_id": 99_999})).await;
+    assert_eq!(missing["code"], "not_found");
+    let (_, state) = t.http("GET", &format!("/v1/rooms/{show}/state"), &[], "").await;
+    assert_eq!(state["state"]["pinned_question"], q, "{state}");
+}
+
+pub async fn messages_and_products_are_pinned_and_seen_in_state(t: &Target) {
+    let show = t.new_show().await;
+    let mut host = t.connect(&show, "host", Role::Host).await;
+    let mut v = t.connect(&show, "v", Role::Viewer).await;
+    let said = v.chat("love it").await;
+    let id = said["seq"].as_u64().unwrap();
+    assert_eq!(host.command(json!({"type": "chat.pin", "message_id": id})).await["type"], "ack");
+    assert_eq!(v.until(|f| f["type"] == "chat.pinned").await["message"]["id"], id);
+    let pin = |p: &str| json!({"type": "product.pin", "product": {"id": p, "title": p}});
+    for p in ["a", "b", "c"] {
+        assert_eq!(host.command(pin(p)).await["type"], "ack");
+    }
+    assert_eq!(host.command(pin("d")).await["code"], "too_many_pins");
+    let ends = now_ms() + 60_000;
+    let countdown =
+        json!({"type": "product.pin", "product": {"id": "a", "title": "A"}, "countdown_ends_at": ends});
+    assert_eq!(host.command(countdown).await["type"], "ack");
+    let (status, state) = t.http("GET", &format!("/v1/rooms/{show}/state"), &[], "").await;
+    assert_eq!(status, 200);
+    assert_eq!(state["state"]["pinned_message"]["id"], id, "{state}");
+    let products: BTreeSet<&str> = state["state"]["products"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["product"]["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(products, BTreeSet::from(["a", "b", "c"]));
+    assert_eq!(
+        state["seq"],
+        v.frames.iter().filter_map(|f| f["seq"].as_u64()).max().unwrap().max(state["seq"].as_u64().unwrap())
+    );
+}
+
+pub async fn shows_are_created_once_and_read_back(t: &Target) {
+    let show = t.new_show().await;
+    let body = json!({ "id": show, "title": "Again" }).to_string();
+    let auth = format!("Bearer {}", platform_host());
+    let again = t.http("POST", "/v1/shows", &[("Authorization", &auth)], &body).await;
+    assert_eq!(code(&again), (409, "show_exists"));
+    let viewer = format!("Bearer {}", token("*", "eve", Role::Viewer));
+    let denied = t.http("POST", "/v1/shows", &[("Authorization", &viewer)], &body).await;
+    assert_eq!(code(&denied), (403, "forbidden"));
+    let bad = t.http("POST", "/v1/shows", &[("Authorization", &auth)], r#"{"title":""}"#).await;
+    assert_eq!(code(&bad), (400, "invalid_argument"));
+    let anonymous = t.http("POST", "/v1/shows", &[], &body).await;
+    assert_eq!(code(&anonymous), (401, "token_malformed"));
+    let (status, got) = t.http("GET", &format!("/v1/shows/{show}"), &[], "").await;
+    assert_eq!(
+        (status, got["id"].as_str(), got["products"][0]["id"].as_str()),
+        (200, Some(&*show), Some("mug"))
+    );
+    let missing = t.http("GET", "/v1/shows/no-such-show", &[], "").await;
+    assert_eq!(code(&missing), (404, "show_not_found"));
+    assert_eq!(t.http("GET", "/healthz", &[], "").await, (200, json!({"status": "ok"})));
+    assert_eq!(code(&t.http("GET", "/v1/nothing/here", &[], "").await), (404, "not_found"));
+    // The created show's host token opens its room as host; guests get viewer tokens.
+    let fresh = format!("{show}-x");
+    let body = json!({ "id": fresh, "title": "Fresh" }).to_string();
+    let (status, created) = t.http("POST", "/v1/shows", &[("Authorization", &auth)], &body).await;
+    assert_eq!(status, 201, "{created}");
+    let host = Client::connect(&t.ws_url(&fresh, created["host_token"].as_str().unwrap())).await;
+    assert_eq!(host.frames[0]["you"]["role"], "host");
+    let (status, guest) = t.http("POST", &format!("/v1/rooms/{fresh}/guest"), &[], r#"{"name":"Ana"}"#).await;
+    assert_eq!(status, 200, "{guest}");
+    let g = Client::connect(&t.ws_url(&fresh, guest["token"].as_str().unwrap())).await;
+    assert_eq!(g.frames[0]["you"]["name"], "Ana");
+    let nameless = t.http("POST", &format!("/v1/rooms/{fresh}/guest"), &[], r#"{"name":"  "}"#).await;
+    assert_eq!(code(&nameless), (400, "invalid_argument"));
+}
+
+/// A WebSocket upgrade the host refuses: its status and JSON body. Read over a raw socket up to
+/// `Content-Length`: tungstenite keeps only the body bytes that came with the head.
+async fn refused(url: &str) -> (u16, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.strip_prefix("ws://").unwrap();
+    let (host, path) = rest.split_at(rest.find('/').unwrap());
+    let mut s = tokio::net::TcpStream::connect(host).await.unwrap();
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut chunk = [0u8; 4096];
+        let n =
+            tokio::time::timeout_at(deadline.into(), s.read(&mut chunk)).await.expect("an answer").unwrap();
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf).to_string();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let status: u16 = head[9..12].parse().unwrap();
+            assert_ne!(status, 101, "expected an HTTP refusal of {url}");
+            let len = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse::<usize>().unwrap())
+                })
+                .unwrap_or(0);
+            if body.len() >= len || n == 0 {
+                return (status, serde_json::from_str(body).unwrap_or(Value::Null));
+            }
+        }
+        if n == 0 {
+            panic!("the connection closed before an answer: {text}");
+        }
+    }
+}
+
+pub async fn bad_tokens_and_unknown_shows_get_the_same_errors(t: &Target) {
+    let show = t.new_show().await;
+    let base = format!("ws://{}/v1/rooms", t.addr);
+    let expired = secret().mint(&Claims::new("ana", &show, Role::Viewer, 1)).unwrap();
+    let forged = token(&show, "ana", Role::Host) + "x";
+    let cases = [
+        (format!("{base}/{show}/ws?token={expired}"), 401, "token_expired"),
+        (format!("{base}/{show}/ws?token={}", token("other", "ana", Role::Viewer)), 401, "token_wrong_room"),
+        (format!("{base}/{show}/ws?token=abc.def.ghi"), 401, "token_malformed"),
+        (format!("{base}/{show}/ws"), 401, "token_malformed"),
+        (format!("{base}/{show}/ws?token={forged}"), 401, "token_bad_signature"),
+        (format!("{base}/nope/ws?token={}", token("nope", "ana", Role::Viewer)), 404, "show_not_found"),
+    ];
+    for (url, status, code) in cases {
+        let (s, body) = refused(&url).await;
+        assert_eq!((s, body["error"]["code"].as_str().unwrap_or_default()), (status, code), "{url}: {body}");
+        assert!(body["error"]["message"].is_string());
+    }
+    // The token as a subprotocol beside `liveshop.v1`.
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = format!("{base}/{show}/ws").into_client_request().unwrap();
+    let offer = format!("liveshop.v1, {}", token(&show, "sub", Role::Viewer));
+    req.headers_mut().insert("Sec-WebSocket-Protocol", offer.parse().unwrap());
+    let (_, resp) = tokio_tungstenite::connect_async(req).await.unwrap();
+    assert_eq!(resp.headers()["sec-websocket-protocol"], "liveshop.v1");
+}
+
+pub async fn bad_frames_get_the_same_error_codes_and_close_codes(t: &Target) {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let show = t.new_show().await;
+    let mut a = t.connect(&show, "a", Role::Viewer).await;
+    for (frame, expected) in [
+        ("{", "malformed_json"),
+        (r#"{"type":"no.such","id":"x"}"#, "unknown_command"),
+        (r#"{"type":"chat.send","id":"x"}"#, "invalid_argument"),
+        (r#"{"type":"chat.send","id":"x","text":"   "}"#, "empty_message"),
+        (r#"{"type":"poll.open","id":"x","question":"q","options":["a","b"]}"#, "forbidden"),
+        (r#"{"type":"chat.send","id":"x","v":2,"text":"hi"}"#, "unsupported_version"),
+    ] {
+        a.ws.send(Message::Text(frame.into())).await.unwrap();
+        let err = a.until(|f| f["type"] == "error").await;
+        assert_eq!(err["code"], expected, "{frame}: {err}");
+    }
+    a.send(json!({"type": "chat.send", "text": "a".repeat(9000)})).await;
+    a.until(|f| f["type"] == "error" && f["code"] == "payload_too_large").await;
+    let _ = a.ws.send(Message::Text("a".repeat(100 * 1024).into())).await;
+    assert_eq!(a.close_code().await, Some(1009));
+    let mut b = t.connect(&show, "b", Role::Viewer).await;
+    let _ = b.ws.send(Message::Binary(vec![1, 2, 3].into())).await;
+    assert_eq!(b.close_code().await, Some(1003));
+    let mut flood = t.connect(&show, "flood", Role::Viewer).await;
+    for _ in 0..60 {
+        flood.send(json!({"type": "react", "emoji": "🔥"})).await;
+    }
+    assert_eq!(flood.close_code().await, Some(4029));
+}
+
+pub async fn commands_over_http_are_acknowledged_or_refused(t: &Target) {
+    let show = t.new_show().await;
+    let mut ws = t.connect(&show, "ws-viewer", Role::Viewer).await;
+    let auth = format!("Bearer {}", token(&show, "poster", Role::Viewer));
+    let path = format!("/v1/rooms/{show}/commands");
+    let json_ct = ("Content-Type", "application/json");
+    let (status, ack) = t
+        .http(
+            "POST",
+            &path,
+            &[("Authorization", &auth), json_ct],
+            r#"{"type":"chat.send","id":"p1","text":"via POST"}"#,
+        )
+        .await;
+    assert_eq!((status, ack["type"].clone(), ack["id"].clone()), (200, json!("ack"), json!("p1")));
+    ws.until(|f| f["message"]["text"] == "via POST").await;
+    assert_eq!(code(&t.http("POST", &path, &[("Authorization", &auth)], "{").await), (400, "malformed_json"));
+    assert_eq!(
+        code(&t.http("POST", &path, &[], r#"{"type":"chat.send","text":"x"}"#).await),
+        (401, "token_malformed")
+    );
+    let viewer_poll = r#"{"type":"poll.open","question":"q","options":["a","b"]}"#;
+    assert_eq!(
+        code(&t.http("POST", &path, &[("Authorization", &auth)], viewer_poll).await),
+        (403, "forbidden")
+    );
+    let big = json!({"type": "chat.send", "text": "a".repeat(9000)}).to_string();
+    assert_eq!(
+        code(&t.http("POST", &path, &[("Authorization", &auth)], &big).await),
+        (413, "payload_too_large")
+    );
+    let elsewhere = format!("Bearer {}", token("nope", "x", Role::Viewer));
+    let r = t
+        .http(
+            "POST",
+            "/v1/rooms/nope/commands",
+            &[("Authorization", &elsewhere)],
+            r#"{"type":"chat.send","text":"x"}"#,
+        )
+        .await;
+    assert_eq!(code(&r), (404, "show_not_found"));
+    let (status, state) = t
+        .http(
+            "GET",
+            &format!("/v1/rooms/{show}/state?token={}", token(&show, "poster", Role::Viewer)),
+            &[],
+            "",
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(state["state"]["history"][0]["text"], "via POST");
+    let r = t.http("GET", &format!("/v1/rooms/{show}/state?token=abc.def.ghi"), &[], "").await;
+    assert_eq!(code(&r), (401, "token_malformed"));
+}
+
+pub async fn an_sse_client_sees_what_websocket_clients_see_and_resumes_by_last_event_id(t: &Target) {
+    let show = t.new_show().await;
+    let mut ws = t.connect(&show, "ws-viewer", Role::Viewer).await;
+    let viewer = token(&show, "sse-viewer", Role::Viewer);
+    let mut sse = SseClient::connect(t.addr, &show, &viewer, None).await;
+    assert_eq!(sse.next().await.1["type"], "welcome");
+    let mut host = t.connect(&show, "host", Role::Host).await;
+    for text in ["one", "two", "three"] {
+        host.chat(text).await;
+    }
+    let mut via_sse = Vec::new();
+    for text in ["one", "two", "three"] {
+        via_sse.push(sse.until_chat(text).await);
+    }
+    ws.until(|f| f["message"]["text"] == "three").await;
+    let ws_frames: Vec<&Value> = ws.of_type("chat.message");
+    let sse_frames: Vec<&Value> = via_sse.iter().map(|(_, v)| v).collect();
+    assert_eq!(ws_frames, sse_frames, "the same frames");
+    let first_id = via_sse[0].0.clone().unwrap();
+    assert_eq!(first_id, format!("{}-{}", via_sse[0].1["epoch"], via_sse[0].1["seq"]));
+    let mut again = SseClient::connect(t.addr, &show, &viewer, Some(&first_id)).await;
+    let (_, welcome) = again.next().await;
+    assert_eq!(welcome["resumed"], true);
+    assert_eq!(again.next().await.1["message"]["text"], "two");
+    let refused = t.http("GET", &format!("/v1/rooms/{show}/events"), &[], "").await;
+    assert_eq!(code(&refused), (401, "token_malformed"));
+}
+
+// ---------------------------------------------------------------- the shop
+
+/// The merchant of `show`'s shop: `/v1/shops/{show}/...` with a merchant token.
+fn merchant_of(t: &Target, show: &str) -> Merchant {
+    Merchant::new(t.api.clone(), show, token(show, "acme", Role::Merchant))
+}
+
+pub async fn checkout_with_an_idempotency_key_makes_one_order(t: &Target) {
+    let show = t.new_show().await;
+    let merchant = merchant_of(t, &show);
+    merchant.stock_a_drop(5).await;
+    let ana = token(&show, "ana", Role::Viewer);
+    let base = format!("/v1/shows/{show}/shop");
+    let (status, _) = t
+        .api
+        .call("POST", &format!("{base}/carts/ana/items"), &ana, None, json!({"sku": SKU, "quantity": 1}))
+        .await;
+    assert_eq!(status, 200);
+    let checkout = format!("{base}/checkout");
+    let pay = json!({ "payment_method": "tok_visa" });
+    let missing = t.api.call("POST", &checkout, &ana, None, pay.clone()).await;
+    assert_eq!(code(&missing), (400, "idempotency_key_missing"));
+    let (status, first) = t.api.call("POST", &checkout, &ana, Some("k1"), pay.clone()).await;
+    assert!((200..300).contains(&status), "{first}");
+    let order = first["order"]["id"].as_u64().unwrap();
+    let (_, retry) = t.api.call("POST", &checkout, &ana, Some("k1"), pay.clone()).await;
+    if retry["error"]["code"] != "idempotency_key_in_flight" {
+        assert_eq!(retry["order"]["id"], order, "a retry gets the same order: {retry}");
+    }
+    let reused =
+        t.api.call("POST", &checkout, &ana, Some("k1"), json!({ "payment_method": "tok_mastercard" })).await;
+    assert_eq!(code(&reused), (422, "idempotency_key_reused"));
+    let orders = merchant.settled_orders().await;
+    assert_eq!(orders.len(), 1, "one order for one key");
+    assert_eq!(orders[0]["payment"], "paid");
+    assert_eq!(orders[0]["total"]["minor"], PRICE * 3 / 4, "the deal price");
+    assert_eq!(merchant.available().await, 4);
+    // A declined card fails the order and gives the stock back.
+    let bob = token(&show, "bob", Role::Viewer);
+    t.api
+        .call("POST", &format!("{base}/carts/bob/items"), &bob, None, json!({"sku": SKU, "quantity": 1}))
+        .await;
+    let (status, r) = t
+        .api
+        .call("POST", &checkout, &bob, Some("k2"), json!({ "payment_method": "tok_chargeDeclined" }))
+        .await;
+    assert!((200..300).contains(&status) || r["error"]["code"].is_string(), "{r}");
+    let orders = merchant.settled_orders().await;
+    assert!(orders.iter().any(|o| o["buyer"] == "bob" && o["payment"] == "failed"), "{orders:?}");
+    assert_eq!(merchant.available().await, 4);
+}
+
+pub async fn a_flash_sale_never_oversells(t: &Target) {
+    const STOCK: u32 = 10;
+    const BUYERS: usize = 60;
+    let show = t.new_show().await;
+    let merchant = merchant_of(t, &show);
+    merchant.stock_a_drop(STOCK).await;
+    let mut tasks = Vec::new();
+    for b in 0..BUYERS {
+        let (t, show) = (t.clone(), show.clone());
+        tasks.push(tokio::spawn(async move {
+            let (name, tok) = (format!("b{b}"), token(&show, &format!("b{b}"), Role::Viewer));
+            let base = format!("/v1/shows/{show}/shop");
+            let (status, r) = t
+                .api
+                .call(
+                    "POST",
+                    &format!("{base}/carts/{name}/items"),
+                    &tok,
+                    None,
+                    json!({"sku": SKU, "quantity": 1}),
+                )
+                .await;
+            if status != 200 {
+                return Err(r["error"]["code"].as_str().unwrap_or("?").to_string());
+            }
+            let (status, r) = t
+                .api
+                .call(
+                    "POST",
+                    &format!("{base}/checkout"),
+                    &tok,
+                    Some(&format!("k{b}")),
+                    json!({ "payment_method": "tok_visa" }),
+                )
+                .await;
+            if (200..300).contains(&status) {
+                Ok(r["order"]["id"].as_u64().unwrap())
+            } else {
+                Err(r["error"]["code"].as_str().unwrap_or("?").to_string())
+            }
+        }));
+    }
+    let mut told = Vec::new();
+    for task in tasks {
+        told.push(task.await.unwrap());
+    }
+    let orders = merchant.settled_orders().await;
+    let by_id: BTreeMap<u64, &Value> = orders.iter().map(|o| (o["id"].as_u64().unwrap(), o)).collect();
+    for id in told.iter().flatten() {
+        assert!(by_id.contains_key(id), "order {id} was confirmed but does not exist");
+    }
+    let paid: Vec<&Value> = orders.iter().filter(|o| o["payment"] == "paid").collect();
+    assert_eq!(paid.len(), STOCK as usize, "exactly the stock is sold");
+    let buyers: BTreeSet<&str> = paid.iter().map(|o| o["buyer"].as_str().unwrap()).collect();
+    assert_eq!(buyers.len(), paid.len(), "one unit per buyer");
+    assert_eq!(merchant.available().await, 0);
+    for refusal in told.iter().filter_map(|r| r.as_ref().err()) {
+        assert!(
+            ["out_of_stock", "deal_sold_out", "buyer_limit_exceeded"].contains(&refusal.as_str())
+                || !refusal.is_empty(),
+            "{refusal}"
+        );
+    }
+}
+
+pub async fn shop_errors_have_the_same_codes(t: &Target) {
+    let show = t.new_show().await;
+    let merchant = merchant_of(t, &show);
+    merchant.stock_a_drop(5).await;
+    let ana = token(&show, "ana", Role::Viewer);
+    let base = format!("/v1/shows/{show}/shop");
+    let items = format!("{base}/carts/ana/items");
+    for (body, expected) in [
+        (json!({ "sku": SKU, "quantity": -1 }), (400, "invalid_quantity")),
+        (json!({ "sku": "NOPE", "quantity": 1 }), (404, "unknown_sku")),
+        (
+            json!({ "sku": SKU, "quantity": 1, "expected_unit_price": { "minor": 1, "currency": "EUR" } }),
+            (409, "price_mismatch"),
+        ),
+    ] {
+        let got = t.api.call("POST", &items, &ana, None, body.clone()).await;
+        assert_eq!(code(&got), expected, "{body}");
+    }
+    let bob = token(&show, "bob", Role::Viewer);
+    assert_eq!(
+        code(&t.api.call("GET", &format!("{base}/carts/ana"), &bob, None, Value::Null).await),
+        (403, "forbidden")
+    );
+    let foreign = token("other", "ana", Role::Viewer);
+    assert_eq!(
+        code(&t.api.call("GET", &format!("{base}/catalog"), &foreign, None, Value::Null).await),
+        (401, "token_wrong_room")
+    );
+    let r = t.api.call("GET", "/v1/shops/no-such-shop/catalog", &ana, None, Value::Null).await;
+    assert_eq!(code(&r), (404, "shop_not_found"));
+    let r = t.api.call("GET", "/v1/shows/no-such-show/shop/catalog", &ana, None, Value::Null).await;
+    assert_eq!(code(&r), (404, "show_not_found"));
+    let (status, catalog) = t.api.call("GET", &format!("{base}/catalog"), &ana, None, Value::Null).await;
+    assert_eq!(status, 200, "{catalog}");
+}
+
+/// What a merchant's endpoint received: one entry per attempt.
+#[derive(Clone, Debug)]
+struct Attempt {
+    id: String,
+    at: Instant,
+    verified: bool,
+    event: Value,
+}
+
+pub async fn webhooks_are_signed_and_retried_on_schedule(t: &Target) {
+    use std::sync::{Arc, Mutex};
+    let show = t.new_show().await;
+    let merchant = merchant_of(t, &show);
+    merchant.stock_a_drop(5).await;
+    let issued = merchant.call("POST", "/webhook-secrets/whsec_main", Value::Null).await;
+    let secret = liveshop_webhooks::Secret::parse(issued["secret"].as_str().unwrap()).unwrap();
+
+    // The first attempt of each event fails with 503; the retry is accepted.
+    let attempts: Arc<Mutex<Vec<Attempt>>> = Arc::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hooks = listener.local_addr().unwrap();
+    let (seen, key) = (attempts.clone(), secret.clone());
+    let app = axum::Router::new().route(
+        "/hooks",
+        axum::routing::post(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+            let (seen, key) = (seen.clone(), key.clone());
+            async move {
+                let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+                let now = now_ms() / 1000;
+                let verified = liveshop_webhooks::standard::verify(&[key], header, &body, now, 300).is_ok();
+                let id = header("webhook-id").unwrap_or_default().to_string();
+                let mut seen = seen.lock().unwrap();
+                let first = !seen.iter().any(|a| a.id == id);
+                let event = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                seen.push(Attempt { id, at: Instant::now(), verified, event });
+                if first {
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE
+                } else {
+                    axum::http::StatusCode::NO_CONTENT
+                }
+            }
+        }),
+    );
+    let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let endpoint = json!({ "url": format!("http://{hooks}/hooks"), "secret_id": "whsec_main", "events": ["order.paid"] });
+    merchant.call("POST", "/webhooks/endpoints", endpoint).await;
+
+    let ana = token(&show, "ana", Role::Viewer);
+    let base = format!("/v1/shows/{show}/shop");
+    t.api
+        .call("POST", &format!("{base}/carts/ana/items"), &ana, None, json!({"sku": SKU, "quantity": 1}))
+        .await;
+    let (status, r) = t
+        .api
+        .call("POST", &format!("{base}/checkout"), &ana, Some("k"), json!({ "payment_method": "tok_visa" }))
+        .await;
+    assert!((200..300).contains(&status), "{r}");
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let got = loop {
+        let got = attempts.lock().unwrap().clone();
+        if got.len() >= 2 {
+            break got;
+        }
+        assert!(Instant::now() < deadline, "no retry within 30 s: {got:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    server.abort();
+    assert!(got.iter().all(|a| a.verified), "every attempt carries a valid Standard Webhooks signature");
+    assert_eq!(got[0].id, got[1].id, "a retry keeps the webhook-id");
+    assert_eq!(got[0].event["type"], "order.paid", "{:?}", got[0].event);
+    let gap = got[1].at - got[0].at;
+    let first_wait = Duration::from_millis(liveshop_shop_retry_ms());
+    assert!(
+        gap >= first_wait - Duration::from_millis(500),
+        "retried after {gap:?}, before the schedule's {first_wait:?}"
+    );
+    assert!(gap < first_wait + Duration::from_secs(10), "retried after {gap:?}");
+}
+
+/// The outbox's first wait (`liveshop_shop::outbox::RETRY_SCHEDULE_MS[0]`: 5 s).
+fn liveshop_shop_retry_ms() -> u64 {
+    5_000
+}
+
+/// workerd stopped and started again over the same persistence directory (what
+/// `wrangler dev --persist-to` keeps): the room's log and epoch and the shop's orders are there.
+pub async fn rooms_and_orders_survive_a_restart(start: fn(&Path) -> Workerd) {
+    if !Workerd::built() {
+        assert!(std::env::var_os("LIVESHOP_REQUIRE_WORKERD").is_none(), "the Worker is not built");
+        return eprintln!("skipped: the Worker is not built (functions/cloudflare/build.sh)");
+    }
+    let dir = temp_dir("workerd-restart");
+    let w = start(&dir);
+    let t = Target::new(w.addr);
+    let show = t.new_show().await;
+    let mut host = t.connect(&show, "host", Role::Host).await;
+    let epoch = host.frames[0]["epoch"].clone();
+    let first = host.chat("before the restart").await["seq"].as_u64().unwrap();
+    let merchant = merchant_of(&t, &show);
+    merchant.stock_a_drop(5).await;
+    let ana = token(&show, "ana", Role::Viewer);
+    let base = format!("/v1/shows/{show}/shop");
+    t.api
+        .call("POST", &format!("{base}/carts/ana/items"), &ana, None, json!({"sku": SKU, "quantity": 1}))
+        .await;
+    let (status, r) = t
+        .api
+        .call("POST", &format!("{base}/checkout"), &ana, Some("k"), json!({ "payment_method": "tok_visa" }))
+        .await;
+    assert!((200..300).contains(&status), "{r}");
+    assert_eq!(merchant.settled_orders().await.len(), 1);
+    drop(host);
+    drop(w);
+
+    let w = start(&dir);
+    let t = Target::new(w.addr);
+    let mut viewer = t.connect(&show, "ana", Role::Viewer).await;
+    assert_eq!(viewer.frames[0]["epoch"], epoch, "the same room, not a new one");
+    let history = viewer.frames[0]["state"]["history"].as_array().unwrap().clone();
+    assert_eq!(history.last().unwrap()["text"], "before the restart");
+    let next = viewer.chat("after the restart").await["seq"].as_u64().unwrap();
+    assert!(next > first, "the log goes on: {first} then {next}");
+    let merchant = merchant_of(&t, &show);
+    let orders = merchant.settled_orders().await;
+    assert_eq!((orders.len(), orders[0]["payment"].as_str()), (1, Some("paid")));
+    assert_eq!(merchant.available().await, 4);
+    // The same key after the restart is still the same order.
+    let (_, again) = t
+        .api
+        .call("POST", &format!("{base}/checkout"), &ana, Some("k"), json!({ "payment_method": "tok_visa" }))
+        .await;
+    assert_eq!(again["order"]["id"], orders[0]["id"], "{again}");
+}
+
+/// A room with a lowered fan-out threshold (2 sockets per object): the host and one viewer on the
+/// room itself, the other viewers spread over fan-out objects. Every viewer on every object sees
+/// every event in the room's order, commands from fan-out sockets are acknowledged, and resuming
+/// through a fan-out object gets exactly what was missed.
+pub async fn every_viewer_on_every_fanout_object_sees_every_event_in_order() {
+    if !Workerd::built() {
+        assert!(std::env::var_os("LIVESHOP_REQUIRE_WORKERD").is_none(), "the Worker is not built");
+        return eprintln!("skipped: the Worker is not built (functions/cloudflare/build.sh)");
+    }
+    let w = Workerd::start(&temp_dir("workerd-fanout"), &[("FANOUT_THRESHOLD", "2")]);
+    let t = Target::new(w.addr);
+    let show = t.new_show().await;
+    let mut host = t.connect(&show, "host", Role::Host).await;
+    let mut viewers = Vec::new();
+    let mut objects = BTreeSet::new();
+    for i in 0..9 {
+        let url = t.ws_url(&show, &token(&show, &format!("v{i}"), Role::Viewer));
+        let (c, response) = Client::connect_with_response(&url).await;
+        let object = response.headers().get("x-liveshop-fanout").map(|v| v.to_str().unwrap().to_string());
+        objects.insert(object);
+        viewers.push(c);
+    }
+    let expected_objects: BTreeSet<Option<String>> =
+        [None, Some("0".into()), Some("1".into()), Some("2".into()), Some("3".into())].into();
+    assert_eq!(objects, expected_objects, "one viewer on the room, then two per fan-out object");
+
+    for i in 0..20 {
+        assert_eq!(host.chat(&format!("event {i}")).await["type"], "ack");
+    }
+    let from_afar = viewers[8].chat("from a fan-out object").await;
+    assert_eq!(from_afar["type"], "ack", "{from_afar}");
+    let mut expected: Vec<String> = (0..20).map(|i| format!("event {i}")).collect();
+    expected.push("from a fan-out object".into());
+    for v in &mut viewers {
+        while chats(v).len() < expected.len() {
+            v.next().await.expect("still connected");
+        }
+        let got = chats(v);
+        assert_eq!(got.iter().map(|(_, t)| t.clone()).collect::<Vec<_>>(), expected);
+        assert!(got.windows(2).all(|w| w[0].1 != w[1].1 && w[0].0 < w[1].0), "in seq order, once each");
+    }
+    let (_, state) = t.http("GET", &format!("/v1/rooms/{show}/state"), &[], "").await;
+    assert_eq!(state["state"]["viewers"], 9, "the room counts the viewers on fan-out objects: {state}");
+
+    // A viewer on a fan-out object leaves, misses two events, and resumes.
+    let away = viewers.pop().unwrap();
+    let last = away.of_type("chat.message").last().unwrap()["seq"].as_u64().unwrap();
+    let epoch = away.frames[0]["epoch"].as_u64().unwrap();
+    drop(away);
+    host.chat("missed 1").await;
+    host.chat("missed 2").await;
+    let url = format!("{}&epoch={epoch}&seq={last}", t.ws_url(&show, &token(&show, "v8", Role::Viewer)));
+    let (mut back, _) = Client::connect_with_response(&url).await;
+    assert_eq!(back.frames[0]["resumed"], true);
+    back.until(|f| f["message"]["text"] == "missed 2").await;
+    let texts: Vec<String> = chats(&back).into_iter().map(|(_, t)| t).collect();
+    assert_eq!(texts, ["missed 1", "missed 2"]);
+}

@@ -1,0 +1,26 @@
+//! The conformance suite (`tests/conformance/`) against the Cloudflare Worker in workerd (from
+//! npm, local, persistence in a temporary directory, no login, no metrics). Needs the Worker
+//! built (`functions/cloudflare/build.sh`); without it the cases are skipped, unless
+//! `LIVESHOP_REQUIRE_WORKERD` is set (as `.ci/run` does).
+
+mod common;
+mod conformance;
+
+use conformance::Host;
+
+conformance_cases!(Host::workerd);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_and_orders_survive_a_restart_over_the_same_persistence_dir() {
+    conformance::rooms_and_orders_survive_a_restart(|dir| conformance::Workerd::start(dir, &[])).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_and_orders_survive_a_wrangler_dev_restart() {
+    conformance::rooms_and_orders_survive_a_restart(conformance::Workerd::start_wrangler_dev).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_viewer_on_every_fanout_object_sees_every_event_in_order() {
+    conformance::every_viewer_on_every_fanout_object_sees_every_event_in_order().await;
+}
