@@ -312,7 +312,8 @@ async fn websocket(
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     // A plain GET gets the JSON error every endpoint gives, not axum's text.
-    let ws = ws.map_err(|e| ApiError::new(StatusCode::UPGRADE_REQUIRED, "upgrade_required", e.body_text()))?;
+    let ws =
+        ws.map_err(|e| ApiError::new(StatusCode::UPGRADE_REQUIRED, "upgrade_required", e.body_text()))?;
     app.admit(addr.ip())?;
     app.show(&room)?;
     let from_protocol = headers
