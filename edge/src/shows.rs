@@ -4,47 +4,10 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use liveshop_room::protocol::Product;
-use serde::{Deserialize, Serialize};
+pub use liveshop_room::show::{MAX_PRODUCTS, NewShow, Show};
 
 use crate::sqlite::Db;
 use crate::storage::StorageError;
-
-/// Most products a show's catalog lists (the room pins at most three at a time).
-pub const MAX_PRODUCTS: usize = 100;
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Show {
-    pub id: String,
-    pub title: String,
-    pub products: Vec<Product>,
-    /// Milliseconds since the Unix epoch.
-    pub created_at: u64,
-    /// The shop whose products the show sells (absent: the shop named like the show).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub shop: Option<String>,
-}
-
-impl Show {
-    pub fn shop_id(&self) -> &str {
-        self.shop.as_deref().unwrap_or(&self.id)
-    }
-}
-
-/// The body of `POST /v1/shows`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NewShow {
-    /// Lower-case letters, digits and dashes, 1 to 64; made from the title when absent.
-    pub id: Option<String>,
-    pub title: String,
-    #[serde(default)]
-    pub products: Vec<Product>,
-    /// The merchant's shop the show sells from; the show's own id when absent. Several shows
-    /// may share one shop (its stock and orders).
-    #[serde(default)]
-    pub shop: Option<String>,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ShowError {
@@ -69,28 +32,7 @@ impl Shows {
     }
 
     pub fn create(&self, new: NewShow, now: u64) -> Result<Show, ShowError> {
-        let title = liveshop_room::filter::normalize_whitespace(&new.title);
-        if title.is_empty() || title.chars().count() > 200 {
-            return Err(ShowError::Invalid("a title is 1 to 200 characters".into()));
-        }
-        let id = new.id.unwrap_or_else(|| slug(&title));
-        if !valid_id(&id) {
-            return Err(ShowError::Invalid(
-                "a show id is 1 to 64 lower-case letters, digits and dashes".into(),
-            ));
-        }
-        if new.shop.as_deref().is_some_and(|s| !valid_id(s)) {
-            return Err(ShowError::Invalid(
-                "a shop id is 1 to 64 lower-case letters, digits and dashes".into(),
-            ));
-        }
-        if new.products.len() > MAX_PRODUCTS {
-            return Err(ShowError::Invalid(format!("at most {MAX_PRODUCTS} products")));
-        }
-        for p in &new.products {
-            p.validate().map_err(|e| ShowError::Invalid(e.message))?;
-        }
-        let show = Show { id, title, products: new.products, created_at: now, shop: new.shop };
+        let show = Show::new(new, now).map_err(ShowError::Invalid)?;
         let body = serde_json::to_string(&show).expect("shows serialize");
         if !self.db.insert_record("show", &show.id, &body)? {
             return Err(ShowError::Exists(show.id));
@@ -120,25 +62,6 @@ impl Shows {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Show>> {
         self.cache.lock().unwrap_or_else(|p| p.into_inner())
     }
-}
-
-/// Show and shop ids: they appear in URLs and storage names.
-fn valid_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 64
-        && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-}
-
-fn slug(title: &str) -> String {
-    let mut out = String::new();
-    for c in title.chars().flat_map(char::to_lowercase) {
-        if c.is_ascii_alphanumeric() {
-            out.push(c);
-        } else if !out.ends_with('-') && !out.is_empty() {
-            out.push('-');
-        }
-    }
-    out.trim_end_matches('-').chars().take(64).collect()
 }
 
 #[cfg(test)]

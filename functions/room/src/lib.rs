@@ -62,6 +62,7 @@ pub mod filter;
 pub mod ids;
 pub mod protocol;
 mod room;
+pub mod show;
 pub mod state;
 pub mod view;
 
