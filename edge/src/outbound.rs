@@ -17,7 +17,9 @@ use liveshop_shop::PaymentRequest;
 use liveshop_shop::effects::{self, DeliveryResult, PaymentResult};
 use liveshop_shop::outbox::DeliveryRequest;
 use liveshop_webhooks::Secret;
-use serde::{Deserialize, Serialize};
+pub use liveshop_webhooks::rotation::ROTATION_OVERLAP_MS;
+use liveshop_webhooks::rotation::SecretRing;
+use serde::Serialize;
 use tokio::sync::Semaphore;
 
 use crate::actor::Env;
@@ -36,8 +38,6 @@ const PAYMENT_RETRIES: [Duration; 5] = [
     Duration::from_secs(15),
     Duration::from_secs(60),
 ];
-/// A secret rotated out still signs for this long, so receivers can switch over.
-pub const ROTATION_OVERLAP_MS: u64 = 24 * 3600 * 1000;
 /// Record kind of a shop's webhook secrets.
 const SECRETS: &str = "webhook-secrets";
 
@@ -187,15 +187,6 @@ async fn report(node: &Node, kind: Kind, actor: &str, result: &str, body: &impl 
     }
 }
 
-/// One secret of a `secret_id`, as stored.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct StoredSecret {
-    secret: String,
-    created_at: u64,
-    /// Set when a newer secret replaced it: it signs until then.
-    expires_at: Option<u64>,
-}
-
 /// The shops' webhook signing secrets, by `(shop, secret_id)`, in the node's database. Shops
 /// name a secret; they never hold one (their state is readable through their API).
 #[derive(Clone)]
@@ -217,24 +208,17 @@ impl WebhookSecrets {
         WebhookSecrets { db }
     }
 
-    fn load(&self, shop: &str, secret_id: &str) -> Result<Vec<StoredSecret>, StorageError> {
+    fn load(&self, shop: &str, secret_id: &str) -> Result<SecretRing, StorageError> {
         let text = self.db.record(SECRETS, &format!("{shop}/{secret_id}"))?;
         Ok(text.and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default())
     }
 
     /// The secrets that sign now: the newest first, then any still in their overlap.
     pub fn signing(&self, shop: &str, secret_id: &str, now: u64) -> Result<Vec<Secret>, StorageError> {
-        let stored = self.load(shop, secret_id)?;
-        Ok(stored
-            .iter()
-            .rev()
-            .filter(|s| s.expires_at.is_none_or(|at| at > now))
-            .filter_map(|s| Secret::parse(&s.secret).ok())
-            .collect())
+        Ok(self.load(shop, secret_id)?.signing(now))
     }
 
-    /// Adds `secret` as the newest of `secret_id`; the one before keeps signing for
-    /// [`ROTATION_OVERLAP_MS`], older ones stop.
+    /// Adds `secret` as the newest of `secret_id` ([`SecretRing::rotate`]).
     pub fn rotate(
         &self,
         shop: &str,
@@ -242,22 +226,9 @@ impl WebhookSecrets {
         secret: &Secret,
         now: u64,
     ) -> Result<IssuedSecret, StorageError> {
-        let mut stored: Vec<StoredSecret> = self
-            .load(shop, secret_id)?
-            .into_iter()
-            .filter(|s| s.expires_at.is_none_or(|at| at > now))
-            .collect();
-        let previous_expires_at = stored.last_mut().map(|prev| {
-            let at = now + ROTATION_OVERLAP_MS;
-            prev.expires_at = Some(prev.expires_at.map_or(at, |old| old.min(at)));
-            at
-        });
-        // Only the newest and the one it replaced sign.
-        if stored.len() > 1 {
-            stored.drain(..stored.len() - 1);
-        }
-        stored.push(StoredSecret { secret: secret.encode(), created_at: now, expires_at: None });
-        let body = serde_json::to_string(&stored).expect("secrets serialize");
+        let mut ring = self.load(shop, secret_id)?;
+        let previous_expires_at = ring.rotate(secret, now);
+        let body = serde_json::to_string(&ring).expect("secrets serialize");
         self.db.put_record(SECRETS, &format!("{shop}/{secret_id}"), &body)?;
         Ok(IssuedSecret { secret_id: secret_id.to_string(), secret: secret.encode(), previous_expires_at })
     }

@@ -16,14 +16,13 @@ use liveshop_shop::api::MAX_BODY_BYTES;
 use liveshop_shop::outbox::DeliveryRequest;
 use liveshop_shop::{Epoch, Input, Output, PaymentRequest, Write, test_provider};
 use liveshop_webhooks::Secret;
-use serde::{Deserialize, Serialize};
+use liveshop_webhooks::rotation::SecretRing;
+use serde::Deserialize;
 use serde_json::json;
 use worker::*;
 
 use crate::{error, now_ms, random_u53, reply, secret, token_error};
 
-/// A secret rotated out still signs for this long, so receivers can switch over (as on the edge).
-const ROTATION_OVERLAP_MS: u64 = 24 * 3600 * 1000;
 /// Request headers the shop sees; everything else stays with the host.
 const FORWARDED_HEADERS: [&str; 1] = ["idempotency-key"];
 
@@ -135,14 +134,6 @@ impl Shop {
     }
 }
 
-/// One secret of a `secret_id`, as stored (the edge node's record).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct StoredSecret {
-    secret: String,
-    created_at: u64,
-    expires_at: Option<u64>,
-}
-
 #[derive(Deserialize)]
 struct HostRow {
     body: String,
@@ -168,7 +159,7 @@ impl Inner {
         Ok(())
     }
 
-    fn secrets(&self, secret_id: &str) -> Vec<StoredSecret> {
+    fn secrets(&self, secret_id: &str) -> SecretRing {
         self.host(&format!("secret/{secret_id}"))
             .and_then(|t| serde_json::from_str(&t).ok())
             .unwrap_or_default()
@@ -176,13 +167,7 @@ impl Inner {
 
     /// The secrets that sign now: the newest first, then any still in their overlap.
     fn signing(&self, secret_id: &str, now: u64) -> Vec<Secret> {
-        let stored = self.secrets(secret_id);
-        stored
-            .iter()
-            .rev()
-            .filter(|s| s.expires_at.is_none_or(|at| at > now))
-            .filter_map(|s| Secret::parse(&s.secret).ok())
-            .collect()
+        self.secrets(secret_id).signing(now)
     }
 
     /// `POST /v1/shops/{shop}/webhook-secrets/{secret_id}`: the answer shows the secret once.
@@ -231,18 +216,9 @@ impl Inner {
             }
         };
         let now = now_ms();
-        let mut stored: Vec<StoredSecret> =
-            self.secrets(secret_id).into_iter().filter(|s| s.expires_at.is_none_or(|at| at > now)).collect();
-        let previous_expires_at = stored.last_mut().map(|prev| {
-            let at = now + ROTATION_OVERLAP_MS;
-            prev.expires_at = Some(prev.expires_at.map_or(at, |old| old.min(at)));
-            at
-        });
-        if stored.len() > 1 {
-            stored.drain(..stored.len() - 1);
-        }
-        stored.push(StoredSecret { secret: secret.encode(), created_at: now, expires_at: None });
-        self.put_host(&format!("secret/{secret_id}"), &serde_json::to_string(&stored)?)?;
+        let mut ring = self.secrets(secret_id);
+        let previous_expires_at = ring.rotate(&secret, now);
+        self.put_host(&format!("secret/{secret_id}"), &serde_json::to_string(&ring)?)?;
         let issued = json!({ "secret_id": secret_id, "secret": secret.encode(), "previous_expires_at": previous_expires_at });
         Ok(Response::from_json(&issued)?.with_status(201))
     }

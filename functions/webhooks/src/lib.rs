@@ -85,6 +85,7 @@ use subtle::{Choice, ConstantTimeEq};
 mod delivery;
 pub mod liveshop;
 mod replay;
+pub mod rotation;
 pub mod shopify;
 pub mod standard;
 pub mod stripe;
