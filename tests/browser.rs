@@ -7,9 +7,8 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 #[test]
 fn a_viewer_chats_and_votes_and_sees_the_product_the_host_pins() {
@@ -29,21 +28,8 @@ fn a_viewer_chats_and_votes_and_sees_the_product_the_host_pins() {
     }
 
     let data = common::temp_dir("browser");
-    let node = Command::new(env!("CARGO_BIN_EXE_liveshop"))
-        .args(["dev", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(&data)
-        .env_remove("LIVESHOP_SECRET")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut node = KillOnDrop(node);
-    let mut lines = BufReader::new(node.0.stdout.take().unwrap()).lines().map(Result::unwrap);
-    let url = lines.next().unwrap().rsplit("listening on ").next().unwrap().trim().to_string();
-    let token = lines
-        .by_ref()
-        .find_map(|l| l.trim().strip_prefix("Host token:").map(|t| t.trim().to_string()))
-        .expect("liveshop dev prints a host token");
+    let (node, url, mut lines) = common::liveshop_dev(&data);
+    let token = common::printed(&mut lines, "Host token:");
     std::thread::spawn(move || for _ in lines {});
 
     let status = Command::new("node")
@@ -57,14 +43,4 @@ fn a_viewer_chats_and_votes_and_sees_the_product_the_host_pins() {
     drop(node);
     std::fs::remove_dir_all(&data).unwrap();
     assert!(status.success(), "the browser test failed; screenshots are in target/browser/");
-}
-
-/// Stops the node however the test ends.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }

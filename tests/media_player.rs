@@ -5,10 +5,10 @@
 //! Needs what `media_live.rs` needs plus Node.js, Chromium, `npm ci` in tests/browser
 //! (playwright-core) and in web/ (hls.js); `.ci/run` installs all of it.
 
+mod common;
 mod media;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use media::Publisher;
@@ -31,28 +31,11 @@ fn the_viewer_page_plays_an_obs_style_publish_live_and_then_as_a_replay() {
     assert!(std::path::Path::new(&chromium).exists(), "this test needs Chromium at {chromium}");
 
     let data = media::temp_dir("player");
-    let node = Command::new(env!("CARGO_BIN_EXE_liveshop"))
-        .args(["dev", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(&data)
-        .env_remove("LIVESHOP_SECRET")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut node = KillOnDrop(node);
-    let mut lines = BufReader::new(node.0.stdout.take().unwrap()).lines().map_while(Result::ok);
-    let url = lines.next().unwrap().rsplit("listening on ").next().unwrap().trim().to_string();
-    let host_token = lines
-        .by_ref()
-        .find_map(|l| l.trim().strip_prefix("Host token:").map(|s| s.trim().to_string()))
-        .unwrap();
+    let (node, url, mut lines) = common::liveshop_dev(&data);
+    let host_token = common::printed(&mut lines, "Host token:");
     // The OBS settings as printed: the server URL and the bearer token.
-    let server =
-        lines.by_ref().find_map(|l| l.trim().strip_prefix("Server:").map(|s| s.trim().to_string())).unwrap();
-    let token = lines
-        .by_ref()
-        .find_map(|l| l.trim().strip_prefix("Bearer Token:").map(|s| s.trim().to_string()))
-        .unwrap();
+    let server = common::printed(&mut lines, "Server:");
+    let token = common::printed(&mut lines, "Bearer Token:");
     assert_eq!(server, format!("{url}/whip/demo"));
     std::thread::spawn(move || for _ in lines {});
 
@@ -108,14 +91,4 @@ fn room_stream_events(ws: String) -> std::sync::mpsc::Receiver<serde_json::Value
         });
     });
     rx
-}
-
-/// Stops the node however the test ends.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }

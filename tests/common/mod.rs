@@ -466,3 +466,36 @@ impl SseClient {
         }
     }
 }
+
+/// What `liveshop dev` printed, line by line, after the line that says where it listens.
+pub type Printed = std::iter::MapWhile<
+    std::io::Lines<BufReader<std::process::ChildStdout>>,
+    fn(std::io::Result<String>) -> Option<String>,
+>;
+
+/// `liveshop dev` as a newcomer runs it, on a free port over `data`: the process (killed when
+/// dropped), its base URL, and the rest of what it prints. Keep reading (or drain) the lines so
+/// the node never blocks on its stdout.
+pub fn liveshop_dev(data: &Path) -> (NodeProcess, String, Printed) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_liveshop"))
+        .args(["dev", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data)
+        .env_remove("LIVESHOP_SECRET")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let node = NodeProcess(child);
+    let mut lines: Printed = BufReader::new(stdout).lines().map_while(Result::ok);
+    let first = lines.next().expect("liveshop dev prints where it listens");
+    let url = first.rsplit("listening on ").next().unwrap().trim().to_string();
+    (node, url, lines)
+}
+
+/// The value of the printed line `label` (for example `Host token:`).
+pub fn printed(lines: &mut Printed, label: &str) -> String {
+    lines
+        .find_map(|l| l.trim().strip_prefix(label).map(|v| v.trim().to_string()))
+        .unwrap_or_else(|| panic!("liveshop dev prints {label}"))
+}
