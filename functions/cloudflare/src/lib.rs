@@ -200,6 +200,33 @@ mod web_crypto {
 use wasm_bindgen::JsCast;
 
 /// An error as every endpoint reports it.
+/// One storage write of an event into the object's `kv` table. An event's writes all run before
+/// its first `await`, so they commit together (and the output gate holds what follows).
+pub(crate) fn store(sql: &SqlStorage, write: liveshop_room::Write) -> Result<()> {
+    match write {
+        liveshop_room::Write::Put { key, value } => {
+            sql.exec("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", vec![key.into(), value.into()])?;
+        }
+        liveshop_room::Write::Delete { key } => {
+            sql.exec("DELETE FROM kv WHERE key = ?", vec![key.into()])?;
+        }
+    }
+    Ok(())
+}
+
+/// Sets or clears the object's one alarm, when an event asked to (`Some`).
+pub(crate) async fn sync_alarm(storage: &Storage, alarm: Option<Option<u64>>) -> Result<()> {
+    match alarm {
+        Some(Some(at)) => {
+            let when = js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(at as f64));
+            storage.set_alarm(ScheduledTime::new(when)).await?;
+        }
+        Some(None) => storage.delete_alarm().await?,
+        None => {}
+    }
+    Ok(())
+}
+
 pub(crate) fn error(status: u16, code: &str, message: impl Into<String>) -> Result<Response> {
     let body = json!({ "error": { "code": code, "message": message.into() } });
     Ok(Response::from_json(&body)?.with_status(status))

@@ -13,7 +13,7 @@ use futures_channel::mpsc::{UnboundedSender, unbounded};
 use futures_util::StreamExt;
 use liveshop_identity::{Claims, Identity, Role, TokenError};
 use liveshop_room::filter::TokenBucket;
-use liveshop_room::{ConnId, Epoch, Input, Millis, Output, Write};
+use liveshop_room::{ConnId, Epoch, Input, Millis, Output};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use worker::*;
@@ -504,15 +504,7 @@ impl Room {
             let mut gone = Vec::new();
             while let Some(output) = live.room.poll_output() {
                 match output {
-                    Output::Store(Write::Put { key, value }) => {
-                        sql.exec(
-                            "INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)",
-                            vec![key.into(), value.into()],
-                        )?;
-                    }
-                    Output::Store(Write::Delete { key }) => {
-                        sql.exec("DELETE FROM kv WHERE key = ?", vec![key.into()])?;
-                    }
+                    Output::Store(write) => crate::store(&sql, write)?,
                     Output::Send { conn, frame } => {
                         if let Some(ws) = live.sockets.get(&conn.0) {
                             let _ = ws.send_with_str(&frame);
@@ -562,14 +554,7 @@ impl Room {
             }
             Ok((answer, alarm, batches, gone))
         })??;
-        match alarm {
-            Some(Some(at)) => {
-                let when = js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(at as f64));
-                self.state.storage().set_alarm(ScheduledTime::new(when)).await?;
-            }
-            Some(None) => self.state.storage().delete_alarm().await?,
-            None => {}
-        }
+        crate::sync_alarm(&self.state.storage(), alarm).await?;
         if !batches.is_empty() {
             self.outbox.borrow_mut().extend(batches);
             self.pump(&self.room_name()?).await?;

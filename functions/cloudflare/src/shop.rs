@@ -14,7 +14,7 @@ use std::rc::Rc;
 use liveshop_identity::Role;
 use liveshop_shop::api::MAX_BODY_BYTES;
 use liveshop_shop::outbox::DeliveryRequest;
-use liveshop_shop::{Epoch, Input, Output, PaymentRequest, Write, test_provider};
+use liveshop_shop::{Epoch, Input, Output, PaymentRequest, test_provider};
 use liveshop_webhooks::Secret;
 use liveshop_webhooks::rotation::SecretRing;
 use serde::Deserialize;
@@ -259,15 +259,7 @@ impl Inner {
                 live.shop.handle(now, input);
                 while let Some(output) = live.shop.poll_output() {
                     match output {
-                        Output::Store(Write::Put { key, value }) => {
-                            sql.exec(
-                                "INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)",
-                                vec![key.into(), value.into()],
-                            )?;
-                        }
-                        Output::Store(Write::Delete { key }) => {
-                            sql.exec("DELETE FROM kv WHERE key = ?", vec![key.into()])?;
-                        }
+                        Output::Store(write) => crate::store(&sql, write)?,
                         Output::SetAlarm(at) => alarm = Some(at),
                         Output::Reply { status, content_type, body } => {
                             answer.get_or_insert((status, content_type, body));
@@ -281,14 +273,7 @@ impl Inner {
             }
             (answer, alarm, deliveries)
         };
-        match alarm {
-            Some(Some(at)) => {
-                let when = js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(at as f64));
-                this.state.storage().set_alarm(ScheduledTime::new(when)).await?;
-            }
-            Some(None) => this.state.storage().delete_alarm().await?,
-            None => {}
-        }
+        crate::sync_alarm(&this.state.storage(), alarm).await?;
         if !deliveries.is_empty() {
             let inner = this.clone();
             this.state.wait_until(async move {
