@@ -203,12 +203,7 @@ pub fn run(args: &CheckoutArgs) -> anyhow::Result<()> {
     cpu::raise_nofile(2 * plan.concurrency as u64 + 512)?;
     super::warnings_only();
     let scratch = ScratchDir::new()?;
-    let clients = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(WORKERS)
-        .thread_name(cpu::CLIENT_THREADS)
-        .enable_all()
-        .build()
-        .context("starting the clients' tokio runtime")?;
+    let clients = super::client_runtime()?;
     let (node, sql) = clients.block_on(async {
         eprintln!("bench: liveshop node: {} carts, then the checkout burst", plan.buyers);
         let node = on_node(&plan, &scratch.0).await.context("the burst on the node")?;

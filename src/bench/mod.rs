@@ -172,18 +172,23 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
     }
 }
 
+/// The load generators' runtime, apart from the server's so their CPU can be told apart.
+fn client_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(WORKERS)
+        .thread_name(cpu::CLIENT_THREADS)
+        .enable_all()
+        .build()
+        .context("starting the clients' tokio runtime")
+}
+
 fn rooms(plan: &Plan) -> anyhow::Result<()> {
     // A socket at both ends of every connection, both in this process.
     let conns = plan.fanout.viewers + plan.commands.connections + 16;
     cpu::raise_nofile(2 * conns as u64 + 512)?;
     warnings_only();
     let scratch = ScratchDir::new()?;
-    let clients = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(WORKERS)
-        .thread_name(cpu::CLIENT_THREADS)
-        .enable_all()
-        .build()
-        .context("starting the clients' tokio runtime")?;
+    let clients = client_runtime()?;
     let measured = clients.block_on(measure(plan, &scratch.0))?;
     clients.shutdown_timeout(Duration::from_secs(1));
     print!("{}", report::render(plan, &measured));
