@@ -6,3 +6,14 @@ mod conformance;
 use conformance::Host;
 
 conformance_cases!(Host::edge);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_from_one_address_are_paced() {
+    let node = common::TestNode::start(|c| {
+        c.conns_per_ip_burst = conformance::PACED_BURST;
+        c.conns_per_ip_per_sec = 1;
+    })
+    .await;
+    conformance::connections_from_one_address_are_paced(&conformance::Target::new(node.addr)).await;
+    node.stop().await;
+}

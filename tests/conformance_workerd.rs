@@ -24,3 +24,15 @@ async fn rooms_and_orders_survive_a_wrangler_dev_restart() {
 async fn every_viewer_on_every_fanout_object_sees_every_event_in_order() {
     conformance::every_viewer_on_every_fanout_object_sees_every_event_in_order().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_from_one_address_are_paced() {
+    if !conformance::Workerd::built() {
+        assert!(std::env::var_os("LIVESHOP_REQUIRE_WORKERD").is_none(), "the Worker is not built");
+        return eprintln!("skipped: the Worker is not built (functions/cloudflare/build.sh)");
+    }
+    let burst = conformance::PACED_BURST.to_string();
+    let vars = [("CONNS_PER_IP_BURST", burst.as_str()), ("CONNS_PER_IP_PER_SEC", "1")];
+    let w = conformance::Workerd::start(&common::temp_dir("workerd-paced"), &vars);
+    conformance::connections_from_one_address_are_paced(&conformance::Target::new(w.addr)).await;
+}

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Builds the Worker into functions/cloudflare/build/ with nothing but the registries: worker-build
-# and wasm-bindgen-cli from crates.io (installed by .ci/run; wasm-bindgen at the exact version in
-# Cargo.lock), wasm-opt (binaryen) and esbuild from npm (`npm ci` here). worker-build would
-# otherwise download them from GitHub.
+# Builds the Worker into functions/cloudflare/build/ (the pages into build/assets/) with nothing
+# but the registries: worker-build and wasm-bindgen-cli from crates.io (installed by .ci/run;
+# wasm-bindgen at the exact version in Cargo.lock), wasm-opt (binaryen) and esbuild from npm
+# (`npm ci` here). worker-build would otherwise download them from GitHub.
 set -euo pipefail
 cd "$(dirname "$0")"
 tools="${LIVESHOP_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/liveshop-tools}"
@@ -13,4 +13,11 @@ export ESBUILD_BIN="${ESBUILD_BIN:-$PWD/node_modules/.bin/esbuild}"
 [ -d node_modules/esbuild ] || npm ci --no-audit --no-fund
 # Its own target directory: workers-rs never shares a build with the main workspace.
 export CARGO_TARGET_DIR="${CLOUDFLARE_TARGET_DIR:-${CARGO_TARGET_DIR:-$PWD/target}-cloudflare}"
-exec "$WORKER_BUILD_BIN" --release "$@"
+# --locked: the committed Cargo.lock is what gets built (and what wasm-bindgen-cli must match).
+"$WORKER_BUILD_BIN" --release --locked "$@"
+# The pages of web/ as static assets under /web/ (wrangler.toml [assets]), the files the edge node
+# serves: not player.js (the media origin's, at /media/player.js), nor npm's files.
+rm -rf build/assets
+mkdir -p build/assets/web
+find ../../web -maxdepth 1 -type f \( -name '*.html' -o -name '*.css' -o -name '*.js' \) ! -name player.js \
+    -exec cp {} build/assets/web/ \;

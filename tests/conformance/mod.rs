@@ -121,6 +121,10 @@ impl Host {
     }
 }
 
+/// Every client of a test comes from 127.0.0.1: pace them as the test node does (unless a case
+/// sets its own limits).
+const UNPACED: [(&str, &str); 2] = [("CONNS_PER_IP_BURST", "10000"), ("CONNS_PER_IP_PER_SEC", "10000")];
+
 /// The built Worker running in workerd (`functions/cloudflare/workerd.mjs`), persisting into
 /// a directory; stopped when dropped.
 pub struct Workerd {
@@ -143,7 +147,7 @@ impl Workerd {
     pub fn start(dir: &Path, vars: &[(&str, &str)]) -> Workerd {
         let mut cmd = Command::new("node");
         cmd.arg(Self::dir().join("workerd.mjs")).arg(dir).arg("0").arg(format!("LIVESHOP_SECRET={SECRET}"));
-        for (k, v) in vars {
+        for (k, v) in UNPACED.iter().chain(vars) {
             cmd.arg(format!("{k}={v}"));
         }
         let mut child = cmd
@@ -181,16 +185,18 @@ impl Workerd {
             if in_build {
                 continue;
             }
-            match line.strip_prefix("main = ") {
-                Some(main) => {
-                    let main = root.join(main.trim_matches('"'));
-                    config.push_str(&format!("main = {:?}\n", main.display().to_string()));
+            // Paths in the copy are relative to it: make them absolute.
+            match line.split_once(" = ").filter(|(key, _)| ["main", "directory"].contains(key)) {
+                Some((key, path)) => {
+                    let path = root.join(path.trim_matches('"'));
+                    config.push_str(&format!("{key} = {:?}\n", path.display().to_string()));
                 }
                 None => config.push_str(&format!("{line}\n")),
             }
         }
         std::fs::write(dir.join("wrangler.toml"), config).unwrap();
-        std::fs::write(dir.join(".dev.vars"), format!("LIVESHOP_SECRET={SECRET}\n")).unwrap();
+        let vars: String = UNPACED.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+        std::fs::write(dir.join(".dev.vars"), format!("LIVESHOP_SECRET={SECRET}\n{vars}")).unwrap();
         let mut child = Command::new("node")
             .arg(Self::dir().join("node_modules/wrangler/bin/wrangler.js"))
             .args([
@@ -266,7 +272,12 @@ macro_rules! conformance_cases {
             checkout_with_an_idempotency_key_makes_one_order,
             a_flash_sale_never_oversells,
             shop_errors_have_the_same_codes,
-            webhooks_are_signed_and_retried_on_schedule
+            webhooks_are_signed_and_retried_on_schedule,
+            the_live_product_feed_sends_a_snapshot_then_what_changed,
+            a_rotated_webhook_secret_signs_beside_the_new_one,
+            merchant_updates_are_applied_once_and_only_when_signed,
+            stripe_webhooks_are_not_found_where_stripe_is_not_used,
+            the_web_pages_are_served
         );
     };
     (@each $host:path; $($case:ident),*) => {
@@ -931,6 +942,408 @@ pub async fn webhooks_are_signed_and_retried_on_schedule(t: &Target) {
 /// The outbox's first wait (`liveshop_shop::outbox::RETRY_SCHEDULE_MS[0]`: 5 s).
 fn liveshop_shop_retry_ms() -> u64 {
     5_000
+}
+
+/// A live product feed: the events of one `GET` (no token), read over a raw HTTP/1.1 stream so
+/// it stays open as long as the case reads.
+struct Feed {
+    reader: tokio::io::BufReader<tokio::net::TcpStream>,
+    chunked: bool,
+    buf: String,
+}
+
+impl Feed {
+    async fn open(t: &Target, path: &str, last_event_id: Option<&str>) -> Feed {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(t.addr).await.unwrap();
+        let resume = last_event_id.map(|id| format!("Last-Event-ID: {id}\r\n")).unwrap_or_default();
+        let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n{resume}\r\n");
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut reader = tokio::io::BufReader::new(s);
+        let mut head = Vec::new();
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).await.unwrap();
+            if line.trim().is_empty() {
+                break;
+            }
+            head.push(line.trim().to_ascii_lowercase());
+        }
+        assert!(head[0].contains(" 200 "), "{head:?}");
+        assert!(head.iter().any(|h| h.starts_with("content-type: text/event-stream")), "{head:?}");
+        let chunked = head.iter().any(|h| h == "transfer-encoding: chunked");
+        Feed { reader, chunked, buf: String::new() }
+    }
+
+    /// The next event's `(id, data)`; comments (keep-alives) are skipped.
+    async fn next(&mut self) -> (Option<String>, Value) {
+        loop {
+            while let Some(end) = self.buf.find("\n\n") {
+                let block: String = self.buf.drain(..end + 2).collect();
+                let (mut id, mut data) = (None, String::new());
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("id:") {
+                        id = Some(v.trim().to_string());
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        data.push_str(v.trim_start());
+                    }
+                }
+                if !data.is_empty() {
+                    return (id, serde_json::from_str(&data).unwrap());
+                }
+            }
+            let more = tokio::time::timeout(Duration::from_secs(10), self.read())
+                .await
+                .expect("an event within 10 s");
+            self.buf.push_str(&more);
+        }
+    }
+
+    /// More of the body, without the chunked encoding's framing.
+    async fn read(&mut self) -> String {
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+        if !self.chunked {
+            let mut chunk = vec![0; 4096];
+            let n = self.reader.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "the stream is open");
+            return String::from_utf8_lossy(&chunk[..n]).into_owned();
+        }
+        let mut size = String::new();
+        self.reader.read_line(&mut size).await.unwrap();
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or_else(|_| panic!("a chunk size: {size:?}"));
+        assert!(n > 0, "the stream is open");
+        let mut chunk = vec![0; n + 2];
+        self.reader.read_exact(&mut chunk).await.unwrap();
+        String::from_utf8_lossy(&chunk[..n]).into_owned()
+    }
+
+    async fn until(&mut self, pred: impl Fn(&Value) -> bool) -> Value {
+        loop {
+            let (id, event) = self.next().await;
+            assert_eq!(id, None, "live frames carry no position");
+            if pred(&event) {
+                return event;
+            }
+        }
+    }
+}
+
+/// The drop's first variant as a live frame shows it, if the frame has it.
+fn drop_variant(frame: &Value) -> Option<&Value> {
+    let products = frame["products"].as_array()?;
+    products.iter().find(|p| p["id"] == "drop").map(|p| &p["variants"][0])
+}
+
+pub async fn the_live_product_feed_sends_a_snapshot_then_what_changed(t: &Target) {
+    let show = t.new_show().await;
+    let merchant = merchant_of(t, &show);
+    let mut feed = Feed::open(t, &format!("/v1/shows/{show}/shop/live"), None).await;
+    let (id, first) = feed.next().await;
+    assert_eq!(id, None);
+    assert_eq!((first["type"].as_str(), first["full"].as_bool()), (Some("shop.products"), Some(true)));
+    assert_eq!(first["products"], json!([]), "nothing on sale yet");
+    assert!(first["now"].is_u64(), "the shop's clock: {first}");
+
+    merchant.stock_a_drop(5).await;
+    let listed =
+        feed.until(|f| drop_variant(f).is_some_and(|v| v["offered_price"]["minor"] == PRICE * 3 / 4)).await;
+    assert_eq!(
+        (listed["full"].as_bool(), drop_variant(&listed).unwrap()["available"].as_u64()),
+        (Some(false), Some(5))
+    );
+
+    let ana = token(&show, "ana", Role::Viewer);
+    let base = format!("/v1/shows/{show}/shop");
+    t.api
+        .call("POST", &format!("{base}/carts/ana/items"), &ana, None, json!({"sku": SKU, "quantity": 1}))
+        .await;
+    let (status, r) = t
+        .api
+        .call("POST", &format!("{base}/checkout"), &ana, Some("k"), json!({ "payment_method": "tok_visa" }))
+        .await;
+    assert!((200..300).contains(&status), "{r}");
+    let bought = feed.until(|f| drop_variant(f).is_some_and(|v| v["available"] == 4)).await;
+    assert_eq!(bought["full"], false);
+    assert_eq!(bought["products"].as_array().unwrap().len(), 1, "only what changed: {bought}");
+
+    // A reconnect, whatever it claims to have seen, starts over with the whole catalog; the
+    // shop's own route serves the same feed.
+    let mut again = Feed::open(t, &format!("/v1/shops/{show}/live"), Some("1-1")).await;
+    let (id, snapshot) = again.next().await;
+    assert_eq!((id, snapshot["full"].as_bool()), (None, Some(true)));
+    assert_eq!(drop_variant(&snapshot).unwrap()["available"], 4, "{snapshot}");
+
+    merchant.call("DELETE", "/products/drop", Value::Null).await;
+    let removed = again.until(|f| f["removed"].as_array().is_some_and(|r| !r.is_empty())).await;
+    assert_eq!((removed["removed"].clone(), removed["products"].clone()), (json!(["drop"]), json!([])));
+
+    let r = t.http("GET", "/v1/shops/no-such-shop/live", &[], "").await;
+    assert_eq!(code(&r), (404, "shop_not_found"));
+    let r = t.http("GET", "/v1/shows/no-such-show/shop/live", &[], "").await;
+    assert_eq!(code(&r), (404, "show_not_found"));
+}
+
+/// The deliveries a [`receiver`] got: headers and body of each.
+type Received = std::sync::Arc<std::sync::Mutex<Vec<(axum::http::HeaderMap, Vec<u8>)>>>;
+
+/// A local merchant endpoint that accepts every delivery and keeps its headers and body.
+async fn receiver() -> (String, Received) {
+    let got = Received::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hooks", listener.local_addr().unwrap());
+    let seen = got.clone();
+    let app = axum::Router::new().route(
+        "/hooks",
+        axum::routing::post(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+            let seen = seen.clone();
+            async move {
+                seen.lock().unwrap().push((headers, body.to_vec()));
+                axum::http::StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, got)
+}
+
+pub async fn a_rotated_webhook_secret_signs_beside_the_new_one(t: &Target) {
+    let show = t.new_show().await;
+    let merchant = merchant_of(t, &show);
+    merchant.stock_a_drop(5).await;
+    let path = format!("/v1/shops/{show}/webhook-secrets/whsec_main");
+    let as_merchant = format!("Bearer {}", merchant.token);
+    let as_viewer = format!("Bearer {}", token(&show, "ana", Role::Viewer));
+    let bad_id = t
+        .http(
+            "POST",
+            &format!("/v1/shops/{show}/webhook-secrets/main"),
+            &[("Authorization", &as_merchant)],
+            "",
+        )
+        .await;
+    assert_eq!(code(&bad_id), (400, "invalid_argument"));
+    let nowhere = t
+        .http("POST", "/v1/shops/no-such-shop/webhook-secrets/main", &[("Authorization", &as_merchant)], "")
+        .await;
+    assert_eq!(code(&nowhere), (400, "invalid_argument"), "the id is checked first");
+    let nowhere = t
+        .http(
+            "POST",
+            "/v1/shops/no-such-shop/webhook-secrets/whsec_main",
+            &[("Authorization", &as_merchant)],
+            "",
+        )
+        .await;
+    assert_eq!(code(&nowhere), (404, "shop_not_found"));
+    assert_eq!(code(&t.http("POST", &path, &[], "").await), (401, "token_malformed"));
+    assert_eq!(code(&t.http("POST", &path, &[("Authorization", &as_viewer)], "").await), (403, "forbidden"));
+    let bad = t.http("POST", &path, &[("Authorization", &as_merchant)], r#"{"secret":"not-a-secret"}"#).await;
+    assert_eq!(code(&bad), (400, "invalid_argument"));
+
+    let (status, first) = t.http("POST", &path, &[("Authorization", &as_merchant)], "").await;
+    assert_eq!(
+        (status, &first["secret_id"], &first["previous_expires_at"]),
+        (201, &json!("whsec_main"), &Value::Null)
+    );
+    let old = liveshop_webhooks::Secret::parse(first["secret"].as_str().unwrap()).unwrap();
+    let (url, got) = receiver().await;
+    let endpoint = json!({ "url": url, "secret_id": "whsec_main", "events": ["order.paid"] });
+    merchant.call("POST", "/webhooks/endpoints", endpoint).await;
+    // The merchant brings its own secret this time.
+    let own = liveshop_webhooks::Secret::generate([9; liveshop_webhooks::GENERATED_SECRET_LEN]);
+    let before = now_ms();
+    let body = json!({ "secret": own.encode() }).to_string();
+    let (status, second) = t.http("POST", &path, &[("Authorization", &as_merchant)], &body).await;
+    assert_eq!((status, second["secret"].as_str()), (201, Some(&*own.encode())), "{second}");
+    let overlap_ends = second["previous_expires_at"].as_u64().unwrap();
+    let day = 24 * 3600 * 1000;
+    assert!((before + day..=now_ms() + day).contains(&overlap_ends), "a day of overlap: {second}");
+
+    let ana = token(&show, "ana", Role::Viewer);
+    let base = format!("/v1/shows/{show}/shop");
+    t.api
+        .call("POST", &format!("{base}/carts/ana/items"), &ana, None, json!({"sku": SKU, "quantity": 1}))
+        .await;
+    let (status, r) = t
+        .api
+        .call("POST", &format!("{base}/checkout"), &ana, Some("k"), json!({ "payment_method": "tok_visa" }))
+        .await;
+    assert!((200..300).contains(&status), "{r}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (headers, body) = loop {
+        if let Some(first) = got.lock().unwrap().first().cloned() {
+            break first;
+        }
+        assert!(Instant::now() < deadline, "no delivery within 30 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let now = now_ms() / 1000;
+    for (which, key) in [("the previous", &old), ("the new", &own)] {
+        let checked = liveshop_webhooks::standard::verify(std::slice::from_ref(key), header, &body, now, 300);
+        assert!(checked.is_ok(), "{which} secret verifies the delivery: {checked:?} {headers:?}");
+    }
+    let stranger = liveshop_webhooks::Secret::generate([1; liveshop_webhooks::GENERATED_SECRET_LEN]);
+    assert!(liveshop_webhooks::standard::verify(&[stranger], header, &body, now, 300).is_err());
+}
+
+pub async fn merchant_updates_are_applied_once_and_only_when_signed(t: &Target) {
+    use liveshop_webhooks::{GENERATED_SECRET_LEN, Secret};
+    let show = t.new_show().await;
+    let merchant = merchant_of(t, &show);
+    merchant.stock_a_drop(5).await;
+    let inbound = format!("/v1/shops/{show}/inbound/liveshop");
+    let update = |id: &str, on_hand: u32| {
+        json!({ "event_id": id, "update": { "type": "stock.set", "sku": SKU, "on_hand": on_hand } })
+            .to_string()
+    };
+    let post = |body: String, signature: Option<String>| {
+        let inbound = inbound.clone();
+        async move {
+            let headers: Vec<(&str, &str)> =
+                signature.as_deref().map(|s| ("X-Liveshop-Signature", s)).into_iter().collect();
+            t.http("POST", &inbound, &headers, &body).await
+        }
+    };
+    let sign =
+        |secret: &Secret, at: u64, body: &str| liveshop_webhooks::liveshop::sign(secret, at, body.as_bytes());
+    let now = || now_ms() / 1000;
+
+    // Nothing is accepted before the merchant has a secret.
+    let body = update("erp-0", 1);
+    let stray = Secret::generate([3; GENERATED_SECRET_LEN]);
+    assert_eq!(code(&post(body.clone(), Some(sign(&stray, now(), &body))).await), (401, "secret_invalid"));
+    let path = format!("/v1/shops/{show}/inbound-secrets/liveshop");
+    assert_eq!(code(&t.http("POST", &path, &[], "").await), (401, "token_malformed"));
+    let as_viewer = format!("Bearer {}", token(&show, "ana", Role::Viewer));
+    assert_eq!(code(&t.http("POST", &path, &[("Authorization", &as_viewer)], "").await), (403, "forbidden"));
+    let issued = merchant.call("POST", "/inbound-secrets/liveshop", Value::Null).await;
+    let secret = Secret::parse(issued["secret"].as_str().unwrap()).unwrap();
+
+    let body = update("erp-1", 42);
+    let forged = Secret::generate([7; GENERATED_SECRET_LEN]);
+    assert_eq!(
+        code(&post(body.clone(), Some(sign(&forged, now(), &body))).await),
+        (401, "signature_mismatch")
+    );
+    assert_eq!(code(&post(body.clone(), None).await), (401, "signature_missing"));
+    assert_eq!(code(&post(body.clone(), Some("t=1,v1=???".into())).await), (401, "signature_malformed"));
+    let stale = sign(&secret, now() - 3600, &body);
+    assert_eq!(code(&post(body.clone(), Some(stale)).await), (401, "timestamp_too_old"));
+    assert_eq!(merchant.available().await, 5, "nothing unsigned was applied");
+    let (status, r) = post(body.clone(), Some(sign(&secret, now(), &body))).await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(merchant.available().await, 42);
+    // A replay, even freshly signed, is the same event: applied once.
+    assert_eq!(code(&post(body.clone(), Some(sign(&secret, now(), &body))).await), (409, "duplicate_event"));
+
+    // After a rotation both the new and the previous secret are accepted (the overlap).
+    let rotated = merchant.call("POST", "/inbound-secrets/liveshop", Value::Null).await;
+    let new = Secret::parse(rotated["secret"].as_str().unwrap()).unwrap();
+    assert!(rotated["previous_expires_at"].is_u64(), "{rotated}");
+    let body = update("erp-2", 7);
+    assert_eq!(post(body.clone(), Some(sign(&secret, now(), &body))).await.0, 200);
+    let body = update("erp-3", 8);
+    assert_eq!(post(body.clone(), Some(sign(&new, now(), &body))).await.0, 200);
+    assert_eq!(merchant.available().await, 8);
+
+    let r = t.http("POST", "/v1/shops/no-such-shop/inbound/liveshop", &[], &body).await;
+    assert_eq!(code(&r), (404, "shop_not_found"));
+}
+
+pub async fn stripe_webhooks_are_not_found_where_stripe_is_not_used(t: &Target) {
+    let body = r#"{"id":"evt_1","type":"payment_intent.succeeded"}"#;
+    let signature = liveshop_webhooks::stripe::sign("whsec_any", now_ms() / 1000, body.as_bytes());
+    let r = t.http("POST", "/v1/payments/stripe/webhook", &[("Stripe-Signature", &signature)], body).await;
+    assert_eq!(code(&r), (404, "not_found"));
+}
+
+/// The per-address burst of the hosts [`connections_from_one_address_are_paced`] runs against (one
+/// more per second).
+pub const PACED_BURST: u64 = 3;
+
+/// A refusal counter of `/metrics`, or 0 when it has not counted any yet.
+fn refusals(metrics: &str, reason: &str) -> u64 {
+    let name = format!("liveshop_refused_total{{reason=\"{reason}\"}} ");
+    metrics.lines().find_map(|l| l.strip_prefix(&name)?.trim().parse().ok()).unwrap_or(0)
+}
+
+/// Against a host that allows [`PACED_BURST`] new connections (or anonymous reads) per address,
+/// and one more per second: the burst is served, then `429 rate_limited`; `/metrics` counts the
+/// refusals.
+pub async fn connections_from_one_address_are_paced(t: &Target) {
+    let show = t.new_show().await;
+    let state = format!("/v1/rooms/{show}/state");
+    let forged = token(&show, "ana", Role::Viewer) + "x";
+    let bad = t.http("GET", &format!("{state}?token={forged}"), &[], "").await;
+    assert_eq!(code(&bad), (401, "token_bad_signature"));
+    for i in 1..PACED_BURST {
+        let (status, body) = t.http("GET", &state, &[], "").await;
+        assert_eq!(status, 200, "read {i} of the burst: {body}");
+    }
+    // A read takes far less than the second a new allowance takes.
+    let mut refusal = None;
+    for _ in 0..100 {
+        let r = t.http("GET", &state, &[], "").await;
+        if r.0 != 200 {
+            refusal = Some(r);
+            break;
+        }
+    }
+    let refusal = refusal.expect("refused within 100 quick reads");
+    assert_eq!(code(&refusal), (429, "rate_limited"), "{refusal:?}");
+    assert!(refusal.1["error"]["message"].as_str().unwrap().contains("retry in"), "{refusal:?}");
+    // A shop that does not exist is not found, whatever the address's allowance: shops are
+    // looked up before pacing.
+    let r = t.http("GET", "/v1/shops/no-such-shop/live", &[], "").await;
+    assert_eq!(code(&r), (404, "shop_not_found"));
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = t.api.client.get(format!("{}/metrics", t.api.base)).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let ct = r.headers()["content-type"].to_str().unwrap().to_string();
+        assert!(ct.starts_with("application/openmetrics-text"), "{ct}");
+        let text = r.text().await.unwrap();
+        assert!(text.contains("# TYPE liveshop_refused counter") && text.ends_with("# EOF\n"), "{text}");
+        if refusals(&text, "connection_rate") >= 1 && refusals(&text, "token") >= 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the refusals are not counted after 30 s: {text}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The viewer page and the dashboard, and the files they load, as the edge node serves them.
+pub async fn the_web_pages_are_served(t: &Target) {
+    let get = |path: String| {
+        let url = format!("{}{path}", t.api.base);
+        async move {
+            let r = t.api.client.get(url).send().await.unwrap();
+            let ct = r.headers().get("content-type").map(|v| v.to_str().unwrap().to_string());
+            (r.status().as_u16(), ct.unwrap_or_default(), r.text().await.unwrap())
+        }
+    };
+    let on_disk = |file: &str| {
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("web").join(file)).unwrap()
+    };
+    for (path, file) in [("/watch/demo", "viewer.html"), ("/dashboard/some-show", "dashboard.html")] {
+        let (status, ct, body) = get(path.to_string()).await;
+        assert_eq!((status, ct.starts_with("text/html")), (200, true), "{path}: {ct}");
+        assert_eq!(body, on_disk(file), "{path}");
+    }
+    for (file, ct) in
+        [("viewer.js", "text/javascript"), ("shop.js", "text/javascript"), ("style.css", "text/css")]
+    {
+        let (status, got_ct, body) = get(format!("/web/{file}")).await;
+        assert_eq!((status, got_ct.starts_with(ct)), (200, true), "{file}: {got_ct}");
+        assert_eq!(body, on_disk(file), "{file}");
+    }
+    for path in ["/web/package.json", "/web/player.js", "/web/nothing.js"] {
+        let (status, _, body) = get(path.to_string()).await;
+        let body: Value = serde_json::from_str(&body).unwrap_or_default();
+        assert_eq!((status, body["error"]["code"].as_str()), (404, Some("not_found")), "{path}");
+    }
 }
 
 /// workerd stopped and started again over the same persistence directory (what

@@ -18,6 +18,11 @@
 //!   webhook retries); handling an alarm twice is harmless to the cores.
 //! - A room holding `FANOUT_THRESHOLD` sockets hands new ones to fan-out objects
 //!   ([`fanout::Fanout`]); it stays the only writer and sends each object its frames in order.
+//! - The shop object serves the live product feed (SSE) and verifies signed merchant updates;
+//!   outbound webhook secrets rotate as on the edge (`liveshop_webhooks::rotation`).
+//! - New connections and anonymous reads are paced per client address by [`pacing::Limiter`]
+//!   objects; `/metrics` shows their refusals ([`pacing::Metrics`]). The pages of `web/` are
+//!   static assets.
 //! - Errors are the edge node's: status + `{"error": {"code", "message"}}`.
 //!
 //! The API is the edge node's (`edge/src/http.rs`, `edge/src/shop_http.rs`, `docs/protocol.md`);
@@ -28,11 +33,13 @@ use serde_json::json;
 use worker::*;
 
 mod fanout;
+mod pacing;
 mod room;
 mod shop;
 mod shows;
 
 pub use fanout::Fanout;
+pub use pacing::{Limiter, Metrics};
 pub use room::Room;
 pub use shop::Shop;
 
@@ -40,21 +47,42 @@ pub use shop::Shop;
 const HOST_TOKEN_SECS: u64 = 7 * 24 * 3600;
 
 #[event(fetch)]
-async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
+async fn fetch(mut req: Request, env: Env, ctx: Context) -> Result<Response> {
     let url = req.url()?;
     let segments: Vec<String> =
         url.path_segments().map(|s| s.map(String::from).collect()).unwrap_or_default();
     let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
-    match (req.method(), segs.as_slice()) {
+    if paced(&req, &env, &segs)?
+        && let Some(refusal) = pacing::admit(&env, &req).await?
+    {
+        // Read before refusing; see the room's fetch.
+        req.bytes().await?;
+        return Ok(refusal);
+    }
+    let counted = pacing::Caller::of(&req)?;
+    let response = route(req, &env, &segs).await?;
+    // Signed inbound requests refuse signatures, not tokens.
+    if response.status_code() == 401 && !matches!(segs.as_slice(), ["v1", "shops", _, "inbound", ..]) {
+        counted.refused(&env, &ctx, "token")?;
+    }
+    Ok(response)
+}
+
+async fn route(mut req: Request, env: &Env, segs: &[&str]) -> Result<Response> {
+    match (req.method(), segs) {
+        (Method::Get, [""]) => Response::redirect_with_status(req.url()?.join("/watch/demo")?, 307),
         (Method::Get, ["healthz"]) => Response::from_json(&json!({ "status": "ok" })),
-        (Method::Post, ["v1", "shows"]) => create_show(req, &env).await,
-        (Method::Get, ["v1", "shows", show]) => room_stub(&env, show)?.fetch_with_request(req).await,
+        (Method::Get, ["metrics"]) => pacing::metrics(env).await,
+        (Method::Get, ["watch", _]) => page(env, "viewer.html").await,
+        (Method::Get, ["dashboard", _]) => page(env, "dashboard.html").await,
+        (Method::Post, ["v1", "shows"]) => create_show(req, env).await,
+        (Method::Get, ["v1", "shows", show]) => room_stub(env, show)?.fetch_with_request(req).await,
         // `_`-actions are fan-out objects' calls to their room.
         (_, ["v1", "rooms", room, action]) if !action.starts_with('_') => {
-            room_stub(&env, room)?.fetch_with_request(req).await
+            room_stub(env, room)?.fetch_with_request(req).await
         }
         (_, ["v1", "shows", show, "shop", _, ..]) => {
-            let shop = match show_record(&env, show).await? {
+            let shop = match show_record(env, show).await? {
                 Ok(s) => s.shop_id().to_string(),
                 Err(response) => {
                     // Read before refusing; see the room's fetch.
@@ -62,17 +90,37 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
                     return Ok(response);
                 }
             };
-            shop_stub(&env, &shop)?.fetch_with_request(req).await
+            shop_stub(env, &shop)?.fetch_with_request(req).await
         }
         // `_`-paths are the Worker's own calls to the shop (see `create_show`).
         (_, ["v1", "shops", shop, first, ..]) if !first.starts_with('_') => {
-            shop_stub(&env, shop)?.fetch_with_request(req).await
+            shop_stub(env, shop)?.fetch_with_request(req).await
         }
         _ => {
             req.bytes().await?;
             error(404, "not_found", "no such endpoint")
         }
     }
+}
+
+/// Whether the edge node paces this request per address before anything else: new connections,
+/// room reads and guest tokens, each of which may wake a room. (The shop object paces its live
+/// feed and anonymous reads itself, after the shop is found, as the edge node does.)
+fn paced(req: &Request, env: &Env, segs: &[&str]) -> Result<bool> {
+    Ok(match (req.method(), segs) {
+        (Method::Get, ["v1", "rooms", _, "ws"]) => {
+            req.headers().get("upgrade")?.is_some_and(|u| u.eq_ignore_ascii_case("websocket"))
+        }
+        (Method::Get, ["v1", "rooms", _, "events" | "state"]) => true,
+        (Method::Post, ["v1", "rooms", _, "guest"]) => setting(env, "GUEST_TOKENS", 1) != 0,
+        _ => false,
+    })
+}
+
+/// `GET /watch/{show}` and `GET /dashboard/{show}`: the pages of `web/`, which `build.sh` puts
+/// among the Worker's static assets (where `/web/{file}` is served without the Worker).
+async fn page(env: &Env, file: &str) -> Result<Response> {
+    env.assets("ASSETS")?.fetch(format!("https://assets/web/{file}"), None).await
 }
 
 fn room_stub(env: &Env, room: &str) -> Result<Stub> {
@@ -199,7 +247,6 @@ mod web_crypto {
 
 use wasm_bindgen::JsCast;
 
-/// An error as every endpoint reports it.
 /// One storage write of an event into the object's `kv` table. An event's writes all run before
 /// its first `await`, so they commit together (and the output gate holds what follows).
 pub(crate) fn store(sql: &SqlStorage, write: liveshop_room::Write) -> Result<()> {
@@ -227,6 +274,7 @@ pub(crate) async fn sync_alarm(storage: &Storage, alarm: Option<Option<u64>>) ->
     Ok(())
 }
 
+/// An error as every endpoint reports it.
 pub(crate) fn error(status: u16, code: &str, message: impl Into<String>) -> Result<Response> {
     let body = json!({ "error": { "code": code, "message": message.into() } });
     Ok(Response::from_json(&body)?.with_status(status))
@@ -241,6 +289,34 @@ pub(crate) fn reply(status: u16, content_type: &str, body: Vec<u8>) -> Result<Re
     let headers = Headers::new();
     headers.set("content-type", content_type)?;
     Ok(Response::from_bytes(body)?.with_status(status).with_headers(headers))
+}
+
+/// A frame as a server-sent event; logged events get the id `<epoch>-<seq>` to resume from
+/// (the shop's live frames have none, so its feed starts over with a full snapshot).
+pub(crate) fn sse_event(frame: &str) -> String {
+    match liveshop_room::protocol::EventFrame::position(frame) {
+        Some((e, s)) => format!("id: {}-{}\ndata: {frame}\n\n", e.0, s.0),
+        None => format!("data: {frame}\n\n"),
+    }
+}
+
+/// An event stream fed by an object: what arrives on `events` goes out as it is, with an empty
+/// comment after every 15 s of silence (the edge node's keep-alive), so proxies keep it open.
+pub(crate) fn sse_response(events: futures_channel::mpsc::UnboundedReceiver<String>) -> Result<Response> {
+    use futures_util::StreamExt;
+    use futures_util::future::{Either, select};
+    let headers = Headers::new();
+    headers.set("content-type", "text/event-stream")?;
+    headers.set("cache-control", "no-cache")?;
+    let body = futures_util::stream::unfold(events, |mut events| async move {
+        let quiet = Delay::from(std::time::Duration::from_secs(15));
+        match select(events.next(), quiet).await {
+            Either::Left((Some(event), _)) => Some((Ok::<Vec<u8>, Error>(event.into_bytes()), events)),
+            Either::Left((None, _)) => None,
+            Either::Right(((), _)) => Some((Ok(b":\n\n".to_vec()), events)),
+        }
+    });
+    Ok(Response::from_stream(body)?.with_headers(headers))
 }
 
 /// Close code for a connection that sends frames faster than allowed (as on the edge node).

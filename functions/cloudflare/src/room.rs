@@ -10,7 +10,6 @@ use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use futures_channel::mpsc::{UnboundedSender, unbounded};
-use futures_util::StreamExt;
 use liveshop_identity::{Claims, Identity, Role, TokenError};
 use liveshop_room::filter::TokenBucket;
 use liveshop_room::{ConnId, Epoch, Input, Millis, Output};
@@ -20,7 +19,10 @@ use worker::*;
 
 use crate::fanout::Item;
 use crate::shows::Show;
-use crate::{bearer, error, frame_check, now_ms, query, random_u53, reply, secret, setting, token_error};
+use crate::{
+    bearer, error, frame_check, now_ms, query, random_u53, reply, secret, setting, sse_event, sse_response,
+    token_error,
+};
 
 /// Largest command body over HTTP, as over WebSocket.
 const MAX_COMMAND_BYTES: usize = 8 * 1024;
@@ -358,11 +360,7 @@ impl Room {
         self.with_live(|live| live.streams.insert(conn, tx))?;
         let connected_at = now_ms();
         self.run(|_| Input::Connect { conn: ConnId(conn), who, connected_at, resume }).await?;
-        let headers = Headers::new();
-        headers.set("content-type", "text/event-stream")?;
-        headers.set("cache-control", "no-cache")?;
-        let body = rx.map(|event| Ok::<Vec<u8>, Error>(event.into_bytes()));
-        Ok(Response::from_stream(body)?.with_headers(headers))
+        sse_response(rx)
     }
 
     /// `POST /v1/rooms/{room}/commands`: one client frame as the body; the answer is its `ack`.
@@ -576,13 +574,5 @@ impl Room {
     /// This room's name (its show's id), which its fan-out objects are named after.
     fn room_name(&self) -> Result<String> {
         self.show().map(|s| s.id).ok_or_else(|| Error::RustError("a room without a show".into()))
-    }
-}
-
-/// A frame as a server-sent event; logged events get the id `<epoch>-<seq>` to resume from.
-fn sse_event(frame: &str) -> String {
-    match liveshop_room::protocol::EventFrame::position(frame) {
-        Some((e, s)) => format!("id: {}-{}\ndata: {frame}\n\n", e.0, s.0),
-        None => format!("data: {frame}\n\n"),
     }
 }

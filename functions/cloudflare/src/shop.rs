@@ -5,26 +5,33 @@
 //! (`liveshop_shop::test_provider`), whose outcomes come back as the next inputs; webhooks are
 //! POSTed, signed per Standard Webhooks with the shop's secrets, after the event (`waitUntil`),
 //! and their results come back as inputs. Retries are the core's: it asks for an alarm, and on
-//! the alarm for the delivery again, so the schedule is the edge node's.
+//! the alarm for the delivery again, so the schedule is the edge node's. The live product feed
+//! is a server-sent event stream per reader: the snapshot first, then the shop's broadcasts.
+//! Signed merchant updates (`inbound/liveshop`) are verified here and applied by the core as
+//! `/merchant/events`, once per event id.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::rc::Rc;
 
-use liveshop_identity::Role;
+use futures_channel::mpsc::{UnboundedSender, unbounded};
+use liveshop_identity::{Identity, Role};
 use liveshop_shop::api::MAX_BODY_BYTES;
 use liveshop_shop::outbox::DeliveryRequest;
 use liveshop_shop::{Epoch, Input, Output, PaymentRequest, test_provider};
-use liveshop_webhooks::Secret;
 use liveshop_webhooks::rotation::SecretRing;
+use liveshop_webhooks::{DEFAULT_TOLERANCE_SECS, Secret};
 use serde::Deserialize;
 use serde_json::json;
 use worker::*;
 
-use crate::{error, now_ms, random_u53, reply, secret, token_error};
+use crate::{error, now_ms, random_u53, reply, secret, sse_event, sse_response, token_error};
 
 /// Request headers the shop sees; everything else stays with the host.
 const FORWARDED_HEADERS: [&str; 1] = ["idempotency-key"];
+/// The `secret_id` of the secret merchants sign inbound updates with (not a `whsec_` name, so no
+/// endpoint can pick it).
+const INBOUND_SECRET_ID: &str = "inbound";
 
 #[durable_object]
 pub struct Shop {
@@ -35,6 +42,8 @@ struct Inner {
     state: State,
     env: Env,
     live: RefCell<Option<Live>>,
+    /// Readers of the live product feed (these keep the object in memory while open).
+    feeds: RefCell<Vec<UnboundedSender<String>>>,
 }
 
 struct Live {
@@ -48,7 +57,7 @@ impl DurableObject for Shop {
         let sql = state.storage().sql();
         let _ = sql.exec("CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BLOB NOT NULL)", None);
         let _ = sql.exec("CREATE TABLE IF NOT EXISTS host (kind TEXT PRIMARY KEY, body TEXT NOT NULL)", None);
-        Shop { inner: Rc::new(Inner { state, env, live: RefCell::new(None) }) }
+        Shop { inner: Rc::new(Inner { state, env, live: RefCell::default(), feeds: RefCell::default() }) }
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
@@ -70,19 +79,28 @@ impl DurableObject for Shop {
             }
             ["v1", "shops", shop, rest @ ..] => {
                 let shop = shop.to_string();
+                // As on the edge node, a bad secret id is refused before the shop is looked up.
+                if let (Method::Post, ["webhook-secrets", secret_id]) = (req.method(), rest)
+                    && (!secret_id.starts_with("whsec_") || secret_id.len() > 128)
+                {
+                    let msg = "a secret id is a name starting with whsec_ (at most 128 bytes)";
+                    return error(400, "invalid_argument", msg);
+                }
                 if inner.host("registered").is_none() {
                     return error(404, "shop_not_found", format!("no shop {shop:?}"));
                 }
                 match (req.method(), rest) {
                     (Method::Post, ["webhook-secrets", secret_id]) => {
-                        let secret_id = secret_id.to_string();
-                        if !secret_id.starts_with("whsec_") || secret_id.len() > 128 {
-                            let msg = "a secret id is a name starting with whsec_ (at most 128 bytes)";
-                            return error(400, "invalid_argument", msg);
-                        }
-                        inner.issue_secret(&req, &shop, &secret_id, &body).await
+                        inner.issue_secret(&req, &shop, secret_id, &body).await
                     }
-                    (Method::Get, ["live"]) | (_, ["inbound-secrets" | "inbound", ..]) => {
+                    (Method::Get, ["live"]) => inner.live_feed(&req).await,
+                    (Method::Post, ["inbound-secrets", "liveshop"]) => {
+                        inner.issue_secret(&req, &shop, INBOUND_SECRET_ID, &body).await
+                    }
+                    (Method::Post, ["inbound", "liveshop"]) => {
+                        Inner::inbound_liveshop(inner, &req, body).await
+                    }
+                    (_, ["inbound-secrets" | "inbound", ..]) => {
                         error(501, "not_implemented", "not served by the Cloudflare host yet")
                     }
                     _ => {
@@ -93,8 +111,8 @@ impl DurableObject for Shop {
                 }
             }
             ["v1", "shows", show, "shop", rest @ ..] => {
-                if matches!(rest, ["live"]) {
-                    return error(501, "not_implemented", "not served by the Cloudflare host yet");
+                if req.method() == Method::Get && matches!(rest, ["live"]) {
+                    return inner.live_feed(&req).await;
                 }
                 let show = show.to_string();
                 let path = full.strip_prefix(&format!("/v1/shows/{show}/shop")).unwrap_or(&full).to_string();
@@ -118,6 +136,12 @@ impl Shop {
             Ok(who) => who,
             Err(e) => return token_error(e),
         };
+        // Anonymous reads wake the shop too: paced per address like connections.
+        if who.is_none()
+            && let Some(refusal) = crate::pacing::admit(&self.inner.env, req).await?
+        {
+            return Ok(refusal);
+        }
         if body.len() > MAX_BODY_BYTES {
             let msg = format!("request bodies are limited to {MAX_BODY_BYTES} bytes");
             return error(413, "payload_too_large", msg);
@@ -170,7 +194,8 @@ impl Inner {
         self.secrets(secret_id).signing(now)
     }
 
-    /// `POST /v1/shops/{shop}/webhook-secrets/{secret_id}`: the answer shows the secret once.
+    /// `POST /v1/shops/{shop}/webhook-secrets/{secret_id}` and
+    /// `POST /v1/shops/{shop}/inbound-secrets/liveshop`: the answer shows the secret once.
     async fn issue_secret(
         &self,
         req: &Request,
@@ -223,6 +248,57 @@ impl Inner {
         Ok(Response::from_json(&issued)?.with_status(201))
     }
 
+    /// `GET .../live`: public data, so no token (paced per address). The first event is the
+    /// full snapshot; later ones are the shop's broadcasts. Frames carry no position: a
+    /// reconnect starts over.
+    async fn live_feed(&self, req: &Request) -> Result<Response> {
+        if let Some(refusal) = crate::pacing::admit(&self.env, req).await? {
+            return Ok(refusal);
+        }
+        let (tx, rx) = unbounded();
+        let snapshot = self.with_live(|live| live.shop.live_snapshot(now_ms()))?;
+        let _ = tx.unbounded_send(sse_event(&snapshot));
+        self.feeds.borrow_mut().push(tx);
+        sse_response(rx)
+    }
+
+    /// `POST /v1/shops/{shop}/inbound/liveshop`: a `/merchant/events` body signed with
+    /// `X-Liveshop-Signature` (the inbound secret, or the previous one during its overlap). The
+    /// shop applies each event id once.
+    async fn inbound_liveshop(this: &Rc<Inner>, req: &Request, body: Vec<u8>) -> Result<Response> {
+        let now = now_ms();
+        let signature = req.headers().get(liveshop_webhooks::liveshop::SIGNATURE_HEADER)?;
+        let header = |name: &str| {
+            signature.as_deref().filter(|_| name == liveshop_webhooks::liveshop::SIGNATURE_HEADER)
+        };
+        let secrets = this.signing(INBOUND_SECRET_ID, now);
+        if let Err(e) =
+            liveshop_webhooks::liveshop::verify(&secrets, header, &body, now / 1000, DEFAULT_TOLERANCE_SECS)
+        {
+            return error(401, e.code(), e.to_string());
+        }
+        let who = Some(Identity::new("inbound:liveshop", Role::Merchant));
+        let input = Input::Request {
+            who,
+            method: "POST".into(),
+            path: "/merchant/events".into(),
+            headers: vec![],
+            body,
+        };
+        match Inner::run(this, input).await? {
+            Some((status, content_type, body)) => reply(status, content_type, body),
+            None => error(500, "internal", "the shop produced no reply"),
+        }
+    }
+
+    fn with_live<R>(&self, f: impl FnOnce(&mut Live) -> R) -> Result<R> {
+        let mut slot = self.live.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(self.revive()?);
+        }
+        Ok(f(slot.as_mut().expect("revived above")))
+    }
+
     /// Rebuilds the shop from storage; charges it had asked for are asked for again.
     fn revive(&self) -> Result<Live> {
         let rows = self.state.storage().sql().exec("SELECT key, value FROM kv", None)?;
@@ -242,12 +318,7 @@ impl Inner {
     /// commits and releases; returns the reply. Webhooks go out after the event.
     async fn run(this: &Rc<Inner>, input: Input) -> Result<Option<(u16, &'static str, Vec<u8>)>> {
         let sql = this.state.storage().sql();
-        let (answer, alarm, deliveries) = {
-            let mut slot = this.live.borrow_mut();
-            if slot.is_none() {
-                *slot = Some(this.revive()?);
-            }
-            let live = slot.as_mut().expect("revived above");
+        let (answer, alarm, deliveries) = this.with_live(|live| -> Result<_> {
             let mut inputs: VecDeque<Input> = VecDeque::new();
             for req in std::mem::take(&mut live.pending) {
                 inputs.extend(outcomes(&req));
@@ -266,13 +337,16 @@ impl Inner {
                         }
                         Output::Payment(req) => inputs.extend(outcomes(&req)),
                         Output::Deliver(req) => deliveries.push(req),
-                        // Live product feeds are not served by this host yet.
-                        Output::Broadcast { .. } => {}
+                        Output::Broadcast { frame } => {
+                            let event = sse_event(&frame);
+                            // Readers that went away are dropped here.
+                            this.feeds.borrow_mut().retain(|tx| tx.unbounded_send(event.clone()).is_ok());
+                        }
                     }
                 }
             }
-            (answer, alarm, deliveries)
-        };
+            Ok((answer, alarm, deliveries))
+        })??;
         crate::sync_alarm(&this.state.storage(), alarm).await?;
         if !deliveries.is_empty() {
             let inner = this.clone();
