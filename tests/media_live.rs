@@ -4,7 +4,9 @@
 //! and `ffprobe` decodes what the origin wrote.
 //!
 //! Chromium publishes too: `tests/media/whip.html` in Debian's headless Chromium (fake camera
-//! and microphone, H.264 preferred) through `tests/media/publish.spec.mjs`.
+//! and microphone, H.264 preferred) through `tests/media/publish.spec.mjs`. Its encoder, like
+//! `publish.py --keyframe-on-request`, sends keyframes only when asked: the origin's keyframe
+//! requests are what make its segments start on keyframes.
 //!
 //! Needs python3 with aiortc (`pip install aiortc`), ffprobe (`apt-get install ffmpeg`) and
 //! unshare, and for the Chromium test Node.js, Chromium and `npm ci` in tests/browser;
@@ -15,6 +17,7 @@ mod media;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
 
+use liveshop_media_origin::events::StreamEvent;
 use liveshop_media_origin::playlist::iso8601;
 use media::{Publisher, TestOrigin, attr, request, tags};
 
@@ -66,6 +69,43 @@ fn check_live_rules(text: &str) {
     }
     assert!(!tags(text, "#EXT-X-MAP:URI=").is_empty());
     assert!(!tags(text, "#EXT-X-PROGRAM-DATE-TIME:").is_empty());
+}
+
+/// The recording's segments (from the VOD playlist on disk) and, for each, whether it starts
+/// with a keyframe: ffprobe on init + segment, its first video packet's flags.
+fn segments_starting_on_keyframes(o: &TestOrigin, show: &str) -> Vec<(String, bool)> {
+    let dir = o.media.join(show);
+    let vod = std::fs::read_to_string(dir.join("live.m3u8")).unwrap();
+    assert!(vod.ends_with("#EXT-X-ENDLIST\n") && !vod.contains("init-1.mp4"), "{vod}");
+    let init = std::fs::read(dir.join("init-0.mp4")).unwrap();
+    let probe_path = o.media.join(format!("{show}-keyframe.mp4"));
+    let mut out = Vec::new();
+    for segment in vod.lines().filter(|l| l.starts_with("seg-")) {
+        std::fs::write(&probe_path, [init.clone(), std::fs::read(dir.join(segment)).unwrap()].concat())
+            .unwrap();
+        let probe = std::process::Command::new("ffprobe")
+            .args(["-v", "error", "-select_streams", "v:0", "-read_intervals", "%+#1"])
+            .args(["-show_entries", "packet=flags", "-of", "csv=p=0"])
+            .arg(&probe_path)
+            .output()
+            .unwrap();
+        assert!(probe.status.success(), "ffprobe: {}", String::from_utf8_lossy(&probe.stderr));
+        let flags = String::from_utf8_lossy(&probe.stdout);
+        out.push((segment.to_string(), flags.trim_start().starts_with('K')));
+    }
+    out
+}
+
+/// The keyframe intervals `show`'s `stream.health` events reported, and their warnings.
+fn health(o: &TestOrigin, show: &str) -> Vec<(Option<u32>, Vec<String>)> {
+    let events = o.events.0.lock().unwrap();
+    events
+        .iter()
+        .filter_map(|(s, e)| match e {
+            StreamEvent::Health(h) if s == show => Some((h.keyframe_interval_ms, h.warnings.clone())),
+            _ => None,
+        })
+        .collect()
 }
 
 fn ffprobe(path: &std::path::Path) -> serde_json::Value {
@@ -243,6 +283,67 @@ async fn a_killed_publisher_ends_the_stream_and_its_return_continues_after_a_dis
     assert_eq!(kinds, ["started", "ended", "started", "ended"]);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishers_with_one_keyframe_are_asked_for_more_and_those_that_ignore_it_still_get_segments() {
+    if !media::in_private_network(
+        "publishers_with_one_keyframe_are_asked_for_more_and_those_that_ignore_it_still_get_segments",
+    ) {
+        return;
+    }
+    require_tools();
+    let o = TestOrigin::start("keyframes", |_| {}).await;
+    // Both send a keyframe only at the start; "browser" answers keyframe requests as a browser's
+    // encoder does, "obs" ignores them as OBS does. At the same time, to save a publish's time.
+    let seconds = ["--seconds", "9", "--keyint", "100000"];
+    let browser = Publisher::spawn(
+        &o.whip_url("browser"),
+        &o.origin.stream_key("browser"),
+        &[&seconds[..], &["--keyframe-on-request"]].concat(),
+    );
+    let obs = Publisher::spawn(&o.whip_url("obs"), &o.origin.stream_key("obs"), &seconds);
+    for p in [&browser, &obs] {
+        p.expect_line("LIVE ", Duration::from_secs(20));
+    }
+    let mut requests = Vec::new();
+    for (show, p) in [("browser", &browser), ("obs", &obs)] {
+        let n: u32 = p.expect_line("KEYFRAME REQUESTS ", Duration::from_secs(30)).parse().unwrap();
+        p.expect_line("DONE", Duration::from_secs(10));
+        let ended = playlist_until(&o, show, Duration::from_secs(5), |t| t.contains("#EXT-X-ENDLIST")).await;
+        check_live_rules(&ended);
+        requests.push(n);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await; // the writer thread
+
+    // Asked once its segment outran the 2 s target, it answered at once: segments of about 2 s,
+    // each starting on a keyframe.
+    let browser = segments_starting_on_keyframes(&o, "browser");
+    assert!(browser.len() >= 4, "{browser:?}");
+    assert!(browser.iter().all(|(_, key)| *key), "{browser:?}");
+    assert!(requests[0] >= 3, "{requests:?}");
+    // Its keyframes, a little over 2 s apart, were the origin's doing: no advice to the host.
+    let reports = health(&o, "browser");
+    assert!(reports.iter().any(|(k, _)| k.is_some_and(|k| k > 2000)), "{reports:?}");
+    assert!(reports.iter().all(|(_, w)| w.is_empty()), "{reports:?}");
+    // Asked too but deaf to it: cut at the 4 s target duration, later segments without a
+    // keyframe at their start; and the whole recording still decodes.
+    let obs = segments_starting_on_keyframes(&o, "obs");
+    assert!(requests[1] >= 2, "{requests:?}");
+    assert_eq!(obs.iter().map(|(_, key)| *key).collect::<Vec<_>>()[..2], [true, false], "{obs:?}");
+    let mut whole = std::fs::read(o.media.join("obs/init-0.mp4")).unwrap();
+    for (s, _) in &obs {
+        whole.extend(std::fs::read(o.media.join("obs").join(s)).unwrap());
+    }
+    let path = o.media.join("obs.mp4");
+    std::fs::write(&path, &whole).unwrap();
+    let decode = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-xerror", "-i"])
+        .arg(&path)
+        .args(["-f", "null", "-"])
+        .output()
+        .unwrap();
+    assert!(decode.status.success(), "{}", String::from_utf8_lossy(&decode.stderr));
+}
+
 /// Forwards UDP between one publisher and the origin, dropping one datagram in twenty each way
 /// (the kernel here has no netem).
 async fn lossy_relay(origin: SocketAddr) -> SocketAddr {
@@ -363,13 +464,27 @@ async fn a_chromium_web_page_publishes_h264_and_opus_that_ffprobe_decodes() {
         serde_json::from_str(&publisher.expect_line("SENDING ", Duration::from_secs(20))).unwrap();
     println!("Chromium sent {sending}");
     let sent = |kind: &str| sending.as_array().unwrap().iter().find(|s| s["kind"] == kind).cloned();
-    assert_eq!(sent("video").expect("a video stream")["codec"], "video/H264", "{sending}");
+    let video = sent("video").expect("a video stream");
+    assert_eq!(video["codec"], "video/H264", "{sending}");
     publisher.expect_line("DONE", Duration::from_secs(20));
     publisher.wait_success(Duration::from_secs(15));
-    playlist_until(&o, "demo", Duration::from_secs(5), |t| t.contains("#EXT-X-ENDLIST")).await;
+    let ended = playlist_until(&o, "demo", Duration::from_secs(5), |t| t.contains("#EXT-X-ENDLIST")).await;
+    // Every part of the show is still listed (it is shorter than three target durations), and
+    // each keeps the LL-HLS bounds at Chromium's 20 fps or so, with its capture clock's jitter.
+    assert!(ended.contains("URI=\"part-0.0.m4s\""), "{ended}");
+    check_live_rules(&ended);
     tokio::time::sleep(Duration::from_millis(300)).await; // the writer thread
     let vod = std::fs::read_to_string(o.media.join("demo/live.m3u8")).unwrap();
     assert!(vod.ends_with("#EXT-X-ENDLIST\n"), "{vod}");
+
+    // Chromium's encoder sends a keyframe at the start and then only when asked: the origin
+    // asked (PLI) when a segment outran its 2 s target, so every segment starts on one.
+    let segments = segments_starting_on_keyframes(&o, "demo");
+    assert!(segments.len() >= 3, "{segments:?}");
+    assert!(segments.iter().all(|(_, key)| *key), "{segments:?} ({video})");
+    assert!(video["pli"].as_u64().unwrap_or(0) + video["fir"].as_u64().unwrap_or(0) >= 1, "{video}");
+    let reports = health(&o, "demo");
+    assert!(reports.iter().all(|(_, w)| w.is_empty()), "{reports:?}");
 
     // ffprobe decodes init + the first segment, from HTTP: H.264 at the size asked for, and Opus
     // when the fake microphone's audio arrived.

@@ -14,8 +14,11 @@
 //! by ICE ufrag for STUN, by the nominated remote address for DTLS/SRTP. Datagrams nobody
 //! accepts (garbage, strays) are dropped.
 //!
-//! Nothing here asks the publisher for keyframes: OBS ignores PLI and FIR, so the stream starts
-//! at the first keyframe the encoder sends on its own.
+//! The stream starts at the first keyframe the encoder sends on its own. Later, when a segment
+//! runs past its target without one, the packager asks for one and this sends a PLI (or a FIR,
+//! whichever the answer negotiated): browsers' encoders send keyframes only when asked. Nothing
+//! depends on the answer: OBS ignores PLI and FIR, and gets its segments cut at the target
+//! duration.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,7 +27,7 @@ use std::time::{Duration, Instant, SystemTime};
 use axum::http::StatusCode;
 use str0m::change::SdpOffer;
 use str0m::format::Codec as RtcCodec;
-use str0m::media::MediaData;
+use str0m::media::{KeyframeRequestKind, MediaData, Mid, Rid};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 use tokio::net::UdpSocket;
@@ -37,6 +40,10 @@ use crate::h264::{H264Depacketizer, ParameterSets};
 use crate::media::{Frame, TrackKind};
 use crate::packager::{AUDIO_TRACK, Packager, PackagerConfig, VIDEO_TRACK};
 use crate::store::{Library, ShowStream};
+
+/// A keyframe this soon after a keyframe request is its answer: the interval it ends was ours,
+/// not the encoder's setting, so it warrants no advice to the host.
+const KEYFRAME_ANSWER_WINDOW: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Clone)]
 pub struct IngestConfig {
@@ -312,6 +319,7 @@ impl Driver {
             audio,
             packaging: None,
             h264: H264Depacketizer::default(),
+            video: None,
             clock: Clock::new(now, SystemTime::now()),
             stats: Stats::default(),
             media_seconds: 0.0,
@@ -351,6 +359,8 @@ struct Session {
     /// Created at the first keyframe; replaced when the parameter sets change.
     packaging: Option<(ParameterSets, Packager)>,
     h264: H264Depacketizer,
+    /// Where the video comes from, for keyframe requests.
+    video: Option<(Mid, Option<Rid>)>,
     clock: Clock,
     stats: Stats,
     media_seconds: f64,
@@ -369,6 +379,7 @@ impl Session {
         self.stats.bytes += d.data.len() as u64;
         match d.params.spec().codec {
             RtcCodec::H264 => {
+                self.video = Some((d.mid, d.rid));
                 let Some(unit) = self.h264.push(&d.data) else { return };
                 let dts = self.clock.dts(TrackKind::Video, &d);
                 self.stats.frames += 1;
@@ -376,6 +387,9 @@ impl Session {
                     if let Some(last) = self.stats.last_keyframe.replace(dts) {
                         self.stats.keyframe_interval_ms = Some((dts.saturating_sub(last) / 90) as u32);
                     }
+                    self.stats.keyframe_answered = self.stats.keyframe_asked.take().is_some_and(|asked| {
+                        d.network_time.saturating_duration_since(asked) <= KEYFRAME_ANSWER_WINDOW
+                    });
                     self.maybe_begin(events, config);
                 }
                 let frame = Frame {
@@ -440,6 +454,26 @@ impl Session {
             }
             self.stream.packaged(item);
         }
+        if packager.take_keyframe_request() {
+            self.request_keyframe();
+        }
+    }
+
+    /// A PLI where negotiated (what browsers answer), else a FIR, else nothing.
+    fn request_keyframe(&mut self) {
+        let Some((mid, rid)) = self.video else { return };
+        let Some(mut writer) = self.rtc.writer(mid) else { return };
+        let kind = [KeyframeRequestKind::Pli, KeyframeRequestKind::Fir]
+            .into_iter()
+            .find(|&k| writer.is_request_keyframe_possible(k));
+        let Some(kind) = kind else { return };
+        match writer.request_keyframe(rid, kind) {
+            Ok(()) => {
+                self.stats.keyframe_asked = Some(Instant::now());
+                tracing::debug!(show = self.show, session = self.id, "asked for a keyframe ({kind:?})");
+            }
+            Err(e) => tracing::debug!(show = self.show, session = self.id, "keyframe request: {e}"),
+        }
     }
 
     fn finish(&mut self, events: &dyn StreamEvents) {
@@ -463,7 +497,8 @@ impl Session {
         self.packaging.as_ref()?;
         let secs = interval.as_secs_f32();
         let mut warnings = Vec::new();
-        if let Some(k) = self.stats.keyframe_interval_ms.filter(|&k| k > MAX_GOOD_KEYFRAME_INTERVAL_MS) {
+        let too_far = |&k: &u32| k > MAX_GOOD_KEYFRAME_INTERVAL_MS && !self.stats.keyframe_answered;
+        if let Some(k) = self.stats.keyframe_interval_ms.filter(too_far) {
             warnings.push(format!(
                 "keyframes every {:.1} s: set the keyframe interval to 1 or 2 s for low latency",
                 f64::from(k) / 1000.0
@@ -487,6 +522,10 @@ struct Stats {
     frames: u64,
     last_keyframe: Option<u64>,
     keyframe_interval_ms: Option<u32>,
+    /// When the newest keyframe request went out.
+    keyframe_asked: Option<Instant>,
+    /// The newest keyframe answered a request.
+    keyframe_answered: bool,
 }
 
 /// Maps RTP media time to the shared per-publish timeline, and to the publisher's capture

@@ -5,12 +5,21 @@
 //! - Nothing is emitted before the first video keyframe (a decoder could not start there).
 //! - A video frame's duration is known when the next one arrives, so each frame is held back
 //!   until then (one frame of delay, the least any packager can have without guessing).
-//! - A part closes before a frame that would make it longer than the part target, so every part
-//!   is at most the target; at a constant frame rate each is within one frame of it.
+//! - Parts are cut against the [`part_limit_ms`]: the configured part target plus 10%, which is
+//!   the `PART-TARGET` the playlist advertises. A part closes before a frame that would take it
+//!   past the limit, so no part is longer; and since at 15 to 60 fps the configured target is a
+//!   whole number of frames (or nearly: 5 frames at 24 fps are 208 ms), the 10% is room for that
+//!   and for timestamp jitter, and every part but a segment's last is at least 85% of the limit
+//!   (the LL-HLS rule). A single frame longer than the limit (an encoder stalled for that long)
+//!   still makes a part of its own: no cut can shorten one frame.
 //! - A segment closes at the first keyframe after `segment_target`, so segments start on
 //!   keyframes. An encoder whose keyframes are further apart than `target_duration` gets a cut
 //!   there anyway (that segment is not independent), because a segment may not outlast the
 //!   playlist's target duration.
+//! - A segment that runs past `segment_target` without a keyframe asks for one
+//!   ([`Packager::take_keyframe_request`], a PLI to the publisher), at most once a second of
+//!   media. Browsers' encoders send keyframes only at the start and when asked; OBS ignores the
+//!   request, so the cut above stays the fallback.
 //! - Audio rides in the same fragments: a part carries the audio frames that start before its
 //!   video ends. Each `traf` has its own decode time, so late audio costs nothing but a part.
 
@@ -24,8 +33,20 @@ use crate::media::{Frame, TrackKind, opus_packet_ticks};
 pub const VIDEO_TRACK: u32 = 1;
 pub const AUDIO_TRACK: u32 = 2;
 
+/// How often a segment without a keyframe asks again (ticks of media), should a request or its
+/// answer be lost.
+const KEYFRAME_REQUEST_INTERVAL: u64 = 90_000;
+
+/// The longest a part may be, in milliseconds, for a configured part target in seconds: the
+/// target plus 10%. The playlist advertises it as `PART-TARGET`. (Seconds in, as the playlist
+/// configuration has them, so the packager and the playlist compute the same number.)
+pub fn part_limit_ms(part_target: f64) -> u64 {
+    (part_target * 1000.0).round() as u64 * 11 / 10
+}
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PackagerConfig {
+    /// About how long parts are; none is longer than [`part_limit_ms`] of it.
     pub part_target: Duration,
     pub segment_target: Duration,
     /// EXT-X-TARGETDURATION in seconds: no segment is longer.
@@ -78,6 +99,11 @@ pub struct Packager {
     part_segment_start: Option<SystemTime>,
     /// Ticks in the open segment; `None` between segments.
     segment_ticks: Option<u64>,
+    /// From [`part_limit_ms`].
+    part_limit: u64,
+    /// Segment ticks from which a frame that is not a keyframe asks for one.
+    keyframe_request_from: u64,
+    keyframe_wanted: bool,
     sequence: u32,
 }
 
@@ -97,8 +123,17 @@ impl Packager {
             part_ticks: 0,
             part_segment_start: None,
             segment_ticks: None,
+            part_limit: part_limit_ms(config.part_target.as_secs_f64()) * 90,
+            keyframe_request_from: 0,
+            keyframe_wanted: false,
             sequence: 0,
         }
+    }
+
+    /// Whether to ask the publisher for a keyframe now (true once per request). Nothing depends
+    /// on the answer: a publisher that ignores it gets its segments cut at `target_duration`.
+    pub fn take_keyframe_request(&mut self) -> bool {
+        std::mem::take(&mut self.keyframe_wanted)
     }
 
     pub fn push(&mut self, frame: Frame) -> Vec<Packaged> {
@@ -158,20 +193,25 @@ impl Packager {
                 self.close_part(out);
                 out.push(Packaged::SegmentEnd);
                 self.segment_ticks = None;
-            } else if !self.part.is_empty() && self.part_ticks + d > Self::ticks(self.config.part_target) {
+            } else if !self.part.is_empty() && self.part_ticks + d > self.part_limit {
                 self.close_part(out);
             }
         }
-        if self.segment_ticks.is_none() {
-            self.segment_ticks = Some(0);
+        let seg = *self.segment_ticks.get_or_insert_with(|| {
             self.part_segment_start = Some(frame.capture);
+            self.keyframe_request_from = Self::ticks(self.config.segment_target);
+            0
+        });
+        if !frame.keyframe && seg >= self.keyframe_request_from {
+            self.keyframe_wanted = true;
+            self.keyframe_request_from = seg + KEYFRAME_REQUEST_INTERVAL;
         }
         if self.part.is_empty() {
             self.part_dts = frame.dts;
         }
         self.part.push(Sample { duration, keyframe: frame.keyframe, data: frame.data });
         self.part_ticks += d;
-        self.segment_ticks = self.segment_ticks.map(|s| s + d);
+        self.segment_ticks = Some(seg + d);
     }
 
     fn close_part(&mut self, out: &mut Vec<Packaged>) {
@@ -323,5 +363,142 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Splits packager output into segments, each a list of parts.
+    fn segments(out: &[Packaged]) -> Vec<Vec<&Part>> {
+        let mut segments = vec![Vec::new()];
+        for item in out {
+            match item {
+                Packaged::Part(p) => segments.last_mut().expect("one at least").push(p),
+                Packaged::SegmentEnd => segments.push(Vec::new()),
+            }
+        }
+        assert!(segments.pop().is_some_and(|s| s.is_empty()), "the stream ends with a segment end");
+        segments
+    }
+
+    /// `secs` of video at `fps` with each timestamp off by up to `jitter_ms` either way (as a
+    /// browser's capture clock is), a keyframe each second. Deterministic: xorshift from `seed`
+    /// (not 0).
+    fn jittery(p: &mut Packager, fps: f64, jitter_ms: f64, secs: u64, seed: u32) -> Vec<Packaged> {
+        let mut x = seed;
+        let mut out = Vec::new();
+        let frames = (secs as f64 * fps) as u64;
+        for n in 0..frames {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            let off = (f64::from(x) / f64::from(u32::MAX) * 2.0 - 1.0) * jitter_ms / 1000.0;
+            let dts = 1_000_000 + ((n as f64 / fps + off) * 90_000.0).round() as u64;
+            let keyframe = n % fps.round() as u64 == 0;
+            let mut frame = video(n, keyframe);
+            frame.dts = dts;
+            out.extend(p.push(frame));
+        }
+        out.extend(p.finish());
+        out
+    }
+
+    #[test]
+    fn parts_keep_the_ll_hls_bounds_at_common_frame_rates_with_jittery_timestamps() {
+        // (part target, jitter): the default with a browser's few milliseconds of capture
+        // jitter, and the targets suggested behind a CDN with more.
+        for (target_ms, jitter_ms) in [(200, 5.0), (333, 8.0), (500, 8.0)] {
+            let config =
+                PackagerConfig { part_target: Duration::from_millis(target_ms), ..Default::default() };
+            let limit = part_limit_ms(config.part_target.as_secs_f64()) as f64 / 1000.0;
+            for fps in [15.0, 20.0, 24.0, 25.0, 30_000.0 / 1001.0, 30.0, 50.0, 60.0] {
+                for seed in 1..4 {
+                    let mut p = Packager::new(config, false);
+                    let out = jittery(&mut p, fps, jitter_ms, 30, seed);
+                    let segments = segments(&out);
+                    assert!(segments.len() >= 10, "{fps} fps: {} segments", segments.len());
+                    for parts in &segments {
+                        assert!(parts[0].independent && parts[0].segment_start.is_some());
+                        let total: f64 = parts.iter().map(|p| p.duration).sum();
+                        assert!(total <= f64::from(config.target_duration) + 1e-9);
+                        for (i, part) in parts.iter().enumerate() {
+                            let d = part.duration;
+                            let at = format!("{target_ms} ms at {fps:.2} fps, seed {seed}: part of {d:.4} s");
+                            assert!(d <= limit + 1e-9, "{at} over PART-TARGET {limit}");
+                            // Only a segment's last part may be short (the keyframe came).
+                            if i + 1 < parts.len() {
+                                assert!(d >= 0.85 * limit - 1e-9, "{at} under 85% of {limit}");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_part_limit_is_the_target_plus_ten_percent_in_whole_milliseconds() {
+        assert_eq!(part_limit_ms(0.2), 220);
+        assert_eq!(part_limit_ms(Duration::from_millis(333).as_secs_f64()), 366);
+        assert_eq!(part_limit_ms(0.5), 550);
+    }
+
+    #[test]
+    fn a_publisher_that_keyframes_only_when_asked_gets_segments_that_start_on_keyframes() {
+        // Like a browser's OpenH264: one keyframe at the start, then one in answer to a request,
+        // two frames later (the round trip and the encoder).
+        let mut p = Packager::new(PackagerConfig::default(), true);
+        let mut out = Vec::new();
+        let mut asked = Vec::new();
+        let mut answer_at = None;
+        for n in 0..30 * 20 {
+            out.extend(p.push(video(n, n == 0 || answer_at == Some(n))));
+            for a in n * 50 / 30..(n + 1) * 50 / 30 {
+                out.extend(p.push(audio(a)));
+            }
+            if p.take_keyframe_request() {
+                asked.push(n);
+                answer_at = Some(n + 2);
+            }
+        }
+        out.extend(p.finish());
+        let segments = segments(&out);
+        assert!(segments.len() >= 8, "{} segments in 20 s", segments.len());
+        for parts in &segments {
+            assert!(parts[0].independent, "every segment starts on a keyframe");
+            let total: f64 = parts.iter().map(|p| p.duration).sum();
+            assert!(total < 2.2, "a segment of {total} s: the answer came after 2 s plus 3 frames");
+        }
+        // Asked once per segment, when its frame at 2 s (committed on the next one's arrival)
+        // was no keyframe.
+        assert_eq!(asked.len(), segments.len() - 1, "{asked:?}");
+        assert_eq!(asked[0], 61);
+    }
+
+    #[test]
+    fn a_publisher_that_ignores_keyframe_requests_is_asked_once_a_second_and_still_gets_cut() {
+        let mut p = Packager::new(PackagerConfig::default(), false);
+        let mut out = Vec::new();
+        let mut asked = Vec::new();
+        for n in 0..30 * 12 {
+            out.extend(p.push(video(n, n == 0)));
+            if p.take_keyframe_request() {
+                asked.push(n);
+            }
+        }
+        out.extend(p.finish());
+        // Segments of 4 s (the target duration): asked at 2 s and 3 s into each, committed one
+        // frame later.
+        assert_eq!(asked, [61, 91, 181, 211, 301, 331]);
+        let lengths: Vec<usize> = segments(&out).iter().map(|s| s.len()).collect();
+        assert_eq!(lengths.len(), 3, "{lengths:?}");
+    }
+
+    #[test]
+    fn a_publisher_with_keyframes_in_time_is_never_asked() {
+        let mut p = Packager::new(PackagerConfig::default(), true);
+        let mut asked = 0;
+        for n in 0..30 * 10 {
+            p.push(video(n, n.is_multiple_of(60)));
+            asked += usize::from(p.take_keyframe_request());
+        }
+        assert_eq!(asked, 0);
     }
 }

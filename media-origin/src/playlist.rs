@@ -11,9 +11,13 @@
 //!   frame), so a player never has to extrapolate across a discontinuity.
 //! - A new publish after an end removes `EXT-X-ENDLIST` and continues after an
 //!   `EXT-X-DISCONTINUITY`; players that saw the end reload when the room says `stream.started`.
+//! - `PART-TARGET` is the packager's part limit ([`part_limit_ms`]: the configured part target
+//!   plus 10%), the bound it keeps every part within; `PART-HOLD-BACK` is three times that.
 
 use std::fmt::Write;
 use std::time::SystemTime;
+
+use crate::packager::part_limit_ms;
 
 /// The naming of the files a playlist points at, in one place.
 pub fn init_name(init: u32) -> String {
@@ -28,7 +32,8 @@ pub fn part_name(msn: u64, part: u32) -> String {
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PlaylistConfig {
-    /// EXT-X-PART-INF PART-TARGET, seconds.
+    /// The configured part target, seconds (`PackagerConfig::part_target`); the playlist
+    /// advertises the packager's limit for it.
     pub part_target: f64,
     /// EXT-X-TARGETDURATION, seconds.
     pub target_duration: u32,
@@ -184,6 +189,7 @@ impl Playlist {
         let c = self.config;
         let td = f64::from(c.target_duration);
         let skip_until = 6.0 * td;
+        let part_target = part_limit_ms(c.part_target) as f64 / 1000.0;
         let mut out = String::with_capacity(4096);
         out.push_str("#EXTM3U\n#EXT-X-VERSION:9\n");
         let _ = writeln!(out, "#EXT-X-TARGETDURATION:{}", c.target_duration);
@@ -192,9 +198,9 @@ impl Playlist {
                 out,
                 "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,CAN-SKIP-UNTIL={:.1},PART-HOLD-BACK={:.3}",
                 skip_until,
-                3.0 * c.part_target
+                3.0 * part_target
             );
-            let _ = writeln!(out, "#EXT-X-PART-INF:PART-TARGET={:.3}", c.part_target);
+            let _ = writeln!(out, "#EXT-X-PART-INF:PART-TARGET={part_target:.3}");
         }
         out.push_str("#EXT-X-MEDIA-SEQUENCE:0\n");
         if vod && self.ended {
@@ -321,9 +327,10 @@ mod tests {
     fn live_playlist_has_the_low_latency_tags() {
         let text = playlist(3, 2).render(false, false);
         assert!(text.contains(
-            "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,CAN-SKIP-UNTIL=24.0,PART-HOLD-BACK=0.600\n"
+            "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,CAN-SKIP-UNTIL=24.0,PART-HOLD-BACK=0.660\n"
         ));
-        assert!(text.contains("#EXT-X-PART-INF:PART-TARGET=0.200\n"));
+        // 200 ms configured: parts are up to 220 ms, and that is what the playlist says.
+        assert!(text.contains("#EXT-X-PART-INF:PART-TARGET=0.220\n"));
         assert!(text.contains("#EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:20.000Z\n"));
         assert!(text.contains("#EXT-X-PART:DURATION=0.20000,URI=\"part-3.1.m4s\"\n"));
         assert!(text.ends_with("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"part-3.2.m4s\"\n"));

@@ -198,7 +198,8 @@ pub struct Publisher {
 impl Publisher {
     pub fn spawn(url: &str, token: &str, extra: &[&str]) -> Publisher {
         let mut command = Command::new("python3");
-        command.arg(root().join("tests/media/publish.py")).args([url, token]).args(extra);
+        // Options first, then `--`: a stream key may start with '-'.
+        command.arg(root().join("tests/media/publish.py")).args(extra).arg("--").args([url, token]);
         Publisher::run(command)
     }
 

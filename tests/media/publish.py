@@ -3,13 +3,15 @@
 The video is encoded here with libx264 (through PyAV) and handed to aiortc pre-encoded, so the
 stream has what OBS sends and a browser does not: High profile while the SDP offer says
 42e01f, access-unit delimiters, keyframes split over several slices, SPS and PPS repeated before
-every keyframe, and a fixed keyframe interval. Audio is a tone that aiortc encodes as Opus.
+every keyframe, and a fixed keyframe interval. Like OBS it ignores keyframe requests (PLI, FIR),
+unless --keyframe-on-request makes it answer them the way a browser's encoder does. Audio is a
+tone that aiortc encodes as Opus.
 
-    python3 publish.py URL TOKEN [--seconds N] [--no-delete] [--keyint FRAMES]
+    python3 publish.py [--seconds N] [--no-delete] [--keyint FRAMES] [--keyframe-on-request] -- URL TOKEN
 
-Prints `LIVE <location>` once the WHIP answer is applied, then `DONE` after the DELETE (or
-exits without it with --no-delete, like a killed OBS). The peer connection has no ICE servers:
-nothing leaves the machine.
+Prints `LIVE <location>` once the WHIP answer is applied, then `KEYFRAME REQUESTS <n>` (how many
+PLI or FIR arrived) and `DONE` after the DELETE (or exits without them with --no-delete, like a
+killed OBS). The peer connection has no ICE servers: nothing leaves the machine.
 """
 
 import argparse
@@ -47,12 +49,21 @@ class EncodedVideo(MediaStreamTrack):
         self.codec.options = {
             "preset": "ultrafast",
             "tune": "zerolatency",
+            "forced-idr": "1",
             "x264-params": f"keyint={keyint}:min-keyint={keyint}:scenecut=0:aud=1:slices=4:bframes=0"
             ":repeat-headers=1:cabac=1:8x8dct=1",
         }
         self.n = 0
         self.start = None
         self.pending = []
+        self.requests = 0
+        self.answer_requests = False
+        self.keyframe_asked = False
+
+    def keyframe_request(self):
+        """aiortc calls this on a PLI or FIR (its sender's hook for its own encoders)."""
+        self.requests += 1
+        self.keyframe_asked = self.answer_requests
 
     def frame(self) -> av.VideoFrame:
         frame = av.VideoFrame(WIDTH, HEIGHT, "yuv420p")
@@ -66,6 +77,9 @@ class EncodedVideo(MediaStreamTrack):
         frame.planes[2].update(b"\x80" * (WIDTH * HEIGHT // 4))
         frame.pts = self.n
         frame.time_base = self.codec.time_base
+        if self.keyframe_asked:
+            frame.pict_type = av.video.frame.PictureType.I
+            self.keyframe_asked = False
         return frame
 
     async def recv(self):
@@ -128,10 +142,15 @@ async def main() -> int:
     ap.add_argument("--seconds", type=float, default=10)
     ap.add_argument("--no-delete", action="store_true")
     ap.add_argument("--keyint", type=int, default=FPS)
+    ap.add_argument("--keyframe-on-request", action="store_true")
     args = ap.parse_args()
 
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    video = pc.addTransceiver(EncodedVideo(args.keyint), direction="sendonly")
+    track = EncodedVideo(args.keyint)
+    track.answer_requests = args.keyframe_on_request
+    video = pc.addTransceiver(track, direction="sendonly")
+    # aiortc's keyframe flag only reaches encoders it runs itself; this track encodes its own.
+    video.sender._send_keyframe = track.keyframe_request
     h264 = [c for c in RTCRtpSender.getCapabilities("video").codecs if c.mimeType == "video/H264"]
     video.setCodecPreferences(h264)
     pc.addTransceiver(Tone(), direction="sendonly")
@@ -159,6 +178,7 @@ async def main() -> int:
     status, _, _ = request("DELETE", base + location, args.token)
     assert status == 200, status
     await pc.close()
+    print(f"KEYFRAME REQUESTS {track.requests}", flush=True)
     print("DONE", flush=True)
     return 0
 
