@@ -138,6 +138,13 @@ impl PaymentError {
 /// held open), no redirects (an API never legitimately redirects a POST carrying a secret key),
 /// and the user agent `liveshop/<version>`.
 pub fn http_client() -> reqwest::Client {
+    http_client_builder()
+        .build()
+        .expect("a client with a crypto provider installed and no custom TLS config always builds")
+}
+
+/// [`http_client`]'s settings, for a caller that needs other timeouts.
+pub fn http_client_builder() -> reqwest::ClientBuilder {
     // reqwest is built without a crypto provider of its own; ring is the process-wide one. A
     // second install (another client, the lead's code) fails harmlessly.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -147,8 +154,6 @@ pub fn http_client() -> reqwest::Client {
         .timeout(Duration::from_secs(15))
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("liveshop/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .expect("a client with a crypto provider installed and no custom TLS config always builds")
 }
 
 #[cfg(test)]

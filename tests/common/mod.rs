@@ -312,7 +312,14 @@ pub struct Api {
 
 impl Api {
     pub fn new(addr: SocketAddr) -> Api {
-        Api { client: liveshop_edge::payments::http_client(), base: format!("http://{addr}") }
+        // Patient: a loaded CI machine can take many seconds to accept 2,000 connections at once,
+        // and a buyer who hears nothing counts as an answer lost.
+        let client = liveshop_edge::payments::http_client_builder()
+            .connect_timeout(Duration::from_secs(60))
+            .timeout(Duration::from_secs(120))
+            .build()
+            .expect("a plain client builds");
+        Api { client, base: format!("http://{addr}") }
     }
 
     /// `(status, body)`; a network error is status 0.
