@@ -1,5 +1,6 @@
 //! `liveshop`: the one command a team runs. `liveshop dev` starts everything locally,
-//! `liveshop edge` runs the edge node in production, `liveshop token` mints tokens for scripts,
+//! `liveshop edge` runs the edge node in production (with the media origin on its port),
+//! `liveshop origin` runs a media origin alone, `liveshop token` mints tokens for scripts,
 //! `liveshop bench` measures the node under load on this machine.
 
 mod bench;
@@ -14,8 +15,8 @@ use clap::{Args, Parser, Subcommand};
 use liveshop_edge::node::Kind;
 use liveshop_edge::shows::NewShow;
 use liveshop_edge::{Edge, EdgeConfig};
-use liveshop_identity::{Claims, Identity, Role};
-use liveshop_media_origin::events::{StreamEvent, StreamEvents};
+use liveshop_identity::{Claims, Role};
+use liveshop_media_origin::events::PostEvents;
 use liveshop_media_origin::{Origin, OriginConfig};
 use liveshop_room::protocol::Product;
 
@@ -45,6 +46,27 @@ enum Command {
         config: Option<PathBuf>,
         #[command(flatten)]
         node: NodeArgs,
+    },
+    /// A media origin alone (WHIP in, LL-HLS out) on a machine of its own; the edge node at
+    /// --edge hears its stream events. It needs the edge node's secret ($LIVESHOP_SECRET, or
+    /// the node's `secret` file in the data directory): stream keys and the events' signatures
+    /// come from it.
+    Origin {
+        /// The edge node's URL, such as https://live.example.com.
+        #[arg(long, env = "LIVESHOP_EDGE_URL")]
+        edge: String,
+        /// Address to listen on for WHIP and HLS.
+        #[arg(long, env = "LIVESHOP_LISTEN", default_value = "127.0.0.1:8090")]
+        listen: SocketAddr,
+        /// Where recordings (`media/`) and the node's secret live.
+        #[arg(long, env = "LIVESHOP_DATA", default_value = ".liveshop")]
+        data_dir: PathBuf,
+        /// UDP address for publishers' WebRTC media [default: the HTTP address, same port number].
+        #[arg(long, env = "LIVESHOP_WEBRTC_UDP")]
+        webrtc_udp: Option<SocketAddr>,
+        /// The UDP address publishers reach, for ICE candidates behind NAT [default: --webrtc-udp].
+        #[arg(long, env = "LIVESHOP_WEBRTC_PUBLIC")]
+        webrtc_public: Option<SocketAddr>,
     },
     /// Mint a signed token (HS256 JWT) for scripts, tests and integrations.
     ///
@@ -162,6 +184,9 @@ fn main() -> anyhow::Result<()> {
             let media = (node.webrtc_udp, node.webrtc_public);
             run(node.apply(file), media, false)
         }
+        Command::Origin { edge, listen, data_dir, webrtc_udp, webrtc_public } => {
+            origin_alone(&edge, listen, &data_dir, (webrtc_udp, webrtc_public))
+        }
     }
 }
 
@@ -171,7 +196,9 @@ fn run(config: EdgeConfig, media: (Option<SocketAddr>, Option<SocketAddr>), dev:
     let runtime = tokio::runtime::Runtime::new().context("starting tokio")?;
     runtime.block_on(async {
         let edge = Edge::start(config).await?;
-        let origin = start_origin(&edge, media, dev).await?;
+        let node = &edge.app.config;
+        let (listen, bound) = (node.listen, edge.local_addr());
+        let origin = start_origin(&node.data_dir, (listen, bound), media, &local_url(bound), dev).await?;
         let base = match &edge.app.config.public_url {
             Some(u) => u.trim_end_matches('/').to_string(),
             None => format!("http://{}", edge.local_addr()),
@@ -214,54 +241,71 @@ fn run(config: EdgeConfig, media: (Option<SocketAddr>, Option<SocketAddr>), dev:
     })
 }
 
-/// The media origin (WHIP in, LL-HLS out) on the node's HTTP port and a UDP port, with stream
-/// keys derived from the node's secret.
+/// The media origin (WHIP in, LL-HLS out) beside an HTTP listener that asked for `listen` and
+/// got `bound`: WebRTC on a UDP port, stream keys from the node's secret in `data_dir`, stream
+/// events posted, signed, to the edge node at `edge` (`liveshop dev` and `liveshop edge` post to
+/// their own address: one path for every setup).
 async fn start_origin(
-    edge: &Edge,
+    data_dir: &Path,
+    (listen, bound): (SocketAddr, SocketAddr),
     (udp, public): (Option<SocketAddr>, Option<SocketAddr>),
-    dev: bool,
+    edge: &str,
+    fetch_hls_js: bool,
 ) -> anyhow::Result<Origin> {
-    let node = &edge.app.config;
-    let mut config = OriginConfig::new(node.data_dir.join("media"));
+    let mut config = OriginConfig::new(data_dir.join("media"));
     // UDP ports are not TCP ports: WebRTC takes the HTTP port's number, or any port when the
     // HTTP port was "any" too.
-    let port = if node.listen.port() == 0 { 0 } else { edge.local_addr().port() };
-    config.ingest.udp = udp.unwrap_or(SocketAddr::new(node.listen.ip(), port));
+    let port = if listen.port() == 0 { 0 } else { bound.port() };
+    config.ingest.udp = udp.unwrap_or(SocketAddr::new(listen.ip(), port));
     config.ingest.public_addr = public;
-    config.hls_js = Some(hls_js(dev));
-    let secret = liveshop_edge::server::node_secret_bytes(&node.data_dir)?;
-    Ok(Origin::start(config, &secret, Arc::new(RoomStreamEvents(edge.app.clone()))).await?)
+    config.hls_js = Some(hls_js(fetch_hls_js));
+    let secret = liveshop_edge::server::node_secret_bytes(data_dir)?;
+    let events = PostEvents::start(
+        liveshop_edge::payments::http_client(),
+        format!("{}/v1/stream-events", edge.trim_end_matches('/')),
+        liveshop_edge::stream_event_secret(&secret),
+    );
+    Ok(Origin::start(config, &secret, Arc::new(events)).await?)
 }
 
-/// Stream events go to the show's room as commands from a host (`stream.*` in
-/// docs/protocol.md), which relays them to the viewers and the dashboard. In-process, so there
-/// is nothing to sign.
-struct RoomStreamEvents(Arc<liveshop_edge::http::AppState>);
+/// `http://` and the address to reach a listener on `addr` from this machine.
+fn local_url(addr: SocketAddr) -> String {
+    let ip = match addr.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
+    };
+    format!("http://{}", SocketAddr::new(ip, addr.port()))
+}
 
-impl StreamEvents for RoomStreamEvents {
-    fn stream_event(&self, show: &str, event: StreamEvent) {
-        let Ok(body) = serde_json::to_vec(&event) else { return };
-        let req = liveshop_edge::HttpRequest {
-            method: "POST".into(),
-            path: "/commands".into(),
-            headers: vec![("content-type".into(), "application/json".into())],
-            body,
-            who: Some(Identity::new("media-origin", Role::Host)),
+/// `liveshop origin`: WHIP and HLS on `listen`, events to the edge node at `edge`.
+fn origin_alone(
+    edge: &str,
+    listen: SocketAddr,
+    data_dir: &Path,
+    media: (Option<SocketAddr>, Option<SocketAddr>),
+) -> anyhow::Result<()> {
+    tracing_subscriber::fmt().with_target(false).init();
+    // A secret of its own would make stream keys and signatures the edge refuses.
+    anyhow::ensure!(
+        std::env::var_os("LIVESHOP_SECRET").is_some() || data_dir.join("secret").exists(),
+        "the origin needs the edge node's secret: set LIVESHOP_SECRET, or copy the node's secret file to {}",
+        data_dir.join("secret").display()
+    );
+    let runtime = tokio::runtime::Runtime::new().context("starting tokio")?;
+    runtime.block_on(async {
+        let listener =
+            tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
+        let bound = listener.local_addr()?;
+        let origin = start_origin(data_dir, (listen, bound), media, edge, false).await?;
+        println!("liveshop origin: listening on http://{bound}, media over UDP {}", origin.udp_addr());
+        println!("  Stream events go to {edge}");
+        let shutdown = async {
+            let _ = tokio::signal::ctrl_c().await;
         };
-        let (app, show) = (self.0.clone(), show.to_string());
-        // The ingest task must not wait for a room.
-        tokio::spawn(async move {
-            match app.node.request(Kind::Room, &show, req).await {
-                Ok(r) if r.status == 200 => {}
-                Ok(r) => tracing::warn!(
-                    show,
-                    "the room refused a stream event: {}",
-                    String::from_utf8_lossy(&r.body)
-                ),
-                Err(e) => tracing::warn!(show, "a stream event did not reach the room: {e}"),
-            }
-        });
-    }
+        axum::serve(listener, origin.router()).with_graceful_shutdown(shutdown).await?;
+        anyhow::Ok(())
+    })
 }
 
 /// hls.js for the viewer page's player, from npm (`web/package.json`); `liveshop dev` runs

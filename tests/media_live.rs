@@ -132,11 +132,11 @@ async fn an_aiortc_publisher_goes_live_in_low_latency_hls_that_ffprobe_decodes()
 
     // Blocking reload: ask for a part that does not exist yet; the answer comes when it does.
     let asked = Instant::now();
-    let r = o.get("/hls/demo/live.m3u8?_HLS_msn=1&_HLS_part=2").await;
+    let r = o.get("/hls/demo/live.m3u8?_HLS_msn=2&_HLS_part=2").await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(asked.elapsed() > Duration::from_millis(500), "answered before the part could exist");
     let text = r.text();
-    assert!(text.contains("URI=\"part-1.2.m4s\""), "{text}");
+    assert!(text.contains("URI=\"part-2.2.m4s\""), "{text}");
     assert!(r.header("cache-control").unwrap().starts_with("public, max-age="));
     assert_eq!(r.header("content-type"), Some("application/vnd.apple.mpegurl"));
     check_live_rules(&text);
@@ -191,7 +191,7 @@ async fn an_aiortc_publisher_goes_live_in_low_latency_hls_that_ffprobe_decodes()
     // ffprobe: init + one whole 2 s segment from HTTP is High-profile H.264 at 640x360, 60
     // frames, and Opus.
     let mut file = o.get("/hls/demo/init-0.mp4").await.body;
-    file.extend(o.get("/hls/demo/seg-1.m4s").await.body);
+    file.extend(o.get("/hls/demo/seg-2.m4s").await.body);
     let probe_path = o.media.join("probe.mp4");
     std::fs::write(&probe_path, &file).unwrap();
     let probe = ffprobe(&probe_path);
@@ -250,7 +250,7 @@ async fn a_killed_publisher_ends_the_stream_and_its_return_continues_after_a_dis
     assert_eq!(skip.len(), 1, "{delta}");
     let skipped: usize = skip[0].rsplit('=').next().unwrap().parse().unwrap();
     assert!(skipped >= 2, "{delta}");
-    assert!(!delta.contains("seg-0.m4s") && full.contains("seg-0.m4s"));
+    assert!(!delta.contains("seg-1.m4s") && full.contains("seg-1.m4s"));
     check_live_rules(&delta);
 
     // Killed: no DELETE. A blocking request for the next part gets 503 after 3 target durations.
@@ -388,7 +388,7 @@ async fn garbage_datagrams_and_five_percent_loss_do_not_stop_the_stream() {
     .await;
     let publisher = Publisher::spawn(&o.whip_url("demo"), &o.origin.stream_key("demo"), &["--seconds", "8"]);
     publisher.expect_line("LIVE ", Duration::from_secs(20));
-    playlist_until(&o, "demo", Duration::from_secs(15), |t| t.contains("part-1.0.m4s")).await;
+    playlist_until(&o, "demo", Duration::from_secs(15), |t| t.contains("part-2.0.m4s")).await;
 
     // Garbage straight at the origin's socket: random bytes, RTP and RTCP headers with unknown
     // SSRCs, STUN with a ufrag nobody has, DTLS records, empty datagrams.
@@ -471,7 +471,7 @@ async fn a_chromium_web_page_publishes_h264_and_opus_that_ffprobe_decodes() {
     let ended = playlist_until(&o, "demo", Duration::from_secs(5), |t| t.contains("#EXT-X-ENDLIST")).await;
     // Every part of the show is still listed (it is shorter than three target durations), and
     // each keeps the LL-HLS bounds at Chromium's 20 fps or so, with its capture clock's jitter.
-    assert!(ended.contains("URI=\"part-0.0.m4s\""), "{ended}");
+    assert!(ended.contains("URI=\"part-1.0.m4s\""), "{ended}");
     check_live_rules(&ended);
     tokio::time::sleep(Duration::from_millis(300)).await; // the writer thread
     let vod = std::fs::read_to_string(o.media.join("demo/live.m3u8")).unwrap();

@@ -1,6 +1,8 @@
 // The show's stream in the viewer page's <video>: Low-Latency HLS from the media origin at
 // /hls/{show}/master.m3u8. hls.js (from npm, served by the node at /media/hls.js, never a
-// committed copy) plays it where MediaSource exists; Safari and iOS without it play it natively.
+// committed copy) plays it where MediaSource exists; where it is missing (iOS Safari before
+// ManagedMediaSource) the browser plays the playlist natively if it says it can, and otherwise
+// the page says it cannot play the stream, without loading hls.js for nothing.
 // While the show is offline the player looks again every few seconds; after the end, the same
 // playlist is the recording and plays from the start.
 (function () {
@@ -9,6 +11,8 @@
   const path = location.pathname.match(/^\/watch\/([^/]+)/);
   if (!video || !path) return;
   const url = `/hls/${path[1]}/master.m3u8`;
+  const mode = (window.ManagedMediaSource || window.MediaSource) ? 'hls.js'
+    : video.canPlayType('application/vnd.apple.mpegurl') ? 'native' : 'none';
   let hls = null;
   let timer = null;
 
@@ -29,13 +33,17 @@
     timer = setTimeout(start, 3000);
   }
 
+  function cannotPlay() {
+    document.querySelector('[data-testid=cannot-play]')?.removeAttribute('hidden');
+  }
+
   async function start() {
     const live = await fetch(url, { cache: 'no-store' }).then((r) => r.ok, () => false);
     if (!live) return later();
-    const mse = window.ManagedMediaSource || window.MediaSource;
-    if (mse) {
+    if (mode === 'hls.js') {
       const Hls = await loadHlsJs().catch((e) => console.warn('liveshop player:', e));
-      if (!Hls || !Hls.isSupported()) return;
+      if (!Hls) return;
+      if (!Hls.isSupported()) return cannotPlay();
       hls?.destroy();
       hls = new Hls({ lowLatencyMode: true, backBufferLength: 30 });
       hls.on(Hls.Events.ERROR, (_event, data) => {
@@ -46,17 +54,19 @@
       });
       hls.loadSource(url);
       hls.attachMedia(video);
-    } else if (video.canPlayType('application/vnd.apple.mpegurl')) {
-      video.src = url;
     } else {
-      return;
+      video.src = url;
     }
     video.play().catch(() => {});
   }
 
-  // A live stream that stalls (a gap in the buffer, seen when a player joins in the first
-  // seconds of a stream on a loaded machine) jumps to where hls.js would start now, instead of
-  // waiting forever. Replays are left alone: they have no live position.
+  // The browser's own player reports a failed load on the element: look again shortly.
+  if (mode === 'native') video.addEventListener('error', later);
+
+  // A live stream that stalls jumps to where hls.js would start now, instead of waiting
+  // forever: a safety net. The one stall found (hls.js 1.7.4 reads a part of media sequence 0
+  // as "no part", `appendedPart?.fragment.sn || -1`, and reloads it in a loop) the origin
+  // avoids by numbering segments from 1. Replays are left alone: they have no live position.
   let lastTime = -1;
   let stuckSince = 0;
   setInterval(() => {
@@ -72,8 +82,9 @@
     }
   }, 500);
 
-  // For the page and for tests: the hls.js instance (playingDate, latency) and a way to start
-  // over, such as when the room says the stream started again.
-  window.liveshopPlayer = { get hls() { return hls; }, restart: start };
-  start();
+  // For the page and for tests: how it plays ('hls.js', 'native' or 'none'), the hls.js
+  // instance (playingDate, latency) and a way to start over, such as when the room says the
+  // stream started again.
+  window.liveshopPlayer = { mode, get hls() { return hls; }, restart: mode === 'none' ? () => {} : start };
+  if (mode === 'none') cannotPlay(); else start();
 })();

@@ -88,54 +88,23 @@ function nudgeTab(id) {
 }
 
 // ---------- Video ----------
+// player.js plays the stream; this only says whether it is on: offline until frames play,
+// "ended" after the last one.
 
-let hls = null;
-let streamUrl = null;
-let retryTimer = null;
-function setupVideo(url) {
-  const video = els.video;
-  streamUrl = url || null;
-  if (!url) {
-    showOffline('The show is offline', 'It will start here when the host goes live.');
-    els.unmute.hidden = true;
-    return false;
-  }
-  showOffline('Loading the stream…', '');
-  if (video.canPlayType('application/vnd.apple.mpegurl')) {
-    video.src = url;
-  } else if (window.Hls && window.Hls.isSupported()) {
-    hls?.destroy();
-    hls = new window.Hls({ lowLatencyMode: true });
-    hls.loadSource(url);
-    hls.attachMedia(video);
-    hls.on(window.Hls.Events.ERROR, (_e, data) => {
-      if (data.fatal) streamFailed();
-    });
-  } else {
-    showOffline('This browser cannot play the stream', 'Try Safari, or a browser with HLS support.');
-    return true;
-  }
-  video.play().catch(() => {});
-  return true;
-}
-function showOffline(title, sub = 'It will continue here when the host is back.') {
+function showOffline(title, sub) {
   els.offline.hidden = false;
   els.live.hidden = true;
+  els.unmute.hidden = true;
   els.offline.querySelector('.offline-title').textContent = title;
   els.offline.querySelector('.offline-sub').textContent = sub;
 }
-/** The stream is not there (yet, or any more): say so and try again shortly. */
-function streamFailed() {
-  showOffline('The stream is offline');
-  clearTimeout(retryTimer);
-  retryTimer = setTimeout(() => { if (streamUrl) setupVideo(streamUrl); }, 10_000);
-}
-els.video.addEventListener('error', () => { if (streamUrl) streamFailed(); });
+showOffline('The show is offline', 'It will start here when the host goes live.');
 els.video.addEventListener('playing', () => {
   els.offline.hidden = true;
   els.live.hidden = false;
   els.unmute.hidden = false;
 });
+els.video.addEventListener('ended', () => showOffline('The show has ended', 'Thanks for watching.'));
 els.unmute.addEventListener('click', () => {
   els.video.muted = !els.video.muted;
   els.unmute.textContent = els.video.muted ? '🔇 Tap to unmute' : '🔊 Mute';
@@ -149,13 +118,9 @@ async function loadShow() {
       els.title.textContent = info.title;
       document.title = `${info.title} · liveshop`;
     }
-    if (setupVideo(info?.hls_url)) return;
   } catch (e) {
     console.warn('liveshop: show info', e);
-    setupVideo(null);
   }
-  // Offline: look again now and then, so the stream appears when the host goes live.
-  setTimeout(loadShow, 30_000);
 }
 
 // ---------- Chat ----------

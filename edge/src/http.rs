@@ -1,6 +1,6 @@
-//! The node's HTTP face (axum): rooms over WebSocket and SSE + POST, shows, guest tokens,
-//! health, metrics and the web pages; the shops' routes are in [`crate::shop_http`]. Every error is one [`ApiError`]:
-//! status + `{"error": {"code", "message"}}`.
+//! The node's HTTP face (axum): rooms over WebSocket and SSE + POST, shows, guest tokens, the
+//! media origin's signed stream events, health, metrics and the web pages; the shops' routes are
+//! in [`crate::shop_http`]. Every error is one [`ApiError`]: status + `{"error": {"code", "message"}}`.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -20,6 +20,8 @@ use axum::{Json, Router};
 use futures_util::{SinkExt, Stream, StreamExt, stream};
 use liveshop_identity::{Claims, Identity, Role, Secret, TokenError};
 use liveshop_room::filter::{Pace, TokenBucket};
+use liveshop_room::protocol::Command;
+use liveshop_webhooks::{DEFAULT_TOLERANCE_SECS, ReplayGuard, WebhookError};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -67,6 +69,17 @@ impl From<TokenError> for ApiError {
     }
 }
 
+/// A refused signature is a 401; a signed request seen before, a 409 (it was delivered).
+impl From<WebhookError> for ApiError {
+    fn from(e: WebhookError) -> Self {
+        let status = match e {
+            WebhookError::ReplayedEvent => StatusCode::CONFLICT,
+            _ => StatusCode::UNAUTHORIZED,
+        };
+        ApiError::new(status, e.code(), e.to_string())
+    }
+}
+
 impl From<NodeError> for ApiError {
     fn from(e: NodeError) -> Self {
         match e {
@@ -107,8 +120,20 @@ pub struct AppState {
     pub env: Arc<dyn Env>,
     pub config: EdgeConfig,
     pub commerce: Commerce,
+    stream_events: StreamEventInbox,
     per_ip: Mutex<HashMap<IpAddr, TokenBucket>>,
 }
+
+/// What `POST /v1/stream-events` checks: the key the media origin signs with, and the event
+/// ids it has already taken.
+struct StreamEventInbox {
+    secret: liveshop_webhooks::Secret,
+    seen: Mutex<ReplayGuard>,
+}
+
+/// Ids of stream events are remembered for every timestamp the tolerance still accepts, up to
+/// this many (the guard scans them): a health report every 5 s from 160 live shows.
+const STREAM_EVENT_IDS: usize = 20_000;
 
 /// What the shop routes need besides the node: where secrets and host records of shops live.
 pub struct Commerce {
@@ -133,8 +158,22 @@ impl AppState {
         env: Arc<dyn Env>,
         config: EdgeConfig,
         commerce: Commerce,
+        stream_event_secret: liveshop_webhooks::Secret,
     ) -> Self {
-        AppState { node, shows, secret, env, config, commerce, per_ip: Mutex::new(HashMap::new()) }
+        let stream_events = StreamEventInbox {
+            secret: stream_event_secret,
+            seen: Mutex::new(ReplayGuard::new(2 * DEFAULT_TOLERANCE_SECS, STREAM_EVENT_IDS)),
+        };
+        AppState {
+            node,
+            shows,
+            secret,
+            env,
+            config,
+            commerce,
+            stream_events,
+            per_ip: Mutex::new(HashMap::new()),
+        }
     }
 
     fn now_secs(&self) -> u64 {
@@ -187,6 +226,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/rooms/{room}/events", get(events))
         .route("/v1/rooms/{room}/commands", post(command))
         .route("/v1/rooms/{room}/state", get(room_state))
+        .route("/v1/stream-events", post(stream_event))
         .route("/watch/{show}", get(|| async { page("viewer.html") }))
         .route("/dashboard/{show}", get(|| async { page("dashboard.html") }))
         .route("/web/{file}", get(|Path(file): Path<String>| async move { page(&file) }))
@@ -454,18 +494,72 @@ async fn command(
     let token = bearer(&headers).ok_or_else(|| ApiError::from(TokenError::Malformed))?;
     let who = app.verify(token, &room)?;
     app.show(&room)?;
-    let body = axum::body::to_bytes(body, MAX_COMMAND_BYTES).await.map_err(|_| {
+    let body = command_body(body).await?;
+    room_command(&app, &room, who, body.to_vec()).await
+}
+
+/// A command's body, up to [`MAX_COMMAND_BYTES`].
+async fn command_body(body: Body) -> Result<axum::body::Bytes, ApiError> {
+    axum::body::to_bytes(body, MAX_COMMAND_BYTES).await.map_err(|_| {
         let msg = format!("commands are limited to {MAX_COMMAND_BYTES} bytes");
         ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", msg)
-    })?;
+    })
+}
+
+/// One command to `room` as `who`; the answer is the room's (its `ack`, or the error).
+async fn room_command(
+    app: &AppState,
+    room: &str,
+    who: Identity,
+    body: Vec<u8>,
+) -> Result<Response, ApiError> {
     let req = HttpRequest {
         method: "POST".into(),
         path: "/commands".into(),
-        body: body.to_vec(),
+        body,
         who: Some(who),
         headers: vec![],
     };
-    actor_response(app.node.request(Kind::Room, &room, req).await?)
+    actor_response(app.node.request(Kind::Room, room, req).await?)
+}
+
+/// The body of `POST /v1/stream-events`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StreamEventPost {
+    show: String,
+    event: Command,
+}
+
+/// `POST /v1/stream-events`: a `stream.*` event from the media origin, `{"show", "event"}`,
+/// signed with Standard Webhooks headers and the key derived from the node's secret
+/// ([`crate::server::stream_event_secret`]). Each event id is taken once; the event goes to the
+/// show's room as a command from a host, which relays it to the dashboard and the viewers.
+async fn stream_event(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let body = command_body(body).await?;
+    let now = app.now_secs();
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let secret = std::slice::from_ref(&app.stream_events.secret);
+    let signed = liveshop_webhooks::standard::verify(secret, header, &body, now, DEFAULT_TOLERANCE_SECS)
+        .inspect_err(|_| app.node.metrics().refused("signature"))?;
+    app.stream_events.seen.lock().unwrap_or_else(|p| p.into_inner()).check(signed.id, now)?;
+    let post: StreamEventPost = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_argument", e.to_string()))?;
+    // The key stands for the origin, which may say how a stream is doing and nothing else.
+    if !matches!(
+        post.event,
+        Command::StreamStarted { .. } | Command::StreamHealth { .. } | Command::StreamEnded { .. }
+    ) {
+        let msg = "only stream.started, stream.health and stream.ended";
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_argument", msg));
+    }
+    app.show(&post.show)?;
+    let event = serde_json::to_vec(&post.event).expect("a command serializes");
+    room_command(&app, &post.show, Identity::new("media-origin", Role::Host), event).await
 }
 
 /// `GET /v1/rooms/{room}/state`: the room as the caller (or an anonymous viewer) sees it.

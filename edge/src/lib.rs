@@ -9,6 +9,8 @@
 //! - [`node`]: one task per live actor, fan-out, hibernation, alarms, effects.
 //! - [`outbound`]: payments and signed merchant webhooks, the effects shops ask for.
 //! - [`payments`]: the payment providers (the test provider, Stripe).
+//! - [`http`] and [`shop_http`]: the HTTP face, including `POST /v1/stream-events`, where the
+//!   media origin's signed `stream.*` events come in for the rooms.
 //!
 //! The components are built by this crate's `build.rs` (nested cargo builds for
 //! `wasm32-wasip2`) and embedded as [`ROOM_COMPONENT`] and [`SHOP_COMPONENT`].
@@ -32,7 +34,7 @@ pub use actor::{
     Runtime, RuntimeConfig, SystemEnv,
 };
 pub use config::EdgeConfig;
-pub use server::{Edge, EdgeError, node_secret};
+pub use server::{Edge, EdgeError, node_secret, stream_event_secret};
 pub use storage::{Batch, MemoryStorage, Storage, StorageError};
 
 /// The room actor (`functions/component --features room`), as a WASM component.

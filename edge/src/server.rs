@@ -56,6 +56,7 @@ impl Edge {
         std::fs::create_dir_all(dir)
             .map_err(|source| EdgeError::DataDir { path: dir.display().to_string(), source })?;
         let secret = node_secret(dir)?;
+        let stream_events = stream_event_secret(&node_secret_bytes(dir)?);
         let db = Db::open(&dir.join("liveshop.db"), config.durability)?;
         // Shops in a database of their own: a room's commits never queue before a checkout's.
         let shop_db = Db::open(&dir.join("shops.db"), config.durability)?;
@@ -88,7 +89,7 @@ impl Edge {
             .await
             .map_err(|source| EdgeError::Listen { addr: config.listen, source })?;
         let commerce = Commerce { shop_db, webhook_secrets, stripe };
-        let app = Arc::new(AppState::new(node, Shows::new(db), secret, env, config, commerce));
+        let app = Arc::new(AppState::new(node, Shows::new(db), secret, env, config, commerce, stream_events));
         Ok(Edge { app, listener })
     }
 
@@ -174,6 +175,17 @@ pub fn node_secret_bytes(data: &Path) -> Result<Vec<u8>, EdgeError> {
         Err(e) => return Err(io(e)),
     };
     Ok(text.trim().as_bytes().to_vec())
+}
+
+/// The key the media origin signs its stream events with (`POST /v1/stream-events`): derived
+/// from the node's secret, so an origin that has it for stream keys needs nothing more, and
+/// domain-separated, so it is never a token's or a stream key's MAC.
+pub fn stream_event_secret(node_secret: &[u8]) -> liveshop_webhooks::Secret {
+    use hmac::Mac;
+    let mut mac =
+        hmac::Hmac::<sha2::Sha256>::new_from_slice(node_secret).expect("HMAC takes keys of any length");
+    mac.update(b"liveshop stream events v1\0");
+    liveshop_webhooks::Secret::generate(mac.finalize().into_bytes().into())
 }
 
 fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {

@@ -1,9 +1,19 @@
 //! What the origin tells the rest of liveshop about a show's stream: it started, it is healthy
-//! (or not), it ended. The host of the origin decides where these go (`liveshop dev` posts them
-//! to the show's room as host commands, which the room relays to the dashboard and the viewers).
-//! They serialize as exactly those commands (`docs/protocol.md`, `stream.*`).
+//! (or not), it ended. The host of the origin decides where these go; [`PostEvents`] posts them
+//! to an edge node's `POST /v1/stream-events`, signed, and the edge hands each to the show's
+//! room as a host command, which the room relays to the dashboard and the viewers. They
+//! serialize as exactly those commands (`docs/protocol.md`, `stream.*`).
+//!
+//! ```text
+//!  ingest ──stream_event()──▶ bounded queue ──one task, in order──▶ POST /v1/stream-events
+//!  (never waits)              (full: dropped, logged)  retries 5xx   {"show", "event"} + webhook-id,
+//!                                                      and no answer  webhook-timestamp, webhook-signature
+//! ```
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
+use tokio::sync::mpsc;
 
 /// A stream event, serialized as the room protocol's `stream.*` events.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -56,6 +66,106 @@ impl StreamEvents for LogEvents {
     }
 }
 
+/// Events waiting for the edge; beyond this the edge is not keeping up and new ones are dropped.
+const QUEUE: usize = 128;
+/// Waits before the second, third and fourth attempt of one event.
+const RETRY_AFTER: [Duration; 3] =
+    [Duration::from_millis(200), Duration::from_secs(1), Duration::from_secs(5)];
+
+/// Posts events to an edge node, signed per Standard Webhooks (`liveshop_webhooks::standard`)
+/// with the key the edge derives from the node's secret (`liveshop_edge::stream_event_secret`).
+/// One task delivers them in order, each with its own id across retries; the ingest task only
+/// puts them in a bounded queue.
+pub struct PostEvents {
+    queue: mpsc::Sender<(String, StreamEvent)>,
+}
+
+/// What one delivery attempt came to.
+enum Attempt {
+    Delivered,
+    Retry(String),
+    Refused(String),
+}
+
+impl PostEvents {
+    /// Starts delivering to `endpoint` (the edge's `.../v1/stream-events`) with `client` (the
+    /// host's, with its TLS and timeouts). Call it inside a tokio runtime.
+    pub fn start(client: reqwest::Client, endpoint: String, secret: liveshop_webhooks::Secret) -> PostEvents {
+        let (queue, mut rx) = mpsc::channel::<(String, StreamEvent)>(QUEUE);
+        tokio::spawn(async move {
+            while let Some((show, event)) = rx.recv().await {
+                let body = serde_json::to_vec(&serde_json::json!({ "show": show, "event": event }))
+                    .expect("an event serializes");
+                let id = event_id();
+                let mut attempt = deliver(&client, &endpoint, &secret, &id, &body).await;
+                for wait in RETRY_AFTER {
+                    let Attempt::Retry(why) = &attempt else { break };
+                    tracing::debug!(show, id, "stream event: {why}; retrying");
+                    tokio::time::sleep(wait).await;
+                    attempt = deliver(&client, &endpoint, &secret, &id, &body).await;
+                }
+                match attempt {
+                    Attempt::Delivered => {}
+                    Attempt::Retry(why) | Attempt::Refused(why) => {
+                        tracing::warn!(show, ?event, "a stream event did not reach the edge: {why}");
+                    }
+                }
+            }
+        });
+        PostEvents { queue }
+    }
+}
+
+impl StreamEvents for PostEvents {
+    fn stream_event(&self, show: &str, event: StreamEvent) {
+        if let Err(e) = self.queue.try_send((show.to_string(), event)) {
+            tracing::warn!(show, "a stream event was dropped: the edge is not keeping up ({e})");
+        }
+    }
+}
+
+/// One signed POST: a 2xx delivered it, and so did a 409 (the edge already has this id, from an
+/// attempt whose answer was lost); no answer, a 408, 429 or 5xx may pass later; any other
+/// refusal will not.
+async fn deliver(
+    client: &reqwest::Client,
+    endpoint: &str,
+    secret: &liveshop_webhooks::Secret,
+    id: &str,
+    body: &[u8],
+) -> Attempt {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+    let signed = match liveshop_webhooks::standard::sign(std::slice::from_ref(secret), id, now, body) {
+        Ok(headers) => headers,
+        Err(e) => return Attempt::Refused(e.to_string()),
+    };
+    let mut request = client.post(endpoint).header("content-type", "application/json").body(body.to_vec());
+    for (name, value) in signed.iter() {
+        request = request.header(name, value);
+    }
+    match request.send().await {
+        Ok(r) if r.status().is_success() || r.status() == reqwest::StatusCode::CONFLICT => Attempt::Delivered,
+        Ok(r) => {
+            let status = r.status();
+            let why = format!("{status}: {}", r.text().await.unwrap_or_default());
+            let transient = status.is_server_error()
+                || matches!(
+                    status,
+                    reqwest::StatusCode::REQUEST_TIMEOUT | reqwest::StatusCode::TOO_MANY_REQUESTS
+                );
+            if transient { Attempt::Retry(why) } else { Attempt::Refused(why) }
+        }
+        Err(e) => Attempt::Retry(e.to_string()),
+    }
+}
+
+/// A random id: the edge takes each id once, whichever origin (or restart of one) sent it.
+fn event_id() -> String {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).expect("the OS has randomness");
+    format!("evt_{}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -78,5 +188,80 @@ mod tests {
             serde_json::to_value(&ended).unwrap(),
             serde_json::json!({"type": "stream.ended", "duration_ms": 1_834_000})
         );
+    }
+
+    /// What a fake edge got: each attempt's id, and the event of those it took.
+    type Attempts = mpsc::UnboundedReceiver<(String, Option<serde_json::Value>)>;
+
+    /// An edge on loopback that checks signatures as the real one does and answers each
+    /// attempt with the next of `statuses` (then 200).
+    async fn fake_edge(secret: liveshop_webhooks::Secret, statuses: Vec<u16>) -> (PostEvents, Attempts) {
+        use axum::http::{HeaderMap, StatusCode};
+        use std::sync::{Arc, Mutex};
+        let (tx, rx) = mpsc::unbounded_channel();
+        let statuses = Arc::new(Mutex::new(statuses.into_iter()));
+        let key = secret.clone();
+        let edge = axum::Router::new().route(
+            "/v1/stream-events",
+            axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| async move {
+                let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+                let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
+                let id = liveshop_webhooks::standard::verify(&[key], header, &body, now, 300)
+                    .expect("signed with the key")
+                    .id
+                    .to_string();
+                let status = statuses.lock().unwrap().next().unwrap_or(200);
+                let took = (status == 200).then(|| serde_json::from_slice(&body).unwrap());
+                tx.send((id, took)).unwrap();
+                StatusCode::from_u16(status).unwrap()
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}/v1/stream-events", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, edge).await });
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = reqwest::Client::builder().tls_backend_rustls().build().unwrap();
+        (PostEvents::start(client, endpoint, secret), rx)
+    }
+
+    async fn next(attempts: &mut Attempts) -> (String, Option<serde_json::Value>) {
+        tokio::time::timeout(Duration::from_secs(30), attempts.recv()).await.expect("an attempt").unwrap()
+    }
+
+    #[tokio::test]
+    async fn events_reach_the_edge_signed_and_in_order_and_a_503_is_retried_with_the_same_id() {
+        let (post, mut attempts) = fake_edge(liveshop_webhooks::Secret::generate([7; 32]), vec![503]).await;
+        let started = StreamEvent::Started {
+            playlist: "/hls/demo/master.m3u8".into(),
+            codecs: "avc1".into(),
+            width: 640,
+            height: 360,
+        };
+        post.stream_event("demo", started);
+        post.stream_event("demo", StreamEvent::Ended { duration_ms: 5000 });
+        let (first, refused) = next(&mut attempts).await;
+        assert_eq!(refused, None);
+        let (retried, took) = next(&mut attempts).await;
+        assert_eq!(retried, first, "a retry keeps its id, so the edge can take it once");
+        let took = took.unwrap();
+        assert_eq!(
+            (took["show"].as_str(), took["event"]["type"].as_str()),
+            (Some("demo"), Some("stream.started"))
+        );
+        let (other, took) = next(&mut attempts).await;
+        assert_ne!(other, first);
+        assert_eq!(took.unwrap()["event"], serde_json::json!({"type": "stream.ended", "duration_ms": 5000}));
+    }
+
+    #[tokio::test]
+    async fn a_refused_event_is_not_retried_and_the_next_one_still_goes() {
+        let (post, mut attempts) = fake_edge(liveshop_webhooks::Secret::generate([8; 32]), vec![404]).await;
+        post.stream_event("gone", StreamEvent::Ended { duration_ms: 1 });
+        post.stream_event("demo", StreamEvent::Ended { duration_ms: 2 });
+        let (refused, took) = next(&mut attempts).await;
+        assert_eq!(took, None);
+        let (id, took) = next(&mut attempts).await;
+        assert_ne!(id, refused, "no second attempt of a 404");
+        assert_eq!(took.unwrap()["show"], "demo");
     }
 }

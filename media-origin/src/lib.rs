@@ -20,6 +20,9 @@
 //! - [`playlist`] (pure): LL-HLS media playlist state and text.
 //! - [`store`]: per-show parts and segments in memory, files on disk (the replay).
 //! - [`hls`]: serving it all with CDN-friendly cache headers.
+//! - [`events`]: what the room hears about a stream (started, health, ended);
+//!   [`events::PostEvents`] posts them, signed, to an edge node's `POST /v1/stream-events`, off
+//!   the ingest task.
 //!
 //! The pure parts take no clock and do no IO; their tests run a ten-second stream in
 //! microseconds. An AAC rendition or a WHEP output is a new module beside these.

@@ -78,6 +78,11 @@ pub struct Playlist {
 /// How far past the last part a blocking request may reach (the spec's Advance Part Limit).
 const ADVANCE_PART_LIMIT: u64 = 3;
 
+/// The first segment's media sequence number. Not 0: hls.js 1.7 reads a part of segment 0 as
+/// "no part" (`sn || -1`), forgets it once appended and reloads segment 0's parts in a loop, so a
+/// player that joins while segment 0 is the newest complete one stalls.
+pub const FIRST_MSN: u64 = 1;
+
 impl Playlist {
     pub fn new(config: PlaylistConfig) -> Playlist {
         Playlist { config, segments: Vec::new(), init: 0, discontinuity_next: false, ended: false }
@@ -89,6 +94,10 @@ impl Playlist {
 
     pub fn segments(&self) -> &[Segment] {
         &self.segments
+    }
+
+    fn segment(&self, msn: u64) -> Option<&Segment> {
+        self.segments.get(usize::try_from(msn.checked_sub(FIRST_MSN)?).ok()?)
     }
 
     pub fn ended(&self) -> bool {
@@ -114,7 +123,7 @@ impl Playlist {
         let open = self.segments.last().is_some_and(|s| !s.complete);
         if !open || segment_start.is_some() {
             self.end_segment();
-            let msn = self.segments.len() as u64;
+            let msn = FIRST_MSN + self.segments.len() as u64;
             self.segments.push(Segment {
                 msn,
                 duration: 0.0,
@@ -147,7 +156,7 @@ impl Playlist {
     /// The part a client should ask for next (the preload hint).
     pub fn next_part(&self) -> (u64, u32) {
         match self.segments.last() {
-            None => (0, 0),
+            None => (FIRST_MSN, 0),
             Some(s) if s.complete => (s.msn + 1, 0),
             Some(s) => (s.msn, s.parts.len() as u32),
         }
@@ -156,12 +165,13 @@ impl Playlist {
     /// Whether the playlist holds segment `msn` (complete) or, with `part`, that part of it.
     pub fn readiness(&self, msn: u64, part: Option<u32>) -> Readiness {
         let (next_msn, next_part) = self.next_part();
-        let ready = match self.segments.get(msn as usize) {
+        let ready = match self.segment(msn) {
             Some(s) => match part {
                 Some(p) => s.complete || (p as usize) < s.parts.len(),
                 None => s.complete,
             },
-            None => false,
+            // Before the first segment: already there.
+            None => msn < FIRST_MSN,
         };
         if ready || self.ended {
             return Readiness::Ready;
@@ -174,7 +184,7 @@ impl Playlist {
 
     /// Whether part `part` of segment `msn` exists, or is the next one (a preload hint target).
     pub fn part_state(&self, msn: u64, part: u32) -> Readiness {
-        if self.segments.get(msn as usize).is_some_and(|s| (part as usize) < s.parts.len()) {
+        if self.segment(msn).is_some_and(|s| (part as usize) < s.parts.len()) {
             Readiness::Ready
         } else if !self.ended && self.next_part() == (msn, part) {
             Readiness::Wait
@@ -202,7 +212,7 @@ impl Playlist {
             );
             let _ = writeln!(out, "#EXT-X-PART-INF:PART-TARGET={part_target:.3}");
         }
-        out.push_str("#EXT-X-MEDIA-SEQUENCE:0\n");
+        let _ = writeln!(out, "#EXT-X-MEDIA-SEQUENCE:{FIRST_MSN}");
         if vod && self.ended {
             out.push_str("#EXT-X-PLAYLIST-TYPE:VOD\n");
         }
@@ -225,13 +235,13 @@ impl Playlist {
         }
         // Parts for the segments that end within three target durations of the live edge.
         let mut end = total;
-        let mut parts_from = self.segments.len();
+        let mut parts_from = self.next_part().0;
         for s in self.segments.iter().rev() {
             if total - end > 3.0 * td {
                 break;
             }
             end -= s.duration;
-            parts_from = s.msn as usize;
+            parts_from = s.msn;
         }
 
         let mut map = None;
@@ -247,7 +257,7 @@ impl Playlist {
                 map = Some(s.init);
             }
             let _ = writeln!(out, "#EXT-X-PROGRAM-DATE-TIME:{}", iso8601(s.pdt));
-            if !vod && s.msn as usize >= parts_from {
+            if !vod && s.msn >= parts_from {
                 for (i, p) in s.parts.iter().enumerate() {
                     let _ = write!(
                         out,
@@ -332,29 +342,32 @@ mod tests {
         // 200 ms configured: parts are up to 220 ms, and that is what the playlist says.
         assert!(text.contains("#EXT-X-PART-INF:PART-TARGET=0.220\n"));
         assert!(text.contains("#EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:20.000Z\n"));
-        assert!(text.contains("#EXT-X-PART:DURATION=0.20000,URI=\"part-3.1.m4s\"\n"));
-        assert!(text.ends_with("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"part-3.2.m4s\"\n"));
+        assert!(text.contains("#EXT-X-PART:DURATION=0.20000,URI=\"part-4.1.m4s\"\n"));
+        assert!(text.ends_with("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"part-4.2.m4s\"\n"));
         assert_eq!(text.matches("#EXTINF:2.00000,").count(), 3);
         assert!(!text.contains("ENDLIST"));
+        // Numbered from 1, not 0 (see FIRST_MSN).
+        assert!(text.contains("#EXT-X-MEDIA-SEQUENCE:1\n#EXT-X-MAP:URI=\"init-0.mp4\"\n"), "{text}");
+        assert!(text.contains("\nseg-1.m4s\n") && !text.contains("seg-0"), "{text}");
     }
 
     #[test]
     fn parts_are_listed_only_near_the_live_edge() {
-        // 20.2 s of media: segments ending within 12 s of the end (from segment 4 on) keep parts.
+        // 20.2 s of media: segments ending within 12 s of the end (from segment 5 on) keep parts.
         let text = playlist(10, 1).render(false, false);
-        assert!(!text.contains("part-3.0.m4s"), "{text}");
-        assert!(text.contains("part-4.0.m4s"));
-        assert!(text.contains("part-10.0.m4s"));
+        assert!(!text.contains("part-4.0.m4s"), "{text}");
+        assert!(text.contains("part-5.0.m4s"));
+        assert!(text.contains("part-11.0.m4s"));
     }
 
     #[test]
     fn delta_update_skips_what_is_older_than_the_skip_boundary() {
         let p = playlist(20, 3);
         let text = p.render(true, false);
-        // 40.6 s of media, boundary at 16.6 s: segments ending by then (0..=7) are skipped.
+        // 40.6 s of media, boundary at 16.6 s: segments ending by then (1..=8) are skipped.
         assert!(text.contains("#EXT-X-SKIP:SKIPPED-SEGMENTS=8\n"), "{text}");
-        assert!(!text.contains("seg-7.m4s"));
-        assert!(text.contains("seg-8.m4s"));
+        assert!(!text.contains("seg-8.m4s"));
+        assert!(text.contains("seg-9.m4s"));
         assert!(text.contains("#EXT-X-MAP:URI=\"init-0.mp4\""));
         // A short playlist has nothing to skip.
         assert!(!playlist(2, 1).render(true, false).contains("EXT-X-SKIP"));
@@ -363,17 +376,20 @@ mod tests {
     #[test]
     fn blocking_requests_wait_for_their_part_and_refuse_the_far_future() {
         let p = playlist(3, 2);
-        assert_eq!(p.readiness(3, Some(1)), Readiness::Ready);
-        assert_eq!(p.readiness(2, None), Readiness::Ready);
-        assert_eq!(p.readiness(3, Some(2)), Readiness::Wait);
-        assert_eq!(p.readiness(3, None), Readiness::Wait);
-        assert_eq!(p.readiness(4, Some(0)), Readiness::Wait);
-        assert_eq!(p.readiness(5, None), Readiness::Wait);
-        assert_eq!(p.readiness(6, None), Readiness::TooFar);
-        assert_eq!(p.readiness(3, Some(9)), Readiness::TooFar);
-        assert_eq!(p.part_state(3, 2), Readiness::Wait);
-        assert_eq!(p.part_state(3, 3), Readiness::TooFar);
-        assert_eq!(p.part_state(3, 0), Readiness::Ready);
+        assert_eq!(p.readiness(4, Some(1)), Readiness::Ready);
+        assert_eq!(p.readiness(3, None), Readiness::Ready);
+        assert_eq!(p.readiness(4, Some(2)), Readiness::Wait);
+        assert_eq!(p.readiness(4, None), Readiness::Wait);
+        assert_eq!(p.readiness(5, Some(0)), Readiness::Wait);
+        assert_eq!(p.readiness(6, None), Readiness::Wait);
+        assert_eq!(p.readiness(7, None), Readiness::TooFar);
+        assert_eq!(p.readiness(4, Some(9)), Readiness::TooFar);
+        assert_eq!(p.part_state(4, 2), Readiness::Wait);
+        assert_eq!(p.part_state(4, 3), Readiness::TooFar);
+        assert_eq!(p.part_state(4, 0), Readiness::Ready);
+        // Before the first segment there is nothing to wait for.
+        assert_eq!(p.readiness(0, None), Readiness::Ready);
+        assert_eq!(p.part_state(0, 0), Readiness::TooFar);
     }
 
     #[test]

@@ -17,6 +17,15 @@ export const WAIT = 15_000;
 /** A skip reason when there is no node to drive, else false. */
 export const missing = !BASE || !HOST_TOKEN ? 'set LIVESHOP_URL and LIVESHOP_HOST_TOKEN to run against a live edge node' : false;
 
+/** Debian's headless Chromium ($CHROMIUM), quiet: nothing it does by itself leaves the machine. */
+export function launch() {
+  return chromium.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+}
+
 /**
  * Registers the spec's before and after hooks. The returned object gets `dash` and `viewer`
  * pages in before (so read them in the tests); after saves `{prefix}dashboard.png` and
@@ -28,11 +37,7 @@ export function usePages(prefix = '') {
   before(async () => {
     if (missing) return;
     mkdirSync(SHOTS, { recursive: true });
-    browser = await chromium.launch({
-      executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-        '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-    });
+    browser = await launch();
     const dashContext = await browser.newContext({ viewport: { width: 1366, height: 900 } });
     const viewerContext = await browser.newContext({
       viewport: { width: 390, height: 844 }, deviceScaleFactor: 2, isMobile: true, hasTouch: true,

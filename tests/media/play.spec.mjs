@@ -64,6 +64,9 @@ try {
   }
   assert.ok(live.t - start >= 8, `currentTime went from ${start} to ${live.t} in 10 s`);
   assert.equal(live.isLive, true);
+  // The page says the show is on, not offline, once frames play.
+  assert.ok(await page.locator('[data-testid=offline]').isHidden(), 'the offline notice is hidden while playing');
+  assert.ok(await page.locator('[data-testid=live-badge]').isVisible(), 'the live badge shows');
   assert.ok(latencies.length >= 20, `hls.js reported playingDate ${latencies.length} times`);
   // Beside the floor LL-HLS sets: a player holds back PART-HOLD-BACK (3 part targets) from the
   // newest part; the playlist says how much.
