@@ -36,3 +36,20 @@ async fn connections_from_one_address_are_paced() {
     let w = conformance::Workerd::start(&common::temp_dir("workerd-paced"), &vars);
     conformance::connections_from_one_address_are_paced(&conformance::Target::new(w.addr)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stripe_pays_checkouts() {
+    if !conformance::Workerd::built() {
+        assert!(std::env::var_os("LIVESHOP_REQUIRE_WORKERD").is_none(), "the Worker is not built");
+        return eprintln!("skipped: the Worker is not built (functions/cloudflare/build.sh)");
+    }
+    let fake = conformance::fake_stripe::Fake::start().await;
+    let vars = [
+        ("PAYMENTS_PROVIDER", "stripe"),
+        ("STRIPE_API_BASE", fake.base.as_str()),
+        ("STRIPE_SECRET_KEY", conformance::fake_stripe::SECRET_KEY),
+        ("STRIPE_WEBHOOK_SECRET", conformance::STRIPE_WEBHOOK_SECRET),
+    ];
+    let w = conformance::Workerd::start(&common::temp_dir("workerd-stripe"), &vars);
+    conformance::stripe_pays_checkouts(&conformance::Target::new(w.addr), &fake).await;
+}

@@ -7,6 +7,10 @@
 //! Later news about a charge (3-D Secure finished, an asynchronous payment settled) arrives as a
 //! provider webhook, which [`stripe_webhook`] verifies and turns into the same outcomes.
 //!
+//! What to call and what the answers mean is `liveshop_payments` (sans-IO, shared with the
+//! Cloudflare Worker); this module is its IO on the edge node: reqwest for the calls, the node's
+//! SQLite for the intents.
+//!
 //! ```text
 //!  shop actor --PaymentRequest--> Provider::execute --Test-----> test_provider::respond
 //!      ^                                 |          \--Stripe--> POST /v1/payment_intents, .../capture,
@@ -15,19 +19,7 @@
 //!      +------- StripeResult <-- stripe_webhook <-- Stripe-Signature'd POST from Stripe
 //! ```
 //!
-//! # What `execute` promises
-//!
-//! - `Ok(outcomes)`: the provider answered. For a charge, a definitive refusal (a declined card,
-//!   a request the provider will not take, an amount Stripe cannot express) is a
-//!   [`PaymentOutcome::Failed`], so the shop can release the stock and tell the buyer. A capture
-//!   answers `Paid` (also when it was captured already) or `Failed`, after which the shop keeps the
-//!   order authorized. Cancels and refunds answer `Ok(vec![])` when done.
-//! - `Err(e)` with [`PaymentError::retryable`]: nothing definite happened (network, timeout, 5xx,
-//!   429, a concurrent request under the same key). Repeat the same request later; the
-//!   idempotency key makes that safe.
-//! - `Err(e)` otherwise: repeating it will not help (a cancel or refund the provider refused, a
-//!   key reused with other parameters, an answer we could not read). Log it with [`PaymentError::code`]
-//!   for the operator; for a charge, money may have moved, so do not report it as failed.
+//! What `execute`'s results promise is written down in `liveshop_payments`.
 //!
 //! The Stripe adapter lives in [`stripe`]. It is tested (`edge/tests/stripe.rs`) against a local
 //! HTTP server that answers as Stripe's API reference documents, **not against Stripe**, which
@@ -35,6 +27,7 @@
 
 use std::time::Duration;
 
+pub use liveshop_payments::PaymentError;
 use liveshop_shop::test_provider;
 use liveshop_shop::{PaymentOutcome, PaymentRequest};
 
@@ -74,62 +67,9 @@ impl Provider {
     }
 }
 
-/// Why a payment call or a provider webhook did not go through. Each has a stable
-/// [`code`](PaymentError::code) for logs and HTTP answers.
-#[derive(Debug, thiserror::Error)]
-pub enum PaymentError {
-    /// Nothing definite happened: try again later with the same request.
-    #[error("payment provider unavailable: {0}")]
-    ProviderUnavailable(String),
-    /// The provider refused the request and says repeating it would not help.
-    #[error("payment provider refused the request ({status}, {code}): {message}")]
-    ProviderRejected { status: u16, code: String, message: String },
-    /// A success status with a body we cannot read: the request may have taken effect.
-    #[error("payment provider answered with something unreadable: {0}")]
-    MalformedResponse(String),
-    /// A capture, cancel or refund for an order whose charge we never saw reach the provider.
-    #[error("no payment intent is known for order {order} of shop {shop}")]
-    IntentUnknown { shop: String, order: u64 },
-    /// The provider cannot take this currency at all.
-    #[error("{0} cannot be charged through this provider")]
-    CurrencyUnsupported(liveshop_shop::Currency),
-    /// The provider cannot take this amount in this currency (see [`stripe::stripe_amount`]).
-    #[error("{0} cannot be expressed as this provider requires")]
-    AmountUnsupported(liveshop_shop::Money),
-    /// The node's own storage failed.
-    #[error("payment storage: {0}")]
-    Storage(#[from] crate::StorageError),
-    /// An inbound webhook arrived, but no webhook secret is configured to check it with.
-    #[error("no webhook secret is configured for this provider")]
-    WebhookNotConfigured,
-    /// The webhook's signature header is missing, malformed, wrong or too old.
-    #[error("webhook signature refused: {0}")]
-    BadSignature(#[from] liveshop_webhooks::WebhookError),
-    /// A correctly signed webhook whose body is not the event we expect.
-    #[error("webhook event unreadable: {0}")]
-    MalformedEvent(String),
-}
-
-impl PaymentError {
-    pub fn code(&self) -> &'static str {
-        match self {
-            PaymentError::ProviderUnavailable(_) => "provider_unavailable",
-            PaymentError::ProviderRejected { .. } => "provider_rejected",
-            PaymentError::MalformedResponse(_) => "provider_malformed_response",
-            PaymentError::IntentUnknown { .. } => "intent_unknown",
-            PaymentError::CurrencyUnsupported(_) => "currency_unsupported",
-            PaymentError::AmountUnsupported(_) => "amount_unsupported",
-            PaymentError::Storage(_) => "storage_failed",
-            PaymentError::WebhookNotConfigured => "webhook_not_configured",
-            PaymentError::BadSignature(_) => "bad_signature",
-            PaymentError::MalformedEvent(_) => "malformed_event",
-        }
-    }
-
-    /// Whether repeating the same request later may succeed. Storage failures count: the
-    /// provider call is idempotent, so redoing it once the disk is back is safe.
-    pub fn retryable(&self) -> bool {
-        matches!(self, PaymentError::ProviderUnavailable(_) | PaymentError::Storage(_))
+impl From<crate::StorageError> for PaymentError {
+    fn from(e: crate::StorageError) -> Self {
+        PaymentError::Storage(e.to_string())
     }
 }
 
@@ -160,28 +100,6 @@ pub fn http_client_builder() -> reqwest::ClientBuilder {
 mod tests {
     use super::*;
     use liveshop_shop::{Currency, Money};
-
-    #[test]
-    fn every_error_has_its_own_code_and_only_transient_ones_are_retryable() {
-        let all = [
-            PaymentError::ProviderUnavailable("timeout".into()),
-            PaymentError::ProviderRejected { status: 400, code: "x".into(), message: "y".into() },
-            PaymentError::MalformedResponse("z".into()),
-            PaymentError::IntentUnknown { shop: "s".into(), order: 1 },
-            PaymentError::CurrencyUnsupported(Currency::Iqd),
-            PaymentError::AmountUnsupported(Money::new(1, Currency::Kwd)),
-            PaymentError::Storage(crate::StorageError::Backend("disk".into())),
-            PaymentError::WebhookNotConfigured,
-            PaymentError::BadSignature(liveshop_webhooks::WebhookError::SignatureMismatch),
-            PaymentError::MalformedEvent("e".into()),
-        ];
-        let mut codes: Vec<_> = all.iter().map(PaymentError::code).collect();
-        codes.sort_unstable();
-        codes.dedup();
-        assert_eq!(codes.len(), all.len());
-        let retryable: Vec<_> = all.iter().filter(|e| e.retryable()).map(PaymentError::code).collect();
-        assert_eq!(retryable, ["provider_unavailable", "storage_failed"]);
-    }
 
     #[test]
     fn execute_can_run_on_a_spawned_task() {

@@ -30,7 +30,7 @@ use axum::{Json, Router};
 use liveshop_identity::{Identity, Role};
 use liveshop_shop::api::MAX_BODY_BYTES;
 use liveshop_shop::effects::{self, PaymentResult};
-use liveshop_shop::{Currency, Money};
+use liveshop_shop::shopify::{self, ShopifyError, ShopifySettings};
 use liveshop_webhooks::{DEFAULT_TOLERANCE_SECS, GENERATED_SECRET_LEN, Secret, WebhookError};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -229,15 +229,6 @@ fn issue_secret(
     Ok((StatusCode::CREATED, Json(json!(issued))))
 }
 
-#[derive(Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields)]
-struct ShopifySettings {
-    /// The app's client secret, which keys `X-Shopify-Hmac-Sha256`.
-    secret: String,
-    /// The store's currency: Shopify's product webhooks carry prices without one.
-    currency: Currency,
-}
-
 /// `PUT /v1/shops/{shop}/inbound-secrets/shopify`.
 async fn set_shopify(
     State(app): State<Arc<AppState>>,
@@ -247,11 +238,7 @@ async fn set_shopify(
 ) -> Result<StatusCode, ApiError> {
     app.known_shop(&shop)?;
     app.merchant(&headers, &shop)?;
-    let settings: ShopifySettings = json_body(&body)?;
-    if settings.secret.len() < 16 || settings.secret.len() > 256 {
-        let msg = "a Shopify client secret is 16 to 256 bytes";
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_argument", msg));
-    }
+    let settings = ShopifySettings::parse(&body).map_err(shopify_error)?;
     app.shop_db.put_record(SHOPIFY, &shop, &serde_json::to_string(&settings).expect("serializes"))?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -283,9 +270,9 @@ async fn inbound_liveshop(
     merchant_event(&app, &shop, "liveshop", body.to_vec()).await
 }
 
-/// `POST /v1/shops/{shop}/inbound/shopify`: `products/create`, `products/update` and
-/// `products/delete`, deduplicated by `X-Shopify-Event-Id`; other topics are acknowledged and
-/// ignored (Shopify retries anything else).
+/// `POST /v1/shops/{shop}/inbound/shopify`: `products/*` webhooks as merchant updates
+/// ([`liveshop_shop::shopify`]), deduplicated by `X-Shopify-Event-Id`; other topics are
+/// acknowledged and ignored (Shopify retries anything else).
 async fn inbound_shopify(
     State(app): State<Arc<AppState>>,
     Path(shop): Path<String>,
@@ -305,54 +292,12 @@ async fn inbound_shopify(
         webhook_error(WebhookError::SignatureMissing { header: liveshop_webhooks::shopify::EVENT_ID_HEADER })
     })?;
     let topic = header("x-shopify-topic").unwrap_or_default();
-    let product: Value = json_body(&body)?;
-    let Some(update) = shopify_update(topic, &product, settings.currency)? else {
+    let Some(event) =
+        shopify::merchant_event(topic, event_id, &body, settings.currency).map_err(shopify_error)?
+    else {
         return Ok((StatusCode::OK, Json(json!({ "ignored": topic }))).into_response());
     };
-    let event = json!({ "event_id": format!("shopify:{event_id}"), "update": update });
-    merchant_event(&app, &shop, "shopify", event.to_string().into_bytes()).await
-}
-
-/// A Shopify product webhook as the shop's own update.
-fn shopify_update(topic: &str, p: &Value, currency: Currency) -> Result<Option<Value>, ApiError> {
-    let bad =
-        |what: &str| ApiError::new(StatusCode::BAD_REQUEST, "invalid_argument", format!("Shopify {what}"));
-    let product_id = match (p["handle"].as_str(), p["id"].as_u64()) {
-        (Some(handle), _) => handle.to_string(),
-        (None, Some(id)) => id.to_string(),
-        _ => return Err(bad("product without handle or id")),
-    };
-    match topic {
-        "products/delete" => Ok(Some(json!({ "type": "product.archive", "product_id": product_id }))),
-        "products/create" | "products/update" => {
-            let variants = p["variants"].as_array().ok_or_else(|| bad("product without variants"))?;
-            let variants = variants
-                .iter()
-                .map(|v| {
-                    let price = v["price"].as_str().ok_or_else(|| bad("variant without a price"))?;
-                    let price = Money::parse_major(price, currency).map_err(|e| bad(&e.to_string()))?;
-                    let mut out = json!({
-                        "sku": v["sku"].as_str().ok_or_else(|| bad("variant without a SKU"))?,
-                        "title": v["title"].as_str().unwrap_or_default(),
-                        "price": price,
-                    });
-                    if let Some(stock) = v["inventory_quantity"].as_i64() {
-                        out["stock"] = json!(stock.max(0));
-                    }
-                    Ok(out)
-                })
-                .collect::<Result<Vec<_>, ApiError>>()?;
-            let images: Vec<&str> =
-                p["images"].as_array().into_iter().flatten().filter_map(|i| i["src"].as_str()).collect();
-            let product = json!({
-                "title": p["title"].as_str().unwrap_or_default(),
-                "images": images,
-                "variants": variants,
-            });
-            Ok(Some(json!({ "type": "product.upsert", "product_id": product_id, "product": product })))
-        }
-        _ => Ok(None),
-    }
+    merchant_event(&app, &shop, "shopify", event).await
 }
 
 async fn merchant_event(
@@ -400,6 +345,10 @@ async fn stripe(
 fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_argument", e.to_string()))
+}
+
+fn shopify_error(e: ShopifyError) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, e.code(), e.to_string())
 }
 
 /// A refused signature (or none that could be checked: no secret set) is a 401.

@@ -7,6 +7,8 @@
 
 #![allow(dead_code)]
 
+pub mod fake_stripe;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -276,6 +278,7 @@ macro_rules! conformance_cases {
             the_live_product_feed_sends_a_snapshot_then_what_changed,
             a_rotated_webhook_secret_signs_beside_the_new_one,
             merchant_updates_are_applied_once_and_only_when_signed,
+            shopify_product_webhooks_are_applied_once_and_only_when_signed,
             stripe_webhooks_are_not_found_where_stripe_is_not_used,
             the_web_pages_are_served
         );
@@ -1251,11 +1254,189 @@ pub async fn merchant_updates_are_applied_once_and_only_when_signed(t: &Target) 
     assert_eq!(code(&r), (404, "shop_not_found"));
 }
 
+pub async fn shopify_product_webhooks_are_applied_once_and_only_when_signed(t: &Target) {
+    let show = t.new_show().await;
+    let merchant = merchant_of(t, &show);
+    merchant.stock_a_drop(5).await;
+    let inbound = format!("/v1/shops/{show}/inbound/shopify");
+    let product = json!({
+        "id": 632910392, "handle": "ipod-nano", "title": "IPod Nano - 8GB",
+        "images": [{ "src": "https://cdn.example/ipod.png" }],
+        "variants": [{ "sku": "IPOD2008PINK", "title": "Pink", "price": "199.99", "inventory_quantity": 10 }],
+    })
+    .to_string();
+    let post = |hmac: Option<String>, topic: &'static str, event: &'static str, body: String| {
+        let inbound = inbound.clone();
+        async move {
+            let mut headers = vec![("X-Shopify-Topic", topic), ("X-Shopify-Event-Id", event)];
+            if let Some(hmac) = &hmac {
+                headers.push(("X-Shopify-Hmac-Sha256", hmac));
+            }
+            t.http("POST", &inbound, &headers, &body).await
+        }
+    };
+    let secret = "shpss_a_test_client_secret_of_length";
+    let good = liveshop_webhooks::shopify::sign(secret.as_bytes(), product.as_bytes());
+
+    // Nothing is accepted before the merchant set the app's secret, which only the merchant may.
+    let r = post(Some(good.clone()), "products/update", "e-1", product.clone()).await;
+    assert_eq!(code(&r), (401, "secret_invalid"));
+    let settings = json!({ "secret": secret, "currency": "EUR" }).to_string();
+    let path = format!("/v1/shops/{show}/inbound-secrets/shopify");
+    assert_eq!(code(&t.http("PUT", &path, &[], &settings).await), (401, "token_malformed"));
+    let as_viewer = format!("Bearer {}", token(&show, "ana", Role::Viewer));
+    assert_eq!(
+        code(&t.http("PUT", &path, &[("Authorization", &as_viewer)], &settings).await),
+        (403, "forbidden")
+    );
+    let as_merchant = format!("Bearer {}", merchant.token);
+    let short = json!({ "secret": "short", "currency": "EUR" }).to_string();
+    let r = t.http("PUT", &path, &[("Authorization", &as_merchant)], &short).await;
+    assert_eq!(code(&r), (400, "invalid_argument"));
+    assert_eq!(t.http("PUT", &path, &[("Authorization", &as_merchant)], &settings).await.0, 204);
+
+    let forged = liveshop_webhooks::shopify::sign(b"another secret entirely", product.as_bytes());
+    let r = post(Some(forged), "products/update", "e-1", product.clone()).await;
+    assert_eq!(code(&r), (401, "signature_mismatch"));
+    let r = post(None, "products/update", "e-1", product.clone()).await;
+    assert_eq!(code(&r), (401, "signature_missing"));
+    let tampered = product.replace("199.99", "1.99");
+    let r = post(Some(good.clone()), "products/update", "e-1", tampered).await;
+    assert_eq!(code(&r), (401, "signature_mismatch"));
+    let r = merchant
+        .api
+        .call("GET", &format!("/v1/shops/{show}/products/ipod-nano"), &merchant.token, None, Value::Null)
+        .await;
+    assert_eq!(r.0, 404, "nothing unsigned was applied: {}", r.1);
+
+    let (status, r) = post(Some(good.clone()), "products/update", "e-1", product.clone()).await;
+    assert_eq!(status, 200, "{r}");
+    let p = merchant.call("GET", "/products/ipod-nano", Value::Null).await;
+    assert_eq!(p["title"], "IPod Nano - 8GB");
+    assert_eq!(p["variants"][0]["price"], json!({ "minor": 19999, "currency": "EUR" }), "{p}");
+    assert_eq!(p["variants"][0]["available"], 10);
+    // Shopify delivers at least once: the same event id again is refused, and changes nothing.
+    let r = post(Some(good.clone()), "products/update", "e-1", product.clone()).await;
+    assert_eq!(code(&r), (409, "duplicate_event"));
+
+    // A price the currency cannot hold is refused, not rounded.
+    let odd = product.replace("199.99", "199.999");
+    let r = post(
+        Some(liveshop_webhooks::shopify::sign(secret.as_bytes(), odd.as_bytes())),
+        "products/update",
+        "e-2",
+        odd,
+    )
+    .await;
+    assert_eq!(code(&r), (400, "invalid_argument"));
+    // Topics the shop does not take are acknowledged, so Shopify stops sending them.
+    let order = json!({ "id": 1 }).to_string();
+    let signed = liveshop_webhooks::shopify::sign(secret.as_bytes(), order.as_bytes());
+    let (status, r) = post(Some(signed), "orders/create", "e-3", order).await;
+    assert_eq!((status, &r["ignored"]), (200, &json!("orders/create")), "{r}");
+    let r = t.http("POST", "/v1/shops/no-such-shop/inbound/shopify", &[], &product).await;
+    assert_eq!(code(&r), (404, "shop_not_found"));
+}
+
 pub async fn stripe_webhooks_are_not_found_where_stripe_is_not_used(t: &Target) {
     let body = r#"{"id":"evt_1","type":"payment_intent.succeeded"}"#;
     let signature = liveshop_webhooks::stripe::sign("whsec_any", now_ms() / 1000, body.as_bytes());
     let r = t.http("POST", "/v1/payments/stripe/webhook", &[("Stripe-Signature", &signature)], body).await;
     assert_eq!(code(&r), (404, "not_found"));
+}
+
+/// The endpoint secret of the Stripe webhook endpoint of the hosts [`stripe_pays_checkouts`]
+/// runs against.
+pub const STRIPE_WEBHOOK_SECRET: &str = "whsec_conformance_stripe_endpoint";
+
+/// Against a host whose payments go to `fake` (a local stand-in for Stripe's API, see
+/// [`fake_stripe`]) with [`STRIPE_WEBHOOK_SECRET`]: checkout charges through Stripe under a key
+/// scoped by shop, a refund reaches the charge's intent, a charge Stripe settles later is settled
+/// by its signed webhook, and forged or unsigned webhooks change nothing.
+pub async fn stripe_pays_checkouts(t: &Target, fake: &fake_stripe::Fake) {
+    let show = t.new_show().await;
+    let merchant = merchant_of(t, &show);
+    merchant.stock_a_drop(5).await;
+    let base = format!("/v1/shows/{show}/shop");
+    let buy = |buyer: &'static str, token_: &'static str| {
+        let (t, base, show) = (t.clone(), base.clone(), show.clone());
+        async move {
+            let tok = token(&show, buyer, Role::Viewer);
+            let item = json!({ "sku": SKU, "quantity": 1 });
+            let (status, r) =
+                t.api.call("POST", &format!("{base}/carts/{buyer}/items"), &tok, None, item).await;
+            assert_eq!(status, 200, "{r}");
+            let pay = json!({ "payment_method": token_ });
+            let (status, r) = t.api.call("POST", &format!("{base}/checkout"), &tok, Some("k1"), pay).await;
+            assert!((200..300).contains(&status), "{r}");
+            r["order"]["id"].as_u64().unwrap()
+        }
+    };
+
+    // Paid through Stripe: one intent, created under the shop's key, for the deal price.
+    let ana = buy("ana", "tok_visa").await;
+    let orders = merchant.settled_orders().await;
+    assert_eq!(orders[0]["payment"], "paid", "{orders:?}");
+    let calls = fake.calls();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!((calls[0].method, calls[0].path.as_str()), ("POST", "/v1/payment_intents"));
+    let key = calls[0].key.clone().unwrap();
+    assert!(key.starts_with(&format!("{show}/")), "scoped by shop: {key}");
+    assert_eq!(calls[0].form["amount"], (PRICE * 3 / 4).to_string());
+    assert_eq!(calls[0].form["currency"], "eur");
+    assert_eq!(calls[0].form["metadata[shop]"], show);
+    assert_eq!(calls[0].form["metadata[order]"], ana.to_string());
+    let pi = fake.intent_of(ana)["id"].as_str().unwrap().to_string();
+    assert_eq!(merchant.available().await, 4);
+
+    // The refund reaches the intent the host remembered for the order.
+    merchant.call("POST", &format!("/orders/{ana}/refund"), json!({})).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while fake.stripe().refunds.is_empty() {
+        assert!(Instant::now() < deadline, "no refund reached Stripe within 30 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let refund = fake.stripe().refunds[0].clone();
+    assert_eq!(
+        (refund["payment_intent"].as_str(), refund["amount"].as_i64()),
+        (Some(&*pi), Some(PRICE * 3 / 4))
+    );
+
+    // A payment Stripe settles later (processing): pending until its webhook says otherwise.
+    let bob = buy("bob", "tok_fake_processing").await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while fake.stripe().intents.len() < 2 {
+        assert!(Instant::now() < deadline, "bob's charge did not reach Stripe within 30 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let pending =
+        |orders: Vec<Value>| orders.into_iter().find(|o| o["id"] == bob).unwrap()["payment"].clone();
+    assert_eq!(pending(merchant.orders().await), "pending");
+    fake.set_status(bob, "succeeded", Value::Null);
+    let event = json!({ "id": "evt_conformance", "object": "event", "type": "payment_intent.succeeded",
+                        "data": { "object": fake.intent_of(bob) } })
+    .to_string();
+    let hook = |secret: Option<&str>| {
+        let headers: Vec<(&str, String)> = secret
+            .map(|s| {
+                ("Stripe-Signature", liveshop_webhooks::stripe::sign(s, now_ms() / 1000, event.as_bytes()))
+            })
+            .into_iter()
+            .collect();
+        let event = event.clone();
+        async move {
+            let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            t.http("POST", "/v1/payments/stripe/webhook", &headers, &event).await
+        }
+    };
+    assert_eq!(code(&hook(Some("whsec_not_the_endpoints")).await), (400, "bad_signature"));
+    assert_eq!(code(&hook(None).await), (400, "bad_signature"));
+    assert_eq!(pending(merchant.orders().await), "pending", "nothing unsigned was applied");
+    assert_eq!(hook(Some(STRIPE_WEBHOOK_SECRET)).await.0, 200);
+    let orders = merchant.settled_orders().await;
+    assert_eq!(pending(orders), "paid");
+    assert_eq!(merchant.available().await, 3);
+    assert_eq!(fake.stripe().intents.len(), 2, "no charge was made twice");
 }
 
 /// The per-address burst of the hosts [`connections_from_one_address_are_paced`] runs against (one

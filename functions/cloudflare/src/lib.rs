@@ -18,8 +18,10 @@
 //!   webhook retries); handling an alarm twice is harmless to the cores.
 //! - A room holding `FANOUT_THRESHOLD` sockets hands new ones to fan-out objects
 //!   ([`fanout::Fanout`]); it stays the only writer and sends each object its frames in order.
-//! - The shop object serves the live product feed (SSE) and verifies signed merchant updates;
-//!   outbound webhook secrets rotate as on the edge (`liveshop_webhooks::rotation`).
+//! - The shop object serves the live product feed (SSE) and verifies signed merchant updates
+//!   (ours and Shopify's); outbound webhook secrets rotate as on the edge
+//!   (`liveshop_webhooks::rotation`). Payments go to the test provider or to Stripe over `fetch`
+//!   ([`payments`], on `liveshop-payments`), whose webhooks the Worker verifies.
 //! - New connections and anonymous reads are paced per client address by [`pacing::Limiter`]
 //!   objects; `/metrics` shows their refusals ([`pacing::Metrics`]). The pages of `web/` are
 //!   static assets.
@@ -34,6 +36,7 @@ use worker::*;
 
 mod fanout;
 mod pacing;
+mod payments;
 mod room;
 mod shop;
 mod shows;
@@ -92,6 +95,7 @@ async fn route(mut req: Request, env: &Env, segs: &[&str]) -> Result<Response> {
             };
             shop_stub(env, &shop)?.fetch_with_request(req).await
         }
+        (Method::Post, ["v1", "payments", "stripe", "webhook"]) => payments::webhook(req, env).await,
         // `_`-paths are the Worker's own calls to the shop (see `create_show`).
         (_, ["v1", "shops", shop, first, ..]) if !first.starts_with('_') => {
             shop_stub(env, shop)?.fetch_with_request(req).await
@@ -127,7 +131,7 @@ fn room_stub(env: &Env, room: &str) -> Result<Stub> {
     env.durable_object("ROOMS")?.get_by_name(room)
 }
 
-fn shop_stub(env: &Env, shop: &str) -> Result<Stub> {
+pub(crate) fn shop_stub(env: &Env, shop: &str) -> Result<Stub> {
     env.durable_object("SHOPS")?.get_by_name(shop)
 }
 

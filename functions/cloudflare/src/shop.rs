@@ -2,13 +2,16 @@
 //!
 //! The same loop as the edge node's component (`functions/component/src/shop.rs`). Effects
 //! leave after the event's writes: payments go to the built-in test provider
-//! (`liveshop_shop::test_provider`), whose outcomes come back as the next inputs; webhooks are
+//! (`liveshop_shop::test_provider`), whose outcomes come back as the next inputs, or, with
+//! `PAYMENTS_PROVIDER=stripe`, to Stripe after the event (`waitUntil`, `liveshop_payments` over
+//! `fetch`, each order's intent kept in the `host` table); webhooks are
 //! POSTed, signed per Standard Webhooks with the shop's secrets, after the event (`waitUntil`),
 //! and their results come back as inputs. Retries are the core's: it asks for an alarm, and on
 //! the alarm for the delivery again, so the schedule is the edge node's. The live product feed
 //! is a server-sent event stream per reader: the snapshot first, then the shop's broadcasts.
-//! Signed merchant updates (`inbound/liveshop`) are verified here and applied by the core as
-//! `/merchant/events`, once per event id.
+//! Signed merchant updates (`inbound/liveshop`, and Shopify's `inbound/shopify` mapped by
+//! `liveshop_shop::shopify`) are verified here and applied by the core as `/merchant/events`,
+//! once per event id.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -16,9 +19,12 @@ use std::rc::Rc;
 
 use futures_channel::mpsc::{UnboundedSender, unbounded};
 use liveshop_identity::{Identity, Role};
+use liveshop_payments::stripe::{Operation, Step, StripeConfig, StripeResult};
+use liveshop_payments::{PaymentError, RETRY_WAITS_MS};
 use liveshop_shop::api::MAX_BODY_BYTES;
 use liveshop_shop::outbox::DeliveryRequest;
-use liveshop_shop::{Epoch, Input, Output, PaymentRequest, test_provider};
+use liveshop_shop::shopify::{self, ShopifySettings};
+use liveshop_shop::{Epoch, Input, OrderId, Output, PaymentOutcome, PaymentRequest, test_provider};
 use liveshop_webhooks::rotation::SecretRing;
 use liveshop_webhooks::{DEFAULT_TOLERANCE_SECS, Secret};
 use serde::Deserialize;
@@ -32,6 +38,8 @@ const FORWARDED_HEADERS: [&str; 1] = ["idempotency-key"];
 /// The `secret_id` of the secret merchants sign inbound updates with (not a `whsec_` name, so no
 /// endpoint can pick it).
 const INBOUND_SECRET_ID: &str = "inbound";
+/// Host record of the shop's Shopify settings.
+const SHOPIFY: &str = "shopify";
 
 #[durable_object]
 pub struct Shop {
@@ -73,8 +81,9 @@ impl DurableObject for Shop {
         };
         let inner = &self.inner;
         match segs.as_slice() {
-            ["v1", "shops", _, "_register"] => {
-                inner.put_host("registered", "{}")?;
+            ["v1", "shops", shop, "_register"] => {
+                // The name goes into Stripe's idempotency keys and metadata, as on the edge node.
+                inner.put_host("registered", &json!({ "shop": shop }).to_string())?;
                 Response::empty()
             }
             ["v1", "shops", shop, rest @ ..] => {
@@ -100,9 +109,9 @@ impl DurableObject for Shop {
                     (Method::Post, ["inbound", "liveshop"]) => {
                         Inner::inbound_liveshop(inner, &req, body).await
                     }
-                    (_, ["inbound-secrets" | "inbound", ..]) => {
-                        error(501, "not_implemented", "not served by the Cloudflare host yet")
-                    }
+                    (Method::Put, ["inbound-secrets", "shopify"]) => inner.set_shopify(&req, &shop, &body),
+                    (Method::Post, ["inbound", "shopify"]) => Inner::inbound_shopify(inner, &req, body).await,
+                    (Method::Post, ["_payment"]) => Inner::payment_result(inner, &body).await,
                     _ => {
                         let path =
                             full.strip_prefix(&format!("/v1/shops/{shop}")).unwrap_or(&full).to_string();
@@ -203,15 +212,8 @@ impl Inner {
         secret_id: &str,
         body: &[u8],
     ) -> Result<Response> {
-        let who = match crate::bearer(req) {
-            None => return error(401, "token_malformed", "a merchant token is required"),
-            Some(t) => match secret(&self.env)?.verify(&t, shop, now_ms() / 1000) {
-                Ok(who) => who,
-                Err(e) => return token_error(e),
-            },
-        };
-        if who.role != Role::Merchant {
-            return error(403, "forbidden", "only the merchant may do this");
+        if let Some(refusal) = self.refuse_non_merchant(req, shop)? {
+            return Ok(refusal);
         }
         #[derive(Deserialize, Default)]
         #[serde(deny_unknown_fields)]
@@ -248,6 +250,81 @@ impl Inner {
         Ok(Response::from_json(&issued)?.with_status(201))
     }
 
+    /// The refusal for a caller without a merchant token for `shop`, if it is one.
+    fn refuse_non_merchant(&self, req: &Request, shop: &str) -> Result<Option<Response>> {
+        let who = match crate::bearer(req) {
+            None => return error(401, "token_malformed", "a merchant token is required").map(Some),
+            Some(t) => match secret(&self.env)?.verify(&t, shop, now_ms() / 1000) {
+                Ok(who) => who,
+                Err(e) => return token_error(e).map(Some),
+            },
+        };
+        if who.role != Role::Merchant {
+            return error(403, "forbidden", "only the merchant may do this").map(Some);
+        }
+        Ok(None)
+    }
+
+    /// `PUT /v1/shops/{shop}/inbound-secrets/shopify`: `{secret, currency}` of a Shopify app.
+    fn set_shopify(&self, req: &Request, shop: &str, body: &[u8]) -> Result<Response> {
+        if let Some(refusal) = self.refuse_non_merchant(req, shop)? {
+            return Ok(refusal);
+        }
+        match ShopifySettings::parse(body) {
+            Ok(settings) => {
+                self.put_host(SHOPIFY, &serde_json::to_string(&settings)?)?;
+                Ok(Response::empty()?.with_status(204))
+            }
+            Err(e) => error(400, e.code(), e.to_string()),
+        }
+    }
+
+    /// `POST /v1/shops/{shop}/inbound/shopify`: `products/*` webhooks as merchant updates
+    /// (`liveshop_shop::shopify`), checked with `X-Shopify-Hmac-Sha256` and applied once per
+    /// `X-Shopify-Event-Id`; other topics are acknowledged and ignored (Shopify retries
+    /// anything else).
+    async fn inbound_shopify(this: &Rc<Inner>, req: &Request, body: Vec<u8>) -> Result<Response> {
+        use liveshop_webhooks::{WebhookError, shopify::EVENT_ID_HEADER};
+        let Some(settings) =
+            this.host(SHOPIFY).and_then(|t| serde_json::from_str::<ShopifySettings>(&t).ok())
+        else {
+            let e = WebhookError::SecretInvalid;
+            return error(401, e.code(), e.to_string());
+        };
+        let headers: Vec<(String, String)> = req.headers().entries().collect();
+        let header =
+            |name: &str| headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str());
+        if let Err(e) = liveshop_webhooks::shopify::verify(&[settings.secret.as_bytes()], header, &body) {
+            return error(401, e.code(), e.to_string());
+        }
+        let Some(event_id) = header(EVENT_ID_HEADER) else {
+            let e = WebhookError::SignatureMissing { header: EVENT_ID_HEADER };
+            return error(401, e.code(), e.to_string());
+        };
+        let topic = header("x-shopify-topic").unwrap_or_default();
+        match shopify::merchant_event(topic, event_id, &body, settings.currency) {
+            Ok(Some(event)) => Inner::merchant_event(this, "shopify", event).await,
+            Ok(None) => Response::from_json(&json!({ "ignored": topic })),
+            Err(e) => error(400, e.code(), e.to_string()),
+        }
+    }
+
+    /// A verified merchant update, applied by the shop as `/merchant/events` (once per event id).
+    async fn merchant_event(this: &Rc<Inner>, source: &str, body: Vec<u8>) -> Result<Response> {
+        let who = Some(Identity::new(format!("inbound:{source}"), Role::Merchant));
+        let input = Input::Request {
+            who,
+            method: "POST".into(),
+            path: "/merchant/events".into(),
+            headers: vec![],
+            body,
+        };
+        match Inner::run(this, input).await? {
+            Some((status, content_type, body)) => reply(status, content_type, body),
+            None => error(500, "internal", "the shop produced no reply"),
+        }
+    }
+
     /// `GET .../live`: public data, so no token (paced per address). The first event is the
     /// full snapshot; later ones are the shop's broadcasts. Frames carry no position: a
     /// reconnect starts over.
@@ -277,18 +354,7 @@ impl Inner {
         {
             return error(401, e.code(), e.to_string());
         }
-        let who = Some(Identity::new("inbound:liveshop", Role::Merchant));
-        let input = Input::Request {
-            who,
-            method: "POST".into(),
-            path: "/merchant/events".into(),
-            headers: vec![],
-            body,
-        };
-        match Inner::run(this, input).await? {
-            Some((status, content_type, body)) => reply(status, content_type, body),
-            None => error(500, "internal", "the shop produced no reply"),
-        }
+        Inner::merchant_event(this, "liveshop", body).await
     }
 
     fn with_live<R>(&self, f: impl FnOnce(&mut Live) -> R) -> Result<R> {
@@ -315,13 +381,20 @@ impl Inner {
     }
 
     /// Feeds `input` to the shop, then the test provider's outcomes of every charge it asks for;
-    /// commits and releases; returns the reply. Webhooks go out after the event.
+    /// commits and releases; returns the reply. Webhooks go out after the event, and so do
+    /// payments when they go through Stripe.
     async fn run(this: &Rc<Inner>, input: Input) -> Result<Option<(u16, &'static str, Vec<u8>)>> {
         let sql = this.state.storage().sql();
-        let (answer, alarm, deliveries) = this.with_live(|live| -> Result<_> {
+        let stripe = crate::payments::stripe_config(&this.env)?;
+        let (answer, alarm, deliveries, payments) = this.with_live(|live| -> Result<_> {
             let mut inputs: VecDeque<Input> = VecDeque::new();
+            let mut payments = Vec::new();
+            let mut pay = |req: PaymentRequest, inputs: &mut VecDeque<Input>| match stripe {
+                Some(_) => payments.push(req),
+                None => inputs.extend(outcomes(&req)),
+            };
             for req in std::mem::take(&mut live.pending) {
-                inputs.extend(outcomes(&req));
+                pay(req, &mut inputs);
             }
             inputs.push_front(input);
             let (mut answer, mut alarm, mut deliveries) = (None, None, Vec::new());
@@ -335,7 +408,7 @@ impl Inner {
                         Output::Reply { status, content_type, body } => {
                             answer.get_or_insert((status, content_type, body));
                         }
-                        Output::Payment(req) => inputs.extend(outcomes(&req)),
+                        Output::Payment(req) => pay(req, &mut inputs),
                         Output::Deliver(req) => deliveries.push(req),
                         Output::Broadcast { frame } => {
                             let event = sse_event(&frame);
@@ -345,7 +418,7 @@ impl Inner {
                     }
                 }
             }
-            Ok((answer, alarm, deliveries))
+            Ok((answer, alarm, deliveries, payments))
         })??;
         crate::sync_alarm(&this.state.storage(), alarm).await?;
         if !deliveries.is_empty() {
@@ -359,7 +432,85 @@ impl Inner {
                 }
             });
         }
+        if let (Some(config), false) = (stripe, payments.is_empty()) {
+            let inner = this.clone();
+            this.state.wait_until(async move {
+                for req in payments {
+                    Box::pin(Inner::pay(&inner, &config, req)).await;
+                }
+            });
+        }
         Ok(answer)
+    }
+
+    /// Carries out one payment at Stripe, retrying while Stripe cannot be reached (the
+    /// idempotency key makes repeats safe), and feeds its outcomes to the shop. A payment given
+    /// up on stays pending; the shop asks again when it revives.
+    async fn pay(this: &Rc<Inner>, config: &StripeConfig, req: PaymentRequest) {
+        let mut waits = RETRY_WAITS_MS.iter();
+        let outcomes = loop {
+            match this.stripe(config, &req).await {
+                Ok(outcomes) => break outcomes,
+                Err(e) if e.retryable() => match waits.next() {
+                    Some(ms) => Delay::from(std::time::Duration::from_millis(*ms)).await,
+                    None => {
+                        return console_error!("payment {}: {e}; giving up for now", req.idempotency_key);
+                    }
+                },
+                Err(e) => return console_error!("payment {} ({}): {e}", req.idempotency_key, e.code()),
+            }
+        };
+        for outcome in outcomes {
+            // A failed report leaves the payment pending, asked for again at the next revival.
+            let _ = Box::pin(Inner::run(this, Input::PaymentResult { order: req.order, outcome })).await;
+        }
+    }
+
+    /// One request through `liveshop_payments::stripe`, with the order's intent kept in the
+    /// object's storage.
+    async fn stripe(
+        &self,
+        config: &StripeConfig,
+        req: &PaymentRequest,
+    ) -> std::result::Result<Vec<PaymentOutcome>, PaymentError> {
+        let shop = self
+            .host("registered")
+            .and_then(|r| {
+                serde_json::from_str::<serde_json::Value>(&r).ok()?["shop"].as_str().map(String::from)
+            })
+            // Objects registered before the name was stored know it from their id.
+            .or_else(|| self.state.id().name())
+            .ok_or_else(|| PaymentError::Storage("the shop's name is not stored".into()))?;
+        let known = self.host(&intent_record(req.order));
+        let (mut op, mut step) = Operation::start(config, &shop, req, known.as_deref());
+        let done = loop {
+            match step {
+                Step::Send(call) => step = op.receive(crate::payments::send(call).await?),
+                Step::Done(done) => break done,
+            }
+        };
+        if let Some(intent) = &done.remember {
+            self.remember_intent(req.order, intent).map_err(|e| PaymentError::Storage(e.to_string()))?;
+        }
+        done.result
+    }
+
+    /// Records `intent` as the charge of `order`; the first one recorded stays.
+    fn remember_intent(&self, order: OrderId, intent: &str) -> Result<()> {
+        self.state.storage().sql().exec(
+            "INSERT OR IGNORE INTO host (kind, body) VALUES (?, ?)",
+            vec![intent_record(order).into(), intent.into()],
+        )?;
+        Ok(())
+    }
+
+    /// `POST /v1/shops/{shop}/_payment`: a Stripe webhook the Worker verified
+    /// (`liveshop_payments::stripe::StripeResult`), for this shop's order.
+    async fn payment_result(this: &Rc<Inner>, body: &[u8]) -> Result<Response> {
+        let result: StripeResult = serde_json::from_slice(body)?;
+        this.remember_intent(result.order, &result.intent)?;
+        Inner::run(this, Input::PaymentResult { order: result.order, outcome: result.outcome }).await?;
+        Response::empty()
     }
 
     /// One signed attempt; the status, or `None` when there was no HTTP answer.
@@ -380,6 +531,11 @@ impl Inner {
         let response = Fetch::Request(request).send().await.ok()?;
         Some(response.status_code())
     }
+}
+
+/// Host record of the PaymentIntent of an order's charge.
+fn intent_record(order: OrderId) -> String {
+    format!("stripe_intent/{order}")
 }
 
 /// What the test provider answers to a charge, as the shop's next inputs.

@@ -101,7 +101,8 @@
 //!   merchant's endpoints with a retry schedule of 5 s to 10 h, then to dead letters the
 //!   merchant can replay. `410 Gone` disables an endpoint.
 //! - **Merchant updates** ([`api`]): catalog and stock changes from the merchant's systems are
-//!   applied once per event id; a replayed id is `duplicate_event`.
+//!   applied once per event id; a replayed id is `duplicate_event`. Shopify's product webhooks
+//!   become such updates in [`shopify`], the same on every host.
 
 pub mod api;
 pub mod cart;
@@ -116,6 +117,7 @@ pub mod outbox;
 pub mod payment;
 pub mod protocol;
 mod shop;
+pub mod shopify;
 pub mod state;
 pub mod test_provider;
 
