@@ -30,14 +30,6 @@ use crate::storage::StorageError;
 
 /// Calls to providers and merchants at once, node-wide.
 pub const MAX_IN_FLIGHT: usize = 64;
-/// Waits between attempts at an unreachable provider; then the shop asks again when it revives.
-const PAYMENT_RETRIES: [Duration; 5] = [
-    Duration::from_millis(500),
-    Duration::from_secs(2),
-    Duration::from_secs(5),
-    Duration::from_secs(15),
-    Duration::from_secs(60),
-];
 /// Record kind of a shop's webhook secrets.
 const SECRETS: &str = "webhook-secrets";
 
@@ -107,14 +99,14 @@ impl EffectHost for Outbound {
 }
 
 async fn pay(node: &Node, kind: Kind, actor: &str, provider: &Provider, req: PaymentRequest) {
-    let mut waits = PAYMENT_RETRIES.iter();
+    let mut waits = liveshop_payments::RETRY_WAITS_MS.iter();
     let outcomes = loop {
         match provider.execute(actor, &req).await {
             Ok(outcomes) => break outcomes,
             Err(e) if e.retryable() => match waits.next() {
                 Some(wait) => {
                     tracing::warn!(actor, key = req.idempotency_key, "payment provider: {e}; retrying");
-                    tokio::time::sleep(*wait).await;
+                    tokio::time::sleep(Duration::from_millis(*wait)).await;
                 }
                 None => {
                     // The order stays pending; the shop asks again when it next revives.

@@ -85,9 +85,8 @@ impl Edge {
         };
         let metrics = Arc::new(Metrics::default());
         let node = Node::start(node_config, rooms, Some(shops), env.clone(), metrics, Arc::new(outbound))?;
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| EdgeError::Listen { addr: config.listen, source })?;
+        let listener =
+            listen(config.listen).map_err(|source| EdgeError::Listen { addr: config.listen, source })?;
         let commerce = Commerce { shop_db, webhook_secrets, stripe };
         let app = Arc::new(AppState::new(node, Shows::new(db), secret, env, config, commerce, stream_events));
         Ok(Edge { app, listener })
@@ -146,6 +145,20 @@ fn stripe_config(config: &PaymentsConfig) -> Result<Option<StripeConfig>, EdgeEr
             Ok(Some(stripe))
         }
     }
+}
+
+/// Connections waiting to be accepted. tokio's default (1024) is below a flash sale's burst;
+/// past it the kernel drops SYNs and each buyer waits a second or more for the retry. The kernel
+/// caps it at `net.core.somaxconn`.
+const LISTEN_BACKLOG: u32 = 4096;
+
+fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket =
+        if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    // As `TcpListener::bind` does: a restarted node takes its port back at once.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// The node's HMAC secret: `$LIVESHOP_SECRET` if set, else `<data>/secret`, made on first use

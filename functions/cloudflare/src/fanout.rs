@@ -5,7 +5,7 @@
 //! fan-out object, sent one after another), so every viewer sees every event in the room's order.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use liveshop_room::filter::TokenBucket;
 use serde::{Deserialize, Serialize};
@@ -36,12 +36,22 @@ pub struct Fanout {
     env: Env,
     /// Sockets by connection id, rebuilt from attachments after an eviction.
     sockets: RefCell<Option<HashMap<u64, WebSocket>>>,
+    /// Accepted sockets the room has not welcomed yet. Frames for everyone that come before a
+    /// socket's welcome predate its connection (the room sends them while it waits for
+    /// `/accept`), and the welcome's snapshot already holds them: the socket skips them.
+    unwelcomed: RefCell<HashSet<u64>>,
     buckets: RefCell<HashMap<u64, TokenBucket>>,
 }
 
 impl DurableObject for Fanout {
     fn new(state: State, env: Env) -> Self {
-        Fanout { state, env, sockets: RefCell::new(None), buckets: RefCell::new(HashMap::new()) }
+        Fanout {
+            state,
+            env,
+            sockets: RefCell::new(None),
+            unwelcomed: RefCell::new(HashSet::new()),
+            buckets: RefCell::new(HashMap::new()),
+        }
     }
 
     /// Only the room calls this object: `/accept` (a socket upgrade) and `/deliver`.
@@ -55,6 +65,7 @@ impl DurableObject for Fanout {
                 self.state.accept_web_socket(&pair.server);
                 pair.server.serialize_attachment(&Attachment { conn, room })?;
                 self.with_sockets(|s| s.insert(conn, pair.server));
+                self.unwelcomed.borrow_mut().insert(conn);
                 let headers = Headers::new();
                 if let Some(p) = req.headers().get("sec-websocket-protocol")? {
                     headers.set("sec-websocket-protocol", &p)?;
@@ -63,20 +74,26 @@ impl DurableObject for Fanout {
             }
             "/deliver" => {
                 let items: Vec<Item> = req.json().await?;
+                let mut unwelcomed = self.unwelcomed.borrow_mut();
                 self.with_sockets(|sockets| {
                     for item in items {
                         match item {
                             Item::All(frame) => {
-                                for ws in sockets.values() {
-                                    let _ = ws.send_with_str(&frame);
+                                for (conn, ws) in sockets.iter() {
+                                    if !unwelcomed.contains(conn) {
+                                        let _ = ws.send_with_str(&frame);
+                                    }
                                 }
                             }
                             Item::To(conn, frame) => {
+                                // The first frame the room sends one connection is its welcome.
+                                unwelcomed.remove(&conn);
                                 if let Some(ws) = sockets.get(&conn) {
                                     let _ = ws.send_with_str(&frame);
                                 }
                             }
                             Item::Close(conn, code, reason) => {
+                                unwelcomed.remove(&conn);
                                 if let Some(ws) = sockets.remove(&conn) {
                                     let _ = ws.close(Some(code), Some(reason));
                                 }
@@ -146,6 +163,7 @@ impl Fanout {
 
     fn forget(&self, a: &Attachment) {
         self.with_sockets(|s| s.remove(&a.conn));
+        self.unwelcomed.borrow_mut().remove(&a.conn);
         self.buckets.borrow_mut().remove(&a.conn);
     }
 
