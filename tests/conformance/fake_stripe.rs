@@ -193,11 +193,7 @@ fn retrieve_intent(state: &Shared, id: &str, headers: &HeaderMap) -> Response {
     }
     match s.intents.get(id) {
         Some(intent) => respond((200, intent.clone())),
-        None => respond(error(
-            404,
-            json!({ "type": "invalid_request_error", "code": "resource_missing", "param": "intent",
-                    "message": format!("No such payment_intent: '{id}'") }),
-        )),
+        None => respond(no_such_intent(id)),
     }
 }
 
@@ -333,13 +329,7 @@ fn create_intent(s: &mut FakeStripe, form: &HashMap<String, String>) -> (u16, Va
 }
 
 fn cancel_intent(s: &mut FakeStripe, id: &str) -> (u16, Value) {
-    let Some(intent) = s.intents.get_mut(id) else {
-        return error(
-            404,
-            json!({ "type": "invalid_request_error", "code": "resource_missing", "param": "intent",
-                                  "message": format!("No such payment_intent: '{id}'") }),
-        );
-    };
+    let Some(intent) = s.intents.get_mut(id) else { return no_such_intent(id) };
     let status = intent["status"].as_str().unwrap().to_string();
     if status == "succeeded" || status == "canceled" {
         return error(
@@ -361,13 +351,7 @@ fn capture_intent(s: &mut FakeStripe, id: &str, form: &HashMap<String, String>) 
     if let Some(unknown) = form.keys().find(|k| !matches!(k.as_str(), "amount_to_capture")) {
         return invalid(unknown, &format!("Received unknown parameter: {unknown}"));
     }
-    let Some(intent) = s.intents.get_mut(id) else {
-        return error(
-            404,
-            json!({ "type": "invalid_request_error", "code": "resource_missing", "param": "intent",
-                    "message": format!("No such payment_intent: '{id}'") }),
-        );
-    };
+    let Some(intent) = s.intents.get_mut(id) else { return no_such_intent(id) };
     let status = intent["status"].as_str().unwrap().to_string();
     if status != "requires_capture" {
         return error(
@@ -517,4 +501,13 @@ impl Fake {
         assert_eq!(matching.len(), 1, "one intent for order {order}");
         matching.pop().unwrap().clone()
     }
+}
+
+/// Stripe's answer for an intent id it does not know.
+fn no_such_intent(id: &str) -> (u16, Value) {
+    error(
+        404,
+        json!({ "type": "invalid_request_error", "code": "resource_missing", "param": "intent",
+                "message": format!("No such payment_intent: '{id}'") }),
+    )
 }

@@ -909,16 +909,7 @@ pub async fn webhooks_are_signed_and_retried_on_schedule(t: &Target) {
     let endpoint = json!({ "url": format!("http://{hooks}/hooks"), "secret_id": "whsec_main", "events": ["order.paid"] });
     merchant.call("POST", "/webhooks/endpoints", endpoint).await;
 
-    let ana = token(&show, "ana", Role::Viewer);
-    let base = format!("/v1/shows/{show}/shop");
-    t.api
-        .call("POST", &format!("{base}/carts/ana/items"), &ana, None, json!({"sku": SKU, "quantity": 1}))
-        .await;
-    let (status, r) = t
-        .api
-        .call("POST", &format!("{base}/checkout"), &ana, Some("k"), json!({ "payment_method": "tok_visa" }))
-        .await;
-    assert!((200..300).contains(&status), "{r}");
+    ana_buys_one(t, &show).await;
 
     let deadline = Instant::now() + Duration::from_secs(30);
     let got = loop {
@@ -1055,16 +1046,7 @@ pub async fn the_live_product_feed_sends_a_snapshot_then_what_changed(t: &Target
         (Some(false), Some(5))
     );
 
-    let ana = token(&show, "ana", Role::Viewer);
-    let base = format!("/v1/shows/{show}/shop");
-    t.api
-        .call("POST", &format!("{base}/carts/ana/items"), &ana, None, json!({"sku": SKU, "quantity": 1}))
-        .await;
-    let (status, r) = t
-        .api
-        .call("POST", &format!("{base}/checkout"), &ana, Some("k"), json!({ "payment_method": "tok_visa" }))
-        .await;
-    assert!((200..300).contains(&status), "{r}");
+    ana_buys_one(t, &show).await;
     let bought = feed.until(|f| drop_variant(f).is_some_and(|v| v["available"] == 4)).await;
     assert_eq!(bought["full"], false);
     assert_eq!(bought["products"].as_array().unwrap().len(), 1, "only what changed: {bought}");
@@ -1162,16 +1144,7 @@ pub async fn a_rotated_webhook_secret_signs_beside_the_new_one(t: &Target) {
     let day = 24 * 3600 * 1000;
     assert!((before + day..=now_ms() + day).contains(&overlap_ends), "a day of overlap: {second}");
 
-    let ana = token(&show, "ana", Role::Viewer);
-    let base = format!("/v1/shows/{show}/shop");
-    t.api
-        .call("POST", &format!("{base}/carts/ana/items"), &ana, None, json!({"sku": SKU, "quantity": 1}))
-        .await;
-    let (status, r) = t
-        .api
-        .call("POST", &format!("{base}/checkout"), &ana, Some("k"), json!({ "payment_method": "tok_visa" }))
-        .await;
-    assert!((200..300).contains(&status), "{r}");
+    ana_buys_one(t, &show).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     let (headers, body) = loop {
         if let Some(first) = got.lock().unwrap().first().cloned() {
@@ -1543,16 +1516,7 @@ pub async fn rooms_and_orders_survive_a_restart(start: fn(&Path) -> Workerd) {
     let first = host.chat("before the restart").await["seq"].as_u64().unwrap();
     let merchant = merchant_of(&t, &show);
     merchant.stock_a_drop(5).await;
-    let ana = token(&show, "ana", Role::Viewer);
-    let base = format!("/v1/shows/{show}/shop");
-    t.api
-        .call("POST", &format!("{base}/carts/ana/items"), &ana, None, json!({"sku": SKU, "quantity": 1}))
-        .await;
-    let (status, r) = t
-        .api
-        .call("POST", &format!("{base}/checkout"), &ana, Some("k"), json!({ "payment_method": "tok_visa" }))
-        .await;
-    assert!((200..300).contains(&status), "{r}");
+    ana_buys_one(&t, &show).await;
     assert_eq!(merchant.settled_orders().await.len(), 1);
     drop(host);
     drop(w);
@@ -1570,10 +1534,7 @@ pub async fn rooms_and_orders_survive_a_restart(start: fn(&Path) -> Workerd) {
     assert_eq!((orders.len(), orders[0]["payment"].as_str()), (1, Some("paid")));
     assert_eq!(merchant.available().await, 4);
     // The same key after the restart is still the same order.
-    let (_, again) = t
-        .api
-        .call("POST", &format!("{base}/checkout"), &ana, Some("k"), json!({ "payment_method": "tok_visa" }))
-        .await;
+    let (_, again) = ana_checks_out(&t, &show).await;
     assert_eq!(again["order"]["id"], orders[0]["id"], "{again}");
 }
 
@@ -1634,4 +1595,20 @@ pub async fn every_viewer_on_every_fanout_object_sees_every_event_in_order() {
     back.until(|f| f["message"]["text"] == "missed 2").await;
     let texts: Vec<String> = chats(&back).into_iter().map(|(_, t)| t).collect();
     assert_eq!(texts, ["missed 1", "missed 2"]);
+}
+
+/// Ana puts one unit of the drop in her cart and checks out: it must go through.
+async fn ana_buys_one(t: &Target, show: &str) {
+    let ana = token(show, "ana", Role::Viewer);
+    let items = format!("/v1/shows/{show}/shop/carts/ana/items");
+    t.api.call("POST", &items, &ana, None, json!({"sku": SKU, "quantity": 1})).await;
+    let (status, r) = ana_checks_out(t, show).await;
+    assert!((200..300).contains(&status), "{r}");
+}
+
+/// Ana's checkout with the key `k` and the test card that pays.
+async fn ana_checks_out(t: &Target, show: &str) -> (u16, Value) {
+    let ana = token(show, "ana", Role::Viewer);
+    let path = format!("/v1/shows/{show}/shop/checkout");
+    t.api.call("POST", &path, &ana, Some("k"), json!({ "payment_method": "tok_visa" })).await
 }
