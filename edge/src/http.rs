@@ -546,8 +546,19 @@ async fn stream_event(
     let secret = std::slice::from_ref(&app.stream_events.secret);
     let signed = liveshop_webhooks::standard::verify(secret, header, &body, now, DEFAULT_TOLERANCE_SECS)
         .inspect_err(|_| app.node.metrics().refused("signature"))?;
-    app.stream_events.seen.lock().unwrap_or_else(|p| p.into_inner()).check(signed.id, now)?;
-    let post: StreamEventPost = serde_json::from_slice(&body)
+    let seen = || app.stream_events.seen.lock().unwrap_or_else(|p| p.into_inner());
+    seen().check(signed.id, now)?;
+    let answer = relay_stream_event(&app, &body).await;
+    // Only an event the room took counts as seen: the origin retries the others with their id.
+    if !answer.as_ref().is_ok_and(|r| r.status().is_success()) {
+        seen().forget(signed.id);
+    }
+    answer
+}
+
+/// A verified stream event to its show's room.
+async fn relay_stream_event(app: &AppState, body: &[u8]) -> Result<Response, ApiError> {
+    let post: StreamEventPost = serde_json::from_slice(body)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_argument", e.to_string()))?;
     // The key stands for the origin, which may say how a stream is doing and nothing else.
     if !matches!(
@@ -559,7 +570,7 @@ async fn stream_event(
     }
     app.show(&post.show)?;
     let event = serde_json::to_vec(&post.event).expect("a command serializes");
-    room_command(&app, &post.show, Identity::new("media-origin", Role::Host), event).await
+    room_command(app, &post.show, Identity::new("media-origin", Role::Host), event).await
 }
 
 /// `GET /v1/rooms/{room}/state`: the room as the caller (or an anonymous viewer) sees it.

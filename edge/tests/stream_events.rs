@@ -127,7 +127,11 @@ async fn only_a_fresh_signed_stream_event_reaches_the_hosts_socket() {
     let (status, answer) = post(&node, &signed(&node.key, "evt_chat", now(), &chat), &chat).await;
     assert_eq!((status, code(&answer)), (400, "invalid_argument"), "{answer}");
     let nowhere = body("no-such-show", started(6));
-    let (status, answer) = post(&node, &signed(&node.key, "evt_nowhere", now(), &nowhere), &nowhere).await;
+    let headers = signed(&node.key, "evt_nowhere", now(), &nowhere);
+    let (status, answer) = post(&node, &headers, &nowhere).await;
+    assert_eq!((status, code(&answer)), (404, "show_not_found"), "{answer}");
+    // A refused event's id is not taken: the origin's retry gets the answer again, not 409.
+    let (status, answer) = post(&node, &headers, &nowhere).await;
     assert_eq!((status, code(&answer)), (404, "show_not_found"), "{answer}");
 
     // The end, after everything above was answered: anything that got into the room came first.

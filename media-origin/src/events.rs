@@ -68,6 +68,9 @@ impl StreamEvents for LogEvents {
 
 /// Events waiting for the edge; beyond this the edge is not keeping up and new ones are dropped.
 const QUEUE: usize = 128;
+/// Health reports only take the first half of the queue: they come every few seconds per show and
+/// the next one replaces a lost one, so the rest stays free for `started` and `ended`.
+const HEALTH_QUEUE: usize = QUEUE / 2;
 /// Waits before the second, third and fourth attempt of one event.
 const RETRY_AFTER: [Duration; 3] =
     [Duration::from_millis(200), Duration::from_secs(1), Duration::from_secs(5)];
@@ -118,6 +121,10 @@ impl PostEvents {
 
 impl StreamEvents for PostEvents {
     fn stream_event(&self, show: &str, event: StreamEvent) {
+        let waiting = QUEUE - self.queue.capacity();
+        if matches!(event, StreamEvent::Health(_)) && waiting >= HEALTH_QUEUE {
+            return tracing::debug!(show, "a health report was skipped: the edge is behind");
+        }
         if let Err(e) = self.queue.try_send((show.to_string(), event)) {
             tracing::warn!(show, "a stream event was dropped: the edge is not keeping up ({e})");
         }
@@ -219,9 +226,12 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let endpoint = format!("http://{}/v1/stream-events", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, edge).await });
+        (PostEvents::start(client(), endpoint, secret), rx)
+    }
+
+    fn client() -> reqwest::Client {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest::Client::builder().tls_backend_rustls().build().unwrap();
-        (PostEvents::start(client, endpoint, secret), rx)
+        reqwest::Client::builder().tls_backend_rustls().build().unwrap()
     }
 
     async fn next(attempts: &mut Attempts) -> (String, Option<serde_json::Value>) {
@@ -263,5 +273,40 @@ mod tests {
         let (id, took) = next(&mut attempts).await;
         assert_ne!(id, refused, "no second attempt of a 404");
         assert_eq!(took.unwrap()["show"], "demo");
+    }
+
+    #[tokio::test]
+    async fn health_reports_leave_room_in_the_queue_for_starts_and_ends() {
+        // An edge that takes connections and never answers: the sender waits on its first event.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}/v1/stream-events", listener.local_addr().unwrap());
+        let (accepted, mut first) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+                let _ = accepted.send(());
+            }
+        });
+        let post = PostEvents::start(client(), endpoint, liveshop_webhooks::Secret::generate([5; 32]));
+        let health = || {
+            StreamEvent::Health(Health {
+                bitrate_kbps: 1,
+                fps: 30,
+                keyframe_interval_ms: None,
+                warnings: vec![],
+            })
+        };
+        post.stream_event("demo", health());
+        first.recv().await.unwrap();
+
+        for _ in 0..QUEUE {
+            post.stream_event("demo", health());
+        }
+        assert_eq!(QUEUE - post.queue.capacity(), HEALTH_QUEUE, "health reports stop at half the queue");
+        for _ in 0..QUEUE - HEALTH_QUEUE {
+            post.stream_event("demo", StreamEvent::Ended { duration_ms: 1 });
+        }
+        assert_eq!(post.queue.capacity(), 0, "every end found room");
     }
 }

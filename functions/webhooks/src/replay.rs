@@ -59,6 +59,12 @@ impl ReplayGuard {
         if self.seen(event_id, now) { Err(WebhookError::ReplayedEvent) } else { Ok(()) }
     }
 
+    /// Forgets `event_id`: the request that carried it was not carried out (its handler failed),
+    /// so the sender's retry with the same id must be taken.
+    pub fn forget(&mut self, event_id: &str) {
+        self.seen.retain(|s| s.id != event_id);
+    }
+
     /// How many ids are remembered (expired ones are dropped on the next call to `seen`).
     pub fn len(&self) -> usize {
         self.seen.len()
@@ -72,6 +78,16 @@ impl ReplayGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_forgotten_id_is_taken_again() {
+        let mut guard = ReplayGuard::new(600, 100);
+        assert!(!guard.seen("evt_1", 1_000));
+        assert!(!guard.seen("evt_2", 1_000));
+        guard.forget("evt_1");
+        assert!(!guard.seen("evt_1", 1_001));
+        assert!(guard.seen("evt_1", 1_002) && guard.seen("evt_2", 1_002));
+    }
 
     #[test]
     fn a_redelivery_inside_the_window_is_a_duplicate() {
