@@ -11,14 +11,15 @@
 //! | `products/delete`                      | `product.archive`                                   |
 //! | anything else                          | none: the host acknowledges it (Shopify retries anything else) |
 //!
-//! The product id is the product's `handle` (its id when there is none). Shopify's prices are
+//! The product id is Shopify's product `id`, as a string: the one field every topic carries
+//! (a delete carries nothing else) and never changes (a handle can be renamed). Shopify's prices are
 //! decimal strings without a currency, so the settings name the store's currency and
 //! [`Money::parse_major`] turns `"199.00"` into 19900 minor units exactly, refusing a price with
 //! more decimals than the currency has. A negative `inventory_quantity` (oversold in Shopify) is 0.
 //!
 //! ```
 //! use liveshop_shop::{Currency, shopify};
-//! let product = br#"{"handle": "ipod-nano", "title": "IPod Nano",
+//! let product = br#"{"id": 632910392, "handle": "ipod-nano", "title": "IPod Nano",
 //!     "variants": [{"sku": "IPOD-PINK", "price": "199.00", "inventory_quantity": 10}]}"#;
 //! let event = shopify::merchant_event("products/update", "e-1", product, Currency::Eur).unwrap().unwrap();
 //! let event: serde_json::Value = serde_json::from_slice(&event).unwrap();
@@ -97,11 +98,7 @@ pub fn merchant_event(
 /// `product.archive` update; `None` for other topics.
 pub fn product_update(topic: &str, p: &Value, currency: Currency) -> Result<Option<Value>, ShopifyError> {
     let bad = |what: &str| ShopifyError::Product(what.to_string());
-    let product_id = match (p["handle"].as_str(), p["id"].as_u64()) {
-        (Some(handle), _) => handle.to_string(),
-        (None, Some(id)) => id.to_string(),
-        _ => return Err(bad("product without handle or id")),
-    };
+    let product_id = p["id"].as_u64().ok_or_else(|| bad("product without an id"))?.to_string();
     match topic {
         "products/delete" => Ok(Some(json!({ "type": "product.archive", "product_id": product_id }))),
         "products/create" | "products/update" => {
@@ -148,7 +145,7 @@ mod tests {
     fn prices_are_parsed_exactly_in_the_stores_currency() {
         let update =
             product_update("products/create", &product("199.99", 3), Currency::Eur).unwrap().unwrap();
-        assert_eq!(update["product_id"], "632910392", "the id when there is no handle");
+        assert_eq!(update["product_id"], "632910392");
         let variant = &update["product"]["variants"][0];
         assert_eq!(variant["price"], json!({ "minor": 19999, "currency": "EUR" }));
         assert_eq!(variant["stock"], 3);
@@ -167,7 +164,7 @@ mod tests {
             (product("19.999", 1), Currency::Eur),
             (product("free", 1), Currency::Eur),
             (json!({ "id": 1, "title": "No variants" }), Currency::Eur),
-            (json!({ "title": "No id", "variants": [] }), Currency::Eur),
+            (json!({ "handle": "no-id", "title": "No id", "variants": [] }), Currency::Eur),
         ] {
             let err = product_update("products/update", &p, currency).unwrap_err();
             assert_eq!(err.code(), "invalid_argument", "{p}");
@@ -176,10 +173,11 @@ mod tests {
 
     #[test]
     fn deletes_archive_and_other_topics_are_not_updates() {
-        let p = json!({ "id": 7, "handle": "mug" });
+        // What Shopify sends on a delete: the id and nothing else.
+        let p = json!({ "id": 7 });
         assert_eq!(
             product_update("products/delete", &p, Currency::Eur).unwrap(),
-            Some(json!({ "type": "product.archive", "product_id": "mug" }))
+            Some(json!({ "type": "product.archive", "product_id": "7" }))
         );
         assert_eq!(merchant_event("orders/create", "e-9", br#"{"id": 1}"#, Currency::Eur).unwrap(), None);
         assert!(merchant_event("products/update", "e-9", b"not json", Currency::Eur).is_err());
