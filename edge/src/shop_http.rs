@@ -145,16 +145,32 @@ async fn forward(
     if who.is_none() {
         app.admit(addr.ip())?;
     }
-    let body = axum::body::to_bytes(body, MAX_BODY_BYTES).await.map_err(|_| {
-        let msg = format!("request bodies are limited to {MAX_BODY_BYTES} bytes");
-        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", msg)
-    })?;
+    let body = shop_body(body).await?;
     let headers = FORWARDED_HEADERS
         .iter()
         .filter_map(|name| Some((name.to_string(), headers.get(*name)?.to_str().ok()?.to_string())))
         .collect();
     let req = HttpRequest { method: method.to_string(), path, headers, body: body.to_vec(), who };
     actor_response(app.node.request(Kind::Shop, shop, req).await?)
+}
+
+/// A request body of at most [`MAX_BODY_BYTES`], for every shop route: a larger one is
+/// `413 payload_too_large`, before anything else is looked at.
+struct ShopBody(Bytes);
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for ShopBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, _: &S) -> Result<Self, ApiError> {
+        shop_body(req.into_body()).await.map(ShopBody)
+    }
+}
+
+async fn shop_body(body: Body) -> Result<Bytes, ApiError> {
+    axum::body::to_bytes(body, MAX_BODY_BYTES).await.map_err(|_| {
+        let msg = format!("request bodies are limited to {MAX_BODY_BYTES} bytes");
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", msg)
+    })
 }
 
 /// `GET /v1/shops/{shop}/live` and `GET /v1/shows/{show}/shop/live`.
@@ -187,7 +203,7 @@ async fn rotate_secret(
     State(app): State<Arc<AppState>>,
     Path((shop, secret_id)): Path<(String, String)>,
     headers: HeaderMap,
-    body: Bytes,
+    ShopBody(body): ShopBody,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     if !secret_id.starts_with("whsec_") || secret_id.len() > 128 {
         let msg = "a secret id is a name starting with whsec_ (at most 128 bytes)";
@@ -201,7 +217,7 @@ async fn rotate_inbound_secret(
     State(app): State<Arc<AppState>>,
     Path(shop): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    ShopBody(body): ShopBody,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     issue_secret(&app, &shop, INBOUND_SECRET_ID, &headers, &body)
 }
@@ -234,7 +250,7 @@ async fn set_shopify(
     State(app): State<Arc<AppState>>,
     Path(shop): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    ShopBody(body): ShopBody,
 ) -> Result<StatusCode, ApiError> {
     app.known_shop(&shop)?;
     app.merchant(&headers, &shop)?;
@@ -254,7 +270,7 @@ async fn inbound_liveshop(
     State(app): State<Arc<AppState>>,
     Path(shop): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    ShopBody(body): ShopBody,
 ) -> Result<Response, ApiError> {
     app.known_shop(&shop)?;
     let secrets = app.webhook_secrets.signing(&shop, INBOUND_SECRET_ID, app.env.now())?;
@@ -277,7 +293,7 @@ async fn inbound_shopify(
     State(app): State<Arc<AppState>>,
     Path(shop): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    ShopBody(body): ShopBody,
 ) -> Result<Response, ApiError> {
     app.known_shop(&shop)?;
     let settings: ShopifySettings = app
@@ -320,7 +336,7 @@ async fn merchant_event(
 async fn stripe(
     State(app): State<Arc<AppState>>,
     headers: HeaderMap,
-    body: Bytes,
+    ShopBody(body): ShopBody,
 ) -> Result<StatusCode, ApiError> {
     let Some(stripe) = &app.stripe else {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", "this node does not use Stripe"));

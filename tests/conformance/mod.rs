@@ -856,6 +856,17 @@ pub async fn shop_errors_have_the_same_codes(t: &Target) {
     );
     let r = t.api.call("GET", "/v1/shops/no-such-shop/catalog", &ana, None, Value::Null).await;
     assert_eq!(code(&r), (404, "shop_not_found"));
+    // Every shop route, signed webhooks included, takes at most 64 KiB, refused before anything else.
+    let huge = "x".repeat(65 * 1024);
+    for path in [
+        format!("/v1/shops/{show}/inbound/shopify"),
+        format!("/v1/shops/{show}/inbound/liveshop"),
+        format!("/v1/shops/{show}/webhook-secrets/whsec_main"),
+        format!("{base}/checkout"),
+        "/v1/payments/stripe/webhook".to_string(),
+    ] {
+        assert_eq!(code(&t.http("POST", &path, &[], &huge).await), (413, "payload_too_large"), "{path}");
+    }
     let r = t.api.call("GET", "/v1/shows/no-such-show/shop/catalog", &ana, None, Value::Null).await;
     assert_eq!(code(&r), (404, "show_not_found"));
     let (status, catalog) = t.api.call("GET", &format!("{base}/catalog"), &ana, None, Value::Null).await;
@@ -1278,13 +1289,13 @@ pub async fn shopify_product_webhooks_are_applied_once_and_only_when_signed(t: &
     assert_eq!(code(&r), (401, "signature_mismatch"));
     let r = merchant
         .api
-        .call("GET", &format!("/v1/shops/{show}/products/ipod-nano"), &merchant.token, None, Value::Null)
+        .call("GET", &format!("/v1/shops/{show}/products/632910392"), &merchant.token, None, Value::Null)
         .await;
     assert_eq!(r.0, 404, "nothing unsigned was applied: {}", r.1);
 
     let (status, r) = post(Some(good.clone()), "products/update", "e-1", product.clone()).await;
     assert_eq!(status, 200, "{r}");
-    let p = merchant.call("GET", "/products/ipod-nano", Value::Null).await;
+    let p = merchant.call("GET", "/products/632910392", Value::Null).await;
     assert_eq!(p["title"], "IPod Nano - 8GB");
     assert_eq!(p["variants"][0]["price"], json!({ "minor": 19999, "currency": "EUR" }), "{p}");
     assert_eq!(p["variants"][0]["available"], 10);
@@ -1307,6 +1318,16 @@ pub async fn shopify_product_webhooks_are_applied_once_and_only_when_signed(t: &
     let signed = liveshop_webhooks::shopify::sign(secret.as_bytes(), order.as_bytes());
     let (status, r) = post(Some(signed), "orders/create", "e-3", order).await;
     assert_eq!((status, &r["ignored"]), (200, &json!("orders/create")), "{r}");
+    // A delete carries only the product's id: the product leaves the shop.
+    let delete = json!({ "id": 632910392 }).to_string();
+    let signed = liveshop_webhooks::shopify::sign(secret.as_bytes(), delete.as_bytes());
+    let (status, r) = post(Some(signed), "products/delete", "e-4", delete).await;
+    assert_eq!(status, 200, "{r}");
+    let r = merchant
+        .api
+        .call("GET", &format!("/v1/shops/{show}/products/632910392"), &merchant.token, None, Value::Null)
+        .await;
+    assert_eq!(code(&r), (404, "not_found"), "archived: {}", r.1);
     let r = t.http("POST", "/v1/shops/no-such-shop/inbound/shopify", &[], &product).await;
     assert_eq!(code(&r), (404, "shop_not_found"));
 }

@@ -75,6 +75,9 @@ pub(crate) async fn send(call: Call) -> std::result::Result<stripe::Response, Pa
 pub(crate) async fn webhook(mut req: Request, env: &Env) -> Result<Response> {
     // Read before any check; see the room's fetch.
     let body = req.bytes().await?;
+    if let Some(refusal) = crate::shop::oversized(&body) {
+        return refusal;
+    }
     let Some(config) = stripe_config(env)? else {
         return error(404, "not_found", "this node does not use Stripe");
     };

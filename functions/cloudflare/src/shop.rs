@@ -71,6 +71,9 @@ impl DurableObject for Shop {
     async fn fetch(&self, mut req: Request) -> Result<Response> {
         // Read before any check; see the room's fetch.
         let body = req.bytes().await?;
+        if let Some(refusal) = oversized(&body) {
+            return refusal;
+        }
         let url = req.url()?;
         let segs: Vec<String> =
             url.path_segments().map(|s| s.map(String::from).collect()).unwrap_or_default();
@@ -137,6 +140,13 @@ impl DurableObject for Shop {
     }
 }
 
+/// `413 payload_too_large` for a shop request body over [`MAX_BODY_BYTES`], checked first, as on
+/// the edge node.
+pub(crate) fn oversized(body: &[u8]) -> Option<Result<Response>> {
+    let msg = || format!("request bodies are limited to {MAX_BODY_BYTES} bytes");
+    (body.len() > MAX_BODY_BYTES).then(|| error(413, "payload_too_large", msg()))
+}
+
 impl Shop {
     /// The shop API: the caller from a bearer token for `scope` (the shop or the show).
     async fn forward(&self, req: &Request, scope: &str, path: String, body: Vec<u8>) -> Result<Response> {
@@ -150,10 +160,6 @@ impl Shop {
             && let Some(refusal) = crate::pacing::admit(&self.inner.env, req).await?
         {
             return Ok(refusal);
-        }
-        if body.len() > MAX_BODY_BYTES {
-            let msg = format!("request bodies are limited to {MAX_BODY_BYTES} bytes");
-            return error(413, "payload_too_large", msg);
         }
         let headers = FORWARDED_HEADERS
             .iter()
