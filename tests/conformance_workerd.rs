@@ -53,3 +53,25 @@ async fn stripe_pays_checkouts() {
     let w = conformance::Workerd::start(&common::temp_dir("workerd-stripe"), &vars);
     conformance::stripe_pays_checkouts(&conformance::Target::new(w.addr), &fake).await;
 }
+
+/// The edge node refuses to start with a bad payments setting; a deployed Worker cannot, so its
+/// shop answers what any failure the routes do not answer themselves gets: JSON, `internal`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_payments_setting_is_a_json_error() {
+    if !conformance::Workerd::built() {
+        assert!(std::env::var_os("LIVESHOP_REQUIRE_WORKERD").is_none(), "the Worker is not built");
+        return eprintln!("skipped: the Worker is not built (functions/cloudflare/build.sh)");
+    }
+    let w = conformance::Workerd::start(
+        &common::temp_dir("workerd-bad-payments"),
+        &[("PAYMENTS_PROVIDER", "paypal")],
+    );
+    let t = conformance::Target::new(w.addr);
+    let show = t.new_show().await;
+    let viewer = common::token(&show, "ana", liveshop_identity::Role::Viewer);
+    let r = t
+        .api
+        .call("GET", &format!("/v1/shows/{show}/shop/catalog"), &viewer, None, serde_json::Value::Null)
+        .await;
+    assert_eq!((r.0, r.1["error"]["code"].as_str()), (500, Some("internal")), "{}", r.1);
+}

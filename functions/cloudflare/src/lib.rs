@@ -63,7 +63,15 @@ async fn fetch(mut req: Request, env: Env, ctx: Context) -> Result<Response> {
         return Ok(refusal);
     }
     let counted = pacing::Caller::of(&req)?;
-    let response = route(req, &env, &segs).await?;
+    let response = match route(req, &env, &segs).await {
+        Ok(response) => response,
+        // What no route answered itself (storage, a bad setting such as PAYMENTS_PROVIDER) is
+        // still JSON with a stable code, not the runtime's plain-text 500.
+        Err(e) => {
+            console_error!("{}: {e}", url.path());
+            error(500, "internal", "the Worker failed this request; its log says why")?
+        }
+    };
     // Signed inbound requests refuse signatures, not tokens.
     if response.status_code() == 401 && !matches!(segs.as_slice(), ["v1", "shops", _, "inbound", ..]) {
         counted.refused(&env, &ctx, "token")?;
