@@ -314,7 +314,12 @@ pub(crate) fn sse_event(frame: &str) -> String {
 
 /// An event stream fed by an object: what arrives on `events` goes out as it is, with an empty
 /// comment after every 15 s of silence (the edge node's keep-alive), so proxies keep it open.
-pub(crate) fn sse_response(events: futures_channel::mpsc::UnboundedReceiver<String>) -> Result<Response> {
+/// Events one server-sent event stream may have waiting (more than the 512 a resume replays). A
+/// reader further behind is dropped, as the edge node drops a lagging connection; it reconnects
+/// and resumes.
+pub(crate) const SSE_QUEUE: usize = 1024;
+
+pub(crate) fn sse_response(events: futures_channel::mpsc::Receiver<String>) -> Result<Response> {
     use futures_util::StreamExt;
     use futures_util::future::{Either, select};
     let headers = Headers::new();

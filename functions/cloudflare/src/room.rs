@@ -9,7 +9,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
-use futures_channel::mpsc::{UnboundedSender, unbounded};
+use futures_channel::mpsc::{Sender, channel};
 use liveshop_identity::{Claims, Identity, Role, TokenError};
 use liveshop_room::filter::TokenBucket;
 use liveshop_room::{ConnId, Epoch, Input, Millis, Output};
@@ -45,7 +45,7 @@ struct Live {
     /// Connections held by fan-out objects: connection id -> fan-out index.
     remote: HashMap<u64, u32>,
     /// Server-sent event streams (these keep the object in memory while open).
-    streams: HashMap<u64, UnboundedSender<String>>,
+    streams: HashMap<u64, Sender<String>>,
 }
 
 impl Live {
@@ -355,7 +355,7 @@ impl Room {
             .and_then(|e| e.parse().ok())
             .zip(query(req, "seq").and_then(|s| s.parse().ok()));
         let resume = last_id.or(query_position).map(|(e, s)| (Epoch(e), liveshop_room::Seq(s)));
-        let (tx, rx) = unbounded::<String>();
+        let (tx, rx) = channel::<String>(crate::SSE_QUEUE);
         let conn = random_u53();
         self.with_live(|live| live.streams.insert(conn, tx))?;
         let connected_at = now_ms();
@@ -506,8 +506,8 @@ impl Room {
                     Output::Send { conn, frame } => {
                         if let Some(ws) = live.sockets.get(&conn.0) {
                             let _ = ws.send_with_str(&frame);
-                        } else if let Some(tx) = live.streams.get(&conn.0) {
-                            if tx.unbounded_send(sse_event(&frame)).is_err() {
+                        } else if let Some(tx) = live.streams.get_mut(&conn.0) {
+                            if tx.try_send(sse_event(&frame)).is_err() {
                                 gone.push(conn.0);
                             }
                         } else if let Some(k) = live.remote.get(&conn.0) {
@@ -520,8 +520,8 @@ impl Room {
                         }
                         if !live.streams.is_empty() {
                             let event = sse_event(&frame);
-                            for (conn, tx) in &live.streams {
-                                if tx.unbounded_send(event.clone()).is_err() {
+                            for (conn, tx) in &mut live.streams {
+                                if tx.try_send(event.clone()).is_err() {
                                     gone.push(*conn);
                                 }
                             }
@@ -533,9 +533,9 @@ impl Room {
                     Output::Close { conn, code, reason } => {
                         if let Some(ws) = live.sockets.remove(&conn.0) {
                             let _ = ws.close(Some(code), Some(reason));
-                        } else if let Some(tx) = live.streams.remove(&conn.0) {
+                        } else if let Some(mut tx) = live.streams.remove(&conn.0) {
                             let data = serde_json::json!({ "code": code, "reason": reason }).to_string();
-                            let _ = tx.unbounded_send(format!("event: close\ndata: {data}\n\n"));
+                            let _ = tx.try_send(format!("event: close\ndata: {data}\n\n"));
                         } else if let Some(k) = live.remote.remove(&conn.0) {
                             sql.exec("DELETE FROM remote WHERE conn = ?", vec![(conn.0 as i64).into()])?;
                             batches.entry(k).or_default().push(Item::Close(conn.0, code, reason));
@@ -557,7 +557,7 @@ impl Room {
             self.outbox.borrow_mut().extend(batches);
             self.pump(&self.room_name()?).await?;
         }
-        // Event streams whose readers went away leave the room.
+        // Event streams whose readers went away, or fell too far behind, leave the room.
         for conn in gone {
             Box::pin(self.run_boxed(Box::new(move |_| Input::Close { conn: ConnId(conn) }))).await?;
         }

@@ -17,7 +17,7 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::rc::Rc;
 
-use futures_channel::mpsc::{UnboundedSender, unbounded};
+use futures_channel::mpsc::{Sender, channel};
 use liveshop_identity::{Identity, Role};
 use liveshop_payments::stripe::{Operation, Step, StripeConfig, StripeResult};
 use liveshop_payments::{PaymentError, RETRY_WAITS_MS};
@@ -51,7 +51,7 @@ struct Inner {
     env: Env,
     live: RefCell<Option<Live>>,
     /// Readers of the live product feed (these keep the object in memory while open).
-    feeds: RefCell<Vec<UnboundedSender<String>>>,
+    feeds: RefCell<Vec<Sender<String>>>,
 }
 
 struct Live {
@@ -338,9 +338,9 @@ impl Inner {
         if let Some(refusal) = crate::pacing::admit(&self.env, req).await? {
             return Ok(refusal);
         }
-        let (tx, rx) = unbounded();
+        let (mut tx, rx) = channel(crate::SSE_QUEUE);
         let snapshot = self.with_live(|live| live.shop.live_snapshot(now_ms()))?;
-        let _ = tx.unbounded_send(sse_event(&snapshot));
+        let _ = tx.try_send(sse_event(&snapshot));
         self.feeds.borrow_mut().push(tx);
         sse_response(rx)
     }
@@ -418,8 +418,9 @@ impl Inner {
                         Output::Deliver(req) => deliveries.push(req),
                         Output::Broadcast { frame } => {
                             let event = sse_event(&frame);
-                            // Readers that went away are dropped here.
-                            this.feeds.borrow_mut().retain(|tx| tx.unbounded_send(event.clone()).is_ok());
+                            // Readers that went away, or fell too far behind, are dropped here
+                            // (they reconnect and start from a snapshot).
+                            this.feeds.borrow_mut().retain_mut(|tx| tx.try_send(event.clone()).is_ok());
                         }
                     }
                 }
