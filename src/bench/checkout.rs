@@ -33,6 +33,7 @@ use serde_json::{Value, json};
 use super::cpu::{self, CpuUsage};
 use super::http::HttpConn;
 use super::node::{self, RunningNode, ScratchDir, ServerRuntime, bench_config};
+use super::report::{Table, latency_rows};
 use super::stats::{Summary, count, ratio, us};
 use super::{PAUSE, WORKERS};
 
@@ -51,9 +52,6 @@ const SETTLE_LIMIT: Duration = Duration::from_secs(10);
 const MAX_LISTED: usize = 100;
 /// The shop's reservation of a checkout's stock, as the shop's default (10 minutes).
 const RESERVATION_MS: i64 = 10 * 60 * 1000;
-
-const LABEL: usize = 34;
-const COLUMN: usize = 24;
 
 #[derive(Args)]
 pub struct CheckoutArgs {
@@ -731,70 +729,46 @@ async fn sqlite_phase(
 // ---------------------------------------------------------------------------------------------
 // The report
 
-/// Which figure of a [`Summary`] a row shows.
-type Pick = fn(&Summary) -> f64;
+/// A section's title and its columns.
+fn title(t: &mut Table, text: &str) {
+    t.title(text);
+    t.head("liveshop node", "SQLite baseline", "node / baseline");
+}
 
-struct Table(String);
-
-impl Table {
-    fn row(&mut self, label: &str, a: &str, b: &str, r: &str) {
-        let _ = writeln!(self.0, "  {label:<LABEL$}{a:<COLUMN$}{b:<COLUMN$}{r}");
-    }
-
-    fn line(&mut self, text: &str) {
-        let _ = writeln!(self.0, "  {text}");
-    }
-
-    fn title(&mut self, text: &str) {
-        let _ = writeln!(self.0, "\n{text}");
-        self.row("", "liveshop node", "SQLite baseline", "node / baseline");
-    }
-
-    /// Answers per second, latency percentiles and what did not go through.
-    fn phase(&mut self, rate: &str, a: &Phase, b: &Phase) {
-        self.row(rate, &count(a.per_sec), &count(b.per_sec), &ratio(Some(a.per_sec), Some(b.per_sec)));
-        let picks: [(&str, Pick); 4] = [
-            ("latency p50", |s| s.p50),
-            ("latency p99", |s| s.p99),
-            ("latency max", |s| s.max),
-            ("latency mean", |s| s.mean),
-        ];
-        for (label, pick) in picks {
-            let (av, bv) = (a.latency.as_ref().map(pick), b.latency.as_ref().map(pick));
-            let show = |v: Option<f64>| v.map(us).unwrap_or_else(|| "-".into());
-            self.row(label, &show(av), &show(bv), &ratio(av, bv));
+/// Answers per second, latency percentiles and what did not go through.
+fn phase(t: &mut Table, rate: &str, a: &Phase, b: &Phase) {
+    t.row(rate, &count(a.per_sec), &count(b.per_sec), &ratio(Some(a.per_sec), Some(b.per_sec)));
+    latency_rows(t, &a.latency, &b.latency);
+    let wall = |p: &Phase| format!("{:.2} s", p.wall.as_secs_f64());
+    t.row("first request to last answer", &wall(a), &wall(b), "");
+    let refused = |p: &Phase| {
+        if p.refused.is_empty() {
+            return "0".to_string();
         }
-        let wall = |p: &Phase| format!("{:.2} s", p.wall.as_secs_f64());
-        self.row("first request to last answer", &wall(a), &wall(b), "");
-        let refused = |p: &Phase| {
-            if p.refused.is_empty() {
-                return "0".to_string();
-            }
-            p.refused
-                .iter()
-                .map(|(code, n)| format!("{} {code}", count(*n as f64)))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        self.row("accepted", &count(a.accepted as f64), &count(b.accepted as f64), "");
-        self.row("refused", &refused(a), &refused(b), "");
-        self.row("no answer", &count(a.lost as f64), &count(b.lost as f64), "");
-        let pct = |v: f64| format!("{v:.0}%");
-        self.row(
-            "server CPU (100% = one core)",
-            &pct(a.cpu.server),
-            &pct(b.cpu.server),
-            &ratio(Some(a.cpu.server), Some(b.cpu.server)),
-        );
-        let per = |p: &Phase| (p.answered > 0).then(|| 1e6 * p.cpu.server_secs / p.answered as f64);
-        let show = |v: Option<f64>| v.map(|v| format!("{v:.1} µs")).unwrap_or_else(|| "-".into());
-        self.row("server CPU per answer", &show(per(a)), &show(per(b)), &ratio(per(a), per(b)));
-        self.row("load generators' CPU", &pct(a.cpu.client), &pct(b.cpu.client), "");
-        self.row("other processes' CPU", &pct(a.cpu.others), &pct(b.cpu.others), "");
-        for (name, p) in [("node", a), ("baseline", b)] {
-            if let Some(why) = &p.first_lost {
-                self.line(&format!("{name}: the first request without an answer: {why}"));
-            }
+        p.refused
+            .iter()
+            .map(|(code, n)| format!("{} {code}", count(*n as f64)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    t.row("accepted", &count(a.accepted as f64), &count(b.accepted as f64), "");
+    t.row("refused", &refused(a), &refused(b), "");
+    t.row("no answer", &count(a.lost as f64), &count(b.lost as f64), "");
+    let pct = |v: f64| format!("{v:.0}%");
+    t.row(
+        "server CPU (100% = one core)",
+        &pct(a.cpu.server),
+        &pct(b.cpu.server),
+        &ratio(Some(a.cpu.server), Some(b.cpu.server)),
+    );
+    let per = |p: &Phase| (p.answered > 0).then(|| 1e6 * p.cpu.server_secs / p.answered as f64);
+    let show = |v: Option<f64>| v.map(|v| format!("{v:.1} µs")).unwrap_or_else(|| "-".into());
+    t.row("server CPU per answer", &show(per(a)), &show(per(b)), &ratio(per(a), per(b)));
+    t.row("load generators' CPU", &pct(a.cpu.client), &pct(b.cpu.client), "");
+    t.row("other processes' CPU", &pct(a.cpu.others), &pct(b.cpu.others), "");
+    for (name, p) in [("node", a), ("baseline", b)] {
+        if let Some(why) = &p.first_lost {
+            t.line(&format!("{name}: the first request without an answer: {why}"));
         }
     }
 }
@@ -826,18 +800,24 @@ fn render(plan: &Plan, node: &Side, sql: &Side) -> String {
         "Servers and load generators share this process on separate tokio runtimes ({WORKERS} threads each)."
     ));
 
-    t.title(&format!(
-        "Carts, filled before the burst (not in its figures): one request per buyer, {} at a time",
-        plan.concurrency
-    ));
-    t.phase("carts filled/s", &node.carts, &sql.carts);
+    title(
+        &mut t,
+        &format!(
+            "Carts, filled before the burst (not in its figures): one request per buyer, {} at a time",
+            plan.concurrency
+        ),
+    );
+    phase(&mut t, "carts filled/s", &node.carts, &sql.carts);
 
-    t.title(&format!(
-        "Burst: {} buyers check out at once, {} in flight; latency = request sent to answer received",
-        count(plan.buyers as f64),
-        plan.concurrency
-    ));
-    t.phase("checkouts/s (answers)", &node.burst, &sql.burst);
+    title(
+        &mut t,
+        &format!(
+            "Burst: {} buyers check out at once, {} in flight; latency = request sent to answer received",
+            count(plan.buyers as f64),
+            plan.concurrency
+        ),
+    );
+    phase(&mut t, "checkouts/s (answers)", &node.burst, &sql.burst);
     let expected = expected_sold(plan);
     let sold = |s: &Side| count(f64::from(s.sold.units));
     t.row("units sold (the server's stock)", &sold(node), &sold(sql), "");

@@ -13,22 +13,23 @@ use super::{Measured, Plan, WORKERS, cpu};
 const LABEL: usize = 34;
 const COLUMN: usize = 22;
 
-struct Table(String);
+/// Rows of a label, a figure, its baseline and their ratio (also `bench checkout`'s).
+pub(super) struct Table(pub(super) String);
 
 impl Table {
-    fn title(&mut self, text: &str) {
+    pub(super) fn title(&mut self, text: &str) {
         let _ = writeln!(self.0, "\n{text}");
     }
 
-    fn head(&mut self, a: &str, b: &str, r: &str) {
+    pub(super) fn head(&mut self, a: &str, b: &str, r: &str) {
         self.row("", a, b, r);
     }
 
-    fn row(&mut self, label: &str, a: &str, b: &str, r: &str) {
+    pub(super) fn row(&mut self, label: &str, a: &str, b: &str, r: &str) {
         let _ = writeln!(self.0, "  {label:<LABEL$}{a:<COLUMN$}{b:<COLUMN$}{r}");
     }
 
-    fn line(&mut self, text: &str) {
+    pub(super) fn line(&mut self, text: &str) {
         let _ = writeln!(self.0, "  {text}");
     }
 }
@@ -44,7 +45,7 @@ fn pct(s: &Option<Summary>, pick: Pick) -> (String, Option<f64>) {
     }
 }
 
-fn latency_rows(t: &mut Table, a: &Option<Summary>, b: &Option<Summary>) {
+pub(super) fn latency_rows(t: &mut Table, a: &Option<Summary>, b: &Option<Summary>) {
     let picks: [(&str, Pick); 4] = [
         ("latency p50", |s| s.p50),
         ("latency p99", |s| s.p99),
