@@ -273,6 +273,17 @@ pub(crate) fn store(sql: &SqlStorage, write: liveshop_room::Write) -> Result<()>
     Ok(())
 }
 
+/// Every record of the object's `kv` table, for the core to restore from.
+pub(crate) fn records(sql: &SqlStorage) -> Result<Vec<(String, Vec<u8>)>> {
+    let mut records = Vec::new();
+    for row in sql.exec("SELECT key, value FROM kv", None)?.raw() {
+        if let [SqlStorageValue::String(k), SqlStorageValue::Blob(v)] = row?.as_slice() {
+            records.push((k.clone(), v.clone()));
+        }
+    }
+    Ok(records)
+}
+
 /// Sets or clears the object's one alarm, when an event asked to (`Some`).
 pub(crate) async fn sync_alarm(storage: &Storage, alarm: Option<Option<u64>>) -> Result<()> {
     match alarm {

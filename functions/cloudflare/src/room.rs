@@ -452,13 +452,7 @@ impl Room {
 
     /// Rebuilds the room from storage and re-attaches the sockets the runtime kept open.
     fn revive(&self) -> Result<Live> {
-        let rows = self.state.storage().sql().exec("SELECT key, value FROM kv", None)?;
-        let mut records = Vec::new();
-        for row in rows.raw() {
-            if let [SqlStorageValue::String(k), SqlStorageValue::Blob(v)] = row?.as_slice() {
-                records.push((k.clone(), v.clone()));
-            }
-        }
+        let records = crate::records(&self.state.storage().sql())?;
         // Nothing sensible can run on state we cannot read: fail the event instead of starting
         // an empty room over the old one.
         let mut room = liveshop_room::Room::restore(records, Epoch(random_u53()))

@@ -373,13 +373,7 @@ impl Inner {
 
     /// Rebuilds the shop from storage; charges it had asked for are asked for again.
     fn revive(&self) -> Result<Live> {
-        let rows = self.state.storage().sql().exec("SELECT key, value FROM kv", None)?;
-        let mut records = Vec::new();
-        for row in rows.raw() {
-            if let [SqlStorageValue::String(k), SqlStorageValue::Blob(v)] = row?.as_slice() {
-                records.push((k.clone(), v.clone()));
-            }
-        }
+        let records = crate::records(&self.state.storage().sql())?;
         let shop = liveshop_shop::Shop::restore(records, Epoch(random_u53()))
             .map_err(|e| Error::RustError(format!("cannot restore the shop: {e}")))?;
         let pending = shop.pending_payments();
