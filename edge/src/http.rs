@@ -563,7 +563,7 @@ async fn relay_stream_event(app: &AppState, body: &[u8]) -> Result<Response, Api
     // The key stands for the origin, which may say how a stream is doing and nothing else.
     if !matches!(
         post.event,
-        Command::StreamStarted { .. } | Command::StreamHealth { .. } | Command::StreamEnded { .. }
+        Command::StreamStarted(_) | Command::StreamHealth(_) | Command::StreamEnded { .. }
     ) {
         let msg = "only stream.started, stream.health and stream.ended";
         return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_argument", msg));

@@ -68,7 +68,10 @@ pub mod view;
 
 pub use ids::{ConnId, Epoch, MessageId, Millis, Money, PollId, ProductId, QuestionId, Seq};
 pub use liveshop_identity::{Identity, Role};
-pub use protocol::{Audience, ClientFrame, Command, CommandError, ErrorCode, Event, ServerFrame, decode};
+pub use protocol::{
+    Audience, ClientFrame, Command, CommandError, ErrorCode, Event, ServerFrame, StreamHealth, StreamStarted,
+    decode,
+};
 pub use room::{
     CLOSE_BANNED, FLUSH_MS, Input, LOG_RETAIN, LogRecord, Output, QUESTION_INTERVAL_MS, RestoreError, Room,
     SNAPSHOT_EVERY, Write, keys,

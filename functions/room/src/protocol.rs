@@ -189,6 +189,30 @@ pub struct SettingsPatch {
     pub allowed_terms: Option<Vec<String>>,
 }
 
+/// A stream that went live (`stream.started`), as the media origin says it and the room relays it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamStarted {
+    /// The multivariant playlist's path on the node, such as `/hls/demo/master.m3u8`.
+    pub playlist: String,
+    pub codecs: String,
+    pub width: u32,
+    pub height: u32,
+}
+
+/// How the incoming stream is doing (`stream.health`), every few seconds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamHealth {
+    pub bitrate_kbps: u32,
+    pub fps: u32,
+    /// Between the last two keyframes; absent before the second one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keyframe_interval_ms: Option<u32>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
 /// What a client asks the room to do. On the wire: `{"type": "<name>", "id"?: "...", ...fields}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, strum::IntoStaticStr, strum::VariantNames)]
 #[serde(tag = "type", deny_unknown_fields)]
@@ -272,25 +296,11 @@ pub enum Command {
     /// The media origin (as a host): the host's stream went live.
     #[serde(rename = "stream.started")]
     #[strum(serialize = "stream.started")]
-    StreamStarted {
-        /// The multivariant playlist's path on the node, such as `/hls/demo/master.m3u8`.
-        playlist: String,
-        codecs: String,
-        width: u32,
-        height: u32,
-    },
+    StreamStarted(StreamStarted),
     /// The media origin (as a host): how the incoming stream is doing, every few seconds.
     #[serde(rename = "stream.health")]
     #[strum(serialize = "stream.health")]
-    StreamHealth {
-        bitrate_kbps: u32,
-        fps: u32,
-        /// Between the last two keyframes; absent before the second one.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        keyframe_interval_ms: Option<u32>,
-        #[serde(default, skip_serializing_if = "Vec::is_empty")]
-        warnings: Vec<String>,
-    },
+    StreamHealth(StreamHealth),
     /// The media origin (as a host): the stream ended; the playlist is now the recording.
     #[serde(rename = "stream.ended")]
     #[strum(serialize = "stream.ended")]
@@ -533,24 +543,10 @@ pub enum Event {
     BannerCleared {},
     #[serde(rename = "stream.started")]
     #[strum(serialize = "stream.started")]
-    StreamStarted {
-        /// The multivariant playlist's path on the node, such as `/hls/demo/master.m3u8`.
-        playlist: String,
-        codecs: String,
-        width: u32,
-        height: u32,
-    },
+    StreamStarted(StreamStarted),
     #[serde(rename = "stream.health")]
     #[strum(serialize = "stream.health")]
-    StreamHealth {
-        bitrate_kbps: u32,
-        fps: u32,
-        /// Between the last two keyframes; absent before the second one.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        keyframe_interval_ms: Option<u32>,
-        #[serde(default, skip_serializing_if = "Vec::is_empty")]
-        warnings: Vec<String>,
-    },
+    StreamHealth(StreamHealth),
     #[serde(rename = "stream.ended")]
     #[strum(serialize = "stream.ended")]
     StreamEnded { duration_ms: u64 },

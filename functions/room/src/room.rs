@@ -13,7 +13,8 @@ use crate::ids::{ConnId, Epoch, MessageId, Millis, PollId, ProductId, QuestionId
 use crate::protocol::HoldReason;
 use crate::protocol::{
     Audience, ChatMessage, Command, CommandError, ErrorCode, Event, EventFrame, ModAction, PROTOCOL_VERSION,
-    PollInfo, ProductPin, Question, ServerFrame, SettingsPatch, StatsDelta, You, decode, limits, to_json,
+    PollInfo, ProductPin, Question, ServerFrame, SettingsPatch, StatsDelta, StreamHealth, StreamStarted, You,
+    decode, limits, to_json,
 };
 use crate::state::{DUPLICATE_WINDOW_MS, RoomState};
 use crate::view::RoomView;
@@ -730,23 +731,25 @@ impl Room {
                 self.state.banner.as_ref().ok_or_else(|| not_found("banner"))?;
                 one(self.emit(now, Audience::All, Event::BannerCleared {}))
             }
-            C::StreamStarted { playlist, codecs, width, height } => {
+            C::StreamStarted(started) => {
                 require(who.role == Role::Host)?;
-                let playlist = text_field(&playlist, limits::MAX_STREAM_TEXT_CHARS, "playlist")?;
-                let codecs = text_field(&codecs, limits::MAX_STREAM_TEXT_CHARS, "codecs")?;
-                one(self.emit(now, Audience::All, Event::StreamStarted { playlist, codecs, width, height }))
+                let playlist = text_field(&started.playlist, limits::MAX_STREAM_TEXT_CHARS, "playlist")?;
+                let codecs = text_field(&started.codecs, limits::MAX_STREAM_TEXT_CHARS, "codecs")?;
+                let started = StreamStarted { playlist, codecs, ..started };
+                one(self.emit(now, Audience::All, Event::StreamStarted(started)))
             }
-            C::StreamHealth { bitrate_kbps, fps, keyframe_interval_ms, warnings } => {
+            C::StreamHealth(health) => {
                 require(who.role == Role::Host)?;
-                if warnings.len() > limits::MAX_STREAM_WARNINGS {
+                if health.warnings.len() > limits::MAX_STREAM_WARNINGS {
                     return Err(invalid(format!("at most {} warnings", limits::MAX_STREAM_WARNINGS)));
                 }
-                let warnings = warnings
+                let warnings = health
+                    .warnings
                     .iter()
                     .map(|w| text_field(w, limits::MAX_STREAM_TEXT_CHARS, "warning"))
                     .collect::<Result<Vec<_>, _>>()?;
                 // For the dashboard: viewers need to know the stream is there, not its bit rate.
-                let health = Event::StreamHealth { bitrate_kbps, fps, keyframe_interval_ms, warnings };
+                let health = Event::StreamHealth(StreamHealth { warnings, ..health });
                 one(self.emit(now, Audience::Staff, health))
             }
             C::StreamEnded { duration_ms } => {

@@ -248,7 +248,7 @@ impl RoomState {
             Event::BannerSet { text } => self.banner = Some(text.clone()),
             Event::BannerCleared {} => self.banner = None,
             // Relayed only: whether the stream is live is the origin's playlist, not room state.
-            Event::StreamStarted { .. } | Event::StreamHealth { .. } | Event::StreamEnded { .. } => {}
+            Event::StreamStarted(_) | Event::StreamHealth(_) | Event::StreamEnded { .. } => {}
             Event::ProductPinned { pin } => {
                 self.products.retain(|p| p.product.id != pin.product.id);
                 self.products.push(pin.clone());
