@@ -17,6 +17,7 @@ use liveshop_edge::shows::NewShow;
 use liveshop_edge::{Edge, EdgeConfig};
 use liveshop_identity::{Claims, Role};
 use liveshop_media_origin::events::PostEvents;
+use liveshop_media_origin::keys::{KeyVersions, Lookup, NodeKeyVersions};
 use liveshop_media_origin::{Origin, OriginConfig};
 use liveshop_room::protocol::Product;
 
@@ -173,7 +174,11 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Dev { node } => {
             let media = (node.webrtc_udp, node.webrtc_public);
-            run(node.apply(EdgeConfig::default()), media, true)
+            let mut config = EdgeConfig::default();
+            // A merchant's test receiver on this machine; no other private address.
+            config.webhooks.allow_private_hosts =
+                ["localhost", "127.0.0.1", "[::1]"].map(String::from).into();
+            run(node.apply(config), media, true)
         }
         Command::Bench(what) => bench::run(what),
         Command::Edge { config, node } => {
@@ -198,7 +203,10 @@ fn run(config: EdgeConfig, media: (Option<SocketAddr>, Option<SocketAddr>), dev:
         let edge = Edge::start(config).await?;
         let node = &edge.app.config;
         let (listen, bound) = (node.listen, edge.local_addr());
-        let origin = start_origin(&node.data_dir, (listen, bound), media, &local_url(bound), dev).await?;
+        let versions = Arc::new(NodeShows(edge.app.clone()));
+        let origin =
+            start_origin(&node.data_dir, (listen, bound), media, &local_url(bound), dev, versions).await?;
+        edge.app.mount_live_streams(Arc::new(MountedOrigin(origin.clone())));
         let base = match &edge.app.config.public_url {
             Some(u) => u.trim_end_matches('/').to_string(),
             None => format!("http://{}", edge.local_addr()),
@@ -229,7 +237,8 @@ fn run(config: EdgeConfig, media: (Option<SocketAddr>, Option<SocketAddr>), dev:
             println!("  Payments:       test provider; pay with tok_visa, decline with tok_chargeDeclined.");
             println!("  OBS settings:   Settings > Stream > Service: WHIP");
             println!("                  Server:       {base}/whip/{}", show.id);
-            println!("                  Bearer Token: {}", origin.stream_key(&show.id));
+            let key = edge.app.secret.stream_keys().key(&show.id, show.stream_key_version);
+            println!("                  Bearer Token: {key}");
             println!("  Stream:         {base}/hls/{}/master.m3u8 (media over UDP {})", show.id, origin.udp_addr());
             println!();
         }
@@ -242,15 +251,16 @@ fn run(config: EdgeConfig, media: (Option<SocketAddr>, Option<SocketAddr>), dev:
 }
 
 /// The media origin (WHIP in, LL-HLS out) beside an HTTP listener that asked for `listen` and
-/// got `bound`: WebRTC on a UDP port, stream keys from the node's secret in `data_dir`, stream
-/// events posted, signed, to the edge node at `edge` (`liveshop dev` and `liveshop edge` post to
-/// their own address: one path for every setup).
+/// got `bound`: WebRTC on a UDP port, stream keys from the node's secret in `data_dir` at the
+/// version `key_versions` gives, stream events posted, signed, to the edge node at `edge`
+/// (`liveshop dev` and `liveshop edge` post to their own address: one path for every setup).
 async fn start_origin(
     data_dir: &Path,
     (listen, bound): (SocketAddr, SocketAddr),
     (udp, public): (Option<SocketAddr>, Option<SocketAddr>),
     edge: &str,
     fetch_hls_js: bool,
+    key_versions: Arc<dyn KeyVersions>,
 ) -> anyhow::Result<Origin> {
     let mut config = OriginConfig::new(data_dir.join("media"));
     // UDP ports are not TCP ports: WebRTC takes the HTTP port's number, or any port when the
@@ -259,6 +269,7 @@ async fn start_origin(
     config.ingest.udp = udp.unwrap_or(SocketAddr::new(listen.ip(), port));
     config.ingest.public_addr = public;
     config.hls_js = Some(hls_js(fetch_hls_js));
+    config.key_versions = key_versions;
     let secret = liveshop_edge::server::node_secret_bytes(data_dir)?;
     let events = PostEvents::start(
         liveshop_edge::payments::http_client(),
@@ -266,6 +277,47 @@ async fn start_origin(
         liveshop_edge::stream_event_secret(&secret),
     );
     Ok(Origin::start(config, &secret, Arc::new(events)).await?)
+}
+
+/// The node's show records, for the origin in the same process: which stream key a show takes.
+struct NodeShows(Arc<liveshop_edge::http::AppState>);
+
+impl std::fmt::Debug for NodeShows {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NodeShows(..)")
+    }
+}
+
+impl KeyVersions for NodeShows {
+    fn version<'a>(&'a self, show: &'a str) -> Lookup<'a> {
+        use liveshop_edge::shows::ShowError;
+        let found = match self.0.shows.get(show) {
+            Ok(s) => Ok(Some(s.stream_key_version)),
+            Err(ShowError::NotFound(_)) => Ok(None),
+            Err(e) => {
+                tracing::error!(show, "stream key lookup: {e}");
+                Err(liveshop_media_origin::error::ApiError::new(
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "the show's record cannot be read; try again",
+                ))
+            }
+        };
+        Box::pin(std::future::ready(found))
+    }
+}
+
+/// The origin in the node's process, which ends a show's live session when its host rotates
+/// the stream key with `disconnect`.
+struct MountedOrigin(Origin);
+
+impl liveshop_edge::stream_keys::LiveStreams for MountedOrigin {
+    fn end<'a>(
+        &'a self,
+        show: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<bool, String>> + Send + 'a>> {
+        Box::pin(async move { self.0.end_stream(show).await.map_err(|e| e.to_string()) })
+    }
 }
 
 /// `http://` and the address to reach a listener on `addr` from this machine.
@@ -297,7 +349,9 @@ fn origin_alone(
         let listener =
             tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
         let bound = listener.local_addr()?;
-        let origin = start_origin(data_dir, (listen, bound), media, edge, false).await?;
+        // The node keeps the shows' key versions: the origin asks it at every publish.
+        let versions = Arc::new(NodeKeyVersions::new(liveshop_edge::payments::http_client(), edge));
+        let origin = start_origin(data_dir, (listen, bound), media, edge, false, versions).await?;
         println!("liveshop origin: listening on http://{bound}, media over UDP {}", origin.udp_addr());
         println!("  Stream events go to {edge}");
         let shutdown = async {
@@ -351,6 +405,7 @@ fn demo_show() -> NewShow {
             product("silk-scarf", "Silk scarf", 6500, "be185d"),
         ],
         shop: None,
+        embed_origins: vec![],
     }
 }
 

@@ -1,6 +1,7 @@
 //! The viewer page and the dashboard in a real browser: `liveshop dev` serves them, and
-//! `tests/browser/show.spec.mjs` (the show) and `commerce.spec.mjs` (buying in it) drive
-//! Debian's Chromium through playwright-core.
+//! `tests/browser/show.spec.mjs` (the show), `commerce.spec.mjs` (buying in it) and
+//! `security.spec.mjs` (the pages under their Content-Security-Policy, which every spec's pages
+//! must keep) drive Debian's Chromium through playwright-core.
 //!
 //! Needs Node.js, `npm ci` in `tests/browser` and Chromium (`.ci/run` installs both). Without
 //! them the test fails with what to install, unless `LIVESHOP_SKIP_BROWSER=1` says to skip.
@@ -33,7 +34,7 @@ fn a_viewer_chats_and_votes_and_sees_the_product_the_host_pins() {
     std::thread::spawn(move || for _ in lines {});
 
     let status = Command::new("node")
-        .args(["--test", "--test-concurrency=1", "show.spec.mjs", "commerce.spec.mjs"])
+        .args(["--test", "--test-concurrency=1", "show.spec.mjs", "commerce.spec.mjs", "security.spec.mjs"])
         .current_dir(&dir)
         .env("LIVESHOP_URL", &url)
         .env("LIVESHOP_HOST_TOKEN", &token)

@@ -657,3 +657,145 @@ async fn a_stripe_webhook_settles_a_charge_stripe_never_answered() {
     assert_eq!(merchant.available().await, 4);
     node.stop().await;
 }
+
+/// One buyer pays for one unit of the drop through the show's shop.
+async fn buy_one(api: &Api, buyer: &str) {
+    let (base, token) = (format!("/v1/shows/{ROOM}/shop"), token(ROOM, buyer, Role::Viewer));
+    let item = json!({ "sku": SKU, "quantity": 1 });
+    api.call("POST", &format!("{base}/carts/{buyer}/items"), &token, None, item).await;
+    let pay = json!({ "payment_method": "tok_visa" });
+    let (status, r) = api.call("POST", &format!("{base}/checkout"), &token, Some(buyer), pay).await;
+    assert!((200..300).contains(&status), "{r}");
+}
+
+/// The attack of issue 10 on a node without `[webhooks] allow_private_hosts`: every loopback,
+/// private or metadata endpoint is refused before anything connects. And a name is checked where
+/// it resolves: an endpoint at `localhost`, stored while the node allowed it, is not delivered
+/// once the node no longer does, because `localhost` resolves to loopback.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_never_reach_loopback_private_or_metadata_addresses_without_the_setting() {
+    let dir = temp_dir("ssrf");
+    let strict = |c: &mut liveshop_edge::EdgeConfig| c.webhooks.allow_private_hosts.clear();
+    let trap = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = trap.local_addr().unwrap().port();
+    let node = TestNode::start_in(dir.clone(), strict).await;
+    let merchant = Merchant::new(Api::new(node.addr), ROOM, token(ROOM, "acme", Role::Merchant));
+    merchant.stock_a_drop(10).await;
+    merchant.call("POST", "/webhook-secrets/whsec_main", Value::Null).await;
+    for url in [
+        format!("http://127.0.0.1:{port}/hooks"),
+        format!("http://[::ffff:127.0.0.1]:{port}/hooks"),
+        format!("http://localhost:{port}/hooks"),
+        "http://169.254.169.254/latest/meta-data/".to_string(),
+        "http://10.0.0.1/hooks".to_string(),
+    ] {
+        let body = json!({ "url": url, "secret_id": "whsec_main", "events": ["order.paid"] });
+        let (status, r) = merchant
+            .api
+            .call("POST", &format!("/v1/shops/{ROOM}/webhooks/endpoints"), &merchant.token, None, body)
+            .await;
+        assert_eq!((status, r["error"]["code"].as_str()), (400, Some("endpoint_not_allowed")), "{url}: {r}");
+    }
+    buy_one(&merchant.api, "b0").await;
+    node.stop().await;
+
+    // Allowed by name, for a while: the endpoint is stored.
+    let node =
+        TestNode::start_in(dir.clone(), |c| c.webhooks.allow_private_hosts = vec!["localhost".into()]).await;
+    let merchant = Merchant::new(Api::new(node.addr), ROOM, token(ROOM, "acme", Role::Merchant));
+    let url = format!("http://localhost:{port}/hooks");
+    let body = json!({ "url": url, "secret_id": "whsec_main", "events": ["order.paid"] });
+    merchant.call("POST", "/webhooks/endpoints", body).await;
+    node.stop().await;
+
+    // No longer allowed: `localhost` resolves, is refused, and the delivery fails without a status.
+    let node = TestNode::start_in(dir, strict).await;
+    let merchant = Merchant::new(Api::new(node.addr), ROOM, token(ROOM, "acme", Role::Merchant));
+    buy_one(&merchant.api, "b1").await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let delivery = loop {
+        let outbox = merchant.call("GET", "/webhooks/outbox", Value::Null).await;
+        if let Some(d) =
+            outbox["deliveries"].as_array().unwrap().iter().find(|d| d["attempts"].as_u64() > Some(0))
+        {
+            break d.clone();
+        }
+        assert!(Instant::now() < deadline, "no attempt within 30 s: {outbox}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(delivery["last_status"], Value::Null, "no answer, because no connection: {delivery}");
+    let knock = tokio::time::timeout(Duration::from_millis(500), trap.accept()).await;
+    assert!(knock.is_err(), "a webhook connected to loopback");
+    node.stop().await;
+}
+
+/// Issue 10, data at rest: the data directory is its owner's alone (0700, tightened when an
+/// earlier version left it open), every file in it is 0600, and `shops.db` holds no webhook
+/// secret in a readable form, neither a new one nor one an earlier version stored in plain text,
+/// while deliveries still verify with the secret the merchant was given.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_data_directory_is_private_and_webhook_secrets_are_sealed_at_rest() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = temp_dir("at-rest");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let node = TestNode::start_in(dir.clone(), |_| {}).await;
+    let merchant = Merchant::new(Api::new(node.addr), ROOM, token(ROOM, "acme", Role::Merchant));
+    merchant.stock_a_drop(10).await;
+    let receiver = Receiver::new(Arc::new(SystemEnv), liveshop_webhooks::DEFAULT_TOLERANCE_SECS);
+    let (hooks, server) = receiver.serve("127.0.0.1:0".parse().unwrap()).await;
+    let secret = merchant.webhooks_to(&format!("http://{hooks}/hooks"), &["order.paid"]).await;
+    *receiver.secret.lock().unwrap() = Some(secret.clone());
+    buy_one(&merchant.api, "b0").await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while receiver.got.lock().unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "no verified delivery within 30 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir), 0o700, "the data directory");
+    let files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    for name in ["liveshop.db", "shops.db", "shops.db-wal"] {
+        assert!(files.iter().any(|f| f.ends_with(name)), "{name} in {files:?}");
+    }
+    for file in files.iter().filter(|f| f.is_file() && !f.ends_with("edge.toml")) {
+        assert_eq!(mode(file), 0o600, "{}", file.display());
+    }
+    let encoded = secret.encode();
+    let key = encoded.trim_start_matches("whsec_");
+    let raw: Vec<u8> =
+        ["shops.db", "shops.db-wal"].iter().flat_map(|f| std::fs::read(dir.join(f)).unwrap()).collect();
+    assert!(!raw.windows(key.len()).any(|w| w == key.as_bytes()), "the secret is in shops.db's bytes");
+    let db = rusqlite::Connection::open(dir.join("shops.db")).unwrap();
+    let bodies = |db: &rusqlite::Connection| -> Vec<String> {
+        let mut stmt = db.prepare("SELECT body FROM records WHERE kind = 'webhook-secrets'").unwrap();
+        stmt.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
+    };
+    let sealed = bodies(&db);
+    assert!(!sealed.is_empty() && sealed.iter().all(|b| !b.contains(key)), "{sealed:?}");
+    node.stop().await;
+
+    // A secret an earlier version stored in plain text is sealed when the node starts, and the
+    // directory and files it left open to others are closed.
+    let old = Secret::generate([7; liveshop_webhooks::GENERATED_SECRET_LEN]).encode();
+    let plain = json!([{ "secret": old, "created_at": 0, "expires_at": null }]).to_string();
+    db.execute(
+        "INSERT INTO records (kind, id, body) VALUES ('webhook-secrets', 'show/whsec_old', ?1)",
+        [&plain],
+    )
+    .unwrap();
+    drop(db);
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(dir.join("shops.db"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let node = TestNode::start_in(dir.clone(), |_| {}).await;
+    assert_eq!((mode(&dir), mode(&dir.join("shops.db"))), (0o700, 0o600));
+    let db = rusqlite::Connection::open(dir.join("shops.db")).unwrap();
+    let old_key = old.trim_start_matches("whsec_");
+    assert!(
+        bodies(&db).iter().all(|b| b.starts_with("sealed:") && !b.contains(old_key)),
+        "{:?}",
+        bodies(&db)
+    );
+    server.abort();
+    node.stop().await;
+}

@@ -26,6 +26,19 @@ async fn every_viewer_on_every_fanout_object_sees_every_event_in_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loopback_webhooks_are_refused_without_the_setting() {
+    if !conformance::Workerd::built() {
+        assert!(std::env::var_os("LIVESHOP_REQUIRE_WORKERD").is_none(), "the Worker is not built");
+        return eprintln!("skipped: the Worker is not built (functions/cloudflare/build.sh)");
+    }
+    let w = conformance::Workerd::start(
+        &common::temp_dir("workerd-strict"),
+        &[("WEBHOOK_ALLOW_PRIVATE_HOSTS", "")],
+    );
+    conformance::loopback_webhooks_are_refused_without_the_setting(&conformance::Target::new(w.addr)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_from_one_address_are_paced() {
     if !conformance::Workerd::built() {
         assert!(std::env::var_os("LIVESHOP_REQUIRE_WORKERD").is_none(), "the Worker is not built");
@@ -35,6 +48,24 @@ async fn connections_from_one_address_are_paced() {
     let vars = [("CONNS_PER_IP_BURST", burst.as_str()), ("CONNS_PER_IP_PER_SEC", "1")];
     let w = conformance::Workerd::start(&common::temp_dir("workerd-paced"), &vars);
     conformance::connections_from_one_address_are_paced(&conformance::Target::new(w.addr)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guests_and_commands_from_one_address_are_limited() {
+    if !conformance::Workerd::built() {
+        assert!(std::env::var_os("LIVESHOP_REQUIRE_WORKERD").is_none(), "the Worker is not built");
+        return eprintln!("skipped: the Worker is not built (functions/cloudflare/build.sh)");
+    }
+    let (guests, commands) =
+        (conformance::GUEST_DEVICES_BURST.to_string(), conformance::COMMANDS_BURST.to_string());
+    let vars = [
+        ("GUEST_DEVICES_PER_IP_BURST", guests.as_str()),
+        ("GUEST_DEVICES_PER_IP_PER_HOUR", "1"),
+        ("COMMANDS_PER_IP_BURST", commands.as_str()),
+        ("COMMANDS_PER_IP_PER_SEC", "1"),
+    ];
+    let w = conformance::Workerd::start(&common::temp_dir("workerd-guests"), &vars);
+    conformance::guests_and_commands_from_one_address_are_limited(&conformance::Target::new(w.addr)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

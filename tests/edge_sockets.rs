@@ -265,7 +265,7 @@ async fn shows_health_and_metrics_over_http() {
     // The OBS settings: the key is the one the media origin checks, derived from the node secret.
     assert!(created["whip_url"].as_str().unwrap().ends_with("/whip/friday"), "{created}");
     let keys = liveshop_identity::StreamKeys::new(common::SECRET.as_bytes());
-    assert!(keys.verify("friday", created["stream_key"].as_str().unwrap()));
+    assert!(keys.verify("friday", 0, created["stream_key"].as_str().unwrap()));
     let host_token = created["host_token"].as_str().unwrap();
     let mut host =
         Client::connect(&format!("ws://{}/v1/rooms/friday/ws?token={host_token}", node.addr)).await;

@@ -140,3 +140,30 @@ async fn a_show_that_never_went_live_has_no_playlist() {
     assert_eq!(o.get(&format!("/hls/demo/..%2F..%2F{name}%2Flive.m3u8")).await.status, 404);
     std::fs::remove_dir_all(&beside).unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_or_oversized_offer_is_refused_in_words_as_json_never_with_memory_addresses() {
+    let o = TestOrigin::start("whip-refusals", |_| {}).await;
+    let auth = format!("Bearer {}", o.origin.stream_key("demo"));
+    let sdp = [("Content-Type", "application/sdp"), ("Authorization", auth.as_str())];
+    for garbage in
+        [&b"this is not SDP"[..], b"v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\n\x01\x02 junk\r\n", b"v=0\r\n"]
+    {
+        let r = request(o.http, "POST", "/whip/demo", &sdp, garbage).await;
+        assert_eq!(r.status, 400, "{}", r.text());
+        assert_eq!(r.json()["error"]["code"], "bad_sdp", "{}", r.text());
+        let message = r.json()["error"]["message"].as_str().unwrap().to_string();
+        assert!(message.starts_with("the offer is not valid SDP"), "{message}");
+        assert!(!message.contains("0x") && !message.contains("PointerOffset"), "{message}");
+    }
+    // Over the limit: the JSON error shape, not axum's plain text.
+    let big = vec![b'a'; liveshop_media_origin::whip::MAX_OFFER_BYTES + 1024];
+    let r = request(o.http, "POST", "/whip/demo", &sdp, &big).await;
+    assert_eq!(r.status, 413, "{}", r.text());
+    assert!(
+        r.header("content-type").is_some_and(|t| t.starts_with("application/json")),
+        "{:?}",
+        r.header("content-type")
+    );
+    assert_eq!(r.json()["error"]["code"], "payload_too_large");
+}

@@ -382,6 +382,21 @@ export function tokenFromFragment() {
   return new URLSearchParams(location.hash.replace(/^#/, '')).get('token');
 }
 
+/**
+ * The dashboard's token for `show`: taken from a `#token=` link once, then kept in this tab's
+ * sessionStorage (a reload still works) and removed from the URL, so it is not left in the
+ * address bar, the history, bookmarks or a shared screenshot. Null when there is none.
+ */
+export function dashboardToken(show) {
+  const key = `liveshop.dashboard-token.${show}`;
+  const fromLink = tokenFromFragment();
+  if (fromLink) {
+    sessionStorage.setItem(key, fromLink);
+    history.replaceState(history.state, '', location.pathname + location.search);
+  }
+  return fromLink || sessionStorage.getItem(key);
+}
+
 /** GET/POST JSON; throws an Error with `.code` from `{"error": {"code", "message"}}`. */
 export async function api(path, { method = 'GET', body, token } = {}) {
   const headers = {};

@@ -1,8 +1,9 @@
-// The host dashboard, served at /dashboard/{show}#token=<host JWT>: products to pin, polls, the
-// review queue, chat moderation, Q&A, the banner, the chat rules and the live numbers.
+// The host dashboard, served at /dashboard/{show}#token=<host JWT> (the token moves from the URL
+// to this tab's sessionStorage at once): products to pin, polls, the review queue, chat
+// moderation, Q&A, the banner, the chat rules and the live numbers.
 import {
   RoomClient, api, authorName, describeError, formatDuration, formatMoney, h, showFromLocation,
-  tokenClaims, tokenFromFragment,
+  dashboardToken, tokenClaims,
 } from './client.js';
 
 const show = showFromLocation();
@@ -625,7 +626,7 @@ function start(token) {
   room.connect();
 }
 
-const token = tokenFromFragment();
+const token = dashboardToken(show);
 const claims = token && tokenClaims(token);
 if (!token || !claims) {
   els.noToken.hidden = false;

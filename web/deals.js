@@ -1,7 +1,7 @@
 // Commerce on the host dashboard: a flash deal control per SKU (start with a discount, a
 // duration and caps; running deals with their countdown, units left and an End button) and the
 // show's orders with the revenue, kept live from the shop's feed and by polling the orders.
-import { formatDuration, formatMoney, h, shopFeed, showFromLocation, tokenClaims, tokenFromFragment } from './client.js';
+import { dashboardToken, formatDuration, formatMoney, h, shopFeed, showFromLocation, tokenClaims } from './client.js';
 
 const show = showFromLocation();
 const BASE = `/v1/shows/${encodeURIComponent(show)}/shop`;
@@ -18,7 +18,7 @@ const els = {
   ordersCount: $('[data-testid=orders-count]'),
   revenue: $('[data-testid=revenue]'),
 };
-const token = tokenFromFragment();
+const token = dashboardToken(show);
 /** The shop's live feed (products and clock); connected below only for a signed-in host. */
 let feed = null;
 let lastOrders = '';

@@ -30,6 +30,19 @@ pub struct EdgeConfig {
     pub conns_per_ip_per_sec: u64,
     /// Burst allowance for the above.
     pub conns_per_ip_burst: u64,
+    /// Connections one IP address (an IPv6 /64) may hold open at once; more are closed as they
+    /// are accepted.
+    pub max_conns_per_ip: usize,
+    /// Open connections at most, all addresses together (absent: three quarters of the
+    /// open-files limit, `ulimit -n`, leaving the rest to the databases, WebRTC and outbound
+    /// calls).
+    pub max_connections: Option<usize>,
+    /// Seconds a client has to send a request's headers (also how long a kept-alive connection
+    /// may wait between requests).
+    pub header_timeout_secs: f64,
+    /// Seconds a connection may go with nothing sent either way in the middle of a request or
+    /// an answer. WebSockets and event streams are not subject to it.
+    pub idle_timeout_secs: f64,
     /// Frames per second one connection may send, sustained (burst: twice that).
     pub frames_per_conn_per_sec: u64,
     /// Largest WebSocket message accepted before the connection is closed (the room itself
@@ -37,6 +50,25 @@ pub struct EdgeConfig {
     pub max_ws_message_bytes: usize,
     /// Let anyone get a viewer token for a show (`POST /v1/rooms/{room}/guest`).
     pub guest_tokens: bool,
+    /// Guest tokens for new devices (requests without a valid device cookie) one address (an
+    /// IPv6 /64) may get at once; a device that has its cookie gets its token again freely.
+    pub guest_devices_per_ip_burst: u64,
+    /// New guest devices per hour one address may get, sustained.
+    pub guest_devices_per_ip_per_hour: u64,
+    /// `POST /v1/rooms/{room}/commands` per second one address may send, sustained (on top of
+    /// each room's pacing per user).
+    pub commands_per_ip_per_sec: u64,
+    /// Burst allowance for the above.
+    pub commands_per_ip_burst: u64,
+    /// Addresses the per-address limits remember at most. A full table forgets only addresses
+    /// whose allowance has refilled, and refuses new ones until some have.
+    pub paced_addresses: usize,
+    /// The header a trusted proxy puts the client's address in: `"CF-Connecting-IP"` behind
+    /// Cloudflare, `"X-Forwarded-For"` behind most others. Believed only from `trusted_proxies`.
+    pub client_ip_header: Option<String>,
+    /// Addresses and networks (`"10.0.0.0/8"`, `"2400:cb00::/32"`) of the proxies or CDN in
+    /// front of the node. Empty: every limit counts the TCP peer's address.
+    pub trusted_proxies: Vec<crate::pacing::Cidr>,
     pub durability: Durability,
     /// Live rooms at once (the wasm instance pool).
     pub max_live_rooms: u32,
@@ -46,6 +78,28 @@ pub struct EdgeConfig {
     pub event_deadline_ms: u64,
     /// Where shops' in-stream payments go.
     pub payments: PaymentsConfig,
+    /// Where merchants' webhooks may go.
+    pub webhooks: WebhooksConfig,
+    /// Platform operators: subjects whose platform-wide (`room: "*"`) tokens may create shows
+    /// selling from any shop. Nobody by default; everyone else sells only from shops they own.
+    pub operators: Vec<String>,
+}
+
+/// `[webhooks]`: merchants' webhook endpoints must be public addresses, except these hosts.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhooksConfig {
+    /// Host names or addresses (exactly as in the endpoint URL, such as `"localhost"`,
+    /// `"127.0.0.1"`, `"[::1]"` or `"hooks.internal"`) that endpoints may name, and that may
+    /// resolve to loopback, private or link-local addresses. Empty by default; `liveshop dev`
+    /// allows loopback.
+    pub allow_private_hosts: Vec<String>,
+}
+
+impl WebhooksConfig {
+    pub fn policy(&self) -> liveshop_webhooks::EndpointPolicy {
+        liveshop_webhooks::EndpointPolicy::allowing(&self.allow_private_hosts)
+    }
 }
 
 /// `[payments]`: the provider of every shop on this node.
@@ -96,14 +150,27 @@ impl Default for EdgeConfig {
             max_conns_per_room: 20_000,
             conns_per_ip_per_sec: 5,
             conns_per_ip_burst: 20,
+            max_conns_per_ip: 256,
+            max_connections: None,
+            header_timeout_secs: 10.0,
+            idle_timeout_secs: 60.0,
             frames_per_conn_per_sec: 20,
             max_ws_message_bytes: 64 * 1024,
             guest_tokens: true,
+            guest_devices_per_ip_burst: 10,
+            guest_devices_per_ip_per_hour: 20,
+            commands_per_ip_per_sec: 30,
+            commands_per_ip_burst: 120,
+            paced_addresses: 100_000,
+            client_ip_header: None,
+            trusted_proxies: Vec::new(),
             durability: Durability::Process,
             max_live_rooms: 1000,
             room_memory_mib: 64,
             event_deadline_ms: 200,
             payments: PaymentsConfig::default(),
+            webhooks: WebhooksConfig::default(),
+            operators: Vec::new(),
         }
     }
 }
@@ -147,5 +214,7 @@ mod tests {
         assert!(!c.guest_tokens);
         assert_eq!(c.tick_ms, 50);
         assert!(toml::from_str::<EdgeConfig>("lisen = \"0.0.0.0:9000\"").is_err());
+        let c: EdgeConfig = toml::from_str("[webhooks]\nallow_private_hosts = [\"localhost\"]\n").unwrap();
+        assert!(c.webhooks.policy().names("localhost") && !c.webhooks.policy().names("127.0.0.1"));
     }
 }

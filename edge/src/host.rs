@@ -223,5 +223,5 @@ pub(crate) fn to_wit_identity(who: &Identity) -> types::Identity {
         Role::Host => types::Role::Host,
         Role::Merchant => types::Role::Merchant,
     };
-    types::Identity { subject: who.subject.clone(), role, name: who.name.clone() }
+    types::Identity { subject: who.subject.clone(), role, name: who.name.clone(), device: who.device.clone() }
 }

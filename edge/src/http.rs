@@ -2,7 +2,6 @@
 //! media origin's signed stream events, health, metrics and the web pages; the shops' routes are
 //! in [`crate::shop_http`]. Every error is one [`ApiError`]: status + `{"error": {"code", "message"}}`.
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -18,9 +17,11 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::{SinkExt, Stream, StreamExt, stream};
-use liveshop_identity::{Claims, Identity, Role, Secret, TokenError};
+use liveshop_identity::{Claims, DEVICE_ID_BYTES, Devices, Identity, Role, Secret, TokenError};
 use liveshop_room::filter::{Pace, TokenBucket};
+use liveshop_room::pages::Page;
 use liveshop_room::protocol::Command;
+use liveshop_shop::api::MAX_BODY_BYTES;
 use liveshop_webhooks::{DEFAULT_TOLERANCE_SECS, ReplayGuard, WebhookError};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -29,8 +30,9 @@ use crate::actor::{Env, HttpRequest};
 use crate::config::EdgeConfig;
 use crate::node::{Delivery, Kind, Node, NodeError, Subscription};
 use crate::outbound::WebhookSecrets;
+use crate::pacing::{Limit, Pacer, Refusal};
 use crate::payments::Stripe;
-use crate::shows::{NewShow, Show, ShowError, Shows};
+use crate::shows::{Credential, NewShow, Show, ShowError, Shows};
 use crate::sqlite::Db;
 
 /// Close code for a connection that sends frames faster than allowed.
@@ -41,6 +43,11 @@ const MAX_COMMAND_BYTES: usize = 8 * 1024;
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Guest tokens last a day.
 const GUEST_TOKEN_SECS: u64 = 24 * 3600;
+
+/// A bucket of `burst` that refills `per_sec` a second.
+fn per_sec(burst: u64, per_sec: u64) -> Pace {
+    Pace { burst, refill_every_ms: 1000 / per_sec.max(1) }
+}
 
 /// An error as every endpoint reports it.
 #[derive(Debug)]
@@ -106,6 +113,7 @@ impl From<ShowError> for ApiError {
             ShowError::Exists(_) => (StatusCode::CONFLICT, "show_exists"),
             ShowError::NotFound(_) => (StatusCode::NOT_FOUND, "show_not_found"),
             ShowError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_argument"),
+            ShowError::Claim(c) => (StatusCode::FORBIDDEN, c.code()),
             ShowError::Storage(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
         ApiError::new(status, code, e.to_string())
@@ -121,7 +129,12 @@ pub struct AppState {
     pub config: EdgeConfig,
     pub commerce: Commerce,
     stream_events: StreamEventInbox,
-    per_ip: Mutex<HashMap<IpAddr, TokenBucket>>,
+    /// Every per-address limit ([`crate::pacing`]).
+    pacer: Pacer,
+    /// Wrong coupon codes per shop and client address ([`liveshop_shop::guard`]).
+    pub(crate) coupon_guard: Mutex<liveshop_shop::guard::AddressGuard>,
+    /// The media origin in this process, when there is one (it ends live sessions).
+    pub(crate) live_streams: std::sync::OnceLock<Arc<dyn crate::stream_keys::LiveStreams>>,
 }
 
 /// What `POST /v1/stream-events` checks: the key the media origin signs with, and the event
@@ -141,6 +154,10 @@ pub struct Commerce {
     pub webhook_secrets: WebhookSecrets,
     /// Set when the node's payments go through Stripe (for its inbound webhooks).
     pub stripe: Option<Stripe>,
+    /// The shop records that hold secrets.
+    pub sealed: crate::sealed::SealedRecords,
+    /// Where webhook endpoints may point (`[webhooks]`).
+    pub endpoint_policy: liveshop_webhooks::EndpointPolicy,
 }
 
 impl std::ops::Deref for AppState {
@@ -169,10 +186,12 @@ impl AppState {
             shows,
             secret,
             env,
+            pacer: Pacer::new(config.paced_addresses),
             config,
             commerce,
             stream_events,
-            per_ip: Mutex::new(HashMap::new()),
+            coupon_guard: Mutex::default(),
+            live_streams: std::sync::OnceLock::new(),
         }
     }
 
@@ -180,33 +199,56 @@ impl AppState {
         self.env.now() / 1000
     }
 
-    /// One new connection (or token) for this address, or a 429.
+    /// The client's address, for every per-address limit: the TCP peer's, or what a trusted
+    /// proxy says it is ([`crate::pacing::client_address`]).
+    pub(crate) fn client_ip(&self, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
+        let header = self.config.client_ip_header.as_deref();
+        crate::pacing::client_address(peer, headers, header, &self.config.trusted_proxies)
+    }
+
+    /// One new connection (or read) for this client address ([`AppState::client_ip`]), or a 429.
     pub(crate) fn admit(&self, ip: IpAddr) -> Result<(), ApiError> {
-        let pace = Pace {
-            burst: self.config.conns_per_ip_burst,
-            refill_every_ms: 1000 / self.config.conns_per_ip_per_sec.max(1),
+        self.pace(Limit::Connections, ip)
+    }
+
+    /// One from `ip`'s allowance for `limit`, or a 429 `rate_limited` saying when to retry.
+    pub(crate) fn pace(&self, limit: Limit, ip: IpAddr) -> Result<(), ApiError> {
+        let c = &self.config;
+        let (pace, reason, what) = match limit {
+            Limit::Connections => {
+                (per_sec(c.conns_per_ip_burst, c.conns_per_ip_per_sec), "connection_rate", "connections")
+            }
+            Limit::GuestDevices => {
+                let refill_every_ms = 3_600_000 / c.guest_devices_per_ip_per_hour.max(1);
+                (Pace { burst: c.guest_devices_per_ip_burst, refill_every_ms }, "guest_rate", "new guests")
+            }
+            Limit::Commands => {
+                (per_sec(c.commands_per_ip_burst, c.commands_per_ip_per_sec), "command_rate", "commands")
+            }
         };
-        let now = self.env.now();
-        let mut per_ip = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
-        if per_ip.len() > 100_000 {
-            // Forgetting everyone is the cheap bound on memory; it only ever lets more in.
-            per_ip.clear();
-        }
-        per_ip.entry(ip).or_insert_with(|| TokenBucket::full(pace, now)).take(pace, now).map_err(|ms| {
-            self.node.metrics().refused("connection_rate");
-            ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                format!("too many connections from your address; retry in {ms} ms"),
-            )
+        self.pacer.take(limit, pace, ip, self.env.now()).map_err(|refusal| {
+            self.node.metrics().refused(reason);
+            let msg = match refusal {
+                Refusal::Spent(ms) => format!("too many {what} from your address; retry in {ms} ms"),
+                Refusal::Full(ms) => format!("too many addresses at once; retry in {ms} ms"),
+            };
+            ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", msg)
         })
     }
 
     pub(crate) fn verify(&self, token: &str, room: &str) -> Result<Identity, ApiError> {
-        self.secret.verify(token, room, self.now_secs()).map_err(|e| {
-            self.node.metrics().refused("token");
-            ApiError::from(e)
-        })
+        self.secret.verify(token, room, self.now_secs()).map_err(|e| self.refused_token(e))
+    }
+
+    fn refused_token(&self, e: TokenError) -> ApiError {
+        self.node.metrics().refused("token");
+        ApiError::from(e)
+    }
+
+    /// Lets `POST /v1/shows/{show}/stream-key` end live sessions at the media origin that this
+    /// process runs (`liveshop dev` and `liveshop edge`); set once, at start.
+    pub fn mount_live_streams(&self, streams: Arc<dyn crate::stream_keys::LiveStreams>) {
+        let _ = self.live_streams.set(streams);
     }
 
     pub(crate) fn show(&self, room: &str) -> Result<Show, ApiError> {
@@ -227,11 +269,16 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/rooms/{room}/commands", post(command))
         .route("/v1/rooms/{room}/state", get(room_state))
         .route("/v1/stream-events", post(stream_event))
-        .route("/watch/{show}", get(|| async { page("viewer.html") }))
-        .route("/dashboard/{show}", get(|| async { page("dashboard.html") }))
+        .route("/watch/{show}", get(viewer_page))
+        .route(
+            "/dashboard/{show}",
+            get(|| async { with_policy(page("dashboard.html"), Page::Dashboard, None) }),
+        )
         .route("/web/{file}", get(|Path(file): Path<String>| async move { page(&file) }))
         .merge(crate::shop_http::routes())
+        .merge(crate::stream_keys::routes())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
+        .layer(axum::middleware::map_response(common_headers))
         .with_state(state)
 }
 
@@ -250,29 +297,40 @@ struct CreatedShow {
     host_token: String,
     viewer_url: String,
     dashboard_url: String,
-    /// OBS: Settings > Stream > Service "WHIP", this Server URL and the stream key as Bearer token.
-    whip_url: String,
-    stream_key: String,
+    #[serde(flatten)]
+    publishing: crate::stream_keys::Publishing,
 }
 
-/// `POST /v1/shows`: hosts and merchants with a platform-wide token (`room: "*"`) create shows.
+/// `POST /v1/shows`: hosts and merchants with a platform-wide token (`room: "*"`) create shows
+/// selling from shops they own (or any shop, for the config's `operators`); merchants with a
+/// token for a shop create shows selling from it (`liveshop_room::show::claim_shop`).
 async fn create_show(
     State(app): State<Arc<AppState>>,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    Limited(body): Limited<MAX_BODY_BYTES>,
 ) -> Result<(StatusCode, Json<CreatedShow>), ApiError> {
     let token = bearer(&headers).ok_or_else(|| ApiError::from(TokenError::Malformed))?;
-    let who = app.verify(token, "*")?;
-    if !matches!(who.role, Role::Host | Role::Merchant) {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "only hosts and merchants create shows",
-        ));
-    }
     let new: NewShow = serde_json::from_slice(&body)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_argument", e.to_string()))?;
-    let show = app.shows.create(new, app.env.now())?;
+    let show = Show::new(new, app.env.now()).map_err(ShowError::Invalid)?;
+    // A platform-wide token, or a merchant token for the shop the show sells from.
+    let (who, credential) = match app.secret.verify(token, "*", app.now_secs()) {
+        Err(TokenError::WrongRoom) => (app.verify(token, show.shop_id())?, Credential::Shop),
+        verified => (verified.map_err(|e| app.refused_token(e))?, Credential::Platform),
+    };
+    let operator = app.config.operators.contains(&who.subject);
+    app.shows.claim_shop(show.shop_id(), &who, credential, operator)?;
+    let show = app.shows.insert(show)?;
+    // The room knows its host from the start, so nobody can sanction them before they connect.
+    let host = Identity::new(who.subject.clone(), Role::Host);
+    let vouch = HttpRequest {
+        method: "PUT".into(),
+        path: "/staff".into(),
+        body: vec![],
+        who: Some(host),
+        headers: vec![],
+    };
+    app.node.request(Kind::Room, &show.id, vouch).await?;
     Ok((StatusCode::CREATED, Json(created(&app, show, &who.subject)?)))
 }
 
@@ -283,8 +341,7 @@ fn created(app: &AppState, show: Show, host: &str) -> Result<CreatedShow, ApiErr
     Ok(CreatedShow {
         viewer_url: format!("{base}/watch/{}", show.id),
         dashboard_url: format!("{base}/dashboard/{}#token={host_token}", show.id),
-        whip_url: format!("{base}/whip/{}", show.id),
-        stream_key: app.secret.stream_keys().key(&show.id),
+        publishing: crate::stream_keys::Publishing::of(app, &show),
         host_token,
         show,
     })
@@ -303,17 +360,22 @@ struct GuestRequest {
     name: String,
 }
 
-/// `POST /v1/rooms/{room}/guest`: a viewer token for anyone, when the node allows guests.
+/// `POST /v1/rooms/{room}/guest`: a viewer token for anyone, when the node allows guests. The
+/// token is for the device its signed `liveshop_device` cookie names, whose guest subject is
+/// always the same; a request without one gets a new device and its cookie, from the address's
+/// allowance of new guests ([`Limit::GuestDevices`]).
 async fn guest_token(
     State(app): State<Arc<AppState>>,
     Path(room): Path<String>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    body: axum::body::Bytes,
-) -> Result<Json<serde_json::Value>, ApiError> {
+    headers: HeaderMap,
+    Limited(body): Limited<MAX_BODY_BYTES>,
+) -> Result<Response, ApiError> {
     if !app.config.guest_tokens {
         return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "this node gives no guest tokens"));
     }
-    app.admit(addr.ip())?;
+    let ip = app.client_ip(addr, &headers);
+    app.admit(ip)?;
     app.show(&room)?;
     let req: GuestRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_argument", e.to_string()))?;
@@ -326,12 +388,25 @@ async fn guest_token(
             "a name is 1 to 40 characters",
         ));
     }
-    let mut id = [0u8; 6];
-    app.env.fill_random(&mut id);
-    let subject = format!("guest-{}", id.iter().map(|b| format!("{b:02x}")).collect::<String>());
+    let devices = app.secret.devices();
+    let cookies = headers.get_all(header::COOKIE).into_iter().filter_map(|v| v.to_str().ok());
+    let device = match cookies.into_iter().find_map(|c| devices.from_cookie_header(c)) {
+        Some(device) => device,
+        None => {
+            app.pace(Limit::GuestDevices, ip)?;
+            let mut random = [0u8; DEVICE_ID_BYTES];
+            app.env.fill_random(&mut random);
+            Devices::new_device(random)
+        }
+    };
+    let subject = devices.guest_subject(&device);
     let expires_at = app.now_secs() + GUEST_TOKEN_SECS;
-    let token = app.secret.mint(&Claims::new(&subject, &room, Role::Viewer, expires_at).with_name(name))?;
-    Ok(Json(json!({ "token": token, "subject": subject, "expires_at": expires_at })))
+    let claims = Claims::new(&subject, &room, Role::Viewer, expires_at).with_name(name).with_device(&device);
+    let token = app.secret.mint(&claims)?;
+    let body = Json(json!({ "token": token, "subject": subject, "expires_at": expires_at }));
+    // Set again each time, so a device seen within its lifetime keeps it.
+    let cookie = HeaderValue::from_str(&devices.set_cookie(&device)).expect("a cookie of hex and base64url");
+    Ok(([(header::SET_COOKIE, cookie)], body).into_response())
 }
 
 #[derive(Deserialize, Default)]
@@ -354,7 +429,7 @@ async fn websocket(
     // A plain GET gets the JSON error every endpoint gives, not axum's text.
     let ws =
         ws.map_err(|e| ApiError::new(StatusCode::UPGRADE_REQUIRED, "upgrade_required", e.body_text()))?;
-    app.admit(addr.ip())?;
+    app.admit(app.client_ip(addr, &headers))?;
     app.show(&room)?;
     let from_protocol = headers
         .get(header::SEC_WEBSOCKET_PROTOCOL)
@@ -419,9 +494,16 @@ async fn serve_websocket(socket: WebSocket, mut sub: Subscription, pace: Pace, e
                 }
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
                 Some(Err(e)) => {
-                    // axum hides tungstenite's error type; its capacity error names itself.
-                    let too_big = e.to_string().contains("too long");
-                    let (code, reason) = if too_big { (1009, "message too big") } else { (1002, "protocol error") };
+                    // axum hides tungstenite's error type; its capacity and UTF-8 errors name
+                    // themselves. RFC 6455 closes a text frame that is not UTF-8 with 1007.
+                    let e = e.to_string();
+                    let (code, reason) = if e.contains("too long") {
+                        (1009, "message too big")
+                    } else if e.contains("UTF-8") {
+                        (1007, "text frames are UTF-8")
+                    } else {
+                        (1002, "protocol error")
+                    };
                     let _ = tx.send(close(code, reason.into())).await;
                     return;
                 }
@@ -440,7 +522,7 @@ async fn events(
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
-    app.admit(addr.ip())?;
+    app.admit(app.client_ip(addr, &headers))?;
     app.show(&room)?;
     let token = q
         .token
@@ -484,13 +566,16 @@ fn sse_event(frame: &str) -> SseEvent {
 }
 
 /// `POST /v1/rooms/{room}/commands`: one client frame as the body; the answer is its `ack`, or
-/// the error with a 4xx status.
+/// the error with a 4xx status. Paced per client address before anything else, on top of the
+/// room's pacing per user (which new guest tokens would otherwise reset).
 async fn command(
     State(app): State<Arc<AppState>>,
     Path(room): Path<String>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    app.pace(Limit::Commands, app.client_ip(addr, &headers))?;
     let token = bearer(&headers).ok_or_else(|| ApiError::from(TokenError::Malformed))?;
     let who = app.verify(token, &room)?;
     app.show(&room)?;
@@ -500,8 +585,26 @@ async fn command(
 
 /// A command's body, up to [`MAX_COMMAND_BYTES`].
 async fn command_body(body: Body) -> Result<axum::body::Bytes, ApiError> {
-    axum::body::to_bytes(body, MAX_COMMAND_BYTES).await.map_err(|_| {
-        let msg = format!("commands are limited to {MAX_COMMAND_BYTES} bytes");
+    read_body(body, MAX_COMMAND_BYTES).await
+}
+
+/// A request body of at most `MAX` bytes, read before anything else is looked at. Every route
+/// takes its body this way (or through [`read_body`]): axum's own `Bytes`, `String` and `Json`
+/// refuse in plain text, and every refusal here is an [`ApiError`].
+pub(crate) struct Limited<const MAX: usize>(pub axum::body::Bytes);
+
+impl<S: Send + Sync, const MAX: usize> axum::extract::FromRequest<S> for Limited<MAX> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, _: &S) -> Result<Self, ApiError> {
+        read_body(req.into_body(), MAX).await.map(Limited)
+    }
+}
+
+/// `body`, or `413 payload_too_large` when it is longer than `max` bytes.
+pub(crate) async fn read_body(body: Body, max: usize) -> Result<axum::body::Bytes, ApiError> {
+    axum::body::to_bytes(body, max).await.map_err(|_| {
+        let msg = format!("request bodies are limited to {max} bytes");
         ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", msg)
     })
 }
@@ -570,7 +673,7 @@ async fn relay_stream_event(app: &AppState, body: &[u8]) -> Result<Response, Api
     }
     app.show(&post.show)?;
     let event = serde_json::to_vec(&post.event).expect("a command serializes");
-    room_command(app, &post.show, Identity::new("media-origin", Role::Host), event).await
+    room_command(app, &post.show, Identity::new(liveshop_room::MEDIA_ORIGIN, Role::Host), event).await
 }
 
 /// `GET /v1/rooms/{room}/state`: the room as the caller (or an anonymous viewer) sees it.
@@ -582,7 +685,7 @@ async fn room_state(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     // Each read is an event of the room (it may revive it), so it is paced like a connection.
-    app.admit(addr.ip())?;
+    app.admit(app.client_ip(addr, &headers))?;
     app.show(&room)?;
     let who = match q.token.as_deref().or_else(|| bearer(&headers)) {
         Some(t) => Some(app.verify(t, &room)?),
@@ -602,6 +705,31 @@ pub(crate) fn actor_response(r: crate::actor::HttpResponse) -> Result<Response, 
         }
     }
     Ok(response)
+}
+
+/// The headers of every response ([`liveshop_room::pages::COMMON_HEADERS`]).
+async fn common_headers(mut response: Response) -> Response {
+    for (name, value) in liveshop_room::pages::COMMON_HEADERS {
+        response.headers_mut().insert(name, HeaderValue::from_static(value));
+    }
+    response
+}
+
+/// `GET /watch/{show}`: frameable by the show's embed origins only (by nobody when there is no
+/// such show).
+async fn viewer_page(State(app): State<Arc<AppState>>, Path(show): Path<String>) -> Response {
+    let show = app.shows.get(&show).ok();
+    with_policy(page("viewer.html"), Page::Viewer, show.as_ref())
+}
+
+/// A page with its `Content-Security-Policy` ([`liveshop_room::pages`]).
+fn with_policy(mut response: Response, page: Page, show: Option<&Show>) -> Response {
+    let policy = liveshop_room::pages::content_security_policy(page, show);
+    // Embed origins are validated when the show is made: the policy is always a header value.
+    if let Ok(value) = HeaderValue::from_str(&policy) {
+        response.headers_mut().insert(header::CONTENT_SECURITY_POLICY, value);
+    }
+    response
 }
 
 /// The web pages, built into the binary so the node is one file.

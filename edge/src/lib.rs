@@ -11,6 +11,8 @@
 //! - [`payments`]: the payment providers (the test provider, Stripe).
 //! - [`http`] and [`shop_http`]: the HTTP face, including `POST /v1/stream-events`, where the
 //!   media origin's signed `stream.*` events come in for the rooms.
+//! - [`listener`]: the accept loop: header and idle timeouts, connections per address and the
+//!   file-descriptor budget.
 //!
 //! The components are built by this crate's `build.rs` (nested cargo builds for
 //! `wasm32-wasip2`) and embedded as [`ROOM_COMPONENT`] and [`SHOP_COMPONENT`].
@@ -19,15 +21,19 @@ pub mod actor;
 pub mod config;
 mod host;
 pub mod http;
+pub mod listener;
 pub mod metrics;
 pub mod node;
 pub mod outbound;
+pub mod pacing;
 pub mod payments;
+pub mod sealed;
 pub mod server;
 pub mod shop_http;
 pub mod shows;
 pub mod sqlite;
 pub mod storage;
+pub mod stream_keys;
 
 pub use actor::{
     Actor, ActorError, ActorKind, ConnId, Connection, Effect, Env, HttpRequest, HttpResponse, Outcome,

@@ -9,33 +9,39 @@
 //!   for a network error or timeout. The shop decides about retries, dead letters and `410`.
 //!
 //! At most [`MAX_IN_FLIGHT`] calls run at once, so a flash sale cannot open thousands of sockets.
+//!
+//! Webhooks go only where the node's [`EndpointPolicy`] lets them ([`webhook_client`]): the
+//! address a delivery connects to is checked, not only the URL a merchant registered.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use liveshop_shop::PaymentRequest;
 use liveshop_shop::effects::{self, DeliveryResult, PaymentResult};
 use liveshop_shop::outbox::DeliveryRequest;
-use liveshop_webhooks::Secret;
 pub use liveshop_webhooks::rotation::ROTATION_OVERLAP_MS;
 use liveshop_webhooks::rotation::SecretRing;
+use liveshop_webhooks::{EndpointPolicy, Secret};
 use serde::Serialize;
 use tokio::sync::Semaphore;
 
 use crate::actor::Env;
 use crate::node::{EffectHost, Kind, Node};
 use crate::payments::Provider;
-use crate::sqlite::Db;
+use crate::sealed::SealedRecords;
 use crate::storage::StorageError;
 
 /// Calls to providers and merchants at once, node-wide.
 pub const MAX_IN_FLIGHT: usize = 64;
-/// Record kind of a shop's webhook secrets.
-const SECRETS: &str = "webhook-secrets";
+/// Record kind of a shop's webhook secrets (sealed).
+pub(crate) const SECRETS: &str = "webhook-secrets";
 
 /// The edge node's [`EffectHost`].
 pub struct Outbound {
+    /// A [`webhook_client`].
     client: reqwest::Client,
+    policy: Arc<EndpointPolicy>,
     provider: Arc<Provider>,
     secrets: WebhookSecrets,
     env: Arc<dyn Env>,
@@ -44,13 +50,15 @@ pub struct Outbound {
 
 impl Outbound {
     pub fn new(
-        client: reqwest::Client,
+        policy: EndpointPolicy,
         provider: Provider,
         secrets: WebhookSecrets,
         env: Arc<dyn Env>,
     ) -> Self {
+        let policy = Arc::new(policy);
         Outbound {
-            client,
+            client: webhook_client(policy.clone()),
+            policy,
             provider: Arc::new(provider),
             secrets,
             env,
@@ -84,9 +92,10 @@ impl EffectHost for Outbound {
                     }
                 };
                 let (client, secrets, now) = (self.client.clone(), self.secrets.clone(), self.env.now());
+                let policy = self.policy.clone();
                 tokio::spawn(async move {
                     let Ok(_permit) = permits.acquire_owned().await else { return };
-                    let status = deliver(&client, &secrets, &actor, &req, now).await;
+                    let status = deliver(&client, &policy, &secrets, &actor, &req, now).await;
                     let result = DeliveryResult { delivery_id: req.delivery_id, status };
                     report(&node, kind, &actor, effects::DELIVERY_RESULT, &result).await;
                 });
@@ -128,14 +137,64 @@ async fn pay(node: &Node, kind: Kind, actor: &str, provider: &Provider, req: Pay
     }
 }
 
+/// The client webhooks go out with: [`http_client_builder`]'s (no redirects: a redirect could
+/// lead anywhere), no proxy (the address connected to must be the endpoint's own), and names
+/// resolved through [`PolicyResolver`].
+pub fn webhook_client(policy: Arc<EndpointPolicy>) -> reqwest::Client {
+    crate::payments::http_client_builder()
+        .no_proxy()
+        .dns_resolver(Arc::new(PolicyResolver { policy }))
+        .build()
+        .expect("a client with a crypto provider installed and no custom TLS config always builds")
+}
+
+/// Resolves a webhook's host and keeps only the addresses the policy lets a delivery connect to
+/// ([`EndpointPolicy::allowed_addresses`]), so a name that resolves (or later re-resolves) to
+/// loopback, a private range or the metadata service is refused before any connection.
+struct PolicyResolver {
+    policy: Arc<EndpointPolicy>,
+}
+
+impl reqwest::dns::Resolve for PolicyResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let (policy, host) = (self.policy.clone(), name.as_str().to_string());
+        Box::pin(async move {
+            let resolved = tokio::net::lookup_host((host.as_str(), 0)).await?;
+            let allowed = policy.allowed_addresses(&host, resolved.map(|a| a.ip()));
+            if allowed.is_empty() {
+                return Err(format!("webhooks may not go to {host}: it resolves to no public address").into());
+            }
+            let addrs: reqwest::dns::Addrs = Box::new(allowed.into_iter().map(|ip| SocketAddr::new(ip, 0)));
+            Ok(addrs)
+        })
+    }
+}
+
+/// An endpoint whose host is an address (which the client connects to without resolving) must be
+/// one the policy allows; names are left to [`PolicyResolver`]. The URL is read by reqwest's own
+/// parser, so this is the address it would connect to.
+fn literal_allowed(url: &str, policy: &EndpointPolicy) -> bool {
+    let Ok(parsed) = reqwest::Url::parse(url) else { return false };
+    let host = parsed.host_str().unwrap_or_default();
+    match host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
+        Ok(ip) => policy.names(host) || liveshop_webhooks::is_public(ip),
+        Err(_) => true,
+    }
+}
+
 /// One signed attempt; the status, or `None` when there was no HTTP answer.
 async fn deliver(
     client: &reqwest::Client,
+    policy: &EndpointPolicy,
     secrets: &WebhookSecrets,
     shop: &str,
     req: &DeliveryRequest,
     now: u64,
 ) -> Option<u16> {
+    if !literal_allowed(&req.endpoint_url, policy) {
+        tracing::warn!(shop, url = req.endpoint_url, "webhooks may not go to this address: not delivered");
+        return None;
+    }
     let keys = match secrets.signing(shop, &req.secret_id, now) {
         Ok(keys) if !keys.is_empty() => keys,
         Ok(_) => {
@@ -179,11 +238,11 @@ async fn report(node: &Node, kind: Kind, actor: &str, result: &str, body: &impl 
     }
 }
 
-/// The shops' webhook signing secrets, by `(shop, secret_id)`, in the node's database. Shops
-/// name a secret; they never hold one (their state is readable through their API).
+/// The shops' webhook signing secrets, by `(shop, secret_id)`, sealed in the node's database.
+/// Shops name a secret; they never hold one (their state is readable through their API).
 #[derive(Clone)]
 pub struct WebhookSecrets {
-    db: Db,
+    records: SealedRecords,
 }
 
 /// What a new or rotated secret looks like to the merchant (shown once).
@@ -196,12 +255,12 @@ pub struct IssuedSecret {
 }
 
 impl WebhookSecrets {
-    pub fn new(db: Db) -> Self {
-        WebhookSecrets { db }
+    pub fn new(records: SealedRecords) -> Self {
+        WebhookSecrets { records }
     }
 
     fn load(&self, shop: &str, secret_id: &str) -> Result<SecretRing, StorageError> {
-        let text = self.db.record(SECRETS, &format!("{shop}/{secret_id}"))?;
+        let text = self.records.get(SECRETS, &format!("{shop}/{secret_id}"))?;
         Ok(text.and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default())
     }
 
@@ -221,7 +280,7 @@ impl WebhookSecrets {
         let mut ring = self.load(shop, secret_id)?;
         let previous_expires_at = ring.rotate(secret, now);
         let body = serde_json::to_string(&ring).expect("secrets serialize");
-        self.db.put_record(SECRETS, &format!("{shop}/{secret_id}"), &body)?;
+        self.records.put(SECRETS, &format!("{shop}/{secret_id}"), &body)?;
         Ok(IssuedSecret { secret_id: secret_id.to_string(), secret: secret.encode(), previous_expires_at })
     }
 }
@@ -236,7 +295,8 @@ mod tests {
 
     #[test]
     fn a_rotated_secret_signs_beside_the_new_one_for_a_day_then_stops() {
-        let secrets = WebhookSecrets::new(Db::in_memory().unwrap());
+        let db = crate::sqlite::Db::in_memory().unwrap();
+        let secrets = WebhookSecrets::new(SealedRecords::new(db, b"a test node secret"));
         assert!(secrets.signing("acme", "whsec_main", 0).unwrap().is_empty());
         let first = secrets.rotate("acme", "whsec_main", &secret(1), 1_000).unwrap();
         assert_eq!(first.previous_expires_at, None);
@@ -251,5 +311,42 @@ mod tests {
         secrets.rotate("acme", "whsec_main", &secret(3), 4_000).unwrap();
         assert_eq!(secrets.load("acme", "whsec_main").unwrap().len(), 2);
         assert!(secrets.signing("other", "whsec_main", 3_000).unwrap().is_empty(), "per shop");
+    }
+
+    #[test]
+    fn addresses_in_urls_are_judged_as_reqwest_reads_them() {
+        let strict = EndpointPolicy::default();
+        for url in [
+            "http://127.0.0.1:9/",
+            "http://[::ffff:a9fe:a9fe]/",
+            "http://2130706433/",
+            "http://0x7f.1/",
+            "not a url",
+        ] {
+            assert!(!literal_allowed(url, &strict), "{url}");
+        }
+        assert!(literal_allowed("http://8.8.8.8/", &strict));
+        assert!(literal_allowed("http://localhost/", &strict), "names are the resolver's to judge");
+        assert!(literal_allowed("http://127.0.0.1:9/", &EndpointPolicy::allowing(["127.0.0.1"])));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_webhook_client_connects_to_a_name_only_where_it_may_resolve() {
+        let trap = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://localhost:{}/hooks", trap.local_addr().unwrap().port());
+        let strict = webhook_client(Arc::new(EndpointPolicy::default()));
+        let refused = strict.post(&url).body("{}").send().await.unwrap_err();
+        assert!(format!("{refused:?}").contains("resolves to no public address"), "{refused:?}");
+        let knock = tokio::time::timeout(Duration::from_millis(300), trap.accept()).await;
+        assert!(knock.is_err(), "the strict client connected to loopback");
+        // Named, the same URL is reached.
+        let dev = webhook_client(Arc::new(EndpointPolicy::allowing(["localhost"])));
+        let send =
+            tokio::spawn(
+                async move { dev.post(&url).body("{}").timeout(Duration::from_secs(2)).send().await },
+            );
+        let accepted = tokio::time::timeout(Duration::from_secs(5), trap.accept()).await;
+        assert!(matches!(accepted, Ok(Ok(_))), "the allowed client did not connect");
+        send.abort();
     }
 }

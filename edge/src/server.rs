@@ -10,10 +10,12 @@ use liveshop_identity::{Secret, TokenError};
 use crate::actor::{ActorError, Env, Runtime, RuntimeConfig, SystemEnv};
 use crate::config::{EdgeConfig, PaymentsConfig, ProviderName};
 use crate::http::{AppState, Commerce, router};
+use crate::listener::Limits;
 use crate::metrics::Metrics;
 use crate::node::{KindSetup, Node, NodeConfig};
 use crate::outbound::{Outbound, WebhookSecrets};
 use crate::payments::{IntentStore, Provider, Stripe, StripeConfig, http_client};
+use crate::sealed::SealedRecords;
 use crate::shows::{NewShow, Show, ShowError, Shows};
 use crate::sqlite::Db;
 use crate::storage::StorageError;
@@ -32,8 +34,6 @@ pub enum EdgeError {
     Show(#[from] ShowError),
     #[error("cannot listen on {addr}: {source}")]
     Listen { addr: SocketAddr, source: std::io::Error },
-    #[error("the server stopped: {0}")]
-    Serve(std::io::Error),
     #[error("payments: {0}")]
     Payments(String),
 }
@@ -42,6 +42,7 @@ pub enum EdgeError {
 pub struct Edge {
     pub app: Arc<AppState>,
     listener: tokio::net::TcpListener,
+    metrics: Arc<Metrics>,
 }
 
 impl Edge {
@@ -53,8 +54,7 @@ impl Edge {
     /// [`Edge::start`] with another clock and source of randomness (tests).
     pub async fn start_with_env(config: EdgeConfig, env: Arc<dyn Env>) -> Result<Edge, EdgeError> {
         let dir = &config.data_dir;
-        std::fs::create_dir_all(dir)
-            .map_err(|source| EdgeError::DataDir { path: dir.display().to_string(), source })?;
+        private_dir(dir).map_err(|source| EdgeError::DataDir { path: dir.display().to_string(), source })?;
         let secret = node_secret(dir)?;
         let stream_events = stream_event_secret(&node_secret_bytes(dir)?);
         let db = Db::open(&dir.join("liveshop.db"), config.durability)?;
@@ -68,15 +68,22 @@ impl Edge {
         })?;
         let rooms = KindSetup { component: runtime.load(crate::ROOM_COMPONENT)?, db: db.clone() };
         let shops = KindSetup { component: runtime.load(crate::SHOP_COMPONENT)?, db: shop_db.clone() };
-        let client = http_client();
         let stripe = stripe_config(&config.payments)?
-            .map(|s| Stripe::new(s, IntentStore::new(shop_db.clone()), client.clone()));
+            .map(|s| Stripe::new(s, IntentStore::new(shop_db.clone()), http_client()));
         let provider = match &stripe {
             Some(s) => Provider::Stripe(s.clone()),
             None => Provider::Test,
         };
-        let webhook_secrets = WebhookSecrets::new(shop_db.clone());
-        let outbound = Outbound::new(client, provider, webhook_secrets.clone(), env.clone());
+        let sealed = SealedRecords::new(shop_db.clone(), &node_secret_bytes(dir)?);
+        for kind in [crate::outbound::SECRETS, crate::shop_http::SHOPIFY] {
+            let n = sealed.seal_plain(kind)?;
+            if n > 0 {
+                tracing::info!(kind, records = n, "sealed secrets an earlier version stored in plain text");
+            }
+        }
+        let webhook_secrets = WebhookSecrets::new(sealed.clone());
+        let endpoint_policy = config.webhooks.policy();
+        let outbound = Outbound::new(endpoint_policy.clone(), provider, webhook_secrets.clone(), env.clone());
         let node_config = NodeConfig {
             hibernate_after: config.hibernate_after(),
             tick: Duration::from_millis(config.tick_ms.max(1)),
@@ -84,12 +91,13 @@ impl Edge {
             max_conns_per_room: config.max_conns_per_room,
         };
         let metrics = Arc::new(Metrics::default());
-        let node = Node::start(node_config, rooms, Some(shops), env.clone(), metrics, Arc::new(outbound))?;
+        let node =
+            Node::start(node_config, rooms, Some(shops), env.clone(), metrics.clone(), Arc::new(outbound))?;
         let listener =
             listen(config.listen).map_err(|source| EdgeError::Listen { addr: config.listen, source })?;
-        let commerce = Commerce { shop_db, webhook_secrets, stripe };
+        let commerce = Commerce { shop_db, webhook_secrets, stripe, sealed, endpoint_policy };
         let app = Arc::new(AppState::new(node, Shows::new(db), secret, env, config, commerce, stream_events));
-        Ok(Edge { app, listener })
+        Ok(Edge { app, listener, metrics })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -120,8 +128,17 @@ impl Edge {
         extra: axum::Router,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), EdgeError> {
-        let app = router(self.app).merge(extra).into_make_service_with_connect_info::<SocketAddr>();
-        axum::serve(self.listener, app).with_graceful_shutdown(shutdown).await.map_err(EdgeError::Serve)
+        let limits = Limits::from_config(&self.app.config);
+        tracing::info!(
+            "up to {} connections, {} per address; header timeout {:?}, idle timeout {:?}",
+            limits.connections,
+            limits.per_address,
+            limits.header_timeout,
+            limits.idle_timeout
+        );
+        let app = router(self.app).merge(extra);
+        crate::listener::serve(self.listener, app, limits, self.metrics, shutdown).await;
+        Ok(())
     }
 }
 
@@ -199,6 +216,26 @@ pub fn stream_event_secret(node_secret: &[u8]) -> liveshop_webhooks::Secret {
         hmac::Hmac::<sha2::Sha256>::new_from_slice(node_secret).expect("HMAC takes keys of any length");
     mac.update(b"liveshop stream events v1\0");
     liveshop_webhooks::Secret::generate(mac.finalize().into_bytes().into())
+}
+
+/// The data directory, made (or made again) accessible to its owner only: it holds the node's
+/// secret and every database.
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        builder.mode(0o700).create(dir)?;
+        let mode = std::fs::metadata(dir)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode & 0o700))?;
+            tracing::warn!(dir = %dir.display(), "the data directory was open to others: now {:o}", mode & 0o700);
+        }
+    }
+    #[cfg(not(unix))]
+    builder.create(dir)?;
+    Ok(())
 }
 
 fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {

@@ -18,32 +18,34 @@
 //! as the merchant once their signature checks out; the shop applies each event id once.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post, put};
 use axum::{Json, Router};
 use liveshop_identity::{Identity, Role};
+use liveshop_room::filter::address_key;
 use liveshop_shop::api::MAX_BODY_BYTES;
 use liveshop_shop::effects::{self, PaymentResult};
+use liveshop_shop::guard::{self, AddressGuard};
 use liveshop_shop::shopify::{self, ShopifyError, ShopifySettings};
 use liveshop_webhooks::{DEFAULT_TOLERANCE_SECS, GENERATED_SECRET_LEN, Secret, WebhookError};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::actor::HttpRequest;
-use crate::http::{ApiError, AppState, actor_response, bearer, sse};
+use crate::actor::{HttpRequest, HttpResponse};
+use crate::http::{ApiError, AppState, Limited, actor_response, bearer, read_body, sse};
 use crate::node::Kind;
 
 /// The `secret_id` of the secret merchants sign inbound updates with (not a `whsec_` name, so no
 /// endpoint can pick it).
 const INBOUND_SECRET_ID: &str = "inbound";
-/// Record kind of a shop's Shopify settings.
-const SHOPIFY: &str = "shopify";
+/// Record kind of a shop's Shopify settings (sealed: they hold the app's secret).
+pub(crate) const SHOPIFY: &str = "shopify";
 /// Request headers the shop sees; everything else stays with the host.
 const FORWARDED_HEADERS: [&str; 1] = ["idempotency-key"];
 
@@ -141,36 +143,56 @@ async fn forward(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let ip = app.client_ip(addr, headers);
     // Anonymous reads revive actors too: paced per address like connections.
     if who.is_none() {
-        app.admit(addr.ip())?;
+        app.admit(ip)?;
     }
-    let body = shop_body(body).await?;
+    let body = read_body(body, MAX_BODY_BYTES).await?;
+    liveshop_shop::api::screen_endpoint(method.as_str(), &path, &body, &app.endpoint_policy).map_err(
+        |e| {
+            let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
+            ApiError::new(status, e.code.as_str(), e.message)
+        },
+    )?;
     let headers = FORWARDED_HEADERS
         .iter()
         .filter_map(|name| Some((name.to_string(), headers.get(*name)?.to_str().ok()?.to_string())))
         .collect();
+    // Guessing coupon codes is limited per address here, as per buyer in the shop.
+    let attempt = app.coupon_guard().before(shop, address_key(ip), method.as_str(), &path, app.env.now());
+    let attempt = match attempt {
+        Ok(attempt) => attempt,
+        Err(refusal) => {
+            app.node.metrics().refused("coupon_attempts");
+            return shop_answer(HttpResponse {
+                status: refusal.status(),
+                headers: vec![("content-type".into(), "application/json".into())],
+                body: refusal.body().into_bytes(),
+            });
+        }
+    };
     let req = HttpRequest { method: method.to_string(), path, headers, body: body.to_vec(), who };
-    actor_response(app.node.request(Kind::Shop, shop, req).await?)
+    let answer = app.node.request(Kind::Shop, shop, req).await;
+    if let Some(attempt) = attempt {
+        let (status, body) = answer.as_ref().map_or((503, &[][..]), |r| (r.status, &r.body[..]));
+        app.coupon_guard().after(attempt, status, body);
+    }
+    shop_answer(answer?)
 }
 
-/// A request body of at most [`MAX_BODY_BYTES`], for every shop route: a larger one is
-/// `413 payload_too_large`, before anything else is looked at.
-struct ShopBody(Bytes);
-
-impl<S: Send + Sync> axum::extract::FromRequest<S> for ShopBody {
-    type Rejection = ApiError;
-
-    async fn from_request(req: axum::extract::Request, _: &S) -> Result<Self, ApiError> {
-        shop_body(req.into_body()).await.map(ShopBody)
+impl AppState {
+    fn coupon_guard(&self) -> std::sync::MutexGuard<'_, AddressGuard> {
+        self.coupon_guard.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
-async fn shop_body(body: Body) -> Result<Bytes, ApiError> {
-    axum::body::to_bytes(body, MAX_BODY_BYTES).await.map_err(|_| {
-        let msg = format!("request bodies are limited to {MAX_BODY_BYTES} bytes");
-        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", msg)
-    })
+/// A shop's answer, with `Retry-After` when it is a `429` that says when.
+fn shop_answer(mut answer: HttpResponse) -> Result<Response, ApiError> {
+    if let Some(secs) = guard::retry_after(answer.status, &answer.body) {
+        answer.headers.push(("retry-after".into(), secs.to_string()));
+    }
+    actor_response(answer)
 }
 
 /// `GET /v1/shops/{shop}/live` and `GET /v1/shows/{show}/shop/live`.
@@ -178,14 +200,15 @@ async fn shop_live(
     State(app): State<Arc<AppState>>,
     Path(params): Path<HashMap<String, String>>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let (shop, _, _) = app.addressed(&params)?;
-    live(&app, addr, &shop).await
+    live(&app, app.client_ip(addr, &headers), &shop).await
 }
 
 /// The shop's live feed over SSE: public data, so no token.
-async fn live(app: &AppState, addr: SocketAddr, shop: &str) -> Result<Response, ApiError> {
-    app.admit(addr.ip())?;
+async fn live(app: &AppState, ip: IpAddr, shop: &str) -> Result<Response, ApiError> {
+    app.admit(ip)?;
     let who = Identity::new("anonymous", Role::Viewer);
     let sub = app.node.connect(Kind::Shop, shop, who, None).await?;
     Ok(sse(sub).into_response())
@@ -203,7 +226,7 @@ async fn rotate_secret(
     State(app): State<Arc<AppState>>,
     Path((shop, secret_id)): Path<(String, String)>,
     headers: HeaderMap,
-    ShopBody(body): ShopBody,
+    Limited(body): Limited<MAX_BODY_BYTES>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     if !secret_id.starts_with("whsec_") || secret_id.len() > 128 {
         let msg = "a secret id is a name starting with whsec_ (at most 128 bytes)";
@@ -217,7 +240,7 @@ async fn rotate_inbound_secret(
     State(app): State<Arc<AppState>>,
     Path(shop): Path<String>,
     headers: HeaderMap,
-    ShopBody(body): ShopBody,
+    Limited(body): Limited<MAX_BODY_BYTES>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     issue_secret(&app, &shop, INBOUND_SECRET_ID, &headers, &body)
 }
@@ -250,12 +273,12 @@ async fn set_shopify(
     State(app): State<Arc<AppState>>,
     Path(shop): Path<String>,
     headers: HeaderMap,
-    ShopBody(body): ShopBody,
+    Limited(body): Limited<MAX_BODY_BYTES>,
 ) -> Result<StatusCode, ApiError> {
     app.known_shop(&shop)?;
     app.merchant(&headers, &shop)?;
     let settings = ShopifySettings::parse(&body).map_err(shopify_error)?;
-    app.shop_db.put_record(SHOPIFY, &shop, &serde_json::to_string(&settings).expect("serializes"))?;
+    app.sealed.put(SHOPIFY, &shop, &serde_json::to_string(&settings).expect("serializes"))?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -270,7 +293,7 @@ async fn inbound_liveshop(
     State(app): State<Arc<AppState>>,
     Path(shop): Path<String>,
     headers: HeaderMap,
-    ShopBody(body): ShopBody,
+    Limited(body): Limited<MAX_BODY_BYTES>,
 ) -> Result<Response, ApiError> {
     app.known_shop(&shop)?;
     let secrets = app.webhook_secrets.signing(&shop, INBOUND_SECRET_ID, app.env.now())?;
@@ -292,12 +315,12 @@ async fn inbound_shopify(
     State(app): State<Arc<AppState>>,
     Path(shop): Path<String>,
     headers: HeaderMap,
-    ShopBody(body): ShopBody,
+    Limited(body): Limited<MAX_BODY_BYTES>,
 ) -> Result<Response, ApiError> {
     app.known_shop(&shop)?;
     let settings: ShopifySettings = app
-        .shop_db
-        .record(SHOPIFY, &shop)?
+        .sealed
+        .get(SHOPIFY, &shop)?
         .and_then(|t| serde_json::from_str(&t).ok())
         .ok_or(WebhookError::SecretInvalid)?;
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
@@ -333,7 +356,7 @@ async fn merchant_event(
 async fn stripe(
     State(app): State<Arc<AppState>>,
     headers: HeaderMap,
-    ShopBody(body): ShopBody,
+    Limited(body): Limited<MAX_BODY_BYTES>,
 ) -> Result<StatusCode, ApiError> {
     let Some(stripe) = &app.stripe else {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", "this node does not use Stripe"));

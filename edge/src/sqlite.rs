@@ -36,6 +36,7 @@ fn backend(e: rusqlite::Error) -> StorageError {
 
 impl Db {
     pub fn open(path: &Path, durability: Durability) -> Result<Db, StorageError> {
+        make_private(path).map_err(|e| StorageError::Backend(Box::new(e)))?;
         let conn = Connection::open(path).map_err(backend)?;
         Self::init(conn, durability)
     }
@@ -96,6 +97,14 @@ impl Db {
             .map_err(backend)
     }
 
+    /// Every record of `kind`: `(id, body)`.
+    pub fn records(&self, kind: &str) -> Result<Vec<(String, String)>, StorageError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare("SELECT id, body FROM records WHERE kind = ?1").map_err(backend)?;
+        let rows = stmt.query_map(params![kind], |r| Ok((r.get(0)?, r.get(1)?))).map_err(backend)?;
+        rows.collect::<Result<_, _>>().map_err(backend)
+    }
+
     /// Inserts or replaces a record.
     pub fn put_record(&self, kind: &str, id: &str, body: &str) -> Result<(), StorageError> {
         self.lock()
@@ -118,6 +127,27 @@ impl Db {
             .map_err(backend)?;
         Ok(n == 1)
     }
+}
+
+/// Creates the database file readable and writable by its owner only, and takes every other
+/// bit from one (or its `-wal` and `-shm`) that an earlier version left readable by others.
+/// SQLite creates `-wal` and `-shm` with the main file's mode.
+fn make_private(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        std::fs::OpenOptions::new().write(true).create(true).truncate(false).mode(0o600).open(path)?;
+        for suffix in ["", "-wal", "-shm"] {
+            let mut file = path.as_os_str().to_owned();
+            file.push(suffix);
+            let Ok(meta) = std::fs::metadata(&file) else { continue };
+            if meta.permissions().mode() & 0o077 != 0 {
+                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))?;
+                tracing::warn!(file = %Path::new(&file).display(), "was readable by others: now 0600");
+            }
+        }
+    }
+    Ok(())
 }
 
 /// One actor's view of the database.

@@ -114,6 +114,23 @@ async fn only_a_fresh_signed_stream_event_reaches_the_hosts_socket() {
     let (status, answer) = post(&node, &signed(&node.key, "evt_huge", now(), &huge), &huge).await;
     assert_eq!((status, code(&answer)), (413, "payload_too_large"), "{answer}");
 
+    // A moderator cannot ban the origin (the attack that kept viewers from learning the stream
+    // started), so the real one still goes through.
+    let moderator =
+        liveshop_identity::Secret::new(liveshop_edge::server::node_secret_bytes(&node.data_dir).unwrap())
+            .unwrap()
+            .mint(&Claims::new("mod-1", SHOW, Role::Moderator, now() + 3600))
+            .unwrap();
+    let ban = liveshop_edge::payments::http_client()
+        .post(format!("{}/v1/rooms/{SHOW}/commands", node.url))
+        .bearer_auth(moderator)
+        .body(json!({ "type": "mod.ban", "id": "1", "user": liveshop_room::MEDIA_ORIGIN }).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ban.status(), 403);
+    assert_eq!(code(&ban.json().await.unwrap()), "forbidden");
+
     // The real one: taken once.
     let real = body(SHOW, started(1280));
     let headers = signed(&node.key, "evt_real", now(), &real);

@@ -21,3 +21,6 @@ rm -rf build/assets
 mkdir -p build/assets/web
 find ../../web -maxdepth 1 -type f \( -name '*.html' -o -name '*.css' -o -name '*.js' \) ! -name player.js \
     -exec cp {} build/assets/web/ \;
+# The headers every response of the node has (liveshop_room::pages::COMMON_HEADERS; the Worker
+# sets them on what it serves itself), for the assets served without it.
+printf '/*\n  X-Content-Type-Options: nosniff\n  Referrer-Policy: no-referrer\n' > build/assets/_headers

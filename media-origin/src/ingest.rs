@@ -88,8 +88,17 @@ pub struct Published {
 }
 
 enum Command {
-    Publish { show: String, offer: String, reply: oneshot::Sender<Result<Published, ApiError>> },
-    Stop { show: String, session: String, reply: oneshot::Sender<bool> },
+    Publish {
+        show: String,
+        offer: String,
+        reply: oneshot::Sender<Result<Published, ApiError>>,
+    },
+    /// Ends `session` of `show`, or whichever session the show has when `None`.
+    Stop {
+        show: String,
+        session: Option<String>,
+        reply: oneshot::Sender<bool>,
+    },
 }
 
 /// The handle HTTP uses; cheap to clone.
@@ -132,8 +141,9 @@ impl Ingest {
         answer.await.map_err(|_| stopped())?
     }
 
-    /// Ends a session; false if there was no such session on that show.
-    pub async fn stop(&self, show: String, session: String) -> Result<bool, ApiError> {
+    /// Ends a session (the show's live one when `session` is `None`); false if there was no
+    /// such session on that show.
+    pub async fn stop(&self, show: String, session: Option<String>) -> Result<bool, ApiError> {
         let (reply, done) = oneshot::channel();
         self.commands.send(Command::Stop { show, session, reply }).await.map_err(|_| stopped())?;
         done.await.map_err(|_| stopped())
@@ -255,7 +265,10 @@ impl Driver {
                 let _ = reply.send(result);
             }
             Command::Stop { show, session, reply } => {
-                let found = self.sessions.iter_mut().find(|s| s.id == session && s.show == show);
+                let found = self
+                    .sessions
+                    .iter_mut()
+                    .find(|s| s.show == show && session.as_ref().is_none_or(|id| *id == s.id));
                 let ok = found.map(|s| s.closing = true).is_some();
                 self.reap();
                 let _ = reply.send(ok);
@@ -277,9 +290,7 @@ impl Driver {
             e.retry_after = Some(10);
             return Err(e);
         }
-        let parsed = SdpOffer::from_sdp_string(offer).map_err(|e| {
-            ApiError::new(StatusCode::BAD_REQUEST, "bad_sdp", format!("the offer does not parse: {e}"))
-        })?;
+        let parsed = SdpOffer::from_sdp_string(offer).map_err(|_| not_sdp(offer))?;
         if !offers_codec(offer, "H264/90000") {
             return Err(no_codecs());
         }
@@ -339,6 +350,19 @@ fn no_codecs() -> ApiError {
 }
 
 /// Whether an SDP has an `a=rtpmap` for `codec` (`H264/90000`), case-insensitively.
+/// Why `offer` is not SDP, in words. str0m's parse error prints where it stopped as a heap
+/// address (`PointerOffset(0x7f…)`), which tells a publisher nothing and an attacker too much,
+/// so it never reaches the answer; the first line that is not `<type>=<value>` does.
+fn not_sdp(offer: &str) -> ApiError {
+    let mut msg = String::from("the offer is not valid SDP");
+    let is_sdp_line = |l: &str| matches!(l.as_bytes(), [t, b'=', ..] if t.is_ascii_lowercase());
+    if let Some((n, line)) = offer.lines().enumerate().find(|(_, l)| !is_sdp_line(l)) {
+        let shown: String = line.chars().take(40).collect();
+        msg.push_str(&format!(": line {} is not <type>=<value>: {shown:?}", n + 1));
+    }
+    ApiError::new(StatusCode::BAD_REQUEST, "bad_sdp", msg)
+}
+
 fn offers_codec(sdp: &str, codec: &str) -> bool {
     sdp.lines().filter(|l| l.starts_with("a=rtpmap:")).any(|l| {
         l.split_whitespace()

@@ -12,7 +12,8 @@
 //! ```
 //!
 //! One module per step, a plain model between them (MediaMTX's shape):
-//! - [`whip`]: the HTTP side of WHIP (RFC 9725): stream keys, statuses, CORS.
+//! - [`whip`]: the HTTP side of WHIP (RFC 9725): stream keys, statuses, CORS; [`keys`]: which
+//!   key version a show takes now (the node's show record says).
 //! - [`ingest`]: the task owning the UDP socket and every session's `str0m::Rtc`; turns RTP into
 //!   [`media::Frame`]s with capture times from RTCP sender reports.
 //! - [`h264`]: SPS/PPS tracking and parsing, Annex B to length-prefixed samples.
@@ -43,6 +44,7 @@ pub mod fmp4;
 pub mod h264;
 pub mod hls;
 pub mod ingest;
+pub mod keys;
 pub mod media;
 pub mod packager;
 pub mod playlist;
@@ -60,6 +62,7 @@ use axum::routing::{get, post};
 use crate::error::ApiError;
 use crate::events::StreamEvents;
 use crate::ingest::{Ingest, IngestConfig, IngestError};
+use crate::keys::{KeyVersions, UnversionedKeys};
 use crate::playlist::PlaylistConfig;
 use crate::store::Library;
 use crate::whip::{IceServer, WhipState};
@@ -77,6 +80,9 @@ pub struct OriginConfig {
     /// hls.js as npm installed it (`web/node_modules/hls.js/dist/hls.min.js`), served at
     /// `/media/hls.js` for the viewer page's player.
     pub hls_js: Option<PathBuf>,
+    /// Where a show's current stream key version comes from (the node's show records); by
+    /// default every show takes its version-0 key ([`keys::UnversionedKeys`]).
+    pub key_versions: Arc<dyn KeyVersions>,
 }
 
 impl OriginConfig {
@@ -87,6 +93,7 @@ impl OriginConfig {
             ice_servers: Vec::new(),
             vod_retention: None,
             hls_js: None,
+            key_versions: Arc::new(UnversionedKeys),
         }
     }
 }
@@ -124,14 +131,25 @@ impl Origin {
             })?;
         let library = Arc::new(library);
         let ingest = Ingest::start(config.ingest, library.clone(), events).await?;
-        let whip =
-            Arc::new(WhipState { keys: StreamKeys::new(secret), ingest, ice_servers: config.ice_servers });
+        let whip = Arc::new(WhipState {
+            keys: StreamKeys::new(secret),
+            versions: config.key_versions,
+            ingest,
+            ice_servers: config.ice_servers,
+        });
         Ok(Origin { whip, library, hls_js: config.hls_js })
     }
 
-    /// The Bearer token OBS needs for `show`.
+    /// The Bearer token OBS needs for `show` while its key was never rotated (version 0); the
+    /// node that keeps the show's record answers the current one.
     pub fn stream_key(&self, show: &str) -> String {
-        self.whip.keys.key(show)
+        self.whip.keys.key(show, 0)
+    }
+
+    /// Ends the show's live WHIP session, as its publisher's DELETE would; false if the show had
+    /// none. (A host who rotates a leaked key cuts off whoever publishes with it.)
+    pub async fn end_stream(&self, show: &str) -> Result<bool, ApiError> {
+        self.whip.ingest.stop(show.to_string(), None).await
     }
 
     /// The UDP address publishers send media to (what our ICE candidates say).
@@ -162,12 +180,19 @@ impl Origin {
                     Ok::<_, ApiError>(script(text))
                 }),
             );
-        whip.merge(hls).merge(player)
+        // Browsers take the declared types (a playlist or an error never runs as a script).
+        whip.merge(hls).merge(player).layer(axum::middleware::map_response(nosniff))
     }
 }
 
 /// The viewer page's player (`web/player.js`), built into the binary like the pages.
 const PLAYER_JS: &str = include_str!("../../web/player.js");
+
+async fn nosniff(mut response: axum::response::Response) -> axum::response::Response {
+    use axum::http::{HeaderValue, header};
+    response.headers_mut().insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    response
+}
 
 fn script(text: String) -> axum::response::Response {
     use axum::response::IntoResponse;

@@ -8,11 +8,12 @@
 //! |--------|--------------------------|---------------------------------------------------|
 //! | 201    |                          | published: SDP answer, `Location`, `ETag`         |
 //! | 400    | `bad_sdp`, `bad_request` | the offer does not parse or cannot be answered    |
-//! | 401    | `unauthorized`           | missing or wrong stream key                       |
-//! | 404    | `not_found`              | a show id that cannot exist; DELETE of a session that is not there |
+//! | 401    | `unauthorized`           | missing or wrong stream key (a rotated key is wrong) |
+//! | 404    | `not_found`              | a show the node does not have; DELETE of a session that is not there |
 //! | 405    | `trickle_not_supported`  | PATCH                                             |
 //! | 406    | `unsupported_codecs`     | no H.264 in the offer                             |
 //! | 409    | `show_live`              | the show has a publisher already                  |
+//! | 413    | `payload_too_large`      | an offer over [`MAX_OFFER_BYTES`]                 |
 //! | 415    | `unsupported_media_type` | POST without `Content-Type: application/sdp`      |
 //! | 503    | `at_capacity`            | every session slot is taken (with `Retry-After`)  |
 //!
@@ -22,15 +23,19 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::error::ApiError;
 use crate::ingest::Ingest;
+use crate::keys::KeyVersions;
 use crate::store::valid_show_id;
 use liveshop_identity::StreamKeys;
+
+/// Largest SDP offer taken: OBS sends about 2 KiB, a browser with every codec about 10 KiB.
+pub const MAX_OFFER_BYTES: usize = 64 * 1024;
 
 /// A STUN or TURN server offered to publishers in `Link` headers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +58,8 @@ impl IceServer {
 
 pub struct WhipState {
     pub keys: StreamKeys,
+    /// The show's current key version (see [`crate::keys`]).
+    pub versions: Arc<dyn KeyVersions>,
     pub ingest: Ingest,
     pub ice_servers: Vec<IceServer>,
 }
@@ -61,9 +68,14 @@ pub async fn post(
     State(state): State<Arc<WhipState>>,
     Path(show): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     let result = async {
+        // Read here, not by axum's `Bytes`, whose refusal is plain text.
+        let body = axum::body::to_bytes(body, MAX_OFFER_BYTES).await.map_err(|_| {
+            let msg = format!("an offer is at most {MAX_OFFER_BYTES} bytes");
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", msg)
+        })?;
         let sdp_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| {
             v.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("application/sdp"))
         });
@@ -74,10 +86,7 @@ pub async fn post(
                 "send the SDP offer as Content-Type: application/sdp",
             ));
         }
-        if !valid_show_id(&show) {
-            return Err(ApiError::not_found("no such show"));
-        }
-        authorize(&state.keys, &show, &headers)?;
+        authorize(&state, &show, &headers).await?;
         let offer = String::from_utf8(body.to_vec())
             .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "bad_sdp", "the offer is not UTF-8"))?;
         let published = state.ingest.publish(show.clone(), offer).await?;
@@ -101,8 +110,8 @@ pub async fn delete(
     headers: HeaderMap,
 ) -> Response {
     let result = async {
-        authorize(&state.keys, &show, &headers)?;
-        if state.ingest.stop(show, session).await? {
+        authorize(&state, &show, &headers).await?;
+        if state.ingest.stop(show, Some(session)).await? {
             Ok(StatusCode::OK.into_response())
         } else {
             Err(ApiError::not_found("no such session"))
@@ -137,13 +146,18 @@ pub async fn options(State(state): State<Arc<WhipState>>) -> Response {
     with_cors(r)
 }
 
-fn authorize(keys: &StreamKeys, show: &str, headers: &HeaderMap) -> Result<(), ApiError> {
+/// The show's key at its current version, or a 401; a show the node does not have is a 404.
+async fn authorize(state: &WhipState, show: &str, headers: &HeaderMap) -> Result<(), ApiError> {
+    if !valid_show_id(show) {
+        return Err(ApiError::not_found("no such show"));
+    }
+    let version = state.versions.version(show).await?.ok_or_else(|| ApiError::not_found("no such show"))?;
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
     match presented {
-        Some(key) if keys.verify(show, key) => Ok(()),
+        Some(key) if state.keys.verify(show, version, key) => Ok(()),
         Some(_) => {
             Err(ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "wrong stream key for this show"))
         }

@@ -69,6 +69,7 @@ pub fn bench_config(data_dir: &Path, max_conns: usize) -> EdgeConfig {
     // 1000/s is the fastest refill the token bucket knows; the burst is what really lifts it.
     c.conns_per_ip_per_sec = 1000;
     c.conns_per_ip_burst = 1_000_000;
+    c.max_conns_per_ip = usize::MAX;
     // The burst is twice this: far more than any run sends, so hosts can pipeline freely.
     c.frames_per_conn_per_sec = 1_000_000;
     c.max_conns_per_room = c.max_conns_per_room.max(max_conns);
@@ -95,6 +96,7 @@ impl RunningNode {
                         title: format!("Bench {room}"),
                         products: vec![],
                         shop: None,
+                        embed_origins: vec![],
                     })?;
                 }
                 anyhow::Ok(edge)

@@ -27,9 +27,27 @@ export function launch() {
 }
 
 /**
+ * Records every Content-Security-Policy violation `page` reports (the `securitypolicyviolation`
+ * event, and Chromium's console line for what never reaches the page, such as a refused frame)
+ * in the returned array: the pages must work under their policy without one.
+ */
+export async function watchCsp(page) {
+  const seen = [];
+  await page.exposeFunction('__liveshopCspViolation', (v) => seen.push(v));
+  await page.addInitScript(() => {
+    document.addEventListener('securitypolicyviolation', (e) => {
+      window.__liveshopCspViolation(`${e.violatedDirective} blocked ${e.blockedURI || 'inline'} at ${e.sourceFile}:${e.lineNumber}`);
+    });
+  });
+  page.on('console', (m) => { if (/Content Security Policy/i.test(m.text())) seen.push(m.text()); });
+  return seen;
+}
+
+/**
  * Registers the spec's before and after hooks. The returned object gets `dash` and `viewer`
- * pages in before (so read them in the tests); after saves `{prefix}dashboard.png` and
- * `{prefix}viewer.png` and closes the browser.
+ * pages in before (so read them in the tests), and `csp`, their policy violations, which after
+ * asserts there were none of; after also saves `{prefix}dashboard.png` and `{prefix}viewer.png`
+ * and closes the browser.
  */
 export function usePages(prefix = '') {
   const pages = {};
@@ -44,6 +62,7 @@ export function usePages(prefix = '') {
     });
     pages.dash = await dashContext.newPage();
     pages.viewer = await viewerContext.newPage();
+    pages.csp = { dashboard: await watchCsp(pages.dash), viewer: await watchCsp(pages.viewer) };
     for (const [name, page] of [['dashboard', pages.dash], ['viewer', pages.viewer]]) {
       page.setDefaultTimeout(WAIT);
       page.on('pageerror', (e) => console.error(`[${name}] page error: ${e.message}`));
@@ -57,6 +76,9 @@ export function usePages(prefix = '') {
       pages.viewer.screenshot({ path: `${SHOTS}/${prefix}viewer.png` }),
     ]);
     await browser.close();
+    for (const [name, seen] of Object.entries(pages.csp)) {
+      if (seen.length) throw new Error(`the ${name} page broke its Content-Security-Policy: ${seen.join('; ')}`);
+    }
   });
   return pages;
 }

@@ -22,6 +22,8 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub const ROOM: &str = "show";
 pub const SECRET: &str = "an end-to-end test secret of enough length";
+/// The host test nodes let webhooks reach: where the tests' receivers listen.
+pub const LOOPBACK_RECEIVERS: &str = "127.0.0.1";
 const WAIT: Duration = Duration::from_secs(10);
 
 pub fn temp_dir(name: &str) -> PathBuf {
@@ -90,9 +92,18 @@ impl TestNode {
         };
         config.conns_per_ip_burst = 10_000;
         config.conns_per_ip_per_sec = 10_000;
+        // Every test client is 127.0.0.1 too; cases that test these limits set their own.
+        config.guest_devices_per_ip_burst = 10_000;
+        config.guest_devices_per_ip_per_hour = 10_000_000;
+        config.commands_per_ip_burst = 10_000;
+        config.commands_per_ip_per_sec = 10_000;
+        // Every client of a test comes from 127.0.0.1 (a flash sale's 2,000 buyers among them).
+        config.max_conns_per_ip = 100_000;
         // The deadline is wall time: on a loaded 2-core CI machine running tests in parallel, a
         // descheduled event would trap. Deadlines have their own tests (edge/tests/actor_limits).
         config.event_deadline_ms = 5_000;
+        // The tests' webhook receivers listen on loopback; nothing else private is allowed.
+        config.webhooks.allow_private_hosts = vec![LOOPBACK_RECEIVERS.into()];
         tweak(&mut config);
         let edge = Edge::start_with_env(config, env).await.unwrap();
         edge.ensure_show(show()).unwrap();
@@ -278,7 +289,8 @@ pub fn spawn(dir: &Path) -> (NodeProcess, SocketAddr) {
     // Pipelined test traffic is faster than a person; the per-connection frame limit would stop it.
     std::fs::write(
         &config,
-        "frames_per_conn_per_sec = 100000\nconns_per_ip_burst = 1000\nevent_deadline_ms = 5000\n",
+        "frames_per_conn_per_sec = 100000\nconns_per_ip_burst = 1000\nevent_deadline_ms = 5000\n\
+         [webhooks]\nallow_private_hosts = [\"127.0.0.1\"]\n",
     )
     .unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_liveshop"))
@@ -292,7 +304,12 @@ pub fn spawn(dir: &Path) -> (NodeProcess, SocketAddr) {
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let line = lines.next().expect("the node prints where it listens").unwrap();
+    // Log lines may come first (a warning that the data directory was open to others).
+    let line = lines
+        .by_ref()
+        .map(|l| l.unwrap())
+        .find(|l| l.starts_with("liveshop: listening on"))
+        .expect("the node prints where it listens");
     let addr = line.rsplit("http://").next().unwrap().trim().parse().unwrap();
     // Keep draining stdout so the node never blocks on it.
     std::thread::spawn(move || for _ in lines {});
@@ -495,7 +512,8 @@ pub fn liveshop_dev(data: &Path) -> (NodeProcess, String, Printed) {
     let stdout = child.stdout.take().unwrap();
     let node = NodeProcess(child);
     let mut lines: Printed = BufReader::new(stdout).lines().map_while(Result::ok);
-    let first = lines.next().expect("liveshop dev prints where it listens");
+    // Log lines (such as a warning about the data directory) may come first.
+    let first = lines.find(|l| l.contains("listening on ")).expect("liveshop dev prints where it listens");
     let url = first.rsplit("listening on ").next().unwrap().trim().to_string();
     (node, url, lines)
 }

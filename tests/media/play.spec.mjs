@@ -26,6 +26,12 @@ const browser = await chromium.launch({
 try {
   const page = await browser.newPage();
   page.on('console', (m) => { if (m.type() === 'error' || m.type() === 'warning') console.log('page:', m.text()); });
+  // hls.js runs under the page's Content-Security-Policy (blob: media and worker): not one refusal.
+  const refused = [];
+  page.on('console', (m) => { if (/Content Security Policy/i.test(m.text())) refused.push(m.text()); });
+  await page.addInitScript(() => document.addEventListener('securitypolicyviolation', (e) => {
+    console.error(`Content Security Policy: ${e.violatedDirective} blocked ${e.blockedURI || 'inline'}`);
+  }));
   await page.goto(`${BASE}/watch/${SHOW}`);
   await page.waitForFunction(() => window.liveshopPlayer?.hls, null, { timeout: 30_000 });
   await page.evaluate(() => {
@@ -89,6 +95,7 @@ try {
     return window.liveshopPlayer?.hls?.levels[0]?.details?.live === false && v.currentTime > 2;
   }, null, { timeout: 30_000 });
   console.log('VOD replay plays');
+  assert.deepEqual(refused, [], 'the viewer page broke its Content-Security-Policy');
 } finally {
   await browser.close();
 }

@@ -31,6 +31,7 @@
 //! `tests/conformance*` runs one suite against both hosts. See `docs/cloudflare.md`.
 
 use liveshop_identity::{Claims, Identity, Role, Secret, TokenError};
+use liveshop_room::pages::{COMMON_HEADERS, Page};
 use serde_json::json;
 use worker::*;
 
@@ -55,12 +56,12 @@ async fn fetch(mut req: Request, env: Env, ctx: Context) -> Result<Response> {
     let segments: Vec<String> =
         url.path_segments().map(|s| s.map(String::from).collect()).unwrap_or_default();
     let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
-    if paced(&req, &env, &segs)?
-        && let Some(refusal) = pacing::admit(&env, &req).await?
+    if let Some(limit) = paced(&req, &env, &segs)?
+        && let Some(refusal) = pacing::take(&env, &req, limit).await?
     {
         // Read before refusing; see the room's fetch.
         req.bytes().await?;
-        return Ok(refusal);
+        return with_headers(refusal, &COMMON_HEADERS);
     }
     let counted = pacing::Caller::of(&req)?;
     let response = match route(req, &env, &segs).await {
@@ -76,7 +77,20 @@ async fn fetch(mut req: Request, env: Env, ctx: Context) -> Result<Response> {
     if response.status_code() == 401 && !matches!(segs.as_slice(), ["v1", "shops", _, "inbound", ..]) {
         counted.refused(&env, &ctx, "token")?;
     }
-    Ok(response)
+    with_headers(response, &COMMON_HEADERS)
+}
+
+/// `response` with `extra` headers set: a fetched response's (an object's, an asset's) own
+/// headers cannot be changed, so they are copied.
+fn with_headers(response: Response, extra: &[(&str, &str)]) -> Result<Response> {
+    let headers = Headers::new();
+    for (name, value) in response.headers() {
+        headers.append(&name, &value)?;
+    }
+    for (name, value) in extra {
+        headers.set(name, value)?;
+    }
+    Ok(response.with_headers(headers))
 }
 
 async fn route(mut req: Request, env: &Env, segs: &[&str]) -> Result<Response> {
@@ -84,8 +98,11 @@ async fn route(mut req: Request, env: &Env, segs: &[&str]) -> Result<Response> {
         (Method::Get, [""]) => Response::redirect_with_status(req.url()?.join("/watch/demo")?, 307),
         (Method::Get, ["healthz"]) => Response::from_json(&json!({ "status": "ok" })),
         (Method::Get, ["metrics"]) => pacing::metrics(env).await,
-        (Method::Get, ["watch", _]) => page(env, "viewer.html").await,
-        (Method::Get, ["dashboard", _]) => page(env, "dashboard.html").await,
+        (Method::Get, ["watch", show]) => {
+            let show = show_record(env, show).await?.ok();
+            page(env, Page::Viewer, show.as_ref()).await
+        }
+        (Method::Get, ["dashboard", _]) => page(env, Page::Dashboard, None).await,
         (Method::Post, ["v1", "shows"]) => create_show(req, env).await,
         (Method::Get, ["v1", "shows", show]) => room_stub(env, show)?.fetch_with_request(req).await,
         // `_`-actions are fan-out objects' calls to their room.
@@ -115,24 +132,34 @@ async fn route(mut req: Request, env: &Env, segs: &[&str]) -> Result<Response> {
     }
 }
 
-/// Whether the edge node paces this request per address before anything else: new connections,
-/// room reads and guest tokens, each of which may wake a room. (The shop object paces its live
-/// feed and anonymous reads itself, after the shop is found, as the edge node does.)
-fn paced(req: &Request, env: &Env, segs: &[&str]) -> Result<bool> {
-    Ok(match (req.method(), segs) {
+/// The per-address limit the edge node paces this request by before anything else: new
+/// connections, room reads and guest tokens (each may wake a room), and commands over HTTP.
+/// (The shop object paces its live feed and anonymous reads itself, after the shop is found, as
+/// the edge node does; the room paces guest tokens for new devices.)
+fn paced(req: &Request, env: &Env, segs: &[&str]) -> Result<Option<pacing::Limit>> {
+    let connection = match (req.method(), segs) {
+        (Method::Post, ["v1", "rooms", _, "commands"]) => return Ok(Some(pacing::Limit::Commands)),
         (Method::Get, ["v1", "rooms", _, "ws"]) => {
             req.headers().get("upgrade")?.is_some_and(|u| u.eq_ignore_ascii_case("websocket"))
         }
         (Method::Get, ["v1", "rooms", _, "events" | "state"]) => true,
         (Method::Post, ["v1", "rooms", _, "guest"]) => setting(env, "GUEST_TOKENS", 1) != 0,
         _ => false,
-    })
+    };
+    Ok(connection.then_some(pacing::Limit::Connections))
 }
 
 /// `GET /watch/{show}` and `GET /dashboard/{show}`: the pages of `web/`, which `build.sh` puts
-/// among the Worker's static assets (where `/web/{file}` is served without the Worker).
-async fn page(env: &Env, file: &str) -> Result<Response> {
-    env.assets("ASSETS")?.fetch(format!("https://assets/web/{file}"), None).await
+/// among the Worker's static assets (where `/web/{file}` is served without the Worker, with the
+/// headers of its `_headers` file), with their Content-Security-Policy.
+async fn page(env: &Env, page: Page, show: Option<&shows::Show>) -> Result<Response> {
+    let file = match page {
+        Page::Viewer => "viewer.html",
+        Page::Dashboard => "dashboard.html",
+    };
+    let response = env.assets("ASSETS")?.fetch(format!("https://assets/web/{file}"), None).await?;
+    let policy = liveshop_room::pages::content_security_policy(page, show);
+    with_headers(response, &[("content-security-policy", &policy)])
 }
 
 fn room_stub(env: &Env, room: &str) -> Result<Stub> {
@@ -152,27 +179,46 @@ async fn show_record(env: &Env, id: &str) -> Result<std::result::Result<shows::S
     Ok(Ok(r.json().await?))
 }
 
-/// `POST /v1/shows`: hosts and merchants with a platform-wide token (`room: "*"`) create shows.
-/// The show's room stores it (and refuses a second one); its shop learns that it exists.
+/// `POST /v1/shows`: hosts and merchants with a platform-wide token (`room: "*"`) create shows
+/// selling from shops they own, merchants with a token for a shop create shows selling from it
+/// (`liveshop_room::show::claim_shop`). The shop judges the claim first; then the show's room
+/// stores the show (and refuses a second one) and learns its host.
 async fn create_show(mut req: Request, env: &Env) -> Result<Response> {
     // Read before any check; see the room's fetch.
     let body = req.bytes().await?;
+    if let Some(refusal) = shop::oversized(&body) {
+        return refusal;
+    }
     let secret = secret(env)?;
     let now = now_ms();
-    let who = match bearer(&req).ok_or(TokenError::Malformed).and_then(|t| secret.verify(&t, "*", now / 1000))
-    {
-        Ok(who) => who,
-        Err(e) => return token_error(e),
-    };
-    if !matches!(who.role, Role::Host | Role::Merchant) {
-        return error(403, "forbidden", "only hosts and merchants create shows");
-    }
+    let Some(token) = bearer(&req) else { return token_error(TokenError::Malformed) };
     let show =
         match serde_json::from_slice(&body).map_err(|e| e.to_string()).and_then(|n| shows::Show::new(n, now))
         {
             Ok(show) => show,
             Err(message) => return error(400, "invalid_argument", message),
         };
+    // A platform-wide token, or a merchant token for the shop the show sells from.
+    let (who, platform) = match secret.verify(&token, "*", now / 1000) {
+        Err(TokenError::WrongRoom) => (secret.verify(&token, show.shop_id(), now / 1000), false),
+        verified => (verified, true),
+    };
+    let who = match who {
+        Ok(who) => who,
+        Err(e) => return token_error(e),
+    };
+    // The shop judges the claim (`liveshop_room::show::claim_shop`) before the show exists.
+    let operator =
+        env.var("OPERATORS").is_ok_and(|v| v.to_string().split(',').any(|o| o.trim() == who.subject));
+    let claim = json!({ "who": who, "platform": platform, "operator": operator });
+    let register = Request::new_with_init(
+        &format!("https://shop/v1/shops/{}/_register", show.shop_id()),
+        RequestInit::new().with_method(Method::Post).with_body(Some(claim.to_string().into())),
+    )?;
+    let claimed = shop_stub(env, show.shop_id())?.fetch_with_request(register).await?;
+    if claimed.status_code() >= 300 {
+        return Ok(claimed);
+    }
     let put = Request::new_with_init(
         &format!("https://room/v1/shows/{}", show.id),
         RequestInit::new().with_method(Method::Put).with_body(Some(serde_json::to_string(&show)?.into())),
@@ -181,11 +227,13 @@ async fn create_show(mut req: Request, env: &Env) -> Result<Response> {
     if created.status_code() != 201 {
         return Ok(created);
     }
-    let register = Request::new_with_init(
-        &format!("https://shop/v1/shops/{}/_register", show.shop_id()),
-        RequestInit::new().with_method(Method::Post),
+    // The room knows its host from the start, so nobody can sanction them before they connect.
+    let host = serde_json::to_string(&Identity::new(who.subject.clone(), Role::Host))?;
+    let vouch = Request::new_with_init(
+        &format!("https://room/v1/rooms/{}/_staff", show.id),
+        RequestInit::new().with_method(Method::Put).with_body(Some(host.into())),
     )?;
-    shop_stub(env, show.shop_id())?.fetch_with_request(register).await?;
+    room_stub(env, &show.id)?.fetch_with_request(vouch).await?;
     let exp = now / 1000 + HOST_TOKEN_SECS;
     let host_token =
         secret.mint(&Claims::new(&who.subject, &show.id, Role::Host, exp)).map_err(|e| e.to_string())?;
@@ -238,9 +286,14 @@ pub(crate) fn now_ms() -> u64 {
 /// 53 random bits: a new epoch that JavaScript clients hold exactly.
 pub(crate) fn random_u53() -> u64 {
     let mut bytes = [0u8; 8];
-    let crypto: web_crypto::Crypto = js_sys::global().unchecked_into::<web_crypto::Global>().crypto();
-    crypto.get_random_values(&mut bytes);
+    fill_random(&mut bytes);
     u64::from_le_bytes(bytes) >> 11
+}
+
+/// Fills `bytes` from the runtime's cryptographic random source.
+pub(crate) fn fill_random(bytes: &mut [u8]) {
+    let crypto: web_crypto::Crypto = js_sys::global().unchecked_into::<web_crypto::Global>().crypto();
+    crypto.get_random_values(bytes);
 }
 
 mod web_crypto {

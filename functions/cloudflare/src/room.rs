@@ -113,7 +113,18 @@ impl DurableObject for Room {
                     (Method::Get, "ws") => self.websocket(&req, &room).await,
                     (Method::Post, "commands") => self.command(&req, &room, body).await,
                     (Method::Get, "state") => self.room_state(&req, &room).await,
-                    (Method::Post, "guest") => self.guest(&room, &body).await,
+                    (Method::Post, "guest") => self.guest(&req, &room, &body).await,
+                    // The Worker vouches for a new show's creator (no client reaches `_` actions).
+                    (Method::Put, "_staff") => {
+                        let who: Identity = serde_json::from_slice(&body)?;
+                        self.answer(|_| Input::Request {
+                            who: Some(who),
+                            method: "PUT".into(),
+                            path: "/staff".into(),
+                            body: vec![],
+                        })
+                        .await
+                    }
                     (Method::Post, "_fanout_message" | "_fanout_close") => {
                         self.heard_from_fanout(action == &"_fanout_close", &body).await
                     }
@@ -396,9 +407,14 @@ impl Room {
     }
 
     /// `POST /v1/rooms/{room}/guest`: a viewer token for anyone, when guests are allowed.
-    async fn guest(&self, room: &str, body: &[u8]) -> Result<Response> {
+    /// The token is for the device its signed `liveshop_device` cookie names (one guest subject
+    /// per device); without one, a new device from the address's allowance of new guests.
+    async fn guest(&self, req: &Request, room: &str, body: &[u8]) -> Result<Response> {
         if setting(&self.env, "GUEST_TOKENS", 1) == 0 {
             return error(403, "forbidden", "this node gives no guest tokens");
+        }
+        if let Some(refusal) = crate::shop::oversized(body) {
+            return refusal;
         }
         if self.show().is_none() {
             return self.no_show(&["v1", "rooms", room]);
@@ -416,11 +432,32 @@ impl Room {
         if name.is_empty() || name.chars().count() > 40 || name.len() > liveshop_identity::MAX_NAME_LEN {
             return error(400, "invalid_argument", "a name is 1 to 40 characters");
         }
-        let subject = format!("guest-{:012x}", random_u53() & 0xffff_ffff_ffff);
+        let secret = secret(&self.env)?;
+        let devices = secret.devices();
+        let cookie = req.headers().get("cookie")?;
+        let device = match cookie.and_then(|c| devices.from_cookie_header(&c)) {
+            Some(device) => device,
+            None => {
+                if let Some(refusal) =
+                    crate::pacing::take(&self.env, req, crate::pacing::Limit::GuestDevices).await?
+                {
+                    return Ok(refusal);
+                }
+                let mut random = [0u8; liveshop_identity::DEVICE_ID_BYTES];
+                crate::fill_random(&mut random);
+                liveshop_identity::Devices::new_device(random)
+            }
+        };
+        let subject = devices.guest_subject(&device);
         let expires_at = now_ms() / 1000 + GUEST_TOKEN_SECS;
-        let claims = Claims::new(&subject, room, Role::Viewer, expires_at).with_name(name);
-        let token = secret(&self.env)?.mint(&claims).map_err(|e| e.to_string())?;
-        Response::from_json(&json!({ "token": token, "subject": subject, "expires_at": expires_at }))
+        let claims =
+            Claims::new(&subject, room, Role::Viewer, expires_at).with_name(name).with_device(&device);
+        let token = secret.mint(&claims).map_err(|e| e.to_string())?;
+        let mut response =
+            Response::from_json(&json!({ "token": token, "subject": subject, "expires_at": expires_at }))?;
+        // Set again each time, so a device seen within its lifetime keeps it.
+        response.headers_mut().set("set-cookie", &devices.set_cookie(&device))?;
+        Ok(response)
     }
 
     async fn answer(&self, input: impl FnOnce(Millis) -> Input) -> Result<Response> {

@@ -21,17 +21,28 @@ use futures_channel::mpsc::{Sender, channel};
 use liveshop_identity::{Identity, Role};
 use liveshop_payments::stripe::{Operation, Step, StripeConfig, StripeResult};
 use liveshop_payments::{PaymentError, RETRY_WAITS_MS};
+use liveshop_room::show::{Credential, ShopRecord, claim_shop};
 use liveshop_shop::api::MAX_BODY_BYTES;
+use liveshop_shop::guard::{self, AddressGuard};
 use liveshop_shop::outbox::DeliveryRequest;
 use liveshop_shop::shopify::{self, ShopifySettings};
 use liveshop_shop::{Epoch, Input, OrderId, Output, PaymentOutcome, PaymentRequest, test_provider};
 use liveshop_webhooks::rotation::SecretRing;
-use liveshop_webhooks::{DEFAULT_TOLERANCE_SECS, Secret};
+use liveshop_webhooks::{DEFAULT_TOLERANCE_SECS, EndpointPolicy, Secret, check_endpoint};
 use serde::Deserialize;
 use serde_json::json;
 use worker::*;
 
 use crate::{error, now_ms, random_u53, reply, secret, sse_event, sse_response, token_error};
+
+/// Who asks to sell from this shop (the Worker's `_register` call for a new show).
+#[derive(Deserialize)]
+struct Claim {
+    who: Identity,
+    /// A platform-wide token (`room: "*"`), else a token for this shop.
+    platform: bool,
+    operator: bool,
+}
 
 /// Request headers the shop sees; everything else stays with the host.
 const FORWARDED_HEADERS: [&str; 1] = ["idempotency-key"];
@@ -52,6 +63,8 @@ struct Inner {
     live: RefCell<Option<Live>>,
     /// Readers of the live product feed (these keep the object in memory while open).
     feeds: RefCell<Vec<Sender<String>>>,
+    /// Wrong coupon codes per client address, in memory ([`liveshop_shop::guard`]).
+    coupon_guard: RefCell<AddressGuard>,
 }
 
 struct Live {
@@ -65,7 +78,16 @@ impl DurableObject for Shop {
         let sql = state.storage().sql();
         let _ = sql.exec("CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BLOB NOT NULL)", None);
         let _ = sql.exec("CREATE TABLE IF NOT EXISTS host (kind TEXT PRIMARY KEY, body TEXT NOT NULL)", None);
-        Shop { inner: Rc::new(Inner { state, env, live: RefCell::default(), feeds: RefCell::default() }) }
+        let coupon_guard = RefCell::default();
+        Shop {
+            inner: Rc::new(Inner {
+                state,
+                env,
+                live: RefCell::default(),
+                feeds: RefCell::default(),
+                coupon_guard,
+            }),
+        }
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
@@ -85,9 +107,21 @@ impl DurableObject for Shop {
         let inner = &self.inner;
         match segs.as_slice() {
             ["v1", "shops", shop, "_register"] => {
-                // The name goes into Stripe's idempotency keys and metadata, as on the edge node.
-                inner.put_host("registered", &json!({ "shop": shop }).to_string())?;
-                Response::empty()
+                let claim: Claim = serde_json::from_slice(&body)?;
+                let stored = inner.host("registered");
+                let record: Option<ShopRecord> = stored.map(|r| serde_json::from_str(&r).unwrap_or_default());
+                let credential = if claim.platform { Credential::Platform } else { Credential::Shop };
+                match claim_shop(&claim.who, credential, claim.operator, record.as_ref()) {
+                    Err(e) => error(403, e.code(), e.to_string()),
+                    Ok(None) if record.is_some() => Response::empty(),
+                    Ok(claimed) => {
+                        let owner = claimed.and_then(|c| c.owner);
+                        // The name goes into Stripe's idempotency keys and metadata, as on the
+                        // edge node.
+                        inner.put_host("registered", &json!({ "shop": shop, "owner": owner }).to_string())?;
+                        Response::empty()
+                    }
+                }
             }
             ["v1", "shops", shop, rest @ ..] => {
                 let shop = shop.to_string();
@@ -140,8 +174,8 @@ impl DurableObject for Shop {
     }
 }
 
-/// `413 payload_too_large` for a shop request body over [`MAX_BODY_BYTES`], checked first, as on
-/// the edge node.
+/// `413 payload_too_large` for a request body over [`MAX_BODY_BYTES`] (a shop's, a new show's,
+/// a guest's), checked first, as on the edge node.
 pub(crate) fn oversized(body: &[u8]) -> Option<Result<Response>> {
     let msg = || format!("request bodies are limited to {MAX_BODY_BYTES} bytes");
     (body.len() > MAX_BODY_BYTES).then(|| error(413, "payload_too_large", msg()))
@@ -161,16 +195,52 @@ impl Shop {
         {
             return Ok(refusal);
         }
+        let policy = endpoint_policy(&self.inner.env);
+        if let Err(e) = liveshop_shop::api::screen_endpoint(&req.method().to_string(), &path, &body, &policy)
+        {
+            return reply(e.status(), "application/json", e.body().into_bytes());
+        }
         let headers = FORWARDED_HEADERS
             .iter()
             .filter_map(|name| Some((name.to_string(), req.headers().get(name).ok()??)))
             .collect();
-        let input = Input::Request { who, method: req.method().to_string(), path, headers, body };
-        match Inner::run(&self.inner, input).await? {
-            Some((status, content_type, body)) => reply(status, content_type, body),
+        // Guessing coupon codes is limited per address here, as per buyer in the shop; without an
+        // address (workerd run locally) only the shop's count applies.
+        let method = req.method().to_string();
+        let mut attempt = None;
+        if let Some(addr) = crate::pacing::Caller::of(req)?.addr() {
+            // One object per shop: every key here is this shop's.
+            match self.inner.coupon_guard.borrow_mut().before("", addr, &method, &path, now_ms()) {
+                Ok(a) => attempt = a,
+                Err(refusal) => {
+                    return shop_reply(refusal.status(), "application/json", refusal.body().into());
+                }
+            }
+        }
+        let input = Input::Request { who, method, path, headers, body };
+        let answer = Inner::run(&self.inner, input).await;
+        if let Some(attempt) = attempt {
+            let (status, body) = match &answer {
+                Ok(Some((status, _, body))) => (*status, &body[..]),
+                _ => (500, &[][..]),
+            };
+            self.inner.coupon_guard.borrow_mut().after(attempt, status, body);
+        }
+        match answer? {
+            Some((status, content_type, body)) => shop_reply(status, content_type, body),
             None => error(500, "internal", "the shop produced no reply"),
         }
     }
+}
+
+/// A shop's answer, with `Retry-After` when it is a `429` that says when.
+fn shop_reply(status: u16, content_type: &str, body: Vec<u8>) -> Result<Response> {
+    let retry_after = guard::retry_after(status, &body);
+    let mut response = reply(status, content_type, body)?;
+    if let Some(secs) = retry_after {
+        response.headers_mut().set("retry-after", &secs.to_string())?;
+    }
+    Ok(response)
 }
 
 #[derive(Deserialize)]
@@ -514,8 +584,14 @@ impl Inner {
         Response::empty()
     }
 
-    /// One signed attempt; the status, or `None` when there was no HTTP answer.
+    /// One signed attempt; the status, or `None` when there was no HTTP answer. `fetch` cannot
+    /// say which address it connects to, so only the URL is checked here (again: the policy may
+    /// have changed since the endpoint was registered), and redirects are not followed.
     async fn deliver(&self, req: &DeliveryRequest) -> Option<u16> {
+        if let Err(e) = check_endpoint(&req.endpoint_url, &endpoint_policy(&self.env)) {
+            console_warn!("webhook to {} not delivered: {e}", req.endpoint_url);
+            return None;
+        }
         let now = now_ms();
         let keys = self.signing(&req.secret_id, now);
         let signed =
@@ -527,11 +603,21 @@ impl Inner {
             headers.set(name, value).ok()?;
         }
         let mut init = RequestInit::new();
-        init.with_method(Method::Post).with_headers(headers).with_body(Some(req.payload.clone().into()));
+        init.with_method(Method::Post)
+            .with_headers(headers)
+            .with_body(Some(req.payload.clone().into()))
+            .with_redirect(RequestRedirect::Manual);
         let request = Request::new_with_init(&req.endpoint_url, &init).ok()?;
         let response = Fetch::Request(request).send().await.ok()?;
         Some(response.status_code())
     }
+}
+
+/// Where webhooks may go: public addresses, and the hosts the var `WEBHOOK_ALLOW_PRIVATE_HOSTS`
+/// lists (comma-separated), as the edge node's `[webhooks] allow_private_hosts`.
+fn endpoint_policy(env: &Env) -> EndpointPolicy {
+    let hosts = env.var("WEBHOOK_ALLOW_PRIVATE_HOSTS").map(|v| v.to_string()).unwrap_or_default();
+    EndpointPolicy::allowing(hosts.split(',').map(str::trim).filter(|h| !h.is_empty()))
 }
 
 /// Host record of the PaymentIntent of an order's charge.

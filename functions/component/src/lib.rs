@@ -52,5 +52,5 @@ fn identity(who: types::Identity) -> Identity {
         types::Role::Host => Role::Host,
         types::Role::Merchant => Role::Merchant,
     };
-    Identity { subject: who.subject, role, name: who.name }
+    Identity { subject: who.subject, role, name: who.name, device: who.device }
 }

@@ -1,5 +1,5 @@
 //! Identity for every liveshop host: HS256 JSON Web Tokens with the claims `sub`, `room`, `role`,
-//! `exp` and an optional `name`.
+//! `exp` and optional `name`, `nbf`, `iat` and `dev` (the guest device, on guest tokens).
 //!
 //! Tokens are minted by the platform or a merchant with any JWT library; hosts verify them here
 //! and hand the resulting [`Identity`] to the room or shop actor. Verification reads no clock:
@@ -14,7 +14,9 @@
 //! assert_eq!(secret.verify(&token, "other", 1_900_000_000).unwrap_err().code(), "token_wrong_room");
 //! ```
 
+mod device;
 mod stream_key;
+pub use device::{DEVICE_COOKIE, DEVICE_ID_BYTES, Devices};
 pub use stream_key::StreamKeys;
 
 use hmac::{Hmac, Mac};
@@ -28,6 +30,8 @@ pub const MIN_SECRET_LEN: usize = 32;
 pub const MAX_TOKEN_LEN: usize = 4096;
 /// Longest subject or display name, in bytes.
 pub const MAX_NAME_LEN: usize = 64;
+/// Seconds a token's `nbf` or `iat` may lie ahead of our clock: the minter's clock may run ahead.
+pub const CLOCK_LEEWAY_SECS: u64 = 60;
 
 /// What a token holder may do in a room.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -82,15 +86,41 @@ pub struct Claims {
     pub exp: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// The guest device (see [`Devices`]): set only on the tokens a host mints at `POST /guest`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dev: Option<String>,
+    /// Not valid before, seconds since the Unix epoch (RFC 7519 `nbf`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
+    /// Issued at, seconds since the Unix epoch (RFC 7519 `iat`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<u64>,
 }
 
 impl Claims {
     pub fn new(sub: impl Into<String>, room: impl Into<String>, role: Role, exp: u64) -> Self {
-        Claims { sub: sub.into(), room: room.into(), role, exp, name: None }
+        Claims { sub: sub.into(), room: room.into(), role, exp, name: None, dev: None, nbf: None, iat: None }
     }
 
     pub fn with_name(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into());
+        self
+    }
+
+    /// Valid only from `nbf` (seconds since the Unix epoch).
+    pub fn not_before(mut self, nbf: u64) -> Self {
+        self.nbf = Some(nbf);
+        self
+    }
+
+    /// Issued at `iat` (seconds since the Unix epoch).
+    pub fn issued_at(mut self, iat: u64) -> Self {
+        self.iat = Some(iat);
+        self
+    }
+
+    pub fn with_device(mut self, device: impl Into<String>) -> Self {
+        self.dev = Some(device.into());
         self
     }
 }
@@ -102,11 +132,15 @@ pub struct Identity {
     pub role: Role,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// The guest device the token was minted for: present exactly on guest tokens, so an
+    /// identity without it was vouched for by the platform or a merchant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
 }
 
 impl Identity {
     pub fn new(subject: impl Into<String>, role: Role) -> Self {
-        Identity { subject: subject.into(), role, name: None }
+        Identity { subject: subject.into(), role, name: None, device: None }
     }
 }
 
@@ -119,6 +153,8 @@ pub enum TokenError {
     BadSignature,
     #[error("the token has expired")]
     Expired,
+    #[error("the token is not valid yet")]
+    NotYetValid,
     #[error("the token is for another room")]
     WrongRoom,
     #[error("the secret is shorter than {MIN_SECRET_LEN} bytes")]
@@ -131,6 +167,7 @@ impl TokenError {
             TokenError::Malformed => "token_malformed",
             TokenError::BadSignature => "token_bad_signature",
             TokenError::Expired => "token_expired",
+            TokenError::NotYetValid => "token_not_yet_valid",
             TokenError::WrongRoom => "token_wrong_room",
             TokenError::WeakSecret => "weak_secret",
         }
@@ -153,6 +190,11 @@ impl Secret {
         StreamKeys::from_mac(self.0.clone())
     }
 
+    /// The guest devices (cookies and guest subjects) derived from this secret.
+    pub fn devices(&self) -> Devices {
+        Devices::from_mac(self.0.clone())
+    }
+
     pub fn new(bytes: Vec<u8>) -> Result<Self, TokenError> {
         if bytes.len() < MIN_SECRET_LEN {
             return Err(TokenError::WeakSecret);
@@ -164,8 +206,10 @@ impl Secret {
         claims.sign_with_key(&self.0).map_err(|_| TokenError::Malformed)
     }
 
-    /// Verifies signature (in constant time), room and expiry, in that order, so a forged token
-    /// never learns whether its room or expiry would have passed. The token's room must equal
+    /// Verifies signature (in constant time), room, expiry and start (`nbf`, and an `iat` not in
+    /// the future), in that order, so a forged token never learns whether its room or times
+    /// would have passed. `nbf` and `iat` may be up to [`CLOCK_LEEWAY_SECS`] ahead of `now_secs`
+    /// (the minter's clock may run ahead); past that the token is not valid yet. The token's room must equal
     /// `room` exactly: a platform-wide token (`room: "*"`) is only good where `"*"` is asked
     /// for (creating shows), never as a key to every room.
     pub fn verify(&self, token: &str, room: &str, now_secs: u64) -> Result<Identity, TokenError> {
@@ -179,6 +223,7 @@ impl Secret {
         if claims.sub.is_empty()
             || claims.sub.len() > MAX_NAME_LEN
             || claims.name.as_ref().is_some_and(|n| n.len() > MAX_NAME_LEN)
+            || claims.dev.as_ref().is_some_and(|d| d.len() > MAX_NAME_LEN)
         {
             return Err(TokenError::Malformed);
         }
@@ -188,7 +233,11 @@ impl Secret {
         if claims.exp <= now_secs {
             return Err(TokenError::Expired);
         }
-        Ok(Identity { subject: claims.sub, role: claims.role, name: claims.name })
+        let latest_start = now_secs.saturating_add(CLOCK_LEEWAY_SECS);
+        if claims.nbf.into_iter().chain(claims.iat).any(|t| t > latest_start) {
+            return Err(TokenError::NotYetValid);
+        }
+        Ok(Identity { subject: claims.sub, role: claims.role, name: claims.name, device: claims.dev })
     }
 }
 
@@ -207,7 +256,10 @@ mod tests {
     #[test]
     fn a_valid_token_yields_its_identity() {
         let who = secret().verify(&token("demo", 100), "demo", 99).unwrap();
-        assert_eq!(who, Identity { subject: "ana".into(), role: Role::Host, name: Some("Ana".into()) });
+        assert_eq!(
+            who,
+            Identity { subject: "ana".into(), role: Role::Host, name: Some("Ana".into()), device: None }
+        );
     }
 
     #[test]
@@ -226,6 +278,25 @@ mod tests {
                 .map(|e| e.code())
                 .collect();
         assert_eq!(codes.len(), 4);
+    }
+
+    #[test]
+    fn a_token_from_the_future_is_not_valid_yet_beyond_the_leeway() {
+        let mint = |c: Claims| secret().mint(&c).unwrap();
+        let base = || Claims::new("ana", "demo", Role::Host, 200_000);
+        let now = 1_000;
+        let tomorrow = mint(base().not_before(now + 86_400).issued_at(now));
+        assert_eq!(secret().verify(&tomorrow, "demo", now), Err(TokenError::NotYetValid));
+        assert_eq!(TokenError::NotYetValid.code(), "token_not_yet_valid");
+        assert!(secret().verify(&tomorrow, "demo", now + 86_400).is_ok());
+        let issued_later = mint(base().issued_at(now + CLOCK_LEEWAY_SECS + 1));
+        assert_eq!(secret().verify(&issued_later, "demo", now), Err(TokenError::NotYetValid));
+        // A minter whose clock runs a little ahead is fine.
+        let skewed = mint(base().not_before(now + CLOCK_LEEWAY_SECS).issued_at(now + CLOCK_LEEWAY_SECS));
+        assert!(secret().verify(&skewed, "demo", now).is_ok());
+        // Signature first: a forged future token learns nothing about its times.
+        let other = Secret::new(b"another secret that is long enough".to_vec()).unwrap();
+        assert_eq!(other.verify(&tomorrow, "demo", now), Err(TokenError::BadSignature));
     }
 
     #[test]

@@ -164,8 +164,9 @@ fn is_invisible(c: char) -> bool {
     matches!(c, '\u{200B}' | '\u{200C}' | '\u{2060}' | '\u{FEFF}' | '\u{00AD}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
-/// A token bucket in integer milli-tokens, so it is exact and needs no floats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A token bucket in integer milli-tokens, so it is exact and needs no floats. Serializable, for
+/// hosts that keep a slow bucket (new guests an hour) in storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TokenBucket {
     milli_tokens: u64,
     at: Millis,
@@ -183,6 +184,13 @@ impl TokenBucket {
         TokenBucket { milli_tokens: pace.burst * 1000, at: now }
     }
 
+    /// Whether the bucket has refilled completely by `now`: it then says no more than a new
+    /// one would, and a table of buckets may forget it.
+    pub fn is_full(&self, pace: Pace, now: Millis) -> bool {
+        let refill = now.saturating_sub(self.at).saturating_mul(1000) / pace.refill_every_ms.max(1);
+        self.milli_tokens.saturating_add(refill) >= pace.burst * 1000
+    }
+
     /// Takes one token, or says in how many milliseconds one will be there.
     pub fn take(&mut self, pace: Pace, now: Millis) -> Result<(), u64> {
         let elapsed = now.saturating_sub(self.at);
@@ -196,6 +204,15 @@ impl TokenBucket {
             let missing = 1000 - self.milli_tokens;
             Err((missing * pace.refill_every_ms).div_ceil(1000))
         }
+    }
+}
+
+/// What a per-address limit counts: an IPv4 address, or an IPv6 /64 (one subscriber holds a
+/// whole /64, 2^64 addresses). An IPv4-mapped IPv6 address counts as its IPv4 address.
+pub fn address_key(ip: std::net::IpAddr) -> std::net::IpAddr {
+    match ip.to_canonical() {
+        std::net::IpAddr::V6(v6) => std::net::IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+        v4 => v4,
     }
 }
 
@@ -285,9 +302,20 @@ mod tests {
         let pace = Pace { burst: 2, refill_every_ms: 1000 };
         let mut b = TokenBucket::full(pace, 0);
         assert_eq!(b.take(pace, 0), Ok(()));
+        assert!(!b.is_full(pace, 0));
         assert_eq!(b.take(pace, 0), Ok(()));
         assert_eq!(b.take(pace, 0), Err(1000));
         assert_eq!(b.take(pace, 400), Err(600));
         assert_eq!(b.take(pace, 1000), Ok(()));
+        assert!(!b.is_full(pace, 1999) && b.is_full(pace, 3000));
+    }
+
+    #[test]
+    fn an_ipv6_address_counts_as_its_64_and_a_mapped_ipv4_as_itself() {
+        let key = |s: &str| address_key(s.parse().unwrap()).to_string();
+        assert_eq!(key("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::");
+        assert_eq!(key("2001:db8:1:2:ffff::9"), "2001:db8:1:2::");
+        assert_eq!(key("::ffff:192.0.2.7"), "192.0.2.7");
+        assert_eq!(key("192.0.2.7"), "192.0.2.7");
     }
 }

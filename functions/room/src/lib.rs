@@ -60,6 +60,7 @@
 
 pub mod filter;
 pub mod ids;
+pub mod pages;
 pub mod protocol;
 mod room;
 pub mod show;
@@ -73,6 +74,6 @@ pub use protocol::{
     decode,
 };
 pub use room::{
-    CLOSE_BANNED, FLUSH_MS, Input, LOG_RETAIN, LogRecord, Output, QUESTION_INTERVAL_MS, RestoreError, Room,
-    SNAPSHOT_EVERY, Write, keys,
+    CLOSE_BANNED, FLUSH_MS, Input, LOG_RETAIN, LogRecord, MEDIA_ORIGIN, Output, QUESTION_INTERVAL_MS,
+    RestoreError, Room, SNAPSHOT_EVERY, Write, keys,
 };

@@ -78,6 +78,7 @@ pub enum ErrorCode {
     TokenMalformed,
     TokenBadSignature,
     TokenExpired,
+    TokenNotYetValid,
     TokenWrongRoom,
 }
 
@@ -505,9 +506,19 @@ pub enum Event {
     #[strum(serialize = "mod.action")]
     ModAction {
         by: String,
+        /// The role `by` acted in: a sanction binds staff only when a host imposed it. Absent in
+        /// events logged before roles were recorded, which count as a moderator's.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by_role: Option<Role>,
         #[serde(flatten)]
         action: ModAction,
     },
+    /// A staff identity the room has now met (connected, sent a command, or vouched for by the
+    /// host shell, as a show's creator is): remembered for good, so a moderator can never
+    /// sanction staff, online or not.
+    #[serde(rename = "staff.admitted")]
+    #[strum(serialize = "staff.admitted")]
+    StaffAdmitted { user: String, role: Role },
     #[serde(rename = "settings.changed")]
     #[strum(serialize = "settings.changed")]
     SettingsChanged { settings: PublicSettings },
@@ -516,7 +527,14 @@ pub enum Event {
     PollOpened { poll: PollInfo },
     #[serde(rename = "poll.voted")]
     #[strum(serialize = "poll.voted")]
-    PollVoted { poll_id: PollId, user: String, option: u8 },
+    PollVoted {
+        poll_id: PollId,
+        user: String,
+        option: u8,
+        /// The voter's guest device: one vote per device, whatever its subjects.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        device: Option<String>,
+    },
     #[serde(rename = "poll.closed")]
     #[strum(serialize = "poll.closed")]
     PollClosed { poll_id: PollId, counts: Vec<u32>, total: u32 },

@@ -16,7 +16,7 @@ use crate::protocol::{
     PollInfo, ProductPin, Question, ServerFrame, SettingsPatch, StatsDelta, StreamHealth, StreamStarted, You,
     decode, limits, to_json,
 };
-use crate::state::{DUPLICATE_WINDOW_MS, RoomState};
+use crate::state::{DUPLICATE_WINDOW_MS, RoomState, authority, higher};
 use crate::view::RoomView;
 
 /// A snapshot is written after this many events.
@@ -29,6 +29,8 @@ pub const FLUSH_MS: Millis = 250;
 pub const QUESTION_INTERVAL_MS: Millis = 60_000;
 /// Close code for a banned user's connections.
 pub const CLOSE_BANNED: u16 = 4003;
+/// The subject the media origin's stream events come from: it can never be sanctioned.
+pub const MEDIA_ORIGIN: &str = "media-origin";
 
 /// Every command from a viewer: a generous burst, ten a second sustained.
 const COMMAND_PACE: Pace = Pace { burst: 30, refill_every_ms: 100 };
@@ -302,11 +304,13 @@ impl Room {
         connected_at: Millis,
         resume: Option<(Epoch, Seq)>,
     ) {
-        if self.state.bans.contains(&who.subject) {
+        if self.state.banned(&who.subject, who.role) {
             self.refuse(conn, None, CommandError::new(ErrorCode::Banned, "you are banned from this room"));
             self.out.push_back(Output::Close { conn, code: CLOSE_BANNED, reason: "banned".into() });
             return;
         }
+        // Before the welcome, so the welcome's seq covers it.
+        self.admit_staff(now, &who);
         let you = You { subject: who.subject.clone(), role: who.role, name: who.name.clone() };
         let first_retained = self.log.front().map_or(self.journal.seq().0 + 1, |r| r.seq.0);
         let resumable = resume.filter(|(e, s)| {
@@ -363,9 +367,19 @@ impl Room {
                     ),
                 )
             }
+            // Only host shells call this (no client route leads here): they vouch for a staff
+            // identity the room has not met yet, such as the creator of the show.
+            ("PUT", "/staff") => match who.filter(|w| w.role.is_staff()) {
+                None => http_error(CommandError::new(ErrorCode::Forbidden, "staff only")),
+                Some(who) => {
+                    self.admit_staff(now, &who);
+                    (200, to_json(&serde_json::json!({ "staff": who.subject, "role": who.role })))
+                }
+            },
             ("POST", "/commands") => match who {
                 None => http_error(CommandError::new(ErrorCode::Forbidden, "a token is required")),
                 Some(who) => {
+                    self.admit_staff(now, &who);
                     let text = String::from_utf8_lossy(body);
                     match decode(&text) {
                         Err((_, e)) => http_error(e),
@@ -525,7 +539,7 @@ impl Room {
     /// Checks and carries out one command. On `Err` nothing durable has changed.
     fn command(&mut self, now: Millis, who: &Identity, cmd: Command) -> Result<Accepted, CommandError> {
         use Command as C;
-        if self.state.bans.contains(&who.subject) {
+        if self.state.banned(&who.subject, who.role) {
             return Err(CommandError::new(ErrorCode::Banned, "you are banned from this room"));
         }
         self.pace(who, Bucket::Command, COMMAND_PACE, now)?;
@@ -567,7 +581,7 @@ impl Room {
                     .map(|h| h.message.clone())
                     .ok_or_else(|| not_found("held message"))?;
                 self.moderate(now, who, ModAction::Approve { message_id });
-                let audience = self.audience_of(&message.user);
+                let audience = self.audience_of(&message.user, message.role);
                 one(self.emit(now, audience, Event::ChatMessage { message }))
             }
             C::Reject { message_id } => {
@@ -592,7 +606,7 @@ impl Room {
                     format!("a moderator timed you out for {seconds} s"),
                 )
                 .retry_after(until - now);
-                for conn in self.conns_of(&user) {
+                for conn in self.bound_conns(&user) {
                     self.refuse(conn, None, notice.clone());
                 }
                 one(seq)
@@ -604,7 +618,7 @@ impl Room {
                     return Err(CommandError::new(ErrorCode::InvalidArgument, "already banned"));
                 }
                 let seq = self.moderate(now, who, ModAction::Ban { user: user.clone() });
-                for conn in self.conns_of(&user) {
+                for conn in self.bound_conns(&user) {
                     self.refuse(conn, None, CommandError::new(ErrorCode::Banned, "a moderator banned you"));
                     self.out.push_back(Output::Close { conn, code: CLOSE_BANNED, reason: "banned".into() });
                     self.remove_conn(conn);
@@ -616,6 +630,7 @@ impl Room {
                 if !self.state.bans.contains(&user) && self.state.timed_out_until(&user, now).is_none() {
                     return Err(not_found("ban or timeout"));
                 }
+                self.may_lift(who, &user)?;
                 one(self.moderate(now, who, ModAction::Unban { user }))
             }
             C::ShadowBan { user } => {
@@ -631,6 +646,7 @@ impl Room {
                 if !self.state.shadow_bans.contains(&user) {
                     return Err(not_found("shadow ban"));
                 }
+                self.may_lift(who, &user)?;
                 one(self.moderate(now, who, ModAction::UnshadowBan { user }))
             }
             C::Settings { patch } => {
@@ -680,13 +696,16 @@ impl Room {
                 if usize::from(option) >= poll.info.options.len() {
                     return Err(invalid("no such option"));
                 }
-                if poll.votes.get(&who.subject) == Some(&option) {
+                let counted = who.device.as_ref().and_then(|d| poll.devices.get(d));
+                if poll.votes.get(&who.subject) == Some(&option) && counted.is_none_or(|s| *s == who.subject)
+                {
                     return Ok(Accepted::none());
                 }
                 self.window.tally_dirty = true;
                 self.schedule_flush(now);
-                let user = who.subject.clone();
-                one(self.emit(now, Audience::User(user.clone()), Event::PollVoted { poll_id, user, option }))
+                let (user, device) = (who.subject.clone(), who.device.clone());
+                let event = Event::PollVoted { poll_id, user: user.clone(), option, device };
+                one(self.emit(now, Audience::User(user), event))
             }
             C::PollClose { poll_id } => {
                 require(who.role.can_moderate())?;
@@ -862,7 +881,7 @@ impl Room {
                 Ok(Accepted { seq: Some(seq), held: true })
             }
             _ => {
-                let audience = self.audience_of(&who.subject);
+                let audience = self.audience_of(&who.subject, who.role);
                 Ok(Accepted {
                     seq: Some(self.emit(now, audience, Event::ChatMessage { message })),
                     held: false,
@@ -898,7 +917,7 @@ impl Room {
             upvotes: 0,
             answered: false,
         };
-        let audience = self.audience_of(&who.subject);
+        let audience = self.audience_of(&who.subject, who.role);
         Ok(Accepted { seq: Some(self.emit(now, audience, Event::QuestionAsked { question })), held: false })
     }
 
@@ -914,26 +933,46 @@ impl Room {
     }
 
     fn may_speak(&self, who: &Identity, now: Millis) -> Result<(), CommandError> {
-        if self.state.bans.contains(&who.subject) {
+        if self.state.banned(&who.subject, who.role) {
             return Err(CommandError::new(ErrorCode::Banned, "you are banned from this room"));
         }
-        if let Some(until) = self.state.timed_out_until(&who.subject, now) {
+        if let Some(until) = self
+            .state
+            .timed_out_until(&who.subject, now)
+            .filter(|_| self.state.sanction_binds(&who.subject, who.role))
+        {
             return Err(CommandError::new(ErrorCode::TimedOut, "you are timed out").retry_after(until - now));
         }
         Ok(())
     }
 
-    /// Shadow-banned users are the only audience of what they say.
-    fn audience_of(&self, user: &str) -> Audience {
-        if self.state.shadow_bans.contains(user) { Audience::User(user.to_string()) } else { Audience::All }
+    /// Shadow-banned users are the only audience of what they say (when the shadow ban binds
+    /// the role they speak in).
+    fn audience_of(&self, user: &str, role: Role) -> Audience {
+        if self.state.shadow_bans.contains(user) && self.state.sanction_binds(user, role) {
+            Audience::User(user.to_string())
+        } else {
+            Audience::All
+        }
     }
 
     fn moderate(&mut self, now: Millis, who: &Identity, action: ModAction) -> Seq {
-        self.emit(now, Audience::Moderators, Event::ModAction { by: who.subject.clone(), action })
+        let event = Event::ModAction { by: who.subject.clone(), by_role: Some(who.role), action };
+        self.emit(now, Audience::Moderators, event)
     }
 
-    /// Who a moderator may sanction: not themselves, and no staff unless they are the host
-    /// and the target is not.
+    /// Records a staff identity the room has not met in this role (or a higher one) yet.
+    fn admit_staff(&mut self, now: Millis, who: &Identity) {
+        let known = self.state.staff.get(&who.subject).copied();
+        if who.role.is_staff() && known.is_none_or(|k| authority(k) < authority(who.role)) {
+            let event = Event::StaffAdmitted { user: who.subject.clone(), role: who.role };
+            self.emit(now, Audience::Staff, event);
+        }
+    }
+
+    /// Who may be sanctioned: never oneself, the media origin or a host; moderators and
+    /// merchants only by a host. A target's role is the highest it was ever admitted in,
+    /// whether or not it is online.
     fn check_target(&self, who: &Identity, user: &str) -> Result<(), CommandError> {
         if user.is_empty() || user.len() > limits::MAX_USER_BYTES {
             return Err(invalid("user is 1 to 64 bytes"));
@@ -941,30 +980,46 @@ impl Room {
         if user == who.subject {
             return Err(invalid("you cannot sanction yourself"));
         }
-        let target = self.known_role(user);
-        let allowed = match target {
+        if user == MEDIA_ORIGIN {
+            return Err(CommandError::new(ErrorCode::Forbidden, "the media origin cannot be sanctioned"));
+        }
+        let allowed = match self.known_role(user) {
             None | Some(Role::Viewer) => true,
             Some(Role::Host) => false,
             Some(Role::Moderator | Role::Merchant) => who.role == Role::Host,
         };
-        require(allowed)
+        if allowed {
+            Ok(())
+        } else {
+            Err(CommandError::new(
+                ErrorCode::Forbidden,
+                "staff can only be sanctioned by a host, and hosts by nobody",
+            ))
+        }
     }
 
-    /// The highest role `user` is known by here: from their open connections and their
-    /// messages in history.
+    /// A sanction a host imposed is lifted by a host only; a host lifts anything.
+    fn may_lift(&self, who: &Identity, user: &str) -> Result<(), CommandError> {
+        let by = self.state.sanctioned_by.get(user).copied().unwrap_or(Role::Moderator);
+        require(authority(who.role) >= authority(by))
+    }
+
+    /// The highest role `user` is known by here: staff it was ever admitted as, its open
+    /// connections and its messages in history.
     fn known_role(&self, user: &str) -> Option<Role> {
+        let admitted = self.state.staff.get(user).copied();
         let live = self.conns.values().filter(|c| c.who.subject == user).map(|c| c.who.role);
         let said = self.state.history.iter().filter(|p| p.message.user == user).map(|p| p.message.role);
-        live.chain(said).max_by_key(|r| match r {
-            Role::Viewer => 0,
-            Role::Merchant => 1,
-            Role::Moderator => 2,
-            Role::Host => 3,
-        })
+        admitted.into_iter().chain(live).chain(said).reduce(higher)
     }
 
-    fn conns_of(&self, user: &str) -> Vec<ConnId> {
-        self.conns.iter().filter(|(_, c)| c.who.subject == user).map(|(id, _)| *id).collect()
+    /// `user`'s connections that its sanctions bind, in the roles they came in.
+    fn bound_conns(&self, user: &str) -> Vec<ConnId> {
+        self.conns
+            .iter()
+            .filter(|(_, c)| c.who.subject == user && self.state.sanction_binds(user, c.who.role))
+            .map(|(id, _)| *id)
+            .collect()
     }
 
     fn poll(&self, id: PollId) -> Result<&crate::state::Poll, CommandError> {

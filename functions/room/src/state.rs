@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
+use liveshop_identity::Role;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{MessageId, Millis, ProductId, QuestionId};
@@ -96,6 +97,10 @@ pub struct Poll {
     pub open: bool,
     /// One vote per user: the option index they chose last.
     pub votes: BTreeMap<String, u8>,
+    /// The subject whose vote counts for each guest device: a device votes once, whatever
+    /// guest tokens it holds.
+    #[serde(default)]
+    pub devices: BTreeMap<String, String>,
 }
 
 impl Poll {
@@ -152,6 +157,13 @@ pub struct RoomState {
     pub banner: Option<String>,
     pub products: Vec<ProductPin>,
     pub stats: Stats,
+    /// Every staff subject the room has met, with the highest role it came in.
+    #[serde(default)]
+    pub staff: BTreeMap<String, Role>,
+    /// The highest role among those who imposed a user's standing sanctions (ban, timeout,
+    /// shadow ban): a moderator's sanction never binds staff, a host's binds all but hosts.
+    #[serde(default)]
+    pub sanctioned_by: BTreeMap<String, Role>,
 }
 
 impl RoomState {
@@ -192,14 +204,32 @@ impl RoomState {
             }
             Event::ChatPinned { message } => self.pinned_message = Some(message.clone()),
             Event::ChatUnpinned {} => self.pinned_message = None,
-            Event::ModAction { action, .. } => self.apply_mod(action),
+            Event::ModAction { action, by_role, .. } => {
+                self.apply_mod(action, by_role.unwrap_or(Role::Moderator))
+            }
+            Event::StaffAdmitted { user, role } => {
+                let known = self.staff.entry(user.clone()).or_insert(*role);
+                *known = higher(*known, *role);
+            }
             // The public half of a settings change; the patch itself came with the mod.action.
             Event::SettingsChanged { .. } => {}
             Event::PollOpened { poll } => {
-                self.poll = Some(Poll { info: poll.clone(), open: true, votes: BTreeMap::new() });
+                self.poll = Some(Poll {
+                    info: poll.clone(),
+                    open: true,
+                    votes: BTreeMap::new(),
+                    devices: BTreeMap::new(),
+                });
             }
-            Event::PollVoted { poll_id, user, option } => {
+            Event::PollVoted { poll_id, user, option, device } => {
                 if let Some(p) = self.poll.as_mut().filter(|p| p.info.id == *poll_id && p.open) {
+                    // Another subject's vote from the same device is folded into this one.
+                    if let Some(d) = device
+                        && let Some(earlier) = p.devices.insert(d.clone(), user.clone())
+                        && earlier != *user
+                    {
+                        p.votes.remove(&earlier);
+                    }
                     p.votes.insert(user.clone(), *option);
                 }
             }
@@ -283,7 +313,13 @@ impl RoomState {
         }
     }
 
-    fn apply_mod(&mut self, action: &ModAction) {
+    fn apply_mod(&mut self, action: &ModAction, by: Role) {
+        if let ModAction::Timeout { user, .. } | ModAction::Ban { user } | ModAction::ShadowBan { user } =
+            action
+        {
+            let known = self.sanctioned_by.entry(user.clone()).or_insert(by);
+            *known = higher(*known, by);
+        }
         match action {
             // Deletion and approval change state through their public events.
             ModAction::Delete { .. } | ModAction::Approve { .. } => {}
@@ -300,12 +336,14 @@ impl RoomState {
             ModAction::Unban { user } => {
                 self.bans.remove(user);
                 self.timeouts.remove(user);
+                self.forget_sanctioner(user);
             }
             ModAction::ShadowBan { user } => {
                 self.shadow_bans.insert(user.clone());
             }
             ModAction::UnshadowBan { user } => {
                 self.shadow_bans.remove(user);
+                self.forget_sanctioner(user);
             }
             ModAction::Settings { patch } => self.settings.patch(patch),
         }
@@ -321,9 +359,34 @@ impl RoomState {
         let asked_horizon = now.saturating_sub(crate::QUESTION_INTERVAL_MS);
         self.last_asked.retain(|_, at| *at >= asked_horizon);
         self.timeouts.retain(|_, until| *until > now);
+        let (bans, shadow, timeouts) = (&self.bans, &self.shadow_bans, &self.timeouts);
+        self.sanctioned_by.retain(|u, _| bans.contains(u) || shadow.contains(u) || timeouts.contains_key(u));
     }
 
-    /// The timeout still running for `user` at `now`, if any.
+    fn forget_sanctioner(&mut self, user: &str) {
+        if !self.bans.contains(user) && !self.shadow_bans.contains(user) && !self.timeouts.contains_key(user)
+        {
+            self.sanctioned_by.remove(user);
+        }
+    }
+
+    /// Whether `user`'s sanctions bind them when they come as `role`: always a viewer, staff only
+    /// when a host imposed them, a host never (a host can always lift what binds others).
+    pub fn sanction_binds(&self, user: &str, role: Role) -> bool {
+        match role {
+            Role::Viewer => true,
+            Role::Host => false,
+            Role::Moderator | Role::Merchant => self.sanctioned_by.get(user) == Some(&Role::Host),
+        }
+    }
+
+    /// Whether `user`, coming as `role`, is banned here.
+    pub fn banned(&self, user: &str, role: Role) -> bool {
+        self.bans.contains(user) && self.sanction_binds(user, role)
+    }
+
+    /// The timeout still running for `user` at `now`, if any (whether it binds is
+    /// [`RoomState::sanction_binds`]).
     pub fn timed_out_until(&self, user: &str, now: Millis) -> Option<Millis> {
         self.timeouts.get(user).copied().filter(|&until| until > now)
     }
@@ -334,5 +397,20 @@ impl RoomState {
             .map(|p| &p.message)
             .find(|m| m.id == id)
             .or_else(|| self.held.get(&id).map(|h| &h.message))
+    }
+}
+
+/// The higher of two roles in the room's order of authority: viewer, merchant, moderator, host.
+pub fn higher(a: Role, b: Role) -> Role {
+    if authority(b) > authority(a) { b } else { a }
+}
+
+/// A role's authority over the room, for comparing who may sanction whom.
+pub fn authority(role: Role) -> u8 {
+    match role {
+        Role::Viewer => 0,
+        Role::Merchant => 1,
+        Role::Moderator => 2,
+        Role::Host => 3,
     }
 }

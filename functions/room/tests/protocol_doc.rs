@@ -91,6 +91,7 @@ fn every_error_code_is_documented() {
         liveshop_identity::TokenError::Malformed,
         liveshop_identity::TokenError::BadSignature,
         liveshop_identity::TokenError::Expired,
+        liveshop_identity::TokenError::NotYetValid,
         liveshop_identity::TokenError::WrongRoom,
     ] {
         assert!(documented.contains(e.code()), "{}", e.code());

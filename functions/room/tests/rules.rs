@@ -2,8 +2,8 @@
 
 mod harness;
 
-use harness::{Host, acked, code};
-use liveshop_room::{CLOSE_BANNED, Role, SNAPSHOT_EVERY};
+use harness::{Host, acked, code, who};
+use liveshop_room::{CLOSE_BANNED, ConnId, Identity, Role, SNAPSHOT_EVERY};
 use serde_json::json;
 
 fn chat(text: &str) -> serde_json::Value {
@@ -593,6 +593,47 @@ fn a_banned_user_can_do_nothing_and_moderators_cannot_sanction_the_host() {
 }
 
 #[test]
+fn staff_met_once_stay_out_of_a_moderators_reach_and_hosts_lift_any_sanction() {
+    let mut h = Host::new();
+    let mia = h.connect("mia", Role::Moderator);
+    // Staff who came once, and the show's creator the host shell vouched for, then went away.
+    for (subject, role) in [("max", Role::Moderator), ("mel", Role::Merchant)] {
+        let c = h.connect(subject, role);
+        h.close(c);
+    }
+    h.input(liveshop_room::Input::Request {
+        who: Some(who("studio", Role::Host)),
+        method: "PUT".into(),
+        path: "/staff".into(),
+        body: vec![],
+    });
+    // Remembered for good: a revival from storage forgets nothing.
+    h.revive();
+    for user in ["studio", "max", "mel", liveshop_room::MEDIA_ORIGIN] {
+        for cmd in ["mod.ban", "mod.shadow_ban"] {
+            assert_eq!(code(&h.send(mia, json!({"type": cmd, "user": user}))), "forbidden", "{cmd} {user}");
+        }
+        let timeout = json!({"type": "mod.timeout", "user": user, "seconds": 60});
+        assert_eq!(code(&h.send(mia, timeout)), "forbidden", "{user}");
+    }
+    // A moderator's ban of a name never seen binds it as a viewer, never as staff.
+    assert!(acked(&h.send(mia, json!({"type": "mod.ban", "user": "sam"}))));
+    let sam_mod = h.connect("sam", Role::Moderator);
+    assert!(acked(&h.send(sam_mod, json!({"type": "chat.send", "text": "still here"}))));
+    let sam_viewer = h.connect("sam", Role::Viewer);
+    assert_eq!(h.of_type(sam_viewer, "error")[0]["code"], "banned");
+    // A host's sanction binds a moderator, only a host lifts it, and a host lifts any.
+    let host = h.connect("studio", Role::Host);
+    assert!(acked(&h.send(host, json!({"type": "mod.ban", "user": "max"}))));
+    let max = h.connect("max", Role::Moderator);
+    assert_eq!(h.of_type(max, "error")[0]["code"], "banned");
+    assert_eq!(code(&h.send(mia, json!({"type": "mod.unban", "user": "max"}))), "forbidden");
+    assert!(acked(&h.send(host, json!({"type": "mod.unban", "user": "max"}))));
+    assert!(acked(&h.send(host, json!({"type": "mod.unban", "user": "sam"}))));
+    assert_eq!(code(&h.send(host, json!({"type": "mod.ban", "user": "studio"}))), "invalid_argument");
+}
+
+#[test]
 fn product_links_must_be_web_links() {
     let mut h = Host::new();
     let host = h.connect("host", Role::Host);
@@ -600,4 +641,27 @@ fn product_links_must_be_web_links() {
     assert_eq!(code(&h.send(host, json!({"type":"product.pin","product":evil}))), "invalid_argument");
     let fine = json!({"id": "x", "title": "X", "url": "https://shop.example/x", "image_url": "data:image/png;base64,AA=="});
     assert!(acked(&h.send(host, json!({"type":"product.pin","product":fine}))));
+}
+
+#[test]
+fn a_device_votes_once_whatever_guest_subjects_it_holds() {
+    let mut h = Host::new();
+    let on =
+        |subject: &str, device: &str| Identity { device: Some(device.into()), ..who(subject, Role::Viewer) };
+    let host = h.connect("host", Role::Host);
+    let guests: Vec<ConnId> = ["g1", "g2", "g3"].iter().map(|s| h.connect_identity(on(s, "phone"))).collect();
+    let other = h.connect_identity(on("g4", "laptop"));
+    let poll =
+        h.send(host, json!({"type":"poll.open","question":"Color?","options":["red","blue"]}))["seq"].clone();
+    for &g in &guests {
+        assert!(acked(&h.send(g, json!({"type":"poll.vote","poll_id":poll,"option":0}))));
+    }
+    assert!(acked(&h.send(other, json!({"type":"poll.vote","poll_id":poll,"option":0}))));
+    // The device's latest vote is the one that counts, also after a revival from storage.
+    assert!(acked(&h.send(guests[0], json!({"type":"poll.vote","poll_id":poll,"option":1}))));
+    h.revive();
+    assert!(acked(&h.send(guests[1], json!({"type":"poll.vote","poll_id":poll,"option":1}))));
+    assert!(acked(&h.send(host, json!({"type":"poll.close","poll_id":poll}))));
+    let closed = h.of_type(host, "poll.closed");
+    assert_eq!((closed[0]["counts"].clone(), closed[0]["total"].clone()), (json!([1, 1]), json!(2)));
 }

@@ -68,6 +68,7 @@ pub enum QuoteError {
 pub fn quote(
     state: &ShopState,
     buyer: &str,
+    device: Option<&str>,
     lines: &BTreeMap<Sku, u32>,
     coupon: Option<&CouponCode>,
     now: Millis,
@@ -108,7 +109,7 @@ pub fn quote(
         };
         let mut regular = qty;
         if let Some(d) = state.active_deal(sku, now) {
-            let used = state.buyer_deal_units(buyer, d.id);
+            let used = state.buyer_deal_units(buyer, device, d.id);
             let units = qty.min(d.per_buyer_cap.saturating_sub(used)).min(d.remaining());
             if units > 0 {
                 line(units, d.discount.apply(v.price)?, Some(d.id))?;

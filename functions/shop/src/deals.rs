@@ -63,6 +63,9 @@ pub struct FlashDeal {
     pub discount: Discount,
     pub quantity_cap: u32,
     pub per_buyer_cap: u32,
+    /// Guests (tokens from `POST /guest`) may not buy at this deal's price.
+    #[serde(default)]
+    pub verified_buyers_only: bool,
     /// Units at the deal price in open and committed orders.
     pub taken: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -100,6 +100,9 @@
 //! - **Webhooks** ([`outbox`]). `order.*`, `inventory.*` and `flash_deal.*` events go to the
 //!   merchant's endpoints with a retry schedule of 5 s to 10 h, then to dead letters the
 //!   merchant can replay. `410 Gone` disables an endpoint.
+//! - **Coupon guessing** ([`guard`]). A buyer's wrong coupon codes are limited (5, then one per
+//!   30 s) and answered `429 coupon_attempts_exceeded` with `retry_after`; while limited, the
+//!   right code is refused too. Hosts limit the same per client address. Counted in memory.
 //! - **Merchant updates** ([`api`]): catalog and stock changes from the merchant's systems are
 //!   applied once per event id; a replayed id is `duplicate_event`. Shopify's product webhooks
 //!   become such updates in [`shopify`], the same on every host.
@@ -109,6 +112,7 @@ pub mod cart;
 pub mod catalog;
 pub mod deals;
 pub mod effects;
+pub mod guard;
 pub mod idempotency;
 pub mod ids;
 pub mod money;

@@ -191,6 +191,9 @@ pub enum TransitionError {
 pub struct Order {
     pub id: OrderId,
     pub buyer: String,
+    /// The buyer's guest device (guest tokens only): deal caps count per device as well.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
     pub created_at: Millis,
     /// The cart as priced at checkout: lines, totals, tax and coupon.
     #[serde(flatten)]

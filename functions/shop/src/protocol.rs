@@ -48,6 +48,10 @@ pub enum ErrorCode {
     CartEmpty,
     CartFull,
     CouponInvalid,
+    /// Too many wrong coupon codes from this buyer or address; `retry_after` says when to retry.
+    CouponAttemptsExceeded,
+    /// A deal for verified buyers only, and the buyer is a guest (a token from `POST /guest`).
+    VerifiedBuyerRequired,
     HandoffNotConfigured,
     ReservationExpired,
     PaymentFailed,
@@ -66,6 +70,7 @@ pub enum ErrorCode {
     DuplicateEvent,
     EndpointDisabled,
     TooManyEndpoints,
+    EndpointNotAllowed,
 }
 
 impl ErrorCode {
@@ -83,10 +88,11 @@ impl ErrorCode {
             | InvalidPrice
             | UnknownCurrency
             | IdempotencyKeyMissing
-            | IdempotencyKeyInvalid => 400,
+            | IdempotencyKeyInvalid
+            | EndpointNotAllowed => 400,
             Unauthenticated => 401,
             PaymentFailed => 402,
-            Forbidden => 403,
+            Forbidden | VerifiedBuyerRequired => 403,
             NotFound | UnknownSku => 404,
             PriceMismatch
             | OutOfStock
@@ -100,6 +106,7 @@ impl ErrorCode {
             | CurrencyLocked
             | HandoffNotConfigured => 409,
             PayloadTooLarge => 413,
+            CouponAttemptsExceeded => 429,
             CurrencyMismatch | AmountTooLarge | BuyerLimitExceeded | CartEmpty | CartFull | CouponInvalid
             | IdempotencyKeyReused | RefundExceedsPaid | TooManyEndpoints => 422,
         }

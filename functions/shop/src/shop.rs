@@ -13,6 +13,7 @@ use serde_json::Value;
 
 use crate::catalog::StockAlert;
 use crate::deals::DealStart;
+use crate::guard::{Attempts, BUYER_COUPON_FAILURES, MAX_KEYS};
 use crate::idempotency::StoredResponse;
 use crate::ids::{DAY, DealId, DeliveryId, Epoch, Millis, OrderId, ProductId, Seq, Sku};
 use crate::orders::{CaptureState, Checkout, FulfilmentState, Order, PaymentState, StockHold};
@@ -98,6 +99,8 @@ pub struct Shop {
     /// Each product's public view as last sent to live clients; empty after a revival, so the
     /// first event then sends everything once.
     live: BTreeMap<ProductId, Value>,
+    /// Wrong coupon codes per buyer. Not stored: a revival forgets them (one more burst).
+    pub(crate) coupon_failures: Attempts<String>,
     pub(crate) out: VecDeque<Output>,
 }
 
@@ -110,6 +113,7 @@ impl Shop {
             in_flight: BTreeMap::new(),
             alarm: None,
             live: BTreeMap::new(),
+            coupon_failures: Attempts::new(BUYER_COUPON_FAILURES, MAX_KEYS),
             out: VecDeque::new(),
         }
     }
@@ -533,7 +537,9 @@ impl Shop {
         if !reserved {
             for (deal, q) in per_deal {
                 let ok = s.deals.get(&deal).is_some_and(|d| {
-                    d.remaining() >= q && s.buyer_deal_units(&order.buyer, deal) + q <= d.per_buyer_cap
+                    d.remaining() >= q
+                        && s.buyer_deal_units(&order.buyer, order.device.as_deref(), deal) + q
+                            <= d.per_buyer_cap
                 });
                 if !ok {
                     let e = ApiError::new(

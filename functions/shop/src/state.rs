@@ -96,6 +96,9 @@ pub struct ShopState {
     pub carts: BTreeMap<String, Cart>,
     pub orders: BTreeMap<OrderId, Order>,
     pub buyer_orders: BTreeMap<String, BTreeSet<OrderId>>,
+    /// Orders by guest device, so that a device's guest subjects share its deal caps.
+    #[serde(default)]
+    pub device_orders: BTreeMap<String, BTreeSet<OrderId>>,
     /// Orders holding a reservation, with when it expires.
     pub reservations: BTreeMap<OrderId, Millis>,
     /// Idempotency keys per buyer.
@@ -227,6 +230,9 @@ impl ShopState {
                     self.reservations.insert(order.id, expires_at);
                 }
                 self.buyer_orders.entry(order.buyer.clone()).or_default().insert(order.id);
+                if let Some(device) = &order.device {
+                    self.device_orders.entry(device.clone()).or_default().insert(order.id);
+                }
                 self.carts.remove(&order.buyer);
                 self.orders.insert(order.id, (**order).clone());
             }
@@ -453,9 +459,15 @@ impl ShopState {
             .sum()
     }
 
-    /// Units the buyer holds at `deal`'s price.
-    pub fn buyer_deal_units(&self, buyer: &str, deal: DealId) -> u32 {
-        self.holding_orders(buyer)
+    /// Units the buyer holds at `deal`'s price, with those of every subject of their guest
+    /// `device` (a new guest token does not make a new buyer).
+    pub fn buyer_deal_units(&self, buyer: &str, device: Option<&str>, deal: DealId) -> u32 {
+        let of_device = device.and_then(|d| self.device_orders.get(d)).into_iter().flatten();
+        let ids: BTreeSet<OrderId> =
+            self.buyer_orders.get(buyer).into_iter().flatten().chain(of_device).copied().collect();
+        ids.iter()
+            .filter_map(|id| self.orders.get(id))
+            .filter(|o| o.hold != StockHold::Released)
             .flat_map(|o| o.units())
             .filter(|(_, _, d)| *d == Some(deal))
             .map(|(_, q, _)| q)

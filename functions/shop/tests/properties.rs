@@ -226,7 +226,7 @@ fn check_stock(h: &Host, s: &Sale) -> Result<(), TestCaseError> {
     prop_assert!(deal.taken <= s.cap, "deal cap exceeded: {} > {}", deal.taken, s.cap);
     for buyer in state.buyer_orders.keys() {
         prop_assert!(
-            state.buyer_deal_units(buyer, deal.id) <= s.per_buyer,
+            state.buyer_deal_units(buyer, None, deal.id) <= s.per_buyer,
             "{} over the deal's per-buyer cap",
             buyer
         );

@@ -419,6 +419,39 @@ fn a_coupon_is_split_over_the_lines_so_no_cent_goes_missing() {
 }
 
 #[test]
+fn a_buyer_guessing_coupon_codes_is_held_back_and_even_the_right_code_waits() {
+    let mut h = Host::new();
+    h.product("a", &[("A", 1000, 10)]);
+    assert!(h.put(&merchant(), "/coupons/SAVE10", json!({ "discount": { "percent": "10" } })).ok());
+    let (ana, bob) = (viewer("ana"), viewer("bob"));
+    h.add("ana", "A", 1);
+    let guess = |h: &mut Host, code: &str| {
+        let r = h.put(&ana, "/carts/ana/coupon", json!({ "code": code }));
+        let refused = r.json["error"]["code"].as_str().unwrap_or_default().to_string();
+        (r.status, refused, r.json["error"]["retry_after"].as_u64())
+    };
+    for n in 0..5 {
+        assert_eq!(guess(&mut h, &format!("GUESS{n}")), (422, "coupon_invalid".into(), None));
+    }
+    let limited = (429, "coupon_attempts_exceeded".to_string(), Some(30));
+    assert_eq!(guess(&mut h, "GUESS5"), limited);
+    // Guessing stops paying: while limited, the right code is refused like any other.
+    assert_eq!(guess(&mut h, "SAVE10"), limited);
+    assert!(h.shop.state().carts["ana"].coupon.is_none());
+    // The limit is ana's: bob applies the code.
+    h.add("bob", "A", 1);
+    assert!(h.put(&bob, "/carts/bob/coupon", json!({ "code": "SAVE10" })).ok());
+    h.advance(29 * SECOND);
+    assert_eq!(guess(&mut h, "SAVE10").2, Some(1), "a second to go");
+    h.advance(SECOND);
+    assert_eq!(guess(&mut h, "SAVE10"), (200, String::new(), None), "after the wait, attempts work again");
+    assert!(h.shop.state().carts["ana"].coupon.is_some());
+    // A right code used up nothing: one more wrong one is allowed, then one per 30 s again.
+    assert_eq!(guess(&mut h, "GUESS6").1, "coupon_invalid");
+    assert_eq!(guess(&mut h, "GUESS7").1, "coupon_attempts_exceeded");
+}
+
+#[test]
 fn zero_and_three_decimal_currencies_price_in_their_own_minor_units() {
     let mut h = Host::new();
     assert!(h.put(&merchant(), "/settings", json!({ "currency": "JPY" })).ok());
@@ -753,7 +786,7 @@ fn a_ten_minute_flash_sale_with_hundreds_of_buyers_runs_in_milliseconds() {
     let d = s.deals.values().next().unwrap();
     assert!(d.ended && d.taken <= 300);
     for buyer in s.buyer_orders.keys() {
-        assert!(s.buyer_deal_units(buyer, d.id) <= 2, "{buyer} got more than two at the deal price");
+        assert!(s.buyer_deal_units(buyer, None, d.id) <= 2, "{buyer} got more than two at the deal price");
     }
     let charges = h.payments.iter().filter(|p| p.kind == PaymentKind::Charge).count();
     assert_eq!(charges, s.orders.len(), "one charge per order, double taps included");
@@ -983,4 +1016,52 @@ fn cancelling_an_authorized_order_voids_it_and_a_capture_that_raced_the_void_is_
     );
     let order = h.order(bob);
     assert_eq!((order.payment, order.fulfilment), (PaymentState::Cancelled, FulfilmentState::Unfulfilled));
+}
+
+/// A guest as a host verifies one: a subject from `POST /guest` and its device.
+fn guest(subject: &str, device: &str) -> liveshop_shop::Identity {
+    liveshop_shop::Identity { device: Some(device.into()), ..viewer(subject) }
+}
+
+#[test]
+fn a_deal_per_buyer_cap_holds_per_guest_device_whatever_its_subjects() {
+    let mut h = Host::new();
+    h.product("tee", &[("TEE-M", 2000, 100)]);
+    let deal = json!({ "sku": "TEE-M", "duration_secs": 600, "discount": { "percent": "50" }, "quantity_cap": 20, "per_buyer_cap": 1 });
+    assert_eq!(h.post(&merchant(), "/deals", deal).status, 201);
+    for (i, subject) in ["g1", "g2", "g3"].into_iter().enumerate() {
+        let who = guest(subject, "phone");
+        let cart = h.post(&who, &format!("/carts/{subject}/items"), json!({ "sku": "TEE-M", "quantity": 1 }));
+        let price = if i == 0 { eur(1000) } else { eur(2000) };
+        assert_eq!(cart.json["quote"]["total"], price, "{subject}: {}", cart.json);
+        let body = json!({ "payment_method": "tok_visa" }).to_string();
+        let r = h.request(Some(&who), "POST", "/checkout", &[("Idempotency-Key", "k")], &body);
+        assert!(r.status < 300, "{}", r.json);
+        h.pay();
+    }
+    // Another device is another buyer; the deal counts one unit for the phone, after a revival too.
+    h.revive();
+    let laptop = guest("g4", "laptop");
+    let cart = h.post(&laptop, "/carts/g4/items", json!({ "sku": "TEE-M", "quantity": 1 }));
+    assert_eq!(cart.json["quote"]["total"], eur(1000));
+    assert_eq!(h.shop.state().deals.values().next().unwrap().taken, 1);
+}
+
+#[test]
+fn a_verified_buyers_only_deal_refuses_guests_at_cart_and_checkout() {
+    let mut h = Host::new();
+    h.product("tee", &[("TEE-M", 2000, 100)]);
+    // In the cart before the deal starts: the checkout refuses it once the deal runs.
+    let early = guest("g1", "phone");
+    assert!(h.post(&early, "/carts/g1/items", json!({ "sku": "TEE-M", "quantity": 1 })).ok());
+    let deal = json!({ "sku": "TEE-M", "duration_secs": 600, "discount": { "percent": "50" }, "quantity_cap": 20, "per_buyer_cap": 1, "verified_buyers_only": true });
+    let created = h.post(&merchant(), "/deals", deal);
+    assert_eq!(created.json["verified_buyers_only"], true);
+    let body = json!({ "payment_method": "tok_visa" }).to_string();
+    let r = h.request(Some(&early), "POST", "/checkout", &[("Idempotency-Key", "k")], &body);
+    assert_eq!((r.status, r.code()), (403, "verified_buyer_required"));
+    let r = h.post(&guest("g2", "laptop"), "/carts/g2/items", json!({ "sku": "TEE-M", "quantity": 1 }));
+    assert_eq!((r.status, r.code()), (403, "verified_buyer_required"));
+    // A token the platform or merchant minted (no device) is a verified buyer.
+    assert_eq!(h.add("ana", "TEE-M", 1).json["quote"]["total"], eur(1000));
 }

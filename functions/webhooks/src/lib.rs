@@ -90,7 +90,9 @@ pub mod shopify;
 pub mod standard;
 pub mod stripe;
 
-pub use delivery::{DeliveryOutcome, classify_delivery};
+pub use delivery::{
+    DeliveryOutcome, EndpointError, EndpointPolicy, check_endpoint, classify_delivery, is_public,
+};
 pub use replay::ReplayGuard;
 
 /// How far a signed timestamp may be from `now`, either way, unless the caller says otherwise.

@@ -102,6 +102,15 @@ impl Host {
         conn
     }
 
+    /// Connects `who` as a host verified it (a guest with its device, say).
+    pub fn connect_identity(&mut self, who: Identity) -> ConnId {
+        let conn = ConnId(self.next_conn);
+        self.next_conn += 1;
+        self.open.insert(conn, who.clone());
+        self.input(Input::Connect { conn, who, connected_at: self.now, resume: None });
+        conn
+    }
+
     pub fn close(&mut self, conn: ConnId) {
         self.open.remove(&conn);
         self.input(Input::Close { conn });

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use liveshop_identity::Identity;
 use serde_json::json;
 
 use super::inputs::{
@@ -12,28 +13,27 @@ use super::views::{self, offered_price};
 use super::{Call, Handled, Reply, is_staff, not_found, number, reply};
 use crate::cart::{MAX_CART_LINES, MAX_QUANTITY, Quote, quote};
 use crate::idempotency::{IdempotencyRecord, StoredResponse, fingerprint, valid_key};
-use crate::ids::{OrderId, ProductId, Sku};
+use crate::ids::{Millis, OrderId, ProductId, Sku};
 use crate::money::Money;
 use crate::orders::{
     Change, Checkout, FulfilmentState, Order, PaymentState, RefundState, StockHold, Transition,
 };
 use crate::protocol::{ApiError, ErrorCode, Event, to_json};
 use crate::shop::{Output, charge};
-use crate::state::CheckoutMode;
-use crate::{Shop, cart};
+use crate::state::{CheckoutMode, ShopState};
+use crate::{Shop, cart, guard};
 
 /// Orders listed at most per `GET /orders`.
 const MAX_LISTED_ORDERS: usize = 100;
 
 impl Shop {
     pub(super) fn catalog(&mut self, c: &Call) -> Handled {
-        let buyer = c.who.map(|w| w.subject.as_str());
         let products: Vec<_> = self
             .state
             .products
             .values()
             .filter(|p| !p.archived)
-            .map(|p| views::product(&self.state, p, buyer, c.now))
+            .map(|p| views::product(&self.state, p, c.who, c.now))
             .collect();
         reply(200, &json!({ "now": c.now, "currency": self.state.settings.currency, "products": products }))
     }
@@ -43,7 +43,7 @@ impl Shop {
             .and_then(|id| self.state.products.get(&id))
             .filter(|p| !p.archived)
             .ok_or_else(|| not_found("product"))?;
-        reply(200, &views::product(&self.state, p, c.who.map(|w| w.subject.as_str()), c.now))
+        reply(200, &views::product(&self.state, p, c.who, c.now))
     }
 
     pub(super) fn deals(&mut self, c: &Call) -> Handled {
@@ -63,7 +63,8 @@ impl Shop {
     }
 
     fn cart_reply(&self, c: &Call, buyer: &str) -> Handled {
-        reply(200, &views::cart(&self.state, buyer, c.now)?)
+        let device = c.who.filter(|w| w.subject == buyer).and_then(|w| w.device.as_deref());
+        reply(200, &views::cart(&self.state, buyer, device, c.now)?)
     }
 
     pub(super) fn add_item(&mut self, c: &Call, buyer: &str) -> Handled {
@@ -120,10 +121,11 @@ impl Shop {
                 return Err(ApiError::new(ErrorCode::CartFull, msg));
             }
             let v = &self.state.variants[&sku];
+            verified_if_required(&self.state, c.buyer()?, &sku, c.now)?;
             limits_allow(&self.state, buyer, &sku, quantity)?;
             if let Some(expected) = expected {
                 let expected = expected.parse(self.state.settings.currency)?;
-                let price = offered_price(&self.state, buyer, &sku, c.now).unwrap_or(v.price);
+                let price = offered_price(&self.state, c.who, &sku, c.now).unwrap_or(v.price);
                 if expected != price {
                     return Err(price_mismatch("unit price", price));
                 }
@@ -139,9 +141,13 @@ impl Shop {
         c.own(buyer)?;
         let input: CouponApplyInput = decode(c.body)?;
         let code = coupon_code(&input.code)?;
+        // Taken before the lookup, so that while limited even the right code is refused.
+        let key = buyer.to_string();
+        self.coupon_failures.try_take(&key, c.now).map_err(|ms| guard::attempts_exceeded(ms, "for you"))?;
         if !self.state.coupons.get(&code).is_some_and(|c| c.active) {
             return Err(ApiError::new(ErrorCode::CouponInvalid, "no such coupon, or it is no longer valid"));
         }
+        self.coupon_failures.give_back(&key);
         if self.state.carts.get(buyer).and_then(|c| c.coupon.as_ref()) != Some(&code) {
             self.emit(c.now, Event::CartCouponSet { buyer: buyer.to_string(), code: Some(code) });
         }
@@ -159,7 +165,8 @@ impl Shop {
     /// `POST /checkout`: the buyer's cart becomes an order with its stock reserved; see
     /// [`crate::idempotency`] for what a retry with the same key gets.
     pub(super) fn checkout(&mut self, c: &Call) -> Handled {
-        let buyer = c.buyer()?.subject.clone();
+        let who = c.buyer()?;
+        let (buyer, device) = (who.subject.clone(), who.device.clone());
         let key = c.header("idempotency-key").ok_or_else(|| {
             ApiError::new(ErrorCode::IdempotencyKeyMissing, "a checkout needs an Idempotency-Key header")
         })?;
@@ -186,7 +193,10 @@ impl Shop {
         let input: CheckoutInput = decode(c.body)?;
         let cart = self.state.carts.get(&buyer).filter(|c| !c.lines.is_empty()).cloned();
         let cart = cart.ok_or_else(|| ApiError::new(ErrorCode::CartEmpty, "the cart is empty"))?;
-        let q = quote(&self.state, &buyer, &cart.lines, cart.coupon.as_ref(), c.now)?;
+        for sku in cart.lines.keys() {
+            verified_if_required(&self.state, who, sku, c.now)?;
+        }
+        let q = quote(&self.state, &buyer, device.as_deref(), &cart.lines, cart.coupon.as_ref(), c.now)?;
         if cart.coupon.is_some() && q.coupon.is_none() {
             return Err(ApiError::new(ErrorCode::CouponInvalid, "the cart's coupon is no longer valid"));
         }
@@ -218,6 +228,7 @@ impl Shop {
         let order = Order {
             id,
             buyer: buyer.clone(),
+            device,
             created_at: c.now,
             refunded: Money::zero(q.currency),
             priced: q,
@@ -276,6 +287,16 @@ impl Shop {
             .ok_or_else(|| not_found("order"))?;
         reply(200, &json!({ "order": order }))
     }
+}
+
+/// A deal for verified buyers only is not for guests (tokens a host minted at `POST /guest`,
+/// which carry a device): a token the platform or the merchant minted is a verified buyer.
+fn verified_if_required(state: &ShopState, who: &Identity, sku: &Sku, now: Millis) -> Result<(), ApiError> {
+    if who.device.is_some() && state.active_deal(sku, now).is_some_and(|d| d.verified_buyers_only) {
+        let msg = "this deal is for verified buyers only: sign in with the shop to buy it";
+        return Err(ApiError::new(ErrorCode::VerifiedBuyerRequired, msg).with("sku", sku));
+    }
+    Ok(())
 }
 
 /// Whether the buyer may hold `quantity` more units of `sku`: the stock is there and the SKU's

@@ -296,6 +296,9 @@ pub struct DealInput {
     pub discount: DiscountInput,
     pub quantity_cap: Number,
     pub per_buyer_cap: Number,
+    /// Refuse guests (tokens from `POST /guest`) at this deal's price.
+    #[serde(default)]
+    pub verified_buyers_only: bool,
 }
 
 #[derive(Debug, Deserialize)]

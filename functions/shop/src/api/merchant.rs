@@ -150,6 +150,7 @@ impl Shop {
             discount,
             quantity_cap,
             per_buyer_cap,
+            verified_buyers_only: input.verified_buyers_only,
             taken: 0,
             started: None,
             ended: false,

@@ -15,7 +15,7 @@
 //! | `POST /carts/{buyer}/items`                  | buyer    | `{sku, quantity, expected_unit_price?}` → cart       |
 //! | `PUT /carts/{buyer}/items/{sku}`             | buyer    | `{quantity, expected_unit_price?}` (0 removes) → cart|
 //! | `DELETE /carts/{buyer}/items/{sku}`          | buyer    | → cart                                               |
-//! | `PUT /carts/{buyer}/coupon`                  | buyer    | `{code}` → cart                                      |
+//! | `PUT /carts/{buyer}/coupon`                  | buyer    | `{code}` → cart; wrong codes are limited (`429`, [`crate::guard`]) |
 //! | `DELETE /carts/{buyer}/coupon`               | buyer    | → cart                                               |
 //! | `POST /checkout` + `Idempotency-Key`         | buyer    | `{payment_method?, expected_total?}` → 202/201 `{order}` |
 //! | `GET /orders`                                | buyer    | → `{orders}` (own; staff: all, newest first)         |
@@ -25,7 +25,7 @@
 //! | `PUT /skus/{sku}/stock`                      | staff    | `{on_hand}` → stock                                  |
 //! | `POST /skus/{sku}/stock/adjust`              | staff    | `{delta}` → stock                                    |
 //! | `PUT /skus/{sku}/price`                      | staff    | `{price}` → variant                                  |
-//! | `POST /deals`                                | staff    | `{sku, starts_at?, ends_at \| duration_secs, discount, quantity_cap, per_buyer_cap}` → 201 deal |
+//! | `POST /deals`                                | staff    | `{sku, starts_at?, ends_at \| duration_secs, discount, quantity_cap, per_buyer_cap, verified_buyers_only?}` → 201 deal |
 //! | `POST /deals/{id}/end`                       | staff    | → deal                                               |
 //! | `POST /orders/{id}/fulfil`                   | staff    | → `{order}`; 202 `{order}` when it asks for the capture (below) |
 //! | `POST /orders/{id}/cancel`                   | merchant | `{reason?}` → `{order}`                              |
@@ -65,6 +65,7 @@ mod webhooks;
 
 use liveshop_identity::{Identity, Role};
 use serde::Serialize;
+pub use webhooks::screen_endpoint;
 
 use crate::Shop;
 use crate::ids::Millis;
@@ -163,9 +164,7 @@ impl Shop {
     }
 
     fn route(&mut self, c: &Call, method: &str, path: &str) -> Handled {
-        let path = path.split('?').next().unwrap_or_default();
-        let segs = path.split('/').filter(|s| !s.is_empty()).map(percent_decode).collect::<Option<Vec<_>>>();
-        let segs = segs.ok_or_else(|| not_found("route (bad escape in path)"))?;
+        let segs = segments(path)?;
         let s: Vec<&str> = segs.iter().map(String::as_str).collect();
         match (method, s.as_slice()) {
             ("GET", ["catalog"]) => self.catalog(c),
@@ -206,6 +205,13 @@ impl Shop {
             _ => Err(not_found(&format!("route {method} /{}", s.join("/")))),
         }
     }
+}
+
+/// The decoded segments of a route's path; the query string is ignored.
+pub(crate) fn segments(path: &str) -> Result<Vec<String>, ApiError> {
+    let path = path.split('?').next().unwrap_or_default();
+    let segs = path.split('/').filter(|s| !s.is_empty()).map(percent_decode).collect::<Option<Vec<_>>>();
+    segs.ok_or_else(|| not_found("route (bad escape in path)"))
 }
 
 /// Decodes `%XX` escapes (subjects such as `auth0|123` arrive escaped); `None` when malformed.

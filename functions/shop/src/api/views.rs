@@ -1,6 +1,7 @@
 //! The shop as clients see it: catalog entries with live availability and deals, carts with
 //! their current quote. Orders, endpoints and deliveries are shown as stored.
 
+use liveshop_identity::Identity;
 use serde_json::{Value, json};
 
 use crate::cart::{Cart, QuoteError, quote};
@@ -10,7 +11,7 @@ use crate::ids::{Millis, Sku};
 use crate::money::Money;
 use crate::state::ShopState;
 
-pub fn product(state: &ShopState, p: &Product, buyer: Option<&str>, now: Millis) -> Value {
+pub fn product(state: &ShopState, p: &Product, buyer: Option<&Identity>, now: Millis) -> Value {
     let variants: Vec<Value> = p
         .skus
         .iter()
@@ -27,13 +28,13 @@ pub fn product(state: &ShopState, p: &Product, buyer: Option<&str>, now: Millis)
     })
 }
 
-pub fn variant(state: &ShopState, v: &Variant, buyer: Option<&str>, now: Millis) -> Value {
+pub fn variant(state: &ShopState, v: &Variant, buyer: Option<&Identity>, now: Millis) -> Value {
     let mut out = json!({
         "sku": v.sku,
         "title": v.title,
         "options": v.options,
         "price": v.price,
-        "offered_price": offered_price(state, buyer.unwrap_or_default(), &v.sku, now),
+        "offered_price": offered_price(state, buyer, &v.sku, now),
         "available": v.available(),
         "sold_out": v.available() == 0,
     });
@@ -50,11 +51,14 @@ pub fn variant(state: &ShopState, v: &Variant, buyer: Option<&str>, now: Millis)
 }
 
 /// The unit price this buyer gets for one more unit of `sku` now: the deal price while the
-/// deal runs and has units left for them, otherwise the regular price.
-pub fn offered_price(state: &ShopState, buyer: &str, sku: &Sku, now: Millis) -> Option<Money> {
+/// deal runs and has units left for them (and their guest device), otherwise the regular price.
+pub fn offered_price(state: &ShopState, buyer: Option<&Identity>, sku: &Sku, now: Millis) -> Option<Money> {
     let v = state.variants.get(sku)?;
     let deal = state.active_deal(sku, now).filter(|d| {
-        d.remaining() > 0 && (buyer.is_empty() || state.buyer_deal_units(buyer, d.id) < d.per_buyer_cap)
+        d.remaining() > 0
+            && buyer.is_none_or(|b| {
+                state.buyer_deal_units(&b.subject, b.device.as_deref(), d.id) < d.per_buyer_cap
+            })
     });
     match deal {
         Some(d) => d.discount.apply(v.price).ok(),
@@ -86,17 +90,19 @@ pub fn deal(state: &ShopState, d: &FlashDeal, now: Millis) -> Value {
         "quantity_cap": d.quantity_cap,
         "remaining": d.remaining(),
         "per_buyer_cap": d.per_buyer_cap,
+        "verified_buyers_only": d.verified_buyers_only,
     })
 }
 
-/// A buyer's cart, priced now. Lines whose SKU is no longer sold are listed apart, unpriced.
-pub fn cart(state: &ShopState, buyer: &str, now: Millis) -> Result<Value, QuoteError> {
+/// A buyer's cart, priced now (for their guest `device`, when they look themselves). Lines whose
+/// SKU is no longer sold are listed apart, unpriced.
+pub fn cart(state: &ShopState, buyer: &str, device: Option<&str>, now: Millis) -> Result<Value, QuoteError> {
     let empty = Cart::default();
     let cart = state.carts.get(buyer).unwrap_or(&empty);
     let (lines, unavailable): (Vec<_>, Vec<_>) =
         cart.lines.iter().partition(|(sku, _)| state.variants.get(*sku).is_some_and(|v| v.sellable()));
     let lines = lines.into_iter().map(|(s, q)| (s.clone(), *q)).collect();
-    let q = quote(state, buyer, &lines, cart.coupon.as_ref(), now)?;
+    let q = quote(state, buyer, device, &lines, cart.coupon.as_ref(), now)?;
     let unavailable: Vec<&Sku> = unavailable.into_iter().map(|(s, _)| s).collect();
     Ok(json!({
         "buyer": buyer,

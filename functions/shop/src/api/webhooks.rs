@@ -1,13 +1,48 @@
 //! The merchant's webhook endpoints, the outbox and its dead letters.
 
+use liveshop_webhooks::{EndpointError, EndpointPolicy, check_endpoint};
+use serde::Deserialize;
 use serde_json::json;
 
 use super::inputs::{EndpointInput, EndpointPatch, decode, event_types, secret_id, url};
-use super::{Call, Handled, not_found, number, reply};
+use super::{Call, Handled, not_found, number, reply, segments};
 use crate::Shop;
 use crate::ids::{DeliveryId, EndpointId};
 use crate::outbox::{Endpoint, MAX_ENDPOINTS};
 use crate::protocol::{ApiError, ErrorCode, Event};
+
+/// Refuses a request that would point a webhook endpoint where the node's `policy` does not let
+/// webhooks go ([`check_endpoint`]): `400 endpoint_not_allowed` (or `invalid_argument` for a URL
+/// it cannot read safely). Hosts call it before forwarding a request, because the policy is the
+/// node's and the shop does not know it; anything else passes, for the shop to judge.
+pub fn screen_endpoint(
+    method: &str,
+    path: &str,
+    body: &[u8],
+    policy: &EndpointPolicy,
+) -> Result<(), ApiError> {
+    #[derive(Deserialize)]
+    struct Url {
+        url: Option<String>,
+    }
+    let registers = match segments(path) {
+        Ok(segs) => matches!(
+            (method, segs.iter().map(String::as_str).collect::<Vec<_>>().as_slice()),
+            ("POST", ["webhooks", "endpoints"]) | ("PUT", ["webhooks", "endpoints", _])
+        ),
+        Err(_) => false,
+    };
+    let Some(target) = registers.then(|| serde_json::from_slice::<Url>(body).ok()?.url).flatten() else {
+        return Ok(());
+    };
+    check_endpoint(&target, policy).map_err(|e| {
+        let code = match e {
+            EndpointError::Malformed(_) => ErrorCode::InvalidArgument,
+            EndpointError::NotAllowed { .. } => ErrorCode::EndpointNotAllowed,
+        };
+        ApiError::new(code, e.to_string())
+    })
+}
 
 impl Shop {
     pub(super) fn endpoints(&mut self, c: &Call) -> Handled {
