@@ -60,8 +60,9 @@ pub struct EdgeConfig {
     pub commands_per_ip_per_sec: u64,
     /// Burst allowance for the above.
     pub commands_per_ip_burst: u64,
-    /// Addresses the per-address limits remember at most. A full table forgets only addresses
-    /// whose allowance has refilled, and refuses new ones until some have.
+    /// Addresses each per-address limit remembers at most. A full table forgets the addresses
+    /// whose allowance has refilled, then the least limited eighth; it never refuses a newcomer
+    /// for being full, and is never cleared.
     pub paced_addresses: usize,
     /// The header a trusted proxy puts the client's address in: `"CF-Connecting-IP"` behind
     /// Cloudflare, `"X-Forwarded-For"` behind most others. Believed only from `trusted_proxies`.
@@ -183,6 +184,13 @@ pub enum ConfigError {
     Parse { path: PathBuf, source: toml::de::Error },
 }
 
+/// A duration from a setting in seconds, whatever a config file says (a negative, NaN or
+/// infinite number would panic `Duration::from_secs_f64`): between a millisecond and a year.
+pub fn secs(setting: f64) -> Duration {
+    let setting = if setting.is_nan() { 0.0 } else { setting };
+    Duration::from_secs_f64(setting.clamp(0.001, 365.0 * 24.0 * 3600.0))
+}
+
 impl EdgeConfig {
     pub fn from_toml_file(path: &Path) -> Result<EdgeConfig, ConfigError> {
         let text = std::fs::read_to_string(path)
@@ -191,7 +199,7 @@ impl EdgeConfig {
     }
 
     pub fn hibernate_after(&self) -> Duration {
-        Duration::from_secs_f64(self.hibernate_after_secs.max(0.001))
+        secs(self.hibernate_after_secs)
     }
 
     /// The base URL for links: the public URL if set, else the listen address.

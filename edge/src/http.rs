@@ -30,7 +30,7 @@ use crate::actor::{Env, HttpRequest};
 use crate::config::EdgeConfig;
 use crate::node::{Delivery, Kind, Node, NodeError, Subscription};
 use crate::outbound::WebhookSecrets;
-use crate::pacing::{Limit, Pacer, Refusal};
+use crate::pacing::{Limit, Pacer};
 use crate::payments::Stripe;
 use crate::shows::{Credential, NewShow, Show, ShowError, Shows};
 use crate::sqlite::Db;
@@ -226,12 +226,9 @@ impl AppState {
                 (per_sec(c.commands_per_ip_burst, c.commands_per_ip_per_sec), "command_rate", "commands")
             }
         };
-        self.pacer.take(limit, pace, ip, self.env.now()).map_err(|refusal| {
+        self.pacer.take(limit, pace, ip, self.env.now()).map_err(|ms| {
             self.node.metrics().refused(reason);
-            let msg = match refusal {
-                Refusal::Spent(ms) => format!("too many {what} from your address; retry in {ms} ms"),
-                Refusal::Full(ms) => format!("too many addresses at once; retry in {ms} ms"),
-            };
+            let msg = format!("too many {what} from your address; retry in {ms} ms");
             ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", msg)
         })
     }
@@ -274,10 +271,11 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/dashboard/{show}",
             get(|| async { with_policy(page("dashboard.html"), Page::Dashboard, None) }),
         )
-        .route("/web/{file}", get(|Path(file): Path<String>| async move { page(&file) }))
+        .route("/web/{file}", get(|Path(file): Path<String>| async move { web_file(&file) }))
         .merge(crate::shop_http::routes())
         .merge(crate::stream_keys::routes())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
+        .layer(axum::middleware::map_response(json_refusals))
         .layer(axum::middleware::map_response(common_headers))
         .with_state(state)
 }
@@ -313,6 +311,10 @@ async fn create_show(
     let new: NewShow = serde_json::from_slice(&body)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_argument", e.to_string()))?;
     let show = Show::new(new, app.env.now()).map_err(ShowError::Invalid)?;
+    // Before the shop is claimed: a show that exists must not leave a claim behind.
+    if app.shows.get(&show.id).is_ok() {
+        return Err(ShowError::Exists(show.id).into());
+    }
     // A platform-wide token, or a merchant token for the shop the show sells from.
     let (who, credential) = match app.secret.verify(token, "*", app.now_secs()) {
         Err(TokenError::WrongRoom) => (app.verify(token, show.shop_id())?, Credential::Shop),
@@ -405,7 +407,9 @@ async fn guest_token(
     let token = app.secret.mint(&claims)?;
     let body = Json(json!({ "token": token, "subject": subject, "expires_at": expires_at }));
     // Set again each time, so a device seen within its lifetime keeps it.
-    let cookie = HeaderValue::from_str(&devices.set_cookie(&device)).expect("a cookie of hex and base64url");
+    let secure = app.config.base_url().starts_with("https://");
+    let cookie =
+        HeaderValue::from_str(&devices.set_cookie(&device, secure)).expect("a cookie of hex and base64url");
     Ok(([(header::SET_COOKIE, cookie)], body).into_response())
 }
 
@@ -715,11 +719,58 @@ async fn common_headers(mut response: Response) -> Response {
     response
 }
 
+/// Every refusal in the JSON error shape, including axum's own (a query string that does not
+/// parse, a path that is not UTF-8, a method a route does not take), which come as plain text
+/// or nothing. The status and its headers (`Allow`, `Retry-After`) stay.
+async fn json_refusals(response: Response) -> Response {
+    let status = response.status();
+    let json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/json"));
+    if json || !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+    let text: String = String::from_utf8_lossy(&text).trim().chars().take(200).collect();
+    let code = match status.as_u16() {
+        404 => "not_found",
+        405 => "method_not_allowed",
+        413 => "payload_too_large",
+        415 => "unsupported_media_type",
+        429 => "rate_limited",
+        500.. => "internal",
+        _ => "invalid_argument",
+    };
+    let message =
+        if text.is_empty() { status.canonical_reason().unwrap_or("refused").to_string() } else { text };
+    let mut refusal = ApiError::new(status, code, message).into_response();
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            refusal.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    refusal
+}
+
 /// `GET /watch/{show}`: frameable by the show's embed origins only (by nobody when there is no
 /// such show).
 async fn viewer_page(State(app): State<Arc<AppState>>, Path(show): Path<String>) -> Response {
     let show = app.shows.get(&show).ok();
     with_policy(page("viewer.html"), Page::Viewer, show.as_ref())
+}
+
+/// `/web/{file}`: the pages' scripts and styles; a page's HTML file itself only inert (the
+/// pages are `/watch/{show}` and `/dashboard/{show}`, with their policies).
+fn web_file(file: &str) -> Response {
+    let mut response = page(file);
+    if file.ends_with(".html") {
+        let policy = HeaderValue::from_static(liveshop_room::pages::RAW_PAGE_POLICY);
+        response.headers_mut().insert(header::CONTENT_SECURITY_POLICY, policy);
+    }
+    response
 }
 
 /// A page with its `Content-Security-Policy` ([`liveshop_room::pages`]).

@@ -59,8 +59,8 @@ pub struct Limits {
 impl Limits {
     pub fn from_config(config: &EdgeConfig) -> Limits {
         Limits {
-            header_timeout: Duration::from_secs_f64(config.header_timeout_secs.max(0.001)),
-            idle_timeout: Duration::from_secs_f64(config.idle_timeout_secs.max(0.001)),
+            header_timeout: crate::config::secs(config.header_timeout_secs),
+            idle_timeout: crate::config::secs(config.idle_timeout_secs),
             per_address: config.max_conns_per_ip,
             connections: config.max_connections.unwrap_or_else(|| open_files_limit() / 4 * 3),
             trusted_proxies: config.trusted_proxies.clone(),

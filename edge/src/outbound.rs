@@ -277,7 +277,15 @@ impl WebhookSecrets {
         secret: &Secret,
         now: u64,
     ) -> Result<IssuedSecret, StorageError> {
-        let mut ring = self.load(shop, secret_id)?;
+        let mut ring = match self.load(shop, secret_id) {
+            // Sealed under an earlier node secret: nothing of it can sign any more, so the new
+            // secret starts a fresh ring (this is how merchants recover).
+            Err(StorageError::Backend(e)) if e.is::<crate::sealed::Unsealable>() => {
+                tracing::warn!("{shop}/{secret_id}: {e}; replaced by the new secret");
+                SecretRing::default()
+            }
+            loaded => loaded?,
+        };
         let previous_expires_at = ring.rotate(secret, now);
         let body = serde_json::to_string(&ring).expect("secrets serialize");
         self.records.put(SECRETS, &format!("{shop}/{secret_id}"), &body)?;

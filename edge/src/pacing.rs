@@ -1,11 +1,13 @@
-//! Per-address limits: one table of token buckets for every limit the node keeps by client
+//! Per-address limits: a table of token buckets for each limit the node keeps by client
 //! address (new connections and reads, new guest devices, commands over HTTP), keyed by the
 //! IPv4 address or the IPv6 /64 ([`liveshop_room::filter::address_key`]) of the client as
 //! [`client_address`] finds it behind trusted proxies.
 //!
-//! The table is bounded and never cleared: it forgets only buckets that have refilled
-//! completely (they say no more than a new one would). When it is full of buckets that still
-//! count, a new address is refused until some refill, rather than everyone let in.
+//! Each table is bounded and never cleared. When one is full it first forgets the buckets that
+//! have refilled completely (they say no more than a new one would), then the least limited
+//! eighth (those closest to full): a newcomer always gets in, a flood of new addresses costs one
+//! scan per eighth of the table, and the most limited addresses are forgotten last. Tables are
+//! apart so that guest buckets, slow to refill, never crowd out connection buckets.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -28,63 +30,56 @@ pub enum Limit {
     Commands,
 }
 
-/// How long after a sweep that freed nothing a full table may sweep again: under a flood of
-/// new addresses, one scan a second, not one per request.
-const SWEEP_EVERY_MS: Millis = 1000;
-
-/// The buckets of every address and limit, at most `capacity` of them.
+/// The buckets of every address, per limit, at most `capacity` in each table.
 pub struct Pacer {
     capacity: usize,
-    table: Mutex<Table>,
+    tables: [Mutex<Table>; 3],
 }
 
+/// Each address's bucket with the pace it was last taken from.
 #[derive(Default)]
-struct Table {
-    /// Each bucket with the pace it was last taken from.
-    buckets: HashMap<(Limit, IpAddr), (TokenBucket, Pace)>,
-    swept_at: Option<Millis>,
-}
-
-/// Why a request was refused: in how many milliseconds to retry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
-    /// This address has used its allowance.
-    Spent(u64),
-    /// The table holds `capacity` addresses that all still count.
-    Full(u64),
-}
+struct Table(HashMap<IpAddr, (TokenBucket, Pace)>);
 
 impl Pacer {
     pub fn new(capacity: usize) -> Pacer {
-        Pacer { capacity: capacity.max(1), table: Mutex::default() }
+        Pacer { capacity: capacity.max(1), tables: Default::default() }
     }
 
-    /// Takes one from `ip`'s bucket for `limit`.
-    pub fn take(&self, limit: Limit, pace: Pace, ip: IpAddr, now: Millis) -> Result<(), Refusal> {
-        let key = (limit, address_key(ip));
-        let mut t = self.table.lock().unwrap_or_else(|p| p.into_inner());
-        if !t.buckets.contains_key(&key) && t.buckets.len() >= self.capacity {
-            if t.swept_at.is_some_and(|at| now < at + SWEEP_EVERY_MS) {
-                return Err(Refusal::Full(SWEEP_EVERY_MS));
-            }
-            t.buckets.retain(|_, (bucket, pace)| !bucket.is_full(*pace, now));
-            t.swept_at = Some(now);
-            if t.buckets.len() >= self.capacity {
-                return Err(Refusal::Full(SWEEP_EVERY_MS));
-            }
+    /// Takes one from `ip`'s bucket for `limit`, or says in how many milliseconds to retry.
+    pub fn take(&self, limit: Limit, pace: Pace, ip: IpAddr, now: Millis) -> Result<(), u64> {
+        let key = address_key(ip);
+        let mut t = self.tables[limit as usize].lock().unwrap_or_else(|p| p.into_inner());
+        if !t.0.contains_key(&key) && t.0.len() >= self.capacity {
+            t.make_room(self.capacity, now);
         }
-        let (bucket, last) = t.buckets.entry(key).or_insert_with(|| (TokenBucket::full(pace, now), pace));
+        let (bucket, last) = t.0.entry(key).or_insert_with(|| (TokenBucket::full(pace, now), pace));
         *last = pace;
-        bucket.take(pace, now).map_err(Refusal::Spent)
+        bucket.take(pace, now)
     }
 
-    /// Buckets held now.
+    /// Buckets held now, in all tables.
     pub fn len(&self) -> usize {
-        self.table.lock().unwrap_or_else(|p| p.into_inner()).buckets.len()
+        self.tables.iter().map(|t| t.lock().unwrap_or_else(|p| p.into_inner()).0.len()).sum()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+impl Table {
+    fn make_room(&mut self, capacity: usize, now: Millis) {
+        self.0.retain(|_, (bucket, pace)| !bucket.is_full(*pace, now));
+        if self.0.len() < capacity {
+            return;
+        }
+        let mut levels: Vec<(u64, IpAddr)> =
+            self.0.iter().map(|(ip, (bucket, pace))| (bucket.level(*pace, now), *ip)).collect();
+        let evict = (capacity / 8).clamp(1, levels.len());
+        levels.select_nth_unstable_by(evict - 1, |a, b| b.0.cmp(&a.0));
+        for (_, ip) in &levels[..evict] {
+            self.0.remove(ip);
+        }
     }
 }
 
@@ -203,17 +198,20 @@ mod tests {
     }
 
     #[test]
-    fn a_full_table_forgets_only_refilled_buckets_and_never_lets_everyone_in() {
-        let pace = Pace { burst: 1, refill_every_ms: 10_000 };
+    fn a_full_table_forgets_refilled_then_the_least_limited_buckets_and_always_lets_a_newcomer_in() {
+        let pace = Pace { burst: 2, refill_every_ms: 10_000 };
         let pacer = Pacer::new(2);
         let ip = |n: u8| IpAddr::from([192, 0, 2, n]);
-        assert_eq!(pacer.take(Limit::GuestDevices, pace, ip(1), 0), Ok(()));
-        assert_eq!(pacer.take(Limit::GuestDevices, pace, ip(2), 0), Ok(()));
-        assert_eq!(pacer.take(Limit::GuestDevices, pace, ip(3), 0), Err(Refusal::Full(SWEEP_EVERY_MS)));
-        // Still spent: a full table did not forget address 1.
-        assert_eq!(pacer.take(Limit::GuestDevices, pace, ip(1), 5000), Err(Refusal::Spent(5000)));
-        // Refilled buckets carry no information: they make room.
-        assert_eq!(pacer.take(Limit::GuestDevices, pace, ip(3), 20_000), Ok(()));
-        assert_eq!(pacer.len(), 1);
+        let take = |n: u8, now: Millis| pacer.take(Limit::GuestDevices, pace, ip(n), now);
+        assert_eq!((take(1, 0), take(1, 0), take(1, 0)), (Ok(()), Ok(()), Err(10_000)));
+        assert_eq!(take(2, 0), Ok(()));
+        // Full: address 2 (one token left) is forgotten before address 1 (none left).
+        assert_eq!(take(3, 0), Ok(()));
+        assert_eq!(take(1, 5000), Err(5000), "the most limited address is still limited");
+        // Another table: connections are never crowded out by guest buckets.
+        assert_eq!(pacer.take(Limit::Connections, pace, ip(9), 0), Ok(()));
+        // Refilled buckets carry no information: both go, and only address 4's is kept.
+        assert_eq!(take(4, 40_000), Ok(()));
+        assert_eq!(pacer.len(), 1 + 1);
     }
 }

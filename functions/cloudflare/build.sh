@@ -24,3 +24,8 @@ find ../../web -maxdepth 1 -type f \( -name '*.html' -o -name '*.css' -o -name '
 # The headers every response of the node has (liveshop_room::pages::COMMON_HEADERS; the Worker
 # sets them on what it serves itself), for the assets served without it.
 printf '/*\n  X-Content-Type-Options: nosniff\n  Referrer-Policy: no-referrer\n' > build/assets/_headers
+# A page's HTML file fetched as a plain asset is inert and unframeable
+# (liveshop_room::pages::RAW_PAGE_POLICY); the Worker's /watch and /dashboard replace the policy.
+for page in viewer dashboard; do
+    printf "/web/$page.html\n  Content-Security-Policy: default-src 'none'; frame-ancestors 'none'\n"
+done >> build/assets/_headers

@@ -500,9 +500,14 @@ pub async fn a_show_sells_only_from_a_shop_its_creator_owns(t: &Target) {
     // Mallory's own new shop is hers, and nobody else's.
     let (status, _) = create(mallory.clone(), format!("{owned}-m"), Some(format!("{owned}-mshop"))).await;
     assert_eq!(status, 201);
-    let (status, _) = create(mallory, format!("{owned}-m2"), Some(format!("{owned}-mshop"))).await;
+    let (status, _) = create(mallory.clone(), format!("{owned}-m2"), Some(format!("{owned}-mshop"))).await;
     assert_eq!(status, 201, "an owner sells from its shop again");
     let studio = token("*", "studio", Role::Host);
+    // Naming a show that exists claims nothing: the shop it named stays free for others.
+    let (status, _) = create(mallory, owned.clone(), Some(format!("{owned}-free"))).await;
+    assert_eq!(status, 409);
+    let (status, _) = create(studio.clone(), format!("{owned}-f"), Some(format!("{owned}-free"))).await;
+    assert_eq!(status, 201, "the shop was not claimed by the refused show");
     let (status, r) = create(studio.clone(), format!("{owned}-s"), Some(format!("{owned}-mshop"))).await;
     assert_eq!(code(&(status, r)), (403, "shop_not_owned"));
     // The owner, and a merchant token for the shop, may.
@@ -1855,6 +1860,11 @@ pub async fn the_pages_carry_their_security_headers(t: &Target) {
             (Some("nosniff"), Some("no-referrer")),
             "{path}"
         );
+    }
+    // The pages' HTML files as plain assets: inert, never framed.
+    for path in ["/web/viewer.html", "/web/dashboard.html"] {
+        let (_, csp, _, _) = headers(path.to_string()).await;
+        assert_eq!(csp.as_deref(), Some("default-src 'none'; frame-ancestors 'none'"), "{path}");
     }
     for path in
         ["/web/viewer.js".to_string(), "/healthz".into(), format!("/v1/shows/{id}"), "/v1/nothing".into()]

@@ -207,6 +207,10 @@ async fn create_show(mut req: Request, env: &Env) -> Result<Response> {
         Ok(who) => who,
         Err(e) => return token_error(e),
     };
+    // Before the shop is claimed: a show that exists must not leave a claim behind.
+    if show_record(env, &show.id).await?.is_ok() {
+        return error(409, "show_exists", format!("a show {:?} exists already", show.id));
+    }
     // The shop judges the claim (`liveshop_room::show::claim_shop`) before the show exists.
     let operator =
         env.var("OPERATORS").is_ok_and(|v| v.to_string().split(',').any(|o| o.trim() == who.subject));

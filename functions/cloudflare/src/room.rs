@@ -456,7 +456,8 @@ impl Room {
         let mut response =
             Response::from_json(&json!({ "token": token, "subject": subject, "expires_at": expires_at }))?;
         // Set again each time, so a device seen within its lifetime keeps it.
-        response.headers_mut().set("set-cookie", &devices.set_cookie(&device))?;
+        let secure = req.url()?.scheme() == "https";
+        response.headers_mut().set("set-cookie", &devices.set_cookie(&device, secure))?;
         Ok(response)
     }
 

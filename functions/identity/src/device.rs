@@ -55,11 +55,13 @@ impl Devices {
     }
 
     /// The `Set-Cookie` header that gives a browser `device` (script cannot read it; it goes
-    /// with top-level navigations and same-site requests only).
-    pub fn set_cookie(&self, device: &str) -> String {
+    /// with top-level navigations and same-site requests only; over HTTPS only, when `secure`:
+    /// the cookie is a bearer credential for its guest).
+    pub fn set_cookie(&self, device: &str, secure: bool) -> String {
         format!(
-            "{DEVICE_COOKIE}={}; Max-Age={DEVICE_COOKIE_MAX_AGE_SECS}; Path=/; HttpOnly; SameSite=Lax",
-            self.cookie_value(device)
+            "{DEVICE_COOKIE}={}; Max-Age={DEVICE_COOKIE_MAX_AGE_SECS}; Path=/; HttpOnly; SameSite=Lax{}",
+            self.cookie_value(device),
+            if secure { "; Secure" } else { "" }
         )
     }
 
@@ -111,7 +113,8 @@ mod tests {
         assert_eq!(d.verify("nonsense"), None);
         let header = format!("a=b; {DEVICE_COOKIE}=junk; {DEVICE_COOKIE}={value}");
         assert_eq!(d.from_cookie_header(&header), Some(device.clone()));
-        assert!(d.set_cookie(&device).contains("HttpOnly; SameSite=Lax"));
+        assert!(d.set_cookie(&device, false).ends_with("HttpOnly; SameSite=Lax"));
+        assert!(d.set_cookie(&device, true).ends_with("HttpOnly; SameSite=Lax; Secure"));
     }
 
     #[test]

@@ -191,6 +191,12 @@ impl TokenBucket {
         self.milli_tokens.saturating_add(refill) >= pace.burst * 1000
     }
 
+    /// Thousandths of a token the bucket holds at `now`: the higher, the less limited its owner.
+    pub fn level(&self, pace: Pace, now: Millis) -> u64 {
+        let refill = now.saturating_sub(self.at).saturating_mul(1000) / pace.refill_every_ms.max(1);
+        self.milli_tokens.saturating_add(refill).min(pace.burst * 1000)
+    }
+
     /// Takes one token, or says in how many milliseconds one will be there.
     pub fn take(&mut self, pace: Pace, now: Millis) -> Result<(), u64> {
         let elapsed = now.saturating_sub(self.at);

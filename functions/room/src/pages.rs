@@ -17,6 +17,11 @@ use crate::show::Show;
 pub const COMMON_HEADERS: [(&str, &str); 2] =
     [("x-content-type-options", "nosniff"), ("referrer-policy", "no-referrer")];
 
+/// The policy of a page's HTML file fetched as a plain asset (`/web/viewer.html`), not as the
+/// page it is: nothing runs and nobody frames it, so the show's policy cannot be sidestepped.
+/// (`functions/cloudflare/build.sh` writes the same into the Worker's `_headers`.)
+pub const RAW_PAGE_POLICY: &str = "default-src 'none'; frame-ancestors 'none'";
+
 /// The pages a host serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Page {

@@ -309,15 +309,14 @@ impl Room {
             self.out.push_back(Output::Close { conn, code: CLOSE_BANNED, reason: "banned".into() });
             return;
         }
-        // Before the welcome, so the welcome's seq covers it.
-        self.admit_staff(now, &who);
         let you = You { subject: who.subject.clone(), role: who.role, name: who.name.clone() };
         let first_retained = self.log.front().map_or(self.journal.seq().0 + 1, |r| r.seq.0);
         let resumable = resume.filter(|(e, s)| {
             *e == self.journal.epoch() && *s <= self.journal.seq() && s.0 + 1 >= first_retained
         });
         let (subject, role) = (who.subject.clone(), who.role);
-        self.add_conn(conn, Conn { who: who.into(), connected_at });
+        let who = std::sync::Arc::new(who);
+        self.add_conn(conn, Conn { who: who.clone(), connected_at });
         if role == Role::Viewer {
             self.window.presence_dirty = true;
             self.schedule_flush(now);
@@ -350,6 +349,9 @@ impl Room {
                 self.out.push_back(Output::Send { conn, frame });
             }
         }
+        // After the welcome: a connection the host attached on a revival is already among those
+        // an event reaches, and nothing may reach it before its welcome.
+        self.admit_staff(now, &who);
     }
 
     fn request(&mut self, now: Millis, who: Option<Identity>, method: &str, path: &str, body: &[u8]) {

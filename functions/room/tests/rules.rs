@@ -634,6 +634,25 @@ fn staff_met_once_stay_out_of_a_moderators_reach_and_hosts_lift_any_sanction() {
 }
 
 #[test]
+fn a_staff_member_hears_the_welcome_first_even_when_attached_by_a_revival() {
+    // A host that revives a room for a new connection attaches it before the room sees it
+    // connect; the room then meets that staff member and says so, after the welcome.
+    let mut h = Host::new();
+    let conn = ConnId(77);
+    h.room.attach(conn, who("max", Role::Moderator), h.now);
+    h.open.insert(conn, who("max", Role::Moderator));
+    h.input(liveshop_room::Input::Connect {
+        conn,
+        who: who("max", Role::Moderator),
+        connected_at: h.now,
+        resume: None,
+    });
+    let kinds: Vec<_> = h.frames(conn).iter().map(|f| f["type"].as_str().unwrap().to_string()).collect();
+    assert_eq!(kinds, ["welcome", "staff.admitted"]);
+    assert_eq!(h.frames(conn)[1]["seq"].as_u64(), h.frames(conn)[0]["seq"].as_u64().map(|s| s + 1));
+}
+
+#[test]
 fn product_links_must_be_web_links() {
     let mut h = Host::new();
     let host = h.connect("host", Role::Host);

@@ -63,7 +63,8 @@ pub struct FlashDeal {
     pub discount: Discount,
     pub quantity_cap: u32,
     pub per_buyer_cap: u32,
-    /// Guests (tokens from `POST /guest`) may not buy at this deal's price.
+    /// Guests (tokens from `POST /guest`) may not put the deal's SKU in a cart or check it out
+    /// while the deal runs: a flash sale's stock goes to buyers the platform knows.
     #[serde(default)]
     pub verified_buyers_only: bool,
     /// Units at the deal price in open and committed orders.
