@@ -357,7 +357,8 @@ fn origin_alone(
         let shutdown = async {
             let _ = tokio::signal::ctrl_c().await;
         };
-        axum::serve(listener, origin.router()).with_graceful_shutdown(shutdown).await?;
+        let app = origin.router().layer(axum::middleware::map_response(liveshop_edge::http::json_refusals));
+        axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
         anyhow::Ok(())
     })
 }

@@ -174,3 +174,53 @@ async fn a_text_frame_that_is_not_utf8_closes_the_websocket_with_1007() {
     assert_eq!(ws.close_code().await, Some(1007));
     node.stop().await;
 }
+
+/// `method path` with `headers`: the status, the response head and the body as JSON.
+async fn refusal(
+    to: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &str,
+) -> (u16, String, serde_json::Value) {
+    let mut s = connect_from([127, 0, 0, 1], to).await;
+    let req = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{headers}\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut out)).await.unwrap().unwrap();
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").expect("a response head");
+    let json = serde_json::from_str(body).unwrap_or_else(|e| panic!("{method} {path}: {e}: {text}"));
+    (text[9..12].parse().unwrap(), head.to_ascii_lowercase(), json)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn axums_own_refusals_answer_in_the_json_error_shape() {
+    let node = TestNode::start(|_| {}).await;
+    let upgrade = "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
+                   Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+    let cases = [
+        ("GET", format!("/v1/rooms/{ROOM}/state?seq=abc"), "", 400, "invalid_argument"),
+        ("GET", format!("/v1/rooms/{ROOM}/events?seq=abc"), "", 400, "invalid_argument"),
+        ("GET", format!("/v1/rooms/{ROOM}/ws?seq=abc"), upgrade, 400, "invalid_argument"),
+        ("GET", "/v1/shows/%FF%FE".to_string(), "", 400, "invalid_argument"),
+        ("PUT", "/v1/shows".to_string(), "Content-Length: 0\r\n", 405, "method_not_allowed"),
+        ("GET", "/v1/rooms/x/commands".to_string(), "", 405, "method_not_allowed"),
+    ];
+    for (method, path, headers, status, code) in cases {
+        let (got, head, body) = refusal(node.addr, method, &path, headers).await;
+        assert_eq!((got, body["error"]["code"].as_str()), (status, Some(code)), "{method} {path}: {body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(!message.is_empty() && message.chars().count() <= 200, "{message}");
+        assert!(head.contains("content-type: application/json"), "{head}");
+        // The node's own headers stay, and a 405 still says what the route takes.
+        assert!(head.contains("x-content-type-options: nosniff"), "{head}");
+        if status == 405 {
+            assert!(head.contains("\r\nallow: "), "{head}");
+        }
+    }
+    // Answers that are not refusals keep their own shape.
+    let (status, page) = get([127, 0, 0, 1], node.addr, &format!("/watch/{ROOM}")).await.unwrap();
+    assert_eq!(status, 200);
+    assert!(page.to_ascii_lowercase().contains("<html"), "{page}");
+    node.stop().await;
+}

@@ -3,6 +3,7 @@
 //! payload types 109/102 that are not str0m's defaults). No media flows here, so no network
 //! namespace is needed; `media_live.rs` publishes for real.
 
+mod common;
 mod media;
 
 use media::{TestOrigin, request};
@@ -166,4 +167,54 @@ async fn a_bad_or_oversized_offer_is_refused_in_words_as_json_never_with_memory_
         r.header("content-type")
     );
     assert_eq!(r.json()["error"]["code"], "payload_too_large");
+}
+
+/// axum's own refusals on the origin's routes (a method a route does not take, a path that is
+/// not UTF-8) in the JSON error shape, as `liveshop dev` serves them (merged into the node's
+/// router) and as `liveshop origin` does on a port of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_origins_routes_refuse_in_the_json_error_shape_merged_and_standalone() {
+    let (data, origin_data) = (media::temp_dir("refusals-node"), media::temp_dir("refusals-origin"));
+    let (node, url, lines) = common::liveshop_dev(&data);
+    std::thread::spawn(move || for _ in lines {});
+    let secret = std::fs::read_to_string(data.join("secret")).unwrap();
+    let mut origin = std::process::Command::new(env!("CARGO_BIN_EXE_liveshop"))
+        .args(["origin", "--edge", &url, "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&origin_data)
+        .env("LIVESHOP_SECRET", secret.trim())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(origin.stdout.take().unwrap());
+    let origin = common::NodeProcess(origin);
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut out, &mut first).unwrap();
+    let alone = first.split("listening on http://").nth(1).and_then(|r| r.split(',').next()).expect(&first);
+    let node_addr = url.trim_start_matches("http://").parse().unwrap();
+
+    for at in [node_addr, alone.parse().unwrap()] {
+        let cases = [
+            ("GET", "/whip/demo", 405, "method_not_allowed"),
+            ("PUT", "/hls/demo/index.m3u8", 405, "method_not_allowed"),
+            ("GET", "/hls/demo/%FF%FE.m3u8", 400, "invalid_argument"),
+        ];
+        for (method, path, status, code) in cases {
+            let r = request(at, method, path, &[], b"").await;
+            let body = r.json();
+            assert_eq!((r.status, body["error"]["code"].as_str()), (status, Some(code)), "{at} {path}");
+            assert!(r.header("content-type").is_some_and(|ct| ct.starts_with("application/json")));
+            assert_eq!(r.header("x-content-type-options"), Some("nosniff"), "{at} {path}");
+            if status == 405 {
+                assert!(r.header("allow").is_some(), "{at} {method} {path}");
+            }
+        }
+        // What the origin serves on success keeps its own type.
+        let player = request(at, "GET", "/media/player.js", &[], b"").await;
+        assert_eq!(player.status, 200);
+        assert!(player.header("content-type").is_some_and(|ct| ct.starts_with("text/javascript")));
+    }
+    drop((origin, node));
+    let _ = std::fs::remove_dir_all(&data);
+    let _ = std::fs::remove_dir_all(&origin_data);
 }

@@ -311,15 +311,16 @@ async fn create_show(
     let new: NewShow = serde_json::from_slice(&body)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_argument", e.to_string()))?;
     let show = Show::new(new, app.env.now()).map_err(ShowError::Invalid)?;
-    // Before the shop is claimed: a show that exists must not leave a claim behind.
-    if app.shows.get(&show.id).is_ok() {
-        return Err(ShowError::Exists(show.id).into());
-    }
     // A platform-wide token, or a merchant token for the shop the show sells from.
     let (who, credential) = match app.secret.verify(token, "*", app.now_secs()) {
         Err(TokenError::WrongRoom) => (app.verify(token, show.shop_id())?, Credential::Shop),
         verified => (verified.map_err(|e| app.refused_token(e))?, Credential::Platform),
     };
+    liveshop_room::show::may_create(&who, credential).map_err(ShowError::Claim)?;
+    // Before the shop is claimed: a show that exists must not leave a claim behind.
+    if app.shows.get(&show.id).is_ok() {
+        return Err(ShowError::Exists(show.id).into());
+    }
     let operator = app.config.operators.contains(&who.subject);
     app.shows.claim_shop(show.shop_id(), &who, credential, operator)?;
     let show = app.shows.insert(show)?;
@@ -721,14 +722,16 @@ async fn common_headers(mut response: Response) -> Response {
 
 /// Every refusal in the JSON error shape, including axum's own (a query string that does not
 /// parse, a path that is not UTF-8, a method a route does not take), which come as plain text
-/// or nothing. The status and its headers (`Allow`, `Retry-After`) stay.
-async fn json_refusals(response: Response) -> Response {
+/// or nothing. The status and its headers (`Allow`, `Retry-After`) stay; successes (pages,
+/// playlists, SDP answers, streams, upgrades) pass untouched. The node's router and the media
+/// origin's, merged or standalone (`liveshop origin`), all answer through it.
+pub async fn json_refusals(response: Response) -> Response {
     let status = response.status();
     let json = response
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.starts_with("application/json"));
+        .is_some_and(|ct| ct.starts_with("application/json") || ct.contains("+json"));
     if json || !(status.is_client_error() || status.is_server_error()) {
         return response;
     }

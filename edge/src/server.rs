@@ -136,6 +136,7 @@ impl Edge {
             limits.header_timeout,
             limits.idle_timeout
         );
+        let extra = extra.layer(axum::middleware::map_response(crate::http::json_refusals));
         let app = router(self.app).merge(extra);
         crate::listener::serve(self.listener, app, limits, self.metrics, shutdown).await;
         Ok(())

@@ -32,6 +32,7 @@
 
 use liveshop_identity::{Claims, Identity, Role, Secret, TokenError};
 use liveshop_room::pages::{COMMON_HEADERS, Page};
+use liveshop_room::show::Credential;
 use serde_json::json;
 use worker::*;
 
@@ -207,6 +208,10 @@ async fn create_show(mut req: Request, env: &Env) -> Result<Response> {
         Ok(who) => who,
         Err(e) => return token_error(e),
     };
+    let credential = if platform { Credential::Platform } else { Credential::Shop };
+    if let Err(e) = liveshop_room::show::may_create(&who, credential) {
+        return error(403, e.code(), e.to_string());
+    }
     // Before the shop is claimed: a show that exists must not leave a claim behind.
     if show_record(env, &show.id).await?.is_ok() {
         return error(409, "show_exists", format!("a show {:?} exists already", show.id));

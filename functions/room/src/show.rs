@@ -154,6 +154,16 @@ impl ClaimError {
     }
 }
 
+/// Whether `who`'s role may create shows at all with this credential: a host or merchant with a
+/// platform-wide token, a merchant with a shop's token. Checked before anything is looked up.
+pub fn may_create(who: &Identity, credential: Credential) -> Result<(), ClaimError> {
+    let allowed = match credential {
+        Credential::Shop => who.role == Role::Merchant,
+        Credential::Platform => matches!(who.role, Role::Host | Role::Merchant),
+    };
+    if allowed { Ok(()) } else { Err(ClaimError::Forbidden) }
+}
+
 /// Whether `who` may create a show that sells from a shop, given the shop's record (`None`: no
 /// such shop yet) and whether the node's config names `who` a platform operator. `Ok(Some(owner))`
 /// is the record to store (a new shop, or an ownerless one its merchant now claims); `Ok(None)`
@@ -164,14 +174,11 @@ pub fn claim_shop(
     operator: bool,
     shop: Option<&ShopRecord>,
 ) -> Result<Option<ShopRecord>, ClaimError> {
+    may_create(who, credential)?;
     let owner = shop.and_then(|s| s.owner.as_deref());
     let mine = || Some(ShopRecord { owner: Some(who.subject.clone()) });
     match credential {
-        Credential::Shop if who.role == Role::Merchant => Ok(owner.is_none().then(mine).flatten()),
-        Credential::Shop => Err(ClaimError::Forbidden),
-        Credential::Platform if !matches!(who.role, Role::Host | Role::Merchant) => {
-            Err(ClaimError::Forbidden)
-        }
+        Credential::Shop => Ok(owner.is_none().then(mine).flatten()),
         Credential::Platform => match (shop, owner) {
             (None, _) => Ok(mine()),
             (Some(_), Some(o)) if o == who.subject => Ok(None),
