@@ -56,8 +56,9 @@ const MISBEHAVING: &str = r#"
           (loop $more (br_if $more (i32.ne (memory.grow (i32.const 1)) (i32.const -1))))
           unreachable)))
     (func (export "nothing") (param i64))
-    (func (export "on-connect") (param i64 i32 i32 i32 i32 i32 i32 i32 i64 i64))
-    (func (export "on-request") (param i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32)
+    (func (export "on-connect") (param i64 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i64 i64))
+    ;; A request flattens to more than 16 values, so it comes by pointer.
+    (func (export "on-request") (param i32)
       (result i32)
       (i32.const 512))
     (func (export "on-alarm"))
@@ -68,7 +69,8 @@ const MISBEHAVING: &str = r#"
     (export "send" (func $send))))))
 
   (type $role (enum "viewer" "moderator" "host" "merchant"))
-  (type $identity (record (field "subject" string) (field "role" $role) (field "name" (option string))))
+  (type $identity (record (field "subject" string) (field "role" $role) (field "name" (option string))
+    (field "device" (option string))))
   (type $request (record (field "method" string) (field "path" string)
     (field "headers" (list (tuple string string))) (field "body" (list u8))
     (field "who" (option $identity))))
