@@ -60,6 +60,15 @@ pub struct EdgeConfig {
     pub commands_per_ip_per_sec: u64,
     /// Burst allowance for the above.
     pub commands_per_ip_burst: u64,
+    /// Public feed reads and heartbeats per second one address may make, sustained. A viewer
+    /// straight on the node reads about once per room tick while events flow; behind a CDN the
+    /// node sees one read per cache and position (set `client_ip_header` and
+    /// `trusted_proxies`, or the cache's own address is what is limited).
+    pub feed_reads_per_ip_per_sec: u64,
+    /// Burst allowance for the above.
+    pub feed_reads_per_ip_burst: u64,
+    /// Feed viewers one room counts at most (heartbeating devices); more are refused with 503.
+    pub max_feed_viewers_per_room: usize,
     /// Addresses each per-address limit remembers at most. A full table forgets the addresses
     /// whose allowance has refilled, then the least limited eighth; it never refuses a newcomer
     /// for being full, and is never cleared.
@@ -162,6 +171,9 @@ impl Default for EdgeConfig {
             guest_devices_per_ip_per_hour: 20,
             commands_per_ip_per_sec: 30,
             commands_per_ip_burst: 120,
+            feed_reads_per_ip_per_sec: 20,
+            feed_reads_per_ip_burst: 60,
+            max_feed_viewers_per_room: 1_000_000,
             paced_addresses: 100_000,
             client_ip_header: None,
             trusted_proxies: Vec::new(),

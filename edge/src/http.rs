@@ -135,6 +135,7 @@ pub struct AppState {
     pub(crate) coupon_guard: Mutex<liveshop_shop::guard::AddressGuard>,
     /// The media origin in this process, when there is one (it ends live sessions).
     pub(crate) live_streams: std::sync::OnceLock<Arc<dyn crate::stream_keys::LiveStreams>>,
+    pub(crate) feeds: crate::feed::Feeds,
 }
 
 /// What `POST /v1/stream-events` checks: the key the media origin signs with, and the event
@@ -192,6 +193,7 @@ impl AppState {
             stream_events,
             coupon_guard: Mutex::default(),
             live_streams: std::sync::OnceLock::new(),
+            feeds: crate::feed::Feeds::default(),
         }
     }
 
@@ -225,6 +227,9 @@ impl AppState {
             Limit::Commands => {
                 (per_sec(c.commands_per_ip_burst, c.commands_per_ip_per_sec), "command_rate", "commands")
             }
+            Limit::Reads => {
+                (per_sec(c.feed_reads_per_ip_burst, c.feed_reads_per_ip_per_sec), "feed_rate", "feed reads")
+            }
         };
         self.pacer.take(limit, pace, ip, self.env.now()).map_err(|ms| {
             self.node.metrics().refused(reason);
@@ -251,6 +256,32 @@ impl AppState {
     pub(crate) fn show(&self, room: &str) -> Result<Show, ApiError> {
         Ok(self.shows.get(room)?)
     }
+
+    /// The device the request's signed `liveshop_device` cookie names, or a new one from `ip`'s
+    /// allowance of new guests ([`Limit::GuestDevices`]) with the `Set-Cookie` that names it.
+    pub(crate) fn device(
+        &self,
+        ip: IpAddr,
+        headers: &HeaderMap,
+    ) -> Result<(String, Option<HeaderValue>), ApiError> {
+        let devices = self.secret.devices();
+        let cookies = headers.get_all(header::COOKIE).into_iter().filter_map(|v| v.to_str().ok());
+        if let Some(device) = cookies.into_iter().find_map(|c| devices.from_cookie_header(c)) {
+            return Ok((device, None));
+        }
+        self.pace(Limit::GuestDevices, ip)?;
+        let mut random = [0u8; DEVICE_ID_BYTES];
+        self.env.fill_random(&mut random);
+        let device = Devices::new_device(random);
+        let cookie = self.device_cookie(&device);
+        Ok((device, Some(cookie)))
+    }
+
+    fn device_cookie(&self, device: &str) -> HeaderValue {
+        let secure = self.config.base_url().starts_with("https://");
+        HeaderValue::from_str(&self.secret.devices().set_cookie(device, secure))
+            .expect("a cookie of hex and base64url")
+    }
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -265,6 +296,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/rooms/{room}/events", get(events))
         .route("/v1/rooms/{room}/commands", post(command))
         .route("/v1/rooms/{room}/state", get(room_state))
+        .route("/v1/rooms/{room}/feed", get(crate::feed::get_feed))
+        .route("/v1/rooms/{room}/heartbeat", post(crate::feed::heartbeat))
         .route("/v1/stream-events", post(stream_event))
         .route("/watch/{show}", get(viewer_page))
         .route(
@@ -360,13 +393,15 @@ async fn get_show(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct GuestRequest {
-    name: String,
+    /// Absent for a buyer who has not picked a name: the cart and checkout need none.
+    #[serde(default)]
+    name: Option<String>,
 }
 
-/// `POST /v1/rooms/{room}/guest`: a viewer token for anyone, when the node allows guests. The
-/// token is for the device its signed `liveshop_device` cookie names, whose guest subject is
-/// always the same; a request without one gets a new device and its cookie, from the address's
-/// allowance of new guests ([`Limit::GuestDevices`]).
+/// `POST /v1/rooms/{room}/guest`: a viewer token for anyone, when the node allows guests, with
+/// the name given or none. The token is for the device its signed `liveshop_device` cookie
+/// names, whose guest subject is always the same (a cart made before picking a name stays the
+/// viewer's); a request without one gets a new device and its cookie ([`AppState::device`]).
 async fn guest_token(
     State(app): State<Arc<AppState>>,
     Path(room): Path<String>,
@@ -382,36 +417,29 @@ async fn guest_token(
     app.show(&room)?;
     let req: GuestRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_argument", e.to_string()))?;
-    let name = liveshop_room::filter::normalize_whitespace(&req.name);
+    let name = req.name.map(|n| liveshop_room::filter::normalize_whitespace(&n));
     // Characters for people, bytes for the token's own limit.
-    if name.is_empty() || name.chars().count() > 40 || name.len() > liveshop_identity::MAX_NAME_LEN {
+    if name
+        .as_ref()
+        .is_some_and(|n| n.is_empty() || n.chars().count() > 40 || n.len() > liveshop_identity::MAX_NAME_LEN)
+    {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid_argument",
             "a name is 1 to 40 characters",
         ));
     }
-    let devices = app.secret.devices();
-    let cookies = headers.get_all(header::COOKIE).into_iter().filter_map(|v| v.to_str().ok());
-    let device = match cookies.into_iter().find_map(|c| devices.from_cookie_header(c)) {
-        Some(device) => device,
-        None => {
-            app.pace(Limit::GuestDevices, ip)?;
-            let mut random = [0u8; DEVICE_ID_BYTES];
-            app.env.fill_random(&mut random);
-            Devices::new_device(random)
-        }
-    };
-    let subject = devices.guest_subject(&device);
+    let (device, _) = app.device(ip, &headers)?;
+    let subject = app.secret.devices().guest_subject(&device);
     let expires_at = app.now_secs() + GUEST_TOKEN_SECS;
-    let claims = Claims::new(&subject, &room, Role::Viewer, expires_at).with_name(name).with_device(&device);
+    let mut claims = Claims::new(&subject, &room, Role::Viewer, expires_at).with_device(&device);
+    if let Some(name) = name {
+        claims = claims.with_name(name);
+    }
     let token = app.secret.mint(&claims)?;
     let body = Json(json!({ "token": token, "subject": subject, "expires_at": expires_at }));
     // Set again each time, so a device seen within its lifetime keeps it.
-    let secure = app.config.base_url().starts_with("https://");
-    let cookie =
-        HeaderValue::from_str(&devices.set_cookie(&device, secure)).expect("a cookie of hex and base64url");
-    Ok(([(header::SET_COOKIE, cookie)], body).into_response())
+    Ok(([(header::SET_COOKIE, app.device_cookie(&device))], body).into_response())
 }
 
 #[derive(Deserialize, Default)]

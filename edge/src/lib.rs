@@ -19,6 +19,7 @@
 
 pub mod actor;
 pub mod config;
+pub mod feed;
 mod host;
 pub mod http;
 pub mod listener;

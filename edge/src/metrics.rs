@@ -29,6 +29,13 @@ pub struct Metrics {
     pub slow_consumers: Counter,
     pub frames_sent: Counter,
     pub revive_seconds: Histogram,
+    /// Requests that reached the node's public feed route (behind a CDN: one per cache and
+    /// position, whatever the audience).
+    pub feed_requests: Counter,
+    /// Feed questions the node put to rooms (requests at one position share them).
+    pub feed_room_queries: Counter,
+    /// Viewers counted by heartbeats on the feed, in every room.
+    pub feed_viewers: Gauge,
     events: Family<KindLabel, Counter>,
     event_seconds: Family<KindLabel, Histogram>,
     refused: Family<ReasonLabel, Counter>,
@@ -45,6 +52,9 @@ impl Default for Metrics {
         let slow_consumers = Counter::default();
         let frames_sent = Counter::default();
         let revive_seconds = Histogram::new(exponential_buckets(1e-5, 4.0, 10));
+        let feed_requests = Counter::default();
+        let feed_room_queries = Counter::default();
+        let feed_viewers = Gauge::default();
         let events = Family::<KindLabel, Counter>::default();
         let event_seconds = Family::<KindLabel, Histogram>::new_with_constructor(|| {
             Histogram::new(exponential_buckets(1e-6, 4.0, 12))
@@ -70,6 +80,21 @@ impl Default for Metrics {
             "Time to bring an actor back: instantiation plus its first event, which restores its state",
             revive_seconds.clone(),
         );
+        registry.register(
+            "feed_requests",
+            "Requests that reached the public feed route",
+            feed_requests.clone(),
+        );
+        registry.register(
+            "feed_room_queries",
+            "Feed questions put to rooms, shared by the requests at one position",
+            feed_room_queries.clone(),
+        );
+        registry.register(
+            "feed_viewers",
+            "Viewers counted by heartbeats on the public feed",
+            feed_viewers.clone(),
+        );
         registry.register("actor_events", "Events handled by actors, by kind", events.clone());
         registry.register(
             "actor_event_seconds",
@@ -87,6 +112,9 @@ impl Default for Metrics {
             slow_consumers,
             frames_sent,
             revive_seconds,
+            feed_requests,
+            feed_room_queries,
+            feed_viewers,
             events,
             event_seconds,
             refused,

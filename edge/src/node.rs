@@ -247,6 +247,12 @@ impl Node {
         rx.await.ok().flatten().ok_or(NodeError::Unavailable)
     }
 
+    /// Tells when actor `id` releases frames (its events' output, once per tick), for hosts that
+    /// wait on a room without holding a connection to it: the public feed.
+    pub fn releases(&self, kind: Kind, id: &str) -> Result<Releases, NodeError> {
+        Ok(Releases(self.actor(kind, id)?.out.subscribe()))
+    }
+
     /// Reports what became of an effect the actor asked for ([`EffectHost`]).
     pub async fn effect_result(
         &self,
@@ -283,6 +289,20 @@ impl Node {
         actors.insert(id.to_string(), handle.clone());
         tokio::spawn(RoomTask::new(self.clone(), kind, id.to_string(), handle.clone()).run(rx));
         Ok(handle)
+    }
+}
+
+/// See [`Node::releases`].
+pub struct Releases(broadcast::Receiver<OutBatch>);
+
+impl Releases {
+    /// Waits for the actor's next release. False when its task is gone (a new one takes its
+    /// place on the next request).
+    pub async fn next(&mut self) -> bool {
+        match self.0.recv().await {
+            Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => true,
+            Err(broadcast::error::RecvError::Closed) => false,
+        }
     }
 }
 

@@ -28,12 +28,15 @@ pub enum Limit {
     GuestDevices,
     /// `POST /v1/rooms/{room}/commands`.
     Commands,
+    /// The public feed's reads and heartbeats: cheap (shared answers, no room event each), so
+    /// allowed far more often than connections.
+    Reads,
 }
 
 /// The buckets of every address, per limit, at most `capacity` in each table.
 pub struct Pacer {
     capacity: usize,
-    tables: [Mutex<Table>; 3],
+    tables: [Mutex<Table>; 4],
 }
 
 /// Each address's bucket with the pace it was last taken from.

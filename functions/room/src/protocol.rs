@@ -480,6 +480,14 @@ pub struct StatsDelta {
     /// A new peak of concurrent viewers, when one was reached.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peak_viewers: Option<u32>,
+    /// Watch time of viewers on the public feed (counted by the host's heartbeats, in total:
+    /// they have no subject).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub feed_watch_ms: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// What happened in the room. Every event is durable: it takes the next `seq`, is appended to the

@@ -8,6 +8,7 @@ use liveshop_journal::{Entry, Journal, Policy};
 pub use liveshop_journal::{RestoreError, keys};
 use serde::{Deserialize, Serialize};
 
+use crate::feed;
 use crate::filter::{self, Pace, Rules, TokenBucket, Verdict};
 use crate::ids::{ConnId, Epoch, MessageId, Millis, PollId, ProductId, QuestionId, Seq};
 use crate::protocol::HoldReason;
@@ -120,6 +121,15 @@ struct Conn {
     connected_at: Millis,
 }
 
+/// What a host's heartbeat aggregator hands the room (`PUT /audience`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AudienceCount {
+    viewers: u32,
+    #[serde(default)]
+    watch_ms: u64,
+}
+
 /// What a command produced, for its `ack`.
 struct Accepted {
     seq: Option<Seq>,
@@ -157,6 +167,9 @@ pub struct Room {
     conns: BTreeMap<ConnId, Conn>,
     /// Open connections per viewer, so counting viewers is O(1) on every join.
     viewer_conns: BTreeMap<String, u32>,
+    /// Viewers reading the public feed, as the host last counted them (heartbeats). Not
+    /// stored: the host hands the count over again every few seconds.
+    feed_viewers: u32,
     buckets: BTreeMap<(String, Bucket), TokenBucket>,
     window: Window,
     /// The alarm last asked of the host; `None` when unknown (after a revival).
@@ -173,6 +186,7 @@ impl Room {
             log: VecDeque::new(),
             conns: BTreeMap::new(),
             viewer_conns: BTreeMap::new(),
+            feed_viewers: 0,
             buckets: BTreeMap::new(),
             window: Window::default(),
             alarm: None,
@@ -217,9 +231,9 @@ impl Room {
         self.log.iter()
     }
 
-    /// Distinct viewers connected now.
+    /// Distinct viewers now: connected ones and those the host counts on the feed.
     pub fn viewers(&self) -> u32 {
-        u32::try_from(self.viewer_conns.len()).unwrap_or(u32::MAX)
+        u32::try_from(self.viewer_conns.len()).unwrap_or(u32::MAX).saturating_add(self.feed_viewers)
     }
 
     fn add_conn(&mut self, conn: ConnId, c: Conn) {
@@ -355,9 +369,30 @@ impl Room {
     }
 
     fn request(&mut self, now: Millis, who: Option<Identity>, method: &str, path: &str, body: &[u8]) {
-        let path = path.split('?').next().unwrap_or_default();
+        let (path, query) = path.split_once('?').unwrap_or((path, ""));
         let json = "application/json";
         let (status, body) = match (method, path) {
+            ("GET", "/feed") => match feed::parse_query(query) {
+                Ok(q) => self.feed(now, q),
+                Err(e) => http_error(e),
+            },
+            // Only host shells call this (no client route leads here): the feed viewers their
+            // heartbeats counted, and the watch time those added since the last hand-off.
+            ("PUT", "/audience") => match serde_json::from_slice::<AudienceCount>(body) {
+                Ok(count) => {
+                    if count.viewers != self.feed_viewers {
+                        self.feed_viewers = count.viewers;
+                        self.window.presence_dirty = true;
+                        self.schedule_flush(now);
+                    }
+                    if count.watch_ms > 0 {
+                        self.window.stats.feed_watch_ms += count.watch_ms;
+                        self.schedule_flush(now);
+                    }
+                    (200, to_json(&serde_json::json!({ "viewers": self.viewers() })))
+                }
+                Err(e) => http_error(invalid(e.to_string())),
+            },
             ("GET", "/state") => {
                 let (subject, role) =
                     who.as_ref().map_or(("", Role::Viewer), |w| (w.subject.as_str(), w.role));
@@ -400,6 +435,36 @@ impl Room {
         self.out.push_back(Output::Reply { status, content_type: json, body: body.into_bytes() });
     }
 
+    /// A feed answer (see [`feed`]): the public snapshot, the public events after a position,
+    /// or 204 while nothing is after it and the host's wait goes on.
+    fn feed(&mut self, now: Millis, q: feed::FeedQuery) -> (u16, String) {
+        let here = feed::Position { epoch: self.journal.epoch(), seq: self.journal.seq() };
+        let first_retained = self.log.front().map_or(here.seq.0 + 1, |r| r.seq.0);
+        let after =
+            q.after.filter(|a| a.epoch == here.epoch && a.seq <= here.seq && a.seq.0 + 1 >= first_retained);
+        let Some(after) = after else {
+            let view = RoomView::public(&self.state, now, self.viewers());
+            let body = serde_json::json!({
+                "v": PROTOCOL_VERSION, "epoch": here.epoch, "seq": here.seq, "now": now,
+                "next": here.to_string(), "state": view,
+            });
+            return (200, to_json(&body));
+        };
+        let waited = q.wait.is_some();
+        if after.seq == here.seq && !waited {
+            return (204, String::new());
+        }
+        let events: Vec<String> = self
+            .log
+            .iter()
+            .filter(|r| r.seq > after.seq && r.audience == Audience::All)
+            .map(|r| self.event_frame(r))
+            .collect();
+        let latest: Vec<String> = std::iter::once(self.presence_frame()).chain(self.tally_frame()).collect();
+        let wait = q.wait.filter(|_| after.seq == here.seq);
+        (200, feed::Page { now, at: here, events: &events, latest: &latest, wait }.to_json())
+    }
+
     fn alarm(&mut self, now: Millis) {
         // A fired alarm is cleared by the host (the ABI's rule), so whatever is wanted next must
         // be asked for again, even if it equals what was asked before.
@@ -440,14 +505,22 @@ impl Room {
             if viewers > self.state.stats.peak_viewers {
                 delta.peak_viewers = Some(viewers);
             }
-            let peak = viewers.max(self.state.stats.peak_viewers);
-            let f =
-                ServerFrame::Presence { epoch: self.journal.epoch(), seq: self.journal.seq(), viewers, peak };
-            self.out.push_back(Output::Broadcast { frame: to_json(&f) });
+            self.out.push_back(Output::Broadcast { frame: self.presence_frame() });
         }
         if delta != StatsDelta::default() {
             self.emit(now, Audience::Staff, Event::Stats { delta });
         }
+    }
+
+    fn presence_frame(&self) -> String {
+        let viewers = self.viewers();
+        let peak = viewers.max(self.state.stats.peak_viewers);
+        to_json(&ServerFrame::Presence {
+            epoch: self.journal.epoch(),
+            seq: self.journal.seq(),
+            viewers,
+            peak,
+        })
     }
 
     fn tally_frame(&self) -> Option<String> {

@@ -136,6 +136,9 @@ pub struct Stats {
     pub clicks: BTreeMap<ProductId, u64>,
     pub watch_ms: BTreeMap<String, u64>,
     pub peak_viewers: u32,
+    /// Watch time of viewers on the public feed, in total.
+    #[serde(default)]
+    pub feed_watch_ms: u64,
 }
 
 /// Everything about a room that must survive a restart.
@@ -309,6 +312,7 @@ impl RoomState {
                 if let Some(p) = delta.peak_viewers {
                     s.peak_viewers = s.peak_viewers.max(p);
                 }
+                s.feed_watch_ms += delta.feed_watch_ms;
             }
         }
     }

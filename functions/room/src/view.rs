@@ -8,7 +8,7 @@ use liveshop_identity::Role;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{Millis, QuestionId};
-use crate::protocol::{ChatMessage, PollInfo, ProductPin, PublicSettings, Question, ReviewMode};
+use crate::protocol::{Audience, ChatMessage, PollInfo, ProductPin, PublicSettings, Question, ReviewMode};
 use crate::state::{Held, RoomState, Stats};
 
 /// Questions a snapshot carries, most upvoted first.
@@ -61,13 +61,22 @@ pub struct RoomView {
 }
 
 impl RoomView {
+    /// The room as `subject`, in `role`, sees it.
     pub fn of(state: &RoomState, subject: &str, role: Role, now: Millis, viewers: u32) -> RoomView {
-        let history = state
-            .history
-            .iter()
-            .filter(|p| p.audience.admits(subject, role))
-            .map(|p| p.message.clone())
-            .collect();
+        Self::build(state, Some(subject), role, now, viewers)
+    }
+
+    /// The room as anyone sees it before saying who they are (the public feed): only what is
+    /// logged for everyone, nothing of any one viewer's.
+    pub fn public(state: &RoomState, now: Millis, viewers: u32) -> RoomView {
+        Self::build(state, None, Role::Viewer, now, viewers)
+    }
+
+    fn build(state: &RoomState, subject: Option<&str>, role: Role, now: Millis, viewers: u32) -> RoomView {
+        let admits = |a: &Audience| subject.map_or(*a == Audience::All, |s| a.admits(s, role));
+        let subject = subject.unwrap_or_default();
+        let history =
+            state.history.iter().filter(|p| admits(&p.audience)).map(|p| p.message.clone()).collect();
         let poll = state.poll.as_ref().map(|p| {
             let counts = p.counts();
             PollView {
@@ -75,20 +84,19 @@ impl RoomView {
                 open: p.open,
                 total: counts.iter().sum(),
                 counts,
-                my_vote: p.votes.get(subject).copied(),
+                my_vote: p.votes.get(subject).copied().filter(|_| !subject.is_empty()),
             }
         });
-        let mut questions: Vec<Question> = state
-            .questions
-            .values()
-            .filter(|q| q.audience.admits(subject, role))
-            .map(|q| q.question.clone())
-            .collect();
+        let mut questions: Vec<Question> =
+            state.questions.values().filter(|q| admits(&q.audience)).map(|q| q.question.clone()).collect();
         questions.sort_by(|a, b| b.upvotes.cmp(&a.upvotes).then(a.id.cmp(&b.id)));
         questions.truncate(VIEW_QUESTIONS);
         let my_upvotes = questions
             .iter()
-            .filter(|q| state.questions.get(&q.id).is_some_and(|a| a.upvoters.contains(subject)))
+            .filter(|q| {
+                !subject.is_empty()
+                    && state.questions.get(&q.id).is_some_and(|a| a.upvoters.contains(subject))
+            })
             .map(|q| q.id)
             .collect();
         let moderation = role.can_moderate().then(|| ModerationView {

@@ -84,7 +84,9 @@ impl Host {
                 }
                 Output::SetAlarm(at) => self.alarm = at,
                 Output::Reply { status, body, .. } => {
-                    self.replies.push((status, serde_json::from_slice(&body).unwrap()));
+                    let body =
+                        if body.is_empty() { Value::Null } else { serde_json::from_slice(&body).unwrap() };
+                    self.replies.push((status, body));
                 }
             }
         }

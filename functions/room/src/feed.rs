@@ -1,0 +1,188 @@
+//! The room's public feed: what every viewer may see, as plain HTTP answers a CDN can cache and
+//! collapse, shaped like LL-HLS blocking reload.
+//!
+//! - `GET /feed`: the latest public state and its position (`epoch-seq`).
+//! - `GET /feed?after=E-S`: the public events after that position and the latest-state frames
+//!   (presence, the open poll's tally). The room answers **204** while nothing is after it; the
+//!   host parks the request and asks again after the room's next event. When the wait ends the
+//!   host asks with `&wait=K` ([`deadline`]) and the room always answers, with `"wait": K` when
+//!   nothing came: the client repeats with that `wait`, a new URL, so a cache never hands it the
+//!   same empty answer twice.
+//!
+//! Every viewer at one position asks the same URL, so behind a cache that collapses requests a
+//! whole audience costs one origin request per cache and position. Personal frames (acks, held
+//! messages, moderation, a viewer's own vote) never go on the feed: only events logged for
+//! [`crate::Audience::All`].
+//!
+//! The parts both hosts share live here too: positions, query parsing, the aligned end of a wait,
+//! cache headers and the ETag.
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::ids::{Epoch, Millis, Seq};
+use crate::protocol::{CommandError, ErrorCode};
+
+/// Longest a feed request waits for something new, about: waits end on multiples of this.
+pub const WAIT_MS: Millis = 5_000;
+/// `Cache-Control` of the snapshot (`GET /feed`).
+pub const CACHE_SNAPSHOT: &str = "public, max-age=1";
+/// `Cache-Control` of answers after a position. An answer stays true for its position (later
+/// events come with the next request), so it may be served a little stale.
+pub const CACHE_AFTER: &str = "public, max-age=2";
+/// The `Cache-Control` of a request's answer.
+pub fn cache_control(query: &FeedQuery) -> &'static str {
+    if query.after.is_some() { CACHE_AFTER } else { CACHE_SNAPSHOT }
+}
+
+/// A place in a room's log: the epoch of its storage and the last event's seq.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    pub epoch: Epoch,
+    pub seq: Seq,
+}
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.epoch.0, self.seq.0)
+    }
+}
+
+impl FromStr for Position {
+    type Err = CommandError;
+
+    fn from_str(s: &str) -> Result<Position, CommandError> {
+        let bad = || CommandError::new(ErrorCode::InvalidArgument, "after is <epoch>-<seq>, such as 7-42");
+        let (epoch, seq) = s.split_once('-').ok_or_else(bad)?;
+        let number = |n: &str| n.parse::<u64>().ok().filter(|_| !n.starts_with('+')).ok_or_else(bad);
+        Ok(Position { epoch: Epoch(number(epoch)?), seq: Seq(number(seq)?) })
+    }
+}
+
+/// A feed request's query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FeedQuery {
+    /// Absent: the snapshot.
+    pub after: Option<Position>,
+    /// The wait round the client repeats with after an empty answer (only a cache key to the
+    /// host), or, from a host to the room, the round whose wait just ended.
+    pub wait: Option<u64>,
+}
+
+/// Reads `after=E-S&wait=K` (either may be absent). Unknown parameters are refused, so a
+/// cache-busting parameter cannot multiply a CDN's cache keys unnoticed.
+pub fn parse_query(query: &str) -> Result<FeedQuery, CommandError> {
+    let mut q = FeedQuery::default();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match key {
+            "after" if q.after.is_none() => q.after = Some(value.parse()?),
+            "wait" if q.wait.is_none() => {
+                let wait = value.parse().map_err(|_| {
+                    CommandError::new(ErrorCode::InvalidArgument, "wait is the number an empty answer gave")
+                })?;
+                q.wait = Some(wait);
+            }
+            _ => {
+                let key: String = key.chars().take(20).collect();
+                return Err(CommandError::new(
+                    ErrorCode::InvalidArgument,
+                    format!("the feed takes after and wait, once each, not {key:?}"),
+                ));
+            }
+        }
+    }
+    Ok(q)
+}
+
+/// When a wait begun at `now` ends, and the number of that round. Waits end on multiples of
+/// [`WAIT_MS`], at least half of it away, so every request for one position that times out, on
+/// any host or cache, ends in the same round and the client's repeat is one URL for everyone.
+pub fn deadline(now: Millis) -> (Millis, u64) {
+    let round = (now + WAIT_MS / 2) / WAIT_MS + 1;
+    (round * WAIT_MS, round)
+}
+
+/// A strong ETag of an answer's body (FNV-1a, 64 bits): equal bodies, equal tags, on any host.
+pub fn etag(body: &[u8]) -> String {
+    let hash = body
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3));
+    format!("\"{hash:016x}\"")
+}
+
+/// Whether an `If-None-Match` header names this ETag (or `*`).
+pub fn not_modified(if_none_match: &str, etag: &str) -> bool {
+    if_none_match.split(',').map(str::trim).any(|t| t == "*" || t.trim_start_matches("W/") == etag)
+}
+
+/// The body of an answer after a position: events are frames already serialized by the room.
+pub(crate) struct Page<'a> {
+    pub now: Millis,
+    pub at: Position,
+    pub events: &'a [String],
+    pub latest: &'a [String],
+    pub wait: Option<u64>,
+}
+
+impl Page<'_> {
+    pub(crate) fn to_json(&self) -> String {
+        let mut body = format!(
+            r#"{{"v":{},"epoch":{},"seq":{},"now":{},"next":"{}","events":[{}],"latest":[{}]"#,
+            crate::protocol::PROTOCOL_VERSION,
+            self.at.epoch.0,
+            self.at.seq.0,
+            self.now,
+            self.at,
+            self.events.join(","),
+            self.latest.join(","),
+        );
+        if let Some(wait) = self.wait {
+            body.push_str(&format!(r#","wait":{wait}"#));
+        }
+        body.push('}');
+        body
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_and_queries_parse_strictly() {
+        let q = parse_query("after=7-42&wait=3").unwrap();
+        assert_eq!(q.after, Some(Position { epoch: Epoch(7), seq: Seq(42) }));
+        assert_eq!(q.wait, Some(3));
+        assert_eq!(parse_query("").unwrap(), FeedQuery::default());
+        for bad in
+            ["after=7", "after=-1-2", "after=7-+2", "after=a-b", "wait=x", "after=1-1&after=1-2", "t=1"]
+        {
+            assert_eq!(parse_query(bad).unwrap_err().code, ErrorCode::InvalidArgument, "{bad}");
+        }
+        assert_eq!(Position { epoch: Epoch(7), seq: Seq(42) }.to_string(), "7-42");
+    }
+
+    #[test]
+    fn waits_end_on_shared_boundaries_at_least_half_a_wait_away() {
+        assert_eq!(deadline(0), (5_000, 1));
+        assert_eq!(deadline(2_499), (5_000, 1));
+        assert_eq!(deadline(2_500), (10_000, 2));
+        assert_eq!(deadline(9_999), (15_000, 3));
+        for now in [0, 1_234, 2_500, 7_499, 123_456_789] {
+            let (end, round) = deadline(now);
+            assert!(end - now >= WAIT_MS / 2 && end - now <= WAIT_MS * 3 / 2);
+            assert_eq!(end, round * WAIT_MS);
+        }
+    }
+
+    #[test]
+    fn etags_follow_the_body_and_if_none_match_reads_lists() {
+        let a = etag(b"{\"seq\":1}");
+        assert_eq!(a, etag(b"{\"seq\":1}"));
+        assert_ne!(a, etag(b"{\"seq\":2}"));
+        assert!(not_modified(&format!("\"x\", {a}"), &a));
+        assert!(not_modified(&format!("W/{a}"), &a));
+        assert!(!not_modified("\"x\"", &a));
+    }
+}
