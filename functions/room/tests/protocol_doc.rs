@@ -110,3 +110,39 @@ fn an_event_frames_position_is_read_from_its_start_and_only_events_have_one() {
         assert_eq!(EventFrame::position(&serde_json::to_string(&frame).unwrap()), None);
     }
 }
+
+/// The feed's examples are the room's answers: the snapshot's `state` a welcome's view, the
+/// events event frames and the latest-state frames what a socket gets.
+#[test]
+fn the_feed_examples_are_answers_the_room_gives() {
+    let feed: Vec<(String, String)> = examples(&doc())
+        .into_iter()
+        .filter(|e| e.0 == "The public feed")
+        .map(|(_, name, json)| (name, json))
+        .collect();
+    assert_eq!(feed.len(), 2, "the snapshot and an answer after a position");
+    for (name, json) in feed {
+        let answer: Value = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let position = format!("{}-{}", answer["epoch"], answer["seq"]);
+        assert_eq!(answer["next"], position.as_str(), "{name}");
+        if name.contains("after=") {
+            for e in answer["events"].as_array().unwrap() {
+                let frame: EventFrame =
+                    serde_json::from_value(e.clone()).unwrap_or_else(|x| panic!("{name}: {x}"));
+                assert_eq!(serde_json::to_value(&frame).unwrap(), *e);
+            }
+            for f in answer["latest"].as_array().unwrap() {
+                let frame: ServerFrame =
+                    serde_json::from_value(f.clone()).unwrap_or_else(|x| panic!("{name}: {x}"));
+                assert!(
+                    matches!(frame, ServerFrame::Presence { .. } | ServerFrame::PollTally { .. }),
+                    "{name}"
+                );
+            }
+        } else {
+            let view: liveshop_room::view::RoomView =
+                serde_json::from_value(answer["state"].clone()).unwrap_or_else(|x| panic!("{name}: {x}"));
+            assert_eq!(serde_json::to_value(&view).unwrap(), answer["state"], "{name}");
+        }
+    }
+}
