@@ -383,31 +383,49 @@ fn hls_js(fetch: bool) -> PathBuf {
 
 /// The show `liveshop dev` seeds: a few products with pictures that need no network.
 fn demo_show() -> NewShow {
-    let swatch = |colour: &str| {
-        format!(
-            "data:image/svg+xml,%3Csvg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 4 3'%3E\
-             %3Crect width='4' height='3' fill='%23{colour}'/%3E%3C/svg%3E"
-        )
-    };
-    let product = |id: &str, title: &str, minor: i64, colour: &str| Product {
+    let product = |id: &str, title: &str, minor: i64, picture: &str, colour: &str| Product {
         id: liveshop_room::ProductId(id.into()),
         title: title.into(),
         price: Some(liveshop_room::Money { minor, currency: "EUR".into() }),
-        image_url: Some(swatch(colour)),
+        image_url: Some(demo_picture(picture, colour)),
         url: None,
     };
     NewShow {
         id: Some("demo".into()),
         title: "Spring drop: linen and ceramics".into(),
         products: vec![
-            product("linen-shirt", "Linen shirt", 4900, "c2410c"),
-            product("ceramic-mug", "Hand-thrown mug", 2400, "0f766e"),
-            product("tote-bag", "Canvas tote", 1900, "4338ca"),
-            product("silk-scarf", "Silk scarf", 6500, "be185d"),
+            product("linen-shirt", "Linen shirt", 4900, SHIRT, "c2410c"),
+            product("ceramic-mug", "Hand-thrown mug", 2400, MUG, "0f766e"),
+            product("tote-bag", "Canvas tote", 1900, TOTE, "4338ca"),
+            product("silk-scarf", "Silk scarf", 6500, SCARF, "be185d"),
         ],
         shop: None,
         embed_origins: vec![],
     }
+}
+
+/// The demo products' drawings (64 x 64 SVG shapes, `@` where the product's colour goes).
+const SHIRT: &str = "<path fill='@' d='M23 9 9 16l5 11 6-3v31h24V24l6 3 5-11-14-7c-1 4-5 7-9 7s-8-3-9-7z'/>\
+    <path fill='none' stroke='%23fff8' stroke-width='1.5' d='M32 16v36'/>";
+const MUG: &str = "<path fill='none' stroke='@' stroke-width='5' d='M44 24h4a7 7 0 0 1 0 14h-4'/>\
+    <rect fill='@' x='14' y='16' width='32' height='36' rx='5'/>\
+    <path fill='none' stroke='%23fff8' stroke-width='3' d='M14 26h32'/>";
+const TOTE: &str = "<path fill='none' stroke='@' stroke-width='3.5' d='M23 26c0-13 18-13 18 0'/>\
+    <path fill='@' d='M13 24h38l-3 32H16z'/>\
+    <circle fill='%23fff8' cx='32' cy='40' r='6'/>";
+const SCARF: &str = "<path fill='@' d='M17 8h30v10c0 8-9 10-9 16v22h-9V32c0-6-12-7-12-16z'/>\
+    <path fill='none' stroke='%23fff8' stroke-width='2' d='M17 13h30M29 48h9M29 52h9'/>";
+
+/// A demo product's picture: its drawing in its colour on a light ground, as a `data:` URL (the
+/// only kind of image besides https that product cards take).
+fn demo_picture(drawing: &str, colour: &str) -> String {
+    let svg = format!(
+        "<svg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 64 64'><rect width='64' height='64' \
+         fill='%23f4efe8'/>{}</svg>",
+        drawing.replace('@', &format!("%23{colour}"))
+    );
+    // Percent-encoded where a URL needs it; `#` is already `%23` above.
+    format!("data:image/svg+xml,{}", svg.replace('<', "%3C").replace('>', "%3E").replace(' ', "%20"))
 }
 
 /// Stock each demo product starts with.

@@ -1,7 +1,8 @@
 //! The viewer page and the dashboard in a real browser: `liveshop dev` serves them, and
-//! `tests/browser/show.spec.mjs` (the show), `commerce.spec.mjs` (buying in it) and
+//! `tests/browser/show.spec.mjs` (the show), `commerce.spec.mjs` (buying in it),
 //! `security.spec.mjs` (the pages under their Content-Security-Policy, which every spec's pages
-//! must keep) drive Debian's Chromium through playwright-core.
+//! must keep) and `feed.spec.mjs` (a viewer who never names themselves, on the public feed) drive
+//! Debian's Chromium through playwright-core.
 //!
 //! Needs Node.js, `npm ci` in `tests/browser` and Chromium (`.ci/run` installs both). Without
 //! them the test fails with what to install, unless `LIVESHOP_SKIP_BROWSER=1` says to skip.
@@ -34,7 +35,14 @@ fn a_viewer_chats_and_votes_and_sees_the_product_the_host_pins() {
     std::thread::spawn(move || for _ in lines {});
 
     let status = Command::new("node")
-        .args(["--test", "--test-concurrency=1", "show.spec.mjs", "commerce.spec.mjs", "security.spec.mjs"])
+        .args([
+            "--test",
+            "--test-concurrency=1",
+            "show.spec.mjs",
+            "commerce.spec.mjs",
+            "security.spec.mjs",
+            "feed.spec.mjs",
+        ])
         .current_dir(&dir)
         .env("LIVESHOP_URL", &url)
         .env("LIVESHOP_HOST_TOKEN", &token)

@@ -1,7 +1,9 @@
 // The liveshop client-room protocol (docs/protocol.md), shared by the viewer page and the host
-// dashboard. One RoomClient per page: it connects over WebSocket, keeps the last (epoch, seq) it
-// saw, reconnects with backoff and resumes, matches acks and errors to the commands that caused
-// them, and hands every other frame to listeners by its `type`.
+// dashboard. A RoomClient connects over WebSocket, keeps the last (epoch, seq) it saw, reconnects
+// with backoff and resumes, matches acks and errors to the commands that caused them, and hands
+// every other frame to listeners by its `type`. A FeedClient reads the room's public feed over
+// plain HTTP (cacheable by a CDN) for a viewer who has not said who they are, and hands out the
+// same frames: a page listens to either the same way.
 //
 //   const room = new RoomClient({ show, token });
 //   room.on('welcome', (w) => { if (!w.resumed) rebuild(w.state); });
@@ -53,32 +55,13 @@ function commandId() {
   return `c${idCounter}-${Math.random().toString(36).slice(2, 8)}`;
 }
 
-export class RoomClient {
-  /**
-   * @param {{show: string, token: string, origin?: string, commandTimeoutMs?: number}} opts
-   */
-  constructor({ show, token, origin = location.origin, commandTimeoutMs = 15_000 }) {
-    this.show = show;
-    this.token = token;
-    this.origin = origin;
-    this.commandTimeoutMs = commandTimeoutMs;
-    /** Where the log stands for us: sent back on reconnect to resume. */
-    this.epoch = null;
-    this.seq = null;
-    /** Our `you` from the last welcome. */
-    this.you = null;
-    this.status = 'idle';
-    /** Server clock minus ours, estimated from event timestamps of this connection. */
-    this.clockOffset = 0;
+/** Listeners by frame type, and the room's clock: what both clients share. */
+class Frames {
+  constructor() {
     this._listeners = new Map();
-    this._pending = new Map();
-    this._ws = null;
-    this._attempt = 0;
-    this._timer = null;
-    this._stopped = false;
-    this._welcomed = false;
-    this._failedOpens = 0;
-    this._onOnline = () => this._reconnectSoon(0);
+    /** Server clock minus ours. */
+    this.clockOffset = 0;
+    this.status = 'idle';
   }
 
   /** Listen to a frame type (`chat.message`, `welcome`, ...), or `status`, `notice`, `frame`. */
@@ -103,6 +86,37 @@ export class RoomClient {
     return Date.now() + this.clockOffset;
   }
 
+  _setStatus(status, detail) {
+    this.status = status;
+    this._emit('status', { status, detail });
+  }
+}
+
+export class RoomClient extends Frames {
+  /**
+   * @param {{show: string, token: string, origin?: string, commandTimeoutMs?: number}} opts
+   */
+  constructor({ show, token, origin = location.origin, commandTimeoutMs = 15_000 }) {
+    super();
+    this.show = show;
+    this.token = token;
+    this.origin = origin;
+    this.commandTimeoutMs = commandTimeoutMs;
+    /** Where the log stands for us: sent back on reconnect to resume. */
+    this.epoch = null;
+    this.seq = null;
+    /** Our `you` from the last welcome. */
+    this.you = null;
+    this._pending = new Map();
+    this._ws = null;
+    this._attempt = 0;
+    this._timer = null;
+    this._stopped = false;
+    this._welcomed = false;
+    this._failedOpens = 0;
+    this._onOnline = () => this._reconnectSoon(0);
+  }
+
   connect() {
     this._stopped = false;
     window.addEventListener('online', this._onOnline);
@@ -123,11 +137,6 @@ export class RoomClient {
     let url = `${base}?token=${encodeURIComponent(this.token)}`;
     if (this.epoch !== null && this.seq !== null) url += `&epoch=${this.epoch}&seq=${this.seq}`;
     return url;
-  }
-
-  _setStatus(status, detail) {
-    this.status = status;
-    this._emit('status', { status, detail });
   }
 
   _open() {
@@ -278,6 +287,119 @@ export class RoomClient {
   }
 }
 
+/** How often a feed viewer says it is still watching (the node forgets a device after 60 s). */
+const HEARTBEAT_MS = 20_000;
+
+/**
+ * The room's public feed (docs/protocol.md, "The public feed"): a snapshot, then long polls
+ * `?after=<next>` that a CDN caches and collapses, so every viewer at one position costs the node
+ * one request per cache. Emits a `welcome` (with `you: null`) for each snapshot, then the public
+ * event frames and the latest-state frames, as a RoomClient would. While it runs it sends the
+ * heartbeats that count this viewer as watching, and says it is leaving when closed or when the
+ * page goes away.
+ */
+export class FeedClient extends Frames {
+  /** @param {{show: string, origin?: string}} opts */
+  constructor({ show, origin = location.origin }) {
+    super();
+    this.show = show;
+    this.base = `${origin}/v1/rooms/${encodeURIComponent(show)}`;
+    /** The position to ask after (`<epoch>-<seq>`), and the wait round an empty answer named. */
+    this.next = null;
+    this._wait = null;
+    this._stopped = true;
+    this._attempt = 0;
+    this._abort = null;
+    this._beat = null;
+    this._onPageHide = () => this._heartbeat(true);
+    this._onVisible = () => { if (document.visibilityState === 'visible') this._heartbeat(false); };
+  }
+
+  connect() {
+    if (!this._stopped) return;
+    this._stopped = false;
+    this._setStatus('connecting');
+    this._heartbeat(false);
+    // A hidden page is not watching: it stops counting after the node's 60 s.
+    this._beat = setInterval(this._onVisible, HEARTBEAT_MS);
+    window.addEventListener('pagehide', this._onPageHide);
+    document.addEventListener('visibilitychange', this._onVisible);
+    this._loop();
+  }
+
+  /** Stops reading and takes this viewer off the count at once (a socket counts them now). */
+  close() {
+    if (this._stopped) return;
+    this._stopped = true;
+    this._abort?.abort();
+    clearInterval(this._beat);
+    window.removeEventListener('pagehide', this._onPageHide);
+    document.removeEventListener('visibilitychange', this._onVisible);
+    this._heartbeat(true);
+    this._setStatus('closed');
+  }
+
+  _heartbeat(leaving) {
+    const url = `${this.base}/heartbeat`;
+    // Leaving happens as the page goes away: only a beacon is sure to outlive it. The others are
+    // fetches, so the device cookie the first answer sets is kept for the next.
+    if (leaving && navigator.sendBeacon?.(url, JSON.stringify({ leaving: true }))) return;
+    fetch(url, { method: 'POST', body: leaving ? '{"leaving":true}' : '', keepalive: true }).catch(() => {});
+  }
+
+  _url() {
+    if (!this.next) return `${this.base}/feed`;
+    return `${this.base}/feed?after=${this.next}${this._wait !== null ? `&wait=${this._wait}` : ''}`;
+  }
+
+  async _loop() {
+    while (!this._stopped) {
+      this._abort = new AbortController();
+      let page;
+      try {
+        const res = await fetch(this._url(), { signal: this._abort.signal });
+        const body = await res.json().catch(() => null);
+        if (res.status === 404) {
+          this._stopped = true;
+          this._setStatus('failed', body?.error || { code: 'show_not_found' });
+          return;
+        }
+        // A position the node cannot read: start again from a snapshot.
+        if (res.status === 400) this.next = null;
+        if (!res.ok || !body) throw new Error(`feed: HTTP ${res.status}`);
+        page = body;
+      } catch {
+        if (this._stopped) return;
+        // 0.5 s, 1 s, 2 s ... up to 15 s, with jitter, as the socket reconnects.
+        const base = Math.min(15_000, 500 * 2 ** Math.min(this._attempt, 5));
+        const delay = base / 2 + Math.random() * (base / 2);
+        this._attempt += 1;
+        this._setStatus('reconnecting', { inMs: delay, attempt: this._attempt });
+        await new Promise((r) => setTimeout(r, delay));
+        continue;
+      }
+      this._attempt = 0;
+      this._page(page);
+    }
+  }
+
+  _page(page) {
+    if (typeof page.now === 'number') this.clockOffset = page.now - Date.now();
+    this.next = page.next;
+    this._wait = page.wait ?? null;
+    if (page.state) {
+      this._setStatus('open');
+      this._emit('welcome', { type: 'welcome', resumed: false, epoch: page.epoch, seq: page.seq, now: page.now, you: null, state: page.state });
+      return;
+    }
+    if (this.status !== 'open') this._setStatus('open');
+    for (const frame of [...(page.events || []), ...(page.latest || [])]) {
+      this._emit('frame', frame);
+      this._emit(frame.type, frame);
+    }
+  }
+}
+
 // ----- Helpers both pages use -----
 
 /** ISO 4217 minor-unit exponents that are not 2. */
@@ -349,6 +471,66 @@ export function describeError(err, retryIn = err.retryAfterMs) {
   }
 }
 
+// ----- Icons -----
+// Inline SVG: emoji glyphs need an emoji font, which many machines (and Debian's Chromium) lack.
+
+const ICONS = {
+  eye: '<path d="M2 12s3.6-6.5 10-6.5S22 12 22 12s-3.6 6.5-10 6.5S2 12 2 12z"/><circle cx="12" cy="12" r="3"/>',
+  cart: '<path d="M3 4h2.2l2.3 10.6a1.2 1.2 0 0 0 1.2.9h8.9a1.2 1.2 0 0 0 1.1-.8L21 8H6.1"/><circle cx="9.5" cy="19.5" r="1.3"/><circle cx="17" cy="19.5" r="1.3"/>',
+  muted: '<path d="M4 9.5v5h3.5L12 18.5v-13L7.5 9.5H4z"/><path d="M16 9.5l5 5M21 9.5l-5 5"/>',
+  sound: '<path d="M4 9.5v5h3.5L12 18.5v-13L7.5 9.5H4z"/><path d="M15.5 9a4 4 0 0 1 0 6M18.5 6.5a8 8 0 0 1 0 11"/>',
+  pin: '<path d="M12 16.5V22M8.5 3h7l-1 6.2 3 2.8v2.2h-11V12l3-2.8z"/>',
+  bolt: '<path d="M13.5 2.5 5 13.5h6.2l-1 8 8.5-11h-6.2z"/>',
+  bag: '<path d="M5.5 8h13l-1 12.5h-11z"/><path d="M9 10V7a3 3 0 0 1 6 0v3"/>',
+  close: '<path d="M6 6l12 12M18 6 6 18"/>',
+};
+
+/** An inline SVG icon (`eye`, `cart`, `muted`, `sound`, `pin`, `bolt`, `bag`, `close`), hidden from screen readers. */
+export function icon(name) {
+  const span = document.createElement('span');
+  span.className = `icon icon-${name}`;
+  span.setAttribute('aria-hidden', 'true');
+  span.innerHTML = `<svg viewBox="0 0 24 24" width="1em" height="1em" fill="none" stroke="currentColor" stroke-width="2" stroke-linecap="round" stroke-linejoin="round">${ICONS[name]}</svg>`;
+  return span;
+}
+
+/** Words for the reactions a host is likely to pick, shown where the emoji cannot be drawn. */
+const EMOJI_WORDS = {
+  '❤️': 'Love', '❤': 'Love', '🔥': 'Fire', '😂': 'Haha', '👏': 'Clap', '😮': 'Wow', '🛍️': 'Want',
+  '👍': 'Like', '🎉': 'Yay', '😍': 'Love it', '💯': '100', '🤩': 'Wow', '😢': 'Sad', '🙌': 'Yes',
+  '✨': 'Nice', '💸': 'Deal', '🛒': 'Buy',
+};
+
+const drawable = new Map();
+/**
+ * True when this browser draws every character of `text` with a real glyph: each is drawn on a
+ * canvas and compared with a character no font has (the "missing glyph" box).
+ */
+export function canDraw(text) {
+  if (drawable.has(text)) return drawable.get(text);
+  const canvas = document.createElement('canvas');
+  canvas.width = canvas.height = 24;
+  const ctx = canvas.getContext('2d', { willReadFrequently: true });
+  const pixels = (t) => {
+    ctx.clearRect(0, 0, 24, 24);
+    ctx.font = '20px sans-serif';
+    ctx.textBaseline = 'top';
+    ctx.fillText(t, 0, 0);
+    return ctx.getImageData(0, 0, 24, 24).data.join();
+  };
+  const missing = pixels('\u{10FFFD}');
+  // Joiners and variation selectors have no glyph of their own.
+  const chars = [...text].filter((c) => !/[\u200d\ufe0e\ufe0f]/.test(c));
+  const ok = chars.length > 0 && chars.every((c) => pixels(c) !== missing);
+  drawable.set(text, ok);
+  return ok;
+}
+
+/** A host's reaction as this browser can show it: the emoji, or a word where it would be a box. */
+export function reactionLabel(emoji) {
+  return canDraw(emoji) ? emoji : EMOJI_WORDS[emoji] || 'React';
+}
+
 /** Tiny DOM builder: h('div', {class: 'x', onclick: f, dataset: {id: 1}}, 'text', child). */
 export function h(tag, attrs = {}, ...children) {
   const el = document.createElement(tag);
@@ -380,6 +562,21 @@ export function showFromLocation() {
 /** The `#token=` of the URL fragment, if any. */
 export function tokenFromFragment() {
   return new URLSearchParams(location.hash.replace(/^#/, '')).get('token');
+}
+
+/**
+ * A token this browser kept in localStorage under `key` (`{token, subject, ...}`), or null (and
+ * forgotten) when it is missing, unreadable or expired.
+ */
+export function storedToken(key) {
+  try {
+    const stored = JSON.parse(localStorage.getItem(key) || 'null');
+    if (stored?.token && !tokenExpired(stored.token) && tokenClaims(stored.token)) return stored;
+  } catch {
+    // Unreadable: as good as none.
+  }
+  localStorage.removeItem(key);
+  return null;
 }
 
 /**

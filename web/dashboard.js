@@ -2,7 +2,7 @@
 // to this tab's sessionStorage at once): products to pin, polls, the review queue, chat
 // moderation, Q&A, the banner, the chat rules and the live numbers.
 import {
-  RoomClient, api, authorName, describeError, formatDuration, formatMoney, h, showFromLocation,
+  RoomClient, api, authorName, describeError, formatDuration, formatMoney, h, icon, showFromLocation,
   dashboardToken, tokenClaims,
 } from './client.js';
 
@@ -161,7 +161,7 @@ function renderProducts() {
       return f;
     };
     return h('div', { class: `item product-row${pin ? ' pinned' : ''}`, testid: 'product-row', dataset: { productId: p.id } },
-      p.image_url ? h('img', { src: p.image_url, alt: '', loading: 'lazy' }) : h('span', { class: 'noimg', 'aria-hidden': 'true' }, '🛍️'),
+      p.image_url ? h('img', { src: p.image_url, alt: '', loading: 'lazy' }) : h('span', { class: 'noimg' }, icon('bag')),
       h('div', {},
         h('div', {}, h('b', { testid: 'product-title' }, p.title), ' ', p.price && h('span', { class: 'muted' }, formatMoney(p.price))),
         h('div', { class: 'muted' },
@@ -341,7 +341,7 @@ function renderPinned() {
   els.pinned.hidden = !m;
   if (m) {
     els.pinned.replaceChildren(
-      h('div', {}, '📌 ', h('b', {}, authorName(m)), ' ', m.text),
+      h('div', {}, icon('pin'), ' ', h('b', {}, authorName(m)), ' ', m.text),
       h('div', { class: 'actions' }, cmdButton('Unpin', 'unpin-message', 'chat.unpin', {})));
   }
 }

@@ -4,7 +4,12 @@
 // `expected_total`), so a buyer is refused rather than charged more than they saw.
 //
 //   viewer.js: cards get `shopCard(productId)` appended; `setBuyer(token)` once it has a token.
-import { formatDuration, formatMoney, h, shopFeed, showFromLocation, tokenClaims } from './client.js';
+//
+// A viewer who never named themselves still buys: the first add to cart asks for a nameless
+// guest token (the same device, so the same cart once they do pick a name).
+import {
+  api, formatDuration, formatMoney, h, icon, shopFeed, showFromLocation, storedToken, tokenClaims,
+} from './client.js';
 
 const show = showFromLocation();
 const BASE = `/v1/shows/${encodeURIComponent(show)}/shop`;
@@ -20,6 +25,8 @@ const TEST_CARDS = [['tok_visa', 'Test Visa (pays)'], ['tok_chargeDeclined', 'Te
 
 /** `{token, subject}` of the viewer once they have one; carts are per subject. */
 let buyer = null;
+/** Where a nameless buyer's token is kept, so a reload finds the same cart. */
+const BUYER_KEY = `liveshop.buyer.${show}`;
 /** The cart as the shop last priced it (`{quote: {lines, total}, unavailable}`). */
 let cart = null;
 /** The checkout attempt a network error interrupted: retried with the same key and body. */
@@ -125,7 +132,7 @@ function fillCard(el) {
 }
 
 function tick(el) {
-  if (el.dataset.dealEnds) el.textContent = `⚡ ${formatDuration(Number(el.dataset.dealEnds) - feed.now())}`;
+  if (el.dataset.dealEnds) el.replaceChildren(icon('bolt'), ` ${formatDuration(Number(el.dataset.dealEnds) - feed.now())}`);
 }
 setInterval(() => { for (const el of document.querySelectorAll('.deal-countdown[data-deal-ends]')) tick(el); }, 1000);
 
@@ -138,15 +145,20 @@ function cardMessage(el, text) {
   msgTimers.set(p, setTimeout(() => { p.hidden = true; }, 5000));
 }
 
+/** A buyer identity for a viewer who has none yet: a nameless guest of this device. */
+async function ensureBuyer() {
+  if (buyer) return;
+  const res = await api(`/v1/rooms/${enc(show)}/guest`, { method: 'POST', body: {} });
+  localStorage.setItem(BUYER_KEY, JSON.stringify({ token: res.token, subject: res.subject }));
+  // The device may have a cart already (from before a reload): read it before adding to it.
+  await setBuyer(res.token);
+}
+
 async function addToCart(el) {
-  if (!buyer) {
-    cardMessage(el, 'Pick a name in the chat to shop');
-    document.querySelector('[data-testid=name-input]')?.focus();
-    return;
-  }
   const button = el.querySelector('[data-testid=add-to-cart]');
   button.disabled = true;
   try {
+    await ensureBuyer();
     const body = { sku: el.dataset.sku, quantity: 1, expected_unit_price: JSON.parse(el.dataset.price) };
     setCart(await call(`/carts/${enc(buyer.subject)}/items`, { method: 'POST', body }));
     cardMessage(el, 'Added to your cart');
@@ -162,7 +174,7 @@ async function addToCart(el) {
 const cartButton = h('button', {
   type: 'button', class: 'cart-button', testid: 'cart-button', 'aria-controls': 'cart', 'aria-expanded': 'false',
   onclick: () => openCart(panel.hidden),
-}, h('span', { 'aria-hidden': 'true' }, '🛒'), h('span', { class: 'sr-only' }, 'Cart, items: '),
+}, icon('cart'), h('span', { class: 'sr-only' }, 'Cart, items: '),
 h('span', { class: 'cart-count', testid: 'cart-count' }, '0'));
 const lines = h('ol', { class: 'cart-lines', testid: 'cart-lines' });
 const total = h('b', { testid: 'cart-total' });
@@ -172,7 +184,7 @@ const checkoutButton = h('button', { type: 'button', class: 'primary', testid: '
 const status = h('p', { class: 'feedback cart-status', testid: 'checkout-status', role: 'status', 'aria-live': 'polite' });
 const panel = h('aside', { class: 'cart', id: 'cart', testid: 'cart', 'aria-label': 'Your cart', hidden: true },
   h('div', { class: 'cart-head' }, h('h2', {}, 'Your cart'),
-    h('button', { type: 'button', class: 'link', testid: 'cart-close', 'aria-label': 'Close the cart', onclick: () => openCart(false) }, '✕')),
+    h('button', { type: 'button', class: 'link', testid: 'cart-close', 'aria-label': 'Close the cart', onclick: () => openCart(false) }, icon('close'))),
   lines,
   h('div', { class: 'cart-foot' },
     h('div', { class: 'cart-total' }, h('span', {}, 'Total'), total),
@@ -183,10 +195,7 @@ const panel = h('aside', { class: 'cart', id: 'cart', testid: 'cart', 'aria-labe
 function openCart(open) {
   panel.hidden = !open;
   cartButton.setAttribute('aria-expanded', String(open));
-  if (open) {
-    if (buyer) refreshCart();
-    else say('Pick a name in the chat to shop.');
-  }
+  if (open && buyer) refreshCart();
 }
 
 function say(text, state = '') {
@@ -327,15 +336,19 @@ async function settle(order) {
 
 // ---------- Set-up ----------
 
-/** The viewer's token (or null): carts, orders and checkouts act as its subject. */
+/**
+ * The viewer's token (or null): carts, orders and checkouts act as its subject. Resolves once
+ * the cart shown is that subject's.
+ */
 export function setBuyer(token) {
   const sub = token && tokenClaims(token)?.sub;
   buyer = sub ? { token, subject: sub } : null;
   attempt = null;
-  if (buyer) refreshCart();
-  else setCart(null);
+  if (buyer) return refreshCart();
+  setCart(null);
+  return Promise.resolve();
 }
 
 document.querySelector('.topbar')?.append(cartButton);
 document.body.append(panel);
-setCart(null);
+setBuyer(storedToken(BUYER_KEY)?.token ?? null);

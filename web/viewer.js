@@ -1,8 +1,10 @@
 // The viewer page, served at /watch/{show}: the stream with the pinned products and the banner
 // over it, reactions, and chat, the current poll and Q&A beside (desktop) or below (phone) it.
+// Everything public shows at once from the room's feed; a name is asked for only when the viewer
+// chats, votes, asks or reacts, and then a socket carries their commands (and everything else).
 import {
-  RoomClient, api, authorName, describeError, formatDuration, formatMoney, h, showFromLocation,
-  tokenClaims, tokenExpired, tokenFromFragment,
+  FeedClient, RoomClient, api, authorName, describeError, formatDuration, formatMoney, h, icon,
+  reactionLabel, showFromLocation, storedToken, tokenFromFragment,
 } from './client.js';
 import { setBuyer, shopCard } from './shop.js';
 
@@ -55,8 +57,17 @@ const S = {
   products: [],
   viewers: 0,
 };
+/** The viewer's socket once they have a name (or a host's link); null while they only watch. */
 let room = null;
+/** The public feed, read while there is no socket. */
+let feed = null;
+/** Whichever of the two is running: its clock is the room's. */
+let live = null;
 let replyTo = null;
+/** What the viewer asked to do before they had a name: done once their socket is open. */
+let afterJoin = null;
+
+for (const el of document.querySelectorAll('[data-icon]')) el.replaceWith(icon(el.dataset.icon));
 
 // ---------- Tabs ----------
 
@@ -105,9 +116,14 @@ els.video.addEventListener('playing', () => {
   els.unmute.hidden = false;
 });
 els.video.addEventListener('ended', () => showOffline('The show has ended', 'Thanks for watching.'));
+function renderUnmute() {
+  const muted = els.video.muted;
+  els.unmute.replaceChildren(icon(muted ? 'muted' : 'sound'), muted ? ' Tap to unmute' : ' Mute');
+}
+renderUnmute();
 els.unmute.addEventListener('click', () => {
   els.video.muted = !els.video.muted;
-  els.unmute.textContent = els.video.muted ? '🔇 Tap to unmute' : '🔊 Mute';
+  renderUnmute();
   els.video.play().catch(() => {});
 });
 
@@ -190,7 +206,7 @@ function renderPinned() {
   els.pinned.hidden = !m;
   if (m) {
     els.pinned.replaceChildren(
-      h('span', { 'aria-hidden': 'true' }, '📌 '),
+      icon('pin'), ' ',
       h('span', { class: 'sr-only' }, 'Pinned: '),
       h('b', {}, authorName(m)), ' ', m.text,
     );
@@ -278,13 +294,16 @@ const myTaps = new Map();
 function renderReactionButtons() {
   els.reactions.replaceChildren(...S.settings.emojis.map((emoji) => h('button', {
     type: 'button', class: 'react', testid: 'react-button', dataset: { emoji }, 'aria-label': `React ${emoji}`,
-    onclick: () => {
-      if (room?.signal('react', { emoji })) {
-        myTaps.set(emoji, (myTaps.get(emoji) || 0) + 1);
-        burst(emoji, 0);
-      }
-    },
-  }, emoji)));
+    onclick: () => react(emoji),
+  }, reactionLabel(emoji))));
+}
+
+function react(emoji) {
+  if (!room) return needName('Pick a name to react', () => react(emoji));
+  if (room.signal('react', { emoji })) {
+    myTaps.set(emoji, (myTaps.get(emoji) || 0) + 1);
+    burst(emoji, 0);
+  }
 }
 
 const reduceMotion = matchMedia('(prefers-reduced-motion: reduce)').matches;
@@ -296,7 +315,7 @@ function burst(emoji, delay) {
       right: `${4 + Math.random() * 18}%`,
       animationDelay: `${delay}ms`,
     },
-  }, emoji);
+  }, reactionLabel(emoji));
   b.style.setProperty('--drift', `${Math.round((Math.random() - 0.5) * 60)}px`);
   b.addEventListener('animationend', () => b.remove());
   els.bursts.append(b);
@@ -355,7 +374,8 @@ function renderPoll() {
 
 async function vote(option) {
   const p = S.poll;
-  if (!p?.open || !room) return;
+  if (!p?.open) return;
+  if (!room) return needName('Pick a name to vote', () => vote(option));
   els.pollFeedback.textContent = '';
   try {
     await room.send('poll.vote', { poll_id: p.poll.id, option });
@@ -402,6 +422,7 @@ function renderQuestions() {
 }
 
 async function upvote(id) {
+  if (!room) return needName('Pick a name to upvote', () => upvote(id));
   try {
     await room.send('question.upvote', { question_id: id });
     S.myUpvotes.add(id);
@@ -415,7 +436,8 @@ async function upvote(id) {
 els.askForm.addEventListener('submit', async (e) => {
   e.preventDefault();
   const text = els.askInput.value.trim();
-  if (!text || !room) return;
+  if (!text) return;
+  if (!room) return needName('Pick a name to ask', () => els.askForm.requestSubmit());
   try {
     await room.send('question.ask', { text });
     els.askInput.value = '';
@@ -450,14 +472,14 @@ function impress(id) {
 }
 
 function countdownText(endsAt) {
-  const left = endsAt - (room ? room.now() : Date.now());
+  const left = endsAt - (live ? live.now() : Date.now());
   return left > 0 ? `Ends in ${formatDuration(left)}` : 'Deal ended';
 }
 
 function cardEl(pin) {
   const p = pin.product;
   const body = [
-    p.image_url ? h('img', { src: p.image_url, alt: '', loading: 'lazy', width: 56, height: 56 }) : h('span', { class: 'noimg', 'aria-hidden': 'true' }, '🛍️'),
+    p.image_url ? h('img', { src: p.image_url, alt: '', loading: 'lazy', width: 56, height: 56 }) : h('span', { class: 'noimg' }, icon('bag')),
     h('span', { class: 'card-body' },
       h('span', { class: 'card-title' }, p.title),
       h('span', { class: 'card-meta' },
@@ -530,11 +552,16 @@ function rebuild(state) {
 
 const handlers = {
   'welcome': (w) => {
+    if (!w.resumed) rebuild(w.state);
+    // The feed's welcome is nobody's: the join form stays until the viewer names themselves.
+    if (!w.you) return;
     S.me = w.you;
     els.composer.hidden = false;
     els.join.hidden = true;
-    if (!w.resumed) rebuild(w.state);
     for (const id of visible) impress(id);
+    const todo = afterJoin;
+    afterJoin = null;
+    todo?.();
   },
   'chat.message': (e) => addMessage(e.message),
   'chat.deleted': (e) => {
@@ -617,14 +644,35 @@ const handlers = {
 
 const STATUS_TEXT = { connecting: 'Connecting…', reconnecting: 'Reconnecting…', open: '', banned: 'Banned', failed: 'Disconnected', closed: '' };
 
+function showStatus({ status }) {
+  els.conn.dataset.state = status;
+  els.conn.textContent = STATUS_TEXT[status] ?? status;
+}
+
+/** Reads the public feed: everything public, for a viewer who has not said who they are. */
+function watch() {
+  feed = live = new FeedClient({ show });
+  for (const [type, fn] of Object.entries(handlers)) feed.on(type, fn);
+  feed.on('status', ({ status, detail }) => {
+    showStatus({ status });
+    if (status === 'failed') {
+      els.fatal.hidden = false;
+      els.fatal.textContent = detail?.code === 'show_not_found' ? 'There is no such show.' : 'The show cannot be reached.';
+    }
+  });
+  feed.connect();
+}
+
+/** Opens the viewer's own socket; the feed stops (and stops counting them) as it does. */
 function start(token, { guest = false } = {}) {
+  feed?.close();
+  feed = null;
   setBuyer(token);
-  room = new RoomClient({ show, token });
+  room = live = new RoomClient({ show, token });
   for (const [type, fn] of Object.entries(handlers)) room.on(type, fn);
   room.on('notice', showChatError);
   room.on('status', ({ status, detail }) => {
-    els.conn.dataset.state = status;
-    els.conn.textContent = STATUS_TEXT[status] ?? status;
+    showStatus({ status });
     if (status === 'banned') {
       els.composer.hidden = true;
       els.fatal.hidden = false;
@@ -635,7 +683,7 @@ function start(token, { guest = false } = {}) {
     if (status === 'reconnecting' && guest && detail?.failedOpens >= 3) checkGuestToken();
     if (status === 'failed' && detail?.code?.startsWith('token_')) {
       if (guest) {
-        localStorage.removeItem(GUEST_KEY);
+        stopRoom();
         askForName('Your session expired. Pick a name to join again.');
       } else {
         els.fatal.hidden = false;
@@ -653,9 +701,7 @@ async function checkGuestToken() {
   checking = true;
   try {
     await api(`/v1/shows/${encodeURIComponent(show)}`);
-    room.close();
-    room = null;
-    localStorage.removeItem(GUEST_KEY);
+    stopRoom();
     askForName('Your session ended. Pick a name to join again.');
   } catch {
     // The host is unreachable too: keep reconnecting.
@@ -664,10 +710,26 @@ async function checkGuestToken() {
   }
 }
 
+/** A guest whose token is no good any more goes back to watching the feed. */
+function stopRoom() {
+  room?.close();
+  room = null;
+  localStorage.removeItem(GUEST_KEY);
+  watch();
+}
+
 function askForName(message = '') {
   els.composer.hidden = true;
   els.join.hidden = false;
   els.joinFeedback.textContent = message;
+}
+
+/** The viewer wants to do something that needs a name: ask for it, then do it. */
+function needName(why, then) {
+  afterJoin = then;
+  selectTab(document.getElementById('tab-chat'));
+  askForName(why);
+  els.join.elements.name.focus();
 }
 
 els.join.addEventListener('submit', async (e) => {
@@ -689,22 +751,14 @@ els.join.addEventListener('submit', async (e) => {
   }
 });
 
-function storedGuest() {
-  try {
-    const g = JSON.parse(localStorage.getItem(GUEST_KEY) || 'null');
-    if (g?.token && !tokenExpired(g.token) && tokenClaims(g.token)) return g;
-  } catch {
-    // Unreadable: ask again.
-  }
-  localStorage.removeItem(GUEST_KEY);
-  return null;
-}
-
 loadShow();
 renderPoll();
 renderQuestions();
 const fragmentToken = tokenFromFragment();
-const guest = fragmentToken ? null : storedGuest();
+const guest = fragmentToken ? null : storedToken(GUEST_KEY);
 if (fragmentToken) start(fragmentToken);
 else if (guest) start(guest.token, { guest: true });
-else askForName();
+else {
+  askForName();
+  watch();
+}

@@ -34,6 +34,8 @@ pub mod limits {
     pub const MAX_TERM_CHARS: usize = 40;
     pub const MAX_USER_BYTES: usize = 64;
     pub const MAX_PRODUCT_FIELD_CHARS: usize = 300;
+    /// Room for a small inline picture (`data:image/...`), which a 300-character URL is not.
+    pub const MAX_IMAGE_URL_BYTES: usize = 2048;
     pub const MAX_PINNED_PRODUCTS: usize = 3;
     pub const MIN_TIMEOUT_SECS: u32 = 10;
     pub const MAX_TIMEOUT_SECS: u32 = 24 * 60 * 60;
@@ -124,8 +126,9 @@ pub struct Product {
 }
 
 impl Product {
-    /// A product the room can carry: an id of 1 to 64 bytes, a title, short URLs, and a price
-    /// (if any) in non-negative minor units of a three-letter ISO 4217 code.
+    /// A product the room can carry: an id of 1 to 64 bytes, a title, a short link, a picture by
+    /// URL or inline (up to 2 KiB), and a price (if any) in non-negative minor units of a
+    /// three-letter ISO 4217 code.
     pub fn validate(&self) -> Result<(), CommandError> {
         let max = limits::MAX_PRODUCT_FIELD_CHARS;
         let id_ok = !self.id.0.is_empty() && self.id.0.len() <= 64;
@@ -133,10 +136,9 @@ impl Product {
         // Only web links and inline pictures: a `javascript:` URL on a card would run in viewers' pages.
         let web = |u: &str| u.starts_with("https://") || u.starts_with("http://");
         let urls_ok = self.url.as_deref().is_none_or(|u| u.len() <= max && web(u))
-            && self
-                .image_url
-                .as_deref()
-                .is_none_or(|u| u.len() <= max && (web(u) || u.starts_with("data:image/")));
+            && self.image_url.as_deref().is_none_or(|u| {
+                u.len() <= limits::MAX_IMAGE_URL_BYTES && (web(u) || u.starts_with("data:image/"))
+            });
         let price_ok = self.price.as_ref().is_none_or(|m| {
             m.minor >= 0 && m.currency.len() == 3 && m.currency.bytes().all(|b| b.is_ascii_uppercase())
         });
@@ -145,7 +147,7 @@ impl Product {
         } else {
             Err(CommandError::new(
                 ErrorCode::InvalidArgument,
-                "a product needs an id (1-64 bytes), a title, short http(s) urls and a price in minor units of an ISO 4217 code",
+                "a product needs an id (1-64 bytes), a title, an http(s) link (300 characters), a picture (http(s) or data:image/, 2 KiB) and a price in minor units of an ISO 4217 code",
             ))
         }
     }

@@ -660,6 +660,15 @@ fn product_links_must_be_web_links() {
     assert_eq!(code(&h.send(host, json!({"type":"product.pin","product":evil}))), "invalid_argument");
     let fine = json!({"id": "x", "title": "X", "url": "https://shop.example/x", "image_url": "data:image/png;base64,AA=="});
     assert!(acked(&h.send(host, json!({"type":"product.pin","product":fine}))));
+    // A small inline picture fits (a link of that length would not); a big one does not.
+    let picture = |bytes: usize| format!("data:image/svg+xml,{}", "a".repeat(bytes - 19));
+    let small = json!({"id": "x", "title": "X", "image_url": picture(2048)});
+    assert!(acked(&h.send(host, json!({"type":"product.pin","product":small}))));
+    let big = json!({"id": "x", "title": "X", "image_url": picture(2049)});
+    assert_eq!(code(&h.send(host, json!({"type":"product.pin","product":big}))), "invalid_argument");
+    let long_link =
+        json!({"id": "x", "title": "X", "url": format!("https://shop.example/{}", "a".repeat(300))});
+    assert_eq!(code(&h.send(host, json!({"type":"product.pin","product":long_link}))), "invalid_argument");
 }
 
 #[test]
