@@ -6,8 +6,9 @@
 //!   others wait for that answer, and later ones get it until it is [`Answer::max_age`] old. So a
 //!   whole audience costs the room one question per position, with or without a CDN in front.
 //! - `POST /v1/rooms/{room}/heartbeat`: a feed viewer's beacon, by device. Heartbeats are
-//!   counted here, outside the room; every [`HAND_OFF_MS`] the room is told how many viewers
-//!   the feed has and the watch time they added, one request per room whatever the audience.
+//!   counted here ([`feed::Audience`]), outside the room; every [`feed::HAND_OFF_MS`] the room is
+//!   told how many viewers the feed has and the watch time they added, one request per room
+//!   whatever the audience.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -19,18 +20,13 @@ use axum::extract::{ConnectInfo, Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use liveshop_room::Millis;
-use liveshop_room::feed::{self, FeedQuery};
-use serde::Deserialize;
+use liveshop_room::feed::{self, Audience, FeedQuery};
 
 use crate::actor::HttpRequest;
 use crate::http::{ApiError, AppState, Limited};
 use crate::node::Kind;
 use crate::pacing::Limit;
 
-/// A device not heard from for this long no longer counts as watching (beacons come every 20 s).
-pub const HEARTBEAT_TTL_MS: Millis = 60_000;
-/// How often each room is told its feed audience.
-pub const HAND_OFF_MS: Millis = 5_000;
 /// Answers kept for sharing, at most; past it, fresh ones are kept and stale ones forgotten.
 const MAX_ANSWERS: usize = 10_000;
 
@@ -60,17 +56,6 @@ impl Shared {
     fn fresh(&self) -> bool {
         self.0.get().is_none_or(|a| a.ready_at.elapsed() < a.max_age)
     }
-}
-
-/// The devices watching one room's feed.
-#[derive(Default)]
-struct Audience {
-    /// Each device's last beacon.
-    devices: HashMap<String, Millis>,
-    /// Watch time added since the last hand-off.
-    watch_ms: u64,
-    /// The count the room was last told.
-    handed: u32,
 }
 
 impl Feeds {
@@ -105,42 +90,21 @@ impl Feeds {
     ) -> Result<(), ApiError> {
         let mut audiences = self.audiences.lock().unwrap_or_else(|p| p.into_inner());
         let audience = audiences.entry(room.to_string()).or_default();
-        let last =
-            if leaving { audience.devices.remove(&device) } else { audience.devices.get(&device).copied() };
-        match last {
-            Some(last) => audience.watch_ms += now.saturating_sub(last).min(HEARTBEAT_TTL_MS),
-            None if leaving => {}
-            None if audience.devices.len() >= max => {
-                return Err(ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "room_full",
-                    "this room counts no more viewers",
-                ));
-            }
-            None => {}
-        }
-        if !leaving {
-            audience.devices.insert(device, now);
-        }
-        Ok(())
+        audience
+            .beat(device, leaving, now, max)
+            .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "room_full", e.to_string()))
     }
 
-    /// What each room's feed audience is now: for every room watched, and once more for a room
-    /// whose last viewer left (a room forgets the count when it hibernates or restarts, so it is
-    /// told every round). Devices gone quiet are forgotten, and so are rooms nobody watches.
-    fn take_counts(&self, now: Millis) -> Vec<(String, u32, u64)> {
+    /// What to tell each room of its feed audience now ([`Audience::take`]); rooms nobody
+    /// watches any more are forgotten once told.
+    fn take_counts(&self, now: Millis) -> Vec<(String, feed::AudienceCount)> {
         let mut audiences = self.audiences.lock().unwrap_or_else(|p| p.into_inner());
-        let mut changed = Vec::new();
+        let mut counts = Vec::new();
         audiences.retain(|room, a| {
-            a.devices.retain(|_, last| now.saturating_sub(*last) < HEARTBEAT_TTL_MS);
-            let viewers = u32::try_from(a.devices.len()).unwrap_or(u32::MAX);
-            if viewers > 0 || viewers != a.handed || a.watch_ms > 0 {
-                changed.push((room.clone(), viewers, std::mem::take(&mut a.watch_ms)));
-                a.handed = viewers;
-            }
-            viewers > 0
+            counts.extend(a.take(now).map(|count| (room.clone(), count)));
+            !a.is_empty()
         });
-        changed
+        counts
     }
 }
 
@@ -243,13 +207,6 @@ pub(crate) async fn get_feed(
         .into_response())
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct Beat {
-    #[serde(default)]
-    leaving: bool,
-}
-
 /// `POST /v1/rooms/{room}/heartbeat`: a feed viewer's beacon (`navigator.sendBeacon`, any
 /// content type), by the device its signed cookie names; a request without one gets a new
 /// device, from the address's allowance of new guests, as a guest token does. Answers 204.
@@ -263,14 +220,10 @@ pub(crate) async fn heartbeat(
     let ip = app.client_ip(addr, &headers);
     app.pace(Limit::Reads, ip)?;
     app.show(&room)?;
-    let beat: Beat = if body.iter().all(u8::is_ascii_whitespace) {
-        Beat::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_argument", e.to_string()))?
-    };
+    let leaving = feed::parse_heartbeat(&body)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_argument", e.message))?;
     let (device, cookie) = app.device(ip, &headers)?;
-    app.feeds.beat(&room, device, beat.leaving, app.env.now(), app.config.max_feed_viewers_per_room)?;
+    app.feeds.beat(&room, device, leaving, app.env.now(), app.config.max_feed_viewers_per_room)?;
     start_hand_off(&app);
     let mut response = StatusCode::NO_CONTENT.into_response();
     if let Some(cookie) = cookie {
@@ -289,7 +242,7 @@ fn start_hand_off(app: &Arc<AppState>) {
 async fn hand_off(app: Weak<AppState>) {
     loop {
         let Some(app) = app.upgrade() else { return };
-        let every = app.env.real_delay(HAND_OFF_MS);
+        let every = app.env.real_delay(feed::HAND_OFF_MS);
         let counts = app.feeds.take_counts(app.env.now());
         let total = app
             .feeds
@@ -297,12 +250,11 @@ async fn hand_off(app: Weak<AppState>) {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .values()
-            .map(|a| a.handed as i64)
+            .map(|a| i64::from(a.handed()))
             .sum();
         app.node.metrics().feed_viewers.set(total);
-        for (room, viewers, watch_ms) in counts {
-            let body = serde_json::to_vec(&serde_json::json!({ "viewers": viewers, "watch_ms": watch_ms }))
-                .expect("numbers serialize");
+        for (room, count) in counts {
+            let body = serde_json::to_vec(&count).expect("numbers serialize");
             let req = HttpRequest {
                 method: "PUT".into(),
                 path: "/audience".into(),

@@ -301,7 +301,14 @@ macro_rules! conformance_cases {
             shopify_product_webhooks_are_applied_once_and_only_when_signed,
             stripe_webhooks_are_not_found_where_stripe_is_not_used,
             the_web_pages_are_served,
-            the_pages_carry_their_security_headers
+            the_pages_carry_their_security_headers,
+            the_feed_snapshot_shows_only_public_state,
+            a_feed_request_after_a_position_answers_the_next_public_event,
+            an_empty_feed_round_answers_wait_at_the_same_position,
+            feed_answers_are_cacheable_and_revalidated_by_etag,
+            bad_feed_queries_and_unknown_shows_are_refused,
+            heartbeats_count_feed_viewers_until_they_leave,
+            a_nameless_guest_fills_a_cart
         );
     };
     (@each $host:path; $($case:ident),*) => {
@@ -2005,8 +2012,18 @@ async fn ana_checks_out(t: &Target, show: &str) -> (u16, Value) {
 /// `POST /v1/rooms/{show}/guest` as a browser sends it (with the device cookie it holds) or a
 /// script does (without): `(status, body, the liveshop_device cookie set, as "name=value")`.
 pub async fn guest(t: &Target, show: &str, cookie: Option<&str>) -> (u16, Value, Option<String>) {
-    let mut req =
-        t.api.client.post(format!("{}/v1/rooms/{show}/guest", t.api.base)).body(r#"{"name":"Guest"}"#);
+    post_with_device(t, &format!("/v1/rooms/{show}/guest"), cookie, r#"{"name":"Guest"}"#).await
+}
+
+/// A POST with the device cookie a browser holds, if any: `(status, body, the liveshop_device
+/// cookie set, as "name=value")`.
+async fn post_with_device(
+    t: &Target,
+    path: &str,
+    cookie: Option<&str>,
+    body: &str,
+) -> (u16, Value, Option<String>) {
+    let mut req = t.api.client.post(format!("{}{path}", t.api.base)).body(body.to_string());
     if let Some(c) = cookie {
         req = req.header("cookie", c);
     }
@@ -2188,4 +2205,237 @@ pub async fn guests_and_commands_from_one_address_are_limited(t: &Target) {
     }
     let refusal = refusal.expect("commands from one address are limited");
     assert_eq!(code(&refusal), (429, "rate_limited"), "{refusal:?}");
+}
+
+// ---------------------------------------------------------------- the public feed
+
+/// One answer of the public feed.
+#[derive(Debug)]
+struct FeedAnswer {
+    status: u16,
+    etag: Option<String>,
+    cache_control: Option<String>,
+    body: Value,
+}
+
+/// `GET /v1/rooms/{show}/feed?{query}` with `headers`, no token, as a viewer's page sends it.
+async fn feed(t: &Target, show: &str, query: &str, headers: &[(&str, &str)]) -> FeedAnswer {
+    let mut req = t.api.client.get(format!("{}/v1/rooms/{show}/feed?{query}", t.api.base));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    // A wait ends within 7.5 s (`liveshop_room::feed::deadline`).
+    let r = tokio::time::timeout(Duration::from_secs(15), req.send()).await.expect("an answer").unwrap();
+    let header = |name: &str| r.headers().get(name).and_then(|v| v.to_str().ok()).map(String::from);
+    let (status, etag, cache_control) = (r.status().as_u16(), header("etag"), header("cache-control"));
+    let text = r.text().await.unwrap();
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    FeedAnswer { status, etag, cache_control, body }
+}
+
+/// A command over HTTP that must be acknowledged.
+async fn acked(t: &Target, show: &str, token: &str, command: Value) -> Value {
+    let (status, ack) = command_as(t, show, token, command).await;
+    assert_eq!(status, 200, "{ack}");
+    ack
+}
+
+/// The attack: reading a held message, a shadow-banned viewer's words or someone's vote from
+/// the feed, which anyone may read without a token.
+pub async fn the_feed_snapshot_shows_only_public_state(t: &Target) {
+    let show = t.new_show().await;
+    let host = token(&show, "host", Role::Host);
+    acked(t, &show, &host, json!({"type": "mod.shadow_ban", "user": "eve"})).await;
+    acked(
+        t,
+        &show,
+        &token(&show, "eve", Role::Viewer),
+        json!({"type": "chat.send", "text": "psst, shadowed"}),
+    )
+    .await;
+    acked(t, &show, &host, json!({"type": "mod.settings", "review": "all"})).await;
+    let held = acked(
+        t,
+        &show,
+        &token(&show, "bob", Role::Viewer),
+        json!({"type": "chat.send", "text": "held back"}),
+    )
+    .await;
+    assert_eq!(held["held"], true, "{held}");
+    let opened = acked(
+        t,
+        &show,
+        &host,
+        json!({"type": "poll.open", "question": "Colour?", "options": ["Red", "Blue"]}),
+    )
+    .await;
+    let vote = json!({"type": "poll.vote", "poll_id": opened["seq"], "option": 1});
+    acked(t, &show, &token(&show, "ana", Role::Viewer), vote).await;
+    acked(t, &show, &host, json!({"type": "chat.send", "text": "Welcome all"})).await;
+    let f = feed(t, &show, "", &[]).await;
+    assert_eq!(f.status, 200, "{}", f.body);
+    let text = f.body.to_string();
+    let state = &f.body["state"];
+    let history: Vec<&str> =
+        state["history"].as_array().unwrap().iter().filter_map(|m| m["text"].as_str()).collect();
+    assert_eq!(history, ["Welcome all"], "{text}");
+    assert_eq!(state["poll"]["total"], 1, "the tally is public: {text}");
+    assert!(state["poll"]["my_vote"].is_null(), "nobody's vote: {text}");
+    for private in ["shadowed", "held back", "shadow_ban", "\"eve\"", "\"bob\"", "\"ana\""] {
+        assert!(!text.contains(private), "{private:?} on the feed: {text}");
+    }
+    let next = format!("{}-{}", f.body["epoch"], f.body["seq"]);
+    assert_eq!(f.body["next"], next.as_str());
+}
+
+/// Follows the feed from `next` until `pred` matches an event: the events seen, in order.
+async fn follow(t: &Target, show: &str, mut next: String, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+        let f = feed(t, show, &format!("after={next}"), &[]).await;
+        assert_eq!(f.status, 200, "{}", f.body);
+        seen.extend(f.body["events"].as_array().unwrap().iter().cloned());
+        if seen.iter().any(&pred) {
+            return seen;
+        }
+        next = f.body["next"].as_str().unwrap().to_string();
+    }
+    panic!("the feed never carried the event: {seen:?}");
+}
+
+pub async fn a_feed_request_after_a_position_answers_the_next_public_event(t: &Target) {
+    let show = t.new_show().await;
+    let snapshot = feed(t, &show, "", &[]).await;
+    let next = snapshot.body["next"].as_str().expect("a position").to_string();
+    let waiting = {
+        let (t, show) = (t.clone(), show.clone());
+        tokio::spawn(async move { follow(&t, &show, next, |e| e["message"]["text"] == "Two left!").await })
+    };
+    // Whether the request waits already or comes after the message, it answers the message.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let ack =
+        acked(t, &show, &token(&show, "host", Role::Host), json!({"type": "chat.send", "text": "Two left!"}))
+            .await;
+    let events = waiting.await.unwrap();
+    let chat = events.iter().find(|e| e["type"] == "chat.message").expect("the message");
+    assert_eq!((&chat["seq"], &chat["message"]["role"]), (&ack["seq"], &json!("host")), "{chat}");
+    assert!(events.windows(2).all(|w| w[0]["seq"].as_u64() < w[1]["seq"].as_u64()), "in order: {events:?}");
+}
+
+/// With nothing new, a wait ends on a shared round: 200, no events, `next` the position asked,
+/// and `wait` for the repeat, which is a new URL (a later round).
+pub async fn an_empty_feed_round_answers_wait_at_the_same_position(t: &Target) {
+    let show = t.new_show().await;
+    let mut next = feed(t, &show, "", &[]).await.body["next"].as_str().unwrap().to_string();
+    // The room may still log something of its own (presence) at first: follow it.
+    let (f, round) = loop {
+        let f = feed(t, &show, &format!("after={next}"), &[]).await;
+        assert_eq!(f.status, 200, "{}", f.body);
+        if let Some(round) = f.body["wait"].as_u64() {
+            break (f, round);
+        }
+        next = f.body["next"].as_str().unwrap().to_string();
+    };
+    assert_eq!(f.body["next"], next.as_str(), "{}", f.body);
+    assert_eq!(f.body["events"], json!([]), "{}", f.body);
+    let again = feed(t, &show, &format!("after={next}&wait={round}"), &[]).await;
+    assert_eq!(again.status, 200, "{}", again.body);
+    assert_eq!(again.body["next"], next.as_str(), "{}", again.body);
+    assert!(again.body["wait"].as_u64() > Some(round), "the repeat ends in a later round: {}", again.body);
+}
+
+pub async fn feed_answers_are_cacheable_and_revalidated_by_etag(t: &Target) {
+    let show = t.new_show().await;
+    let snapshot = feed(t, &show, "", &[]).await;
+    assert_eq!(snapshot.cache_control.as_deref(), Some("public, max-age=1"));
+    let mut etag = snapshot.etag.expect("an ETag");
+    // A snapshot is kept for a second: on a slow machine the next one may be another answer,
+    // which carries its own ETag to revalidate with.
+    let mut revalidated = false;
+    for _ in 0..3 {
+        let f = feed(t, &show, "", &[("if-none-match", &etag)]).await;
+        if f.status == 304 {
+            assert_eq!(f.etag.as_deref(), Some(etag.as_str()));
+            revalidated = true;
+            break;
+        }
+        assert_eq!(f.status, 200, "{}", f.body);
+        etag = f.etag.expect("an ETag");
+    }
+    assert!(revalidated, "If-None-Match with the current ETag gives 304");
+    let f = feed(t, &show, "", &[("if-none-match", "\"other\"")]).await;
+    assert_eq!(f.status, 200, "another ETag is no match");
+    let next = f.body["next"].as_str().unwrap();
+    acked(t, &show, &token(&show, "host", Role::Host), json!({"type": "chat.send", "text": "hi"})).await;
+    let after = feed(t, &show, &format!("after={next}"), &[]).await;
+    assert_eq!(after.status, 200, "{}", after.body);
+    assert_eq!(after.cache_control.as_deref(), Some("public, max-age=2"));
+    let etag = after.etag.expect("an ETag");
+    let same = feed(t, &show, &format!("after={next}"), &[("if-none-match", &etag)]).await;
+    assert_eq!(same.status, 304, "an answer after a position is kept two seconds");
+}
+
+pub async fn bad_feed_queries_and_unknown_shows_are_refused(t: &Target) {
+    let show = t.new_show().await;
+    for query in ["after=x", "foo=1", "after=1-2&after=1-3", "after=1-2&wait=soon"] {
+        let f = feed(t, &show, query, &[]).await;
+        assert_eq!(code(&(f.status, f.body.clone())), (400, "invalid_argument"), "{query}: {}", f.body);
+    }
+    let f = feed(t, &show, "", &[]).await;
+    assert_eq!(f.status, 200, "{}", f.body);
+    let f = feed(t, &format!("{show}-nowhere"), "", &[]).await;
+    assert_eq!(code(&(f.status, f.body.clone())), (404, "show_not_found"), "{}", f.body);
+    let (status, body, _) =
+        post_with_device(t, &format!("/v1/rooms/{show}-nowhere/heartbeat"), None, "").await;
+    assert_eq!(code(&(status, body.clone())), (404, "show_not_found"), "{body}");
+    let (status, body, _) =
+        post_with_device(t, &format!("/v1/rooms/{show}/heartbeat"), None, "{\"x\":1}").await;
+    assert_eq!(code(&(status, body.clone())), (400, "invalid_argument"), "{body}");
+}
+
+/// Three browsers beat (each with its own cookie jar): the room counts three viewers more, seen
+/// by the host's socket; one leaving lowers the count at once, not a minute later.
+pub async fn heartbeats_count_feed_viewers_until_they_leave(t: &Target) {
+    let show = t.new_show().await;
+    let mut host = t.connect(&show, "host", Role::Host).await;
+    let before = host.frames[0]["state"]["viewers"].as_u64().unwrap();
+    let path = format!("/v1/rooms/{show}/heartbeat");
+    let mut jars = Vec::new();
+    for i in 0..3 {
+        let (status, body, cookie) = post_with_device(t, &path, None, "").await;
+        assert_eq!(status, 204, "beat {i}: {body}");
+        let cookie = cookie.expect("a new device gets its cookie");
+        // The next beacon names the device: the same viewer, no new cookie.
+        let (status, _, again) = post_with_device(t, &path, Some(&cookie), "{}").await;
+        assert_eq!((status, again), (204, None));
+        jars.push(cookie);
+    }
+    // Handed to the room every 5 s; the room's presence frame follows.
+    let presence = host.until(|f| f["type"] == "presence" && f["viewers"].as_u64() == Some(before + 3)).await;
+    assert!(presence["peak"].as_u64() >= Some(before + 3), "{presence}");
+    // New connections: a server may close one left idle through the hand-off just as it is
+    // reused, and a POST is not retried.
+    let t = Target::new(t.addr);
+    let (status, _, _) = post_with_device(&t, &path, Some(&jars[0]), r#"{"leaving": true}"#).await;
+    assert_eq!(status, 204);
+    host.until(|f| f["type"] == "presence" && f["viewers"].as_u64() == Some(before + 2)).await;
+    let snapshot = feed(&Target::new(t.addr), &show, "", &[]).await;
+    assert!(snapshot.body["state"]["peak_viewers"].as_u64() >= Some(before + 3), "{}", snapshot.body);
+}
+
+/// A viewer who never picked a name buys: `POST /guest` with `{}` gives a token the cart takes.
+pub async fn a_nameless_guest_fills_a_cart(t: &Target) {
+    let show = t.new_show().await;
+    merchant_of(t, &show).stock_a_drop(5).await;
+    let (status, g, cookie) = post_with_device(t, &format!("/v1/rooms/{show}/guest"), None, "{}").await;
+    assert_eq!(status, 200, "{g}");
+    assert!(cookie.is_some(), "a new device gets its cookie");
+    let (tok, sub) = (g["token"].as_str().unwrap(), g["subject"].as_str().unwrap());
+    let claims = secret().verify(tok, &show, now_ms() / 1000).expect("a token for the show");
+    assert_eq!(claims.name, None, "no name was given");
+    let add = json!({"sku": SKU, "quantity": 1});
+    let (status, cart) =
+        t.api.call("POST", &format!("/v1/shows/{show}/shop/carts/{sub}/items"), tok, None, add).await;
+    assert_eq!(status, 200, "{cart}");
+    assert_eq!(cart["quote"]["total"]["minor"].as_i64(), Some(PRICE * 3 / 4), "{cart}");
 }

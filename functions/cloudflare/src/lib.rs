@@ -5,7 +5,8 @@
 //!
 //! ```text
 //!  client ──HTTP/WS──▶ Worker (this file: routes, shows) ──fetch──▶ Room DO  (one per show)
-//!                                                        └─fetch──▶ Shop DO  (one per shop)
+//!                                                        ├─fetch──▶ Shop DO  (one per shop)
+//!                                                        └─fetch──▶ Audience DO (one per show)
 //! ```
 //!
 //! - [`room::Room`] keeps viewers' WebSockets with the hibernation API (`accept_web_socket`,
@@ -22,6 +23,9 @@
 //!   (ours and Shopify's); outbound webhook secrets rotate as on the edge
 //!   (`liveshop_webhooks::rotation`). Payments go to the test provider or to Stripe over `fetch`
 //!   ([`payments`], on `liveshop-payments`), whose webhooks the Worker verifies.
+//! - The public feed (`GET /v1/rooms/{room}/feed`) goes through the Cache API, and a room holds
+//!   requests for a position until it logs something ([`feed`]); feed heartbeats are counted
+//!   by an [`audience::Audience`] object per room, which hands the room the count every 5 s.
 //! - New connections and anonymous reads are paced per client address by [`pacing::Limiter`]
 //!   objects; `/metrics` shows their refusals ([`pacing::Metrics`]). The pages of `web/` are
 //!   static assets.
@@ -36,13 +40,16 @@ use liveshop_room::show::Credential;
 use serde_json::json;
 use worker::*;
 
+mod audience;
 mod fanout;
+mod feed;
 mod pacing;
 mod payments;
 mod room;
 mod shop;
 mod shows;
 
+pub use audience::Audience;
 pub use fanout::Fanout;
 pub use pacing::{Limiter, Metrics};
 pub use room::Room;
@@ -65,7 +72,7 @@ async fn fetch(mut req: Request, env: Env, ctx: Context) -> Result<Response> {
         return with_headers(refusal, &COMMON_HEADERS);
     }
     let counted = pacing::Caller::of(&req)?;
-    let response = match route(req, &env, &segs).await {
+    let response = match route(req, &env, &ctx, &segs).await {
         Ok(response) => response,
         // What no route answered itself (storage, a bad setting such as PAYMENTS_PROVIDER) is
         // still JSON with a stable code, not the runtime's plain-text 500.
@@ -94,7 +101,7 @@ fn with_headers(response: Response, extra: &[(&str, &str)]) -> Result<Response> 
     Ok(response.with_headers(headers))
 }
 
-async fn route(mut req: Request, env: &Env, segs: &[&str]) -> Result<Response> {
+async fn route(mut req: Request, env: &Env, ctx: &Context, segs: &[&str]) -> Result<Response> {
     match (req.method(), segs) {
         (Method::Get, [""]) => Response::redirect_with_status(req.url()?.join("/watch/demo")?, 307),
         (Method::Get, ["healthz"]) => Response::from_json(&json!({ "status": "ok" })),
@@ -106,6 +113,10 @@ async fn route(mut req: Request, env: &Env, segs: &[&str]) -> Result<Response> {
         (Method::Get, ["dashboard", _]) => page(env, Page::Dashboard, None).await,
         (Method::Post, ["v1", "shows"]) => create_show(req, env).await,
         (Method::Get, ["v1", "shows", show]) => room_stub(env, show)?.fetch_with_request(req).await,
+        (Method::Get, ["v1", "rooms", room, "feed"]) => feed::get(req, env, ctx, room).await,
+        (Method::Post, ["v1", "rooms", room, "heartbeat"]) => {
+            audience::stub(env, room)?.fetch_with_request(req).await
+        }
         // `_`-actions are fan-out objects' calls to their room.
         (_, ["v1", "rooms", room, action]) if !action.starts_with('_') => {
             room_stub(env, room)?.fetch_with_request(req).await
@@ -134,12 +145,15 @@ async fn route(mut req: Request, env: &Env, segs: &[&str]) -> Result<Response> {
 }
 
 /// The per-address limit the edge node paces this request by before anything else: new
-/// connections, room reads and guest tokens (each may wake a room), and commands over HTTP.
+/// connections, room reads and guest tokens (each may wake a room), commands over HTTP and
+/// feed heartbeats.
 /// (The shop object paces its live feed and anonymous reads itself, after the shop is found, as
 /// the edge node does; the room paces guest tokens for new devices.)
 fn paced(req: &Request, env: &Env, segs: &[&str]) -> Result<Option<pacing::Limit>> {
     let connection = match (req.method(), segs) {
         (Method::Post, ["v1", "rooms", _, "commands"]) => return Ok(Some(pacing::Limit::Commands)),
+        // Feed reads are paced when they miss the cache (`feed::get`).
+        (Method::Post, ["v1", "rooms", _, "heartbeat"]) => return Ok(Some(pacing::Limit::Reads)),
         (Method::Get, ["v1", "rooms", _, "ws"]) => {
             req.headers().get("upgrade")?.is_some_and(|u| u.eq_ignore_ascii_case("websocket"))
         }
@@ -163,7 +177,7 @@ async fn page(env: &Env, page: Page, show: Option<&shows::Show>) -> Result<Respo
     with_headers(response, &[("content-security-policy", &policy)])
 }
 
-fn room_stub(env: &Env, room: &str) -> Result<Stub> {
+pub(crate) fn room_stub(env: &Env, room: &str) -> Result<Stub> {
     env.durable_object("ROOMS")?.get_by_name(room)
 }
 
@@ -254,6 +268,25 @@ async fn create_show(mut req: Request, env: &Env) -> Result<Response> {
         "show": show,
     });
     Ok(Response::from_json(&body)?.with_status(201))
+}
+
+/// The device the request's signed `liveshop_device` cookie names, or a new one from the
+/// caller's allowance of new guests (`pacing::Limit::GuestDevices`), as on the edge node; `true`
+/// with a new one, whose cookie the answer sets. `Err` is the refusal to answer with.
+pub(crate) async fn device(
+    env: &Env,
+    req: &Request,
+    devices: &liveshop_identity::Devices,
+) -> Result<std::result::Result<(String, bool), Response>> {
+    if let Some(device) = req.headers().get("cookie")?.and_then(|c| devices.from_cookie_header(&c)) {
+        return Ok(Ok((device, false)));
+    }
+    if let Some(refusal) = pacing::take(env, req, pacing::Limit::GuestDevices).await? {
+        return Ok(Err(refusal));
+    }
+    let mut random = [0u8; liveshop_identity::DEVICE_ID_BYTES];
+    fill_random(&mut random);
+    Ok(Ok((liveshop_identity::Devices::new_device(random), true)))
 }
 
 /// The token secret: the Worker secret (or var) `LIVESHOP_SECRET`.

@@ -5,7 +5,9 @@
 //!   (`liveshop_room::filter::TokenBucket`) for each [`Limit`]: new connections, guest tokens and
 //!   anonymous reads (`CONNS_PER_IP_PER_SEC`, `CONNS_PER_IP_BURST`), guest tokens for new
 //!   devices (`GUEST_DEVICES_PER_IP_BURST`, `GUEST_DEVICES_PER_IP_PER_HOUR`), and commands over
-//!   HTTP (`COMMANDS_PER_IP_PER_SEC`, `COMMANDS_PER_IP_BURST`). The new-device bucket is stored,
+//!   HTTP (`COMMANDS_PER_IP_PER_SEC`, `COMMANDS_PER_IP_BURST`), and the public feed's reads that
+//!   miss the cache and heartbeats (`FEED_READS_PER_IP_PER_SEC`, `FEED_READS_PER_IP_BURST`). The
+//!   new-device bucket is stored,
 //!   so an eviction does not reset it; the others live in memory (an evicted limiter starts
 //!   them full again, which lets at most a burst more in).
 //! - [`Metrics`]: one object holding the refusal counters `GET /metrics` shows. Limiters add
@@ -34,6 +36,9 @@ pub(crate) enum Limit {
     GuestDevices,
     /// `POST /v1/rooms/{room}/commands`.
     Commands,
+    /// The public feed's reads that reach the room (not those the cache answers) and
+    /// heartbeats: cheap, so allowed far more often than connections.
+    Reads,
 }
 
 impl Limit {
@@ -42,11 +47,14 @@ impl Limit {
             Limit::Connections => "connections",
             Limit::GuestDevices => "guests",
             Limit::Commands => "commands",
+            Limit::Reads => "reads",
         }
     }
 
     fn parse(name: &str) -> Option<Limit> {
-        [Limit::Connections, Limit::GuestDevices, Limit::Commands].into_iter().find(|l| l.name() == name)
+        [Limit::Connections, Limit::GuestDevices, Limit::Commands, Limit::Reads]
+            .into_iter()
+            .find(|l| l.name() == name)
     }
 
     /// The pace from the Worker's vars, with the edge node's defaults.
@@ -62,6 +70,7 @@ impl Limit {
                 refill_every_ms: 3_600_000 / setting(env, "GUEST_DEVICES_PER_IP_PER_HOUR", 20).max(1),
             },
             Limit::Commands => per_sec("COMMANDS_PER_IP_BURST", 120, "COMMANDS_PER_IP_PER_SEC", 30),
+            Limit::Reads => per_sec("FEED_READS_PER_IP_BURST", 60, "FEED_READS_PER_IP_PER_SEC", 20),
         }
     }
 
@@ -71,6 +80,7 @@ impl Limit {
             Limit::Connections => ("connection_rate", "connections"),
             Limit::GuestDevices => ("guest_rate", "new guests"),
             Limit::Commands => ("command_rate", "commands"),
+            Limit::Reads => ("feed_rate", "feed reads"),
         }
     }
 

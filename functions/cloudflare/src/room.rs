@@ -18,6 +18,7 @@ use serde_json::json;
 use worker::*;
 
 use crate::fanout::Item;
+use crate::feed::{self, Parked};
 use crate::shows::Show;
 use crate::{
     bearer, error, frame_check, now_ms, query, random_u53, reply, secret, setting, sse_event, sse_response,
@@ -66,6 +67,8 @@ pub struct Room {
     /// Frames for fan-out objects, one batch per event and object, sent strictly in order.
     outbox: RefCell<VecDeque<(u32, Vec<Item>)>>,
     pumping: Cell<bool>,
+    /// Feed requests waiting for the room's next event ([`crate::feed`]).
+    parked: Parked,
 }
 
 impl DurableObject for Room {
@@ -78,7 +81,14 @@ impl DurableObject for Room {
             "CREATE TABLE IF NOT EXISTS remote (conn INTEGER PRIMARY KEY, fanout INTEGER NOT NULL, attachment TEXT NOT NULL)",
             None,
         );
-        Room { state, env, live: RefCell::new(None), outbox: RefCell::default(), pumping: Cell::new(false) }
+        Room {
+            state,
+            env,
+            live: RefCell::new(None),
+            outbox: RefCell::default(),
+            pumping: Cell::new(false),
+            parked: Parked::default(),
+        }
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
@@ -114,6 +124,17 @@ impl DurableObject for Room {
                     (Method::Post, "commands") => self.command(&req, &room, body).await,
                     (Method::Get, "state") => self.room_state(&req, &room).await,
                     (Method::Post, "guest") => self.guest(&req, &room, &body).await,
+                    (Method::Get, "feed") => self.feed(url.query().unwrap_or_default(), &room).await,
+                    // The room's Audience object hands over the feed's viewers (`crate::audience`).
+                    (Method::Put, "_audience") => {
+                        let input = |_| Input::Request {
+                            who: None,
+                            method: "PUT".into(),
+                            path: "/audience".into(),
+                            body,
+                        };
+                        self.answer(input).await
+                    }
                     // The Worker vouches for a new show's creator (no client reaches `_` actions).
                     (Method::Put, "_staff") => {
                         let who: Identity = serde_json::from_slice(&body)?;
@@ -374,6 +395,66 @@ impl Room {
         sse_response(rx)
     }
 
+    /// `GET /v1/rooms/{room}/feed[?after=E-S[&wait=K]]`: the core's answer, at once or, while
+    /// nothing is after `E-S`, when the room logs something or the wait round ends (see
+    /// [`crate::feed`]).
+    async fn feed(&self, query: &str, room: &str) -> Result<Response> {
+        use futures_util::future::{Either, select};
+        if self.show().is_none() {
+            return self.no_show(&["v1", "rooms", room]);
+        }
+        let q = match liveshop_room::feed::parse_query(query) {
+            Ok(q) => q,
+            Err(e) => return error(400, "invalid_argument", e.message),
+        };
+        let Some(after) = q.after.map(|a| a.to_string()) else {
+            return feed::response(self.ask_feed("/feed".into()).await?, &q);
+        };
+        let answer = self.ask_feed(format!("/feed?after={after}")).await?;
+        if answer.0 != 204 {
+            return feed::response(answer, &q);
+        }
+        let (deadline, round) = liveshop_room::feed::deadline(now_ms());
+        let mut parked = self.parked.park(&after, round);
+        let left = std::time::Duration::from_millis(deadline.saturating_sub(now_ms()));
+        let answer = match select(&mut parked, Delay::from(left)).await {
+            Either::Left((answer, _)) => answer,
+            Either::Right(((), _)) => {
+                // The first of the round to wake asks for everyone of its position.
+                if let Some(waiters) = self.parked.take_round(&after, round) {
+                    let answer = self.ask_feed(format!("/feed?after={after}&wait={round}")).await?;
+                    feed::release(waiters, &answer);
+                }
+                parked.await
+            }
+        };
+        match answer {
+            Ok(answer) => feed::response(answer, &q),
+            // Only when the question for everyone failed; its error went to the log.
+            Err(_) => error(500, "internal", "the room could not answer this feed request"),
+        }
+    }
+
+    /// The core's answer to a feed request.
+    async fn ask_feed(&self, path: String) -> Result<feed::Answer> {
+        let input = |_| Input::Request { who: None, method: "GET".into(), path, body: vec![] };
+        let (status, _, body) = self.run(input).await?.ok_or("the room produced no reply")?;
+        Ok((status, body))
+    }
+
+    /// After an event that logged something: the waiting positions the core now has an answer
+    /// for get it, one question per position. A question that fails does not fail the event:
+    /// its waiters ask again when their round ends.
+    async fn release_parked(&self) {
+        for after in self.parked.positions() {
+            match Box::pin(self.ask_feed(format!("/feed?after={after}"))).await {
+                Ok(answer) if answer.0 != 204 => feed::release(self.parked.take_position(&after), &answer),
+                Ok(_) => {}
+                Err(e) => console_error!("feed after {after}: {e}"),
+            }
+        }
+    }
+
     /// `POST /v1/rooms/{room}/commands`: one client frame as the body; the answer is its `ack`.
     async fn command(&self, req: &Request, room: &str, body: Vec<u8>) -> Result<Response> {
         let Some(token) = bearer(req) else { return token_error(TokenError::Malformed) };
@@ -406,9 +487,10 @@ impl Room {
             .await
     }
 
-    /// `POST /v1/rooms/{room}/guest`: a viewer token for anyone, when guests are allowed.
-    /// The token is for the device its signed `liveshop_device` cookie names (one guest subject
-    /// per device); without one, a new device from the address's allowance of new guests.
+    /// `POST /v1/rooms/{room}/guest`: a viewer token for anyone, when guests are allowed, with
+    /// the name given or none (`{}`: a buyer who has not picked one). The token is for the device
+    /// its signed `liveshop_device` cookie names (one guest subject per device); without one, a
+    /// new device from the address's allowance of new guests ([`crate::device`]).
     async fn guest(&self, req: &Request, room: &str, body: &[u8]) -> Result<Response> {
         if setting(&self.env, "GUEST_TOKENS", 1) == 0 {
             return error(403, "forbidden", "this node gives no guest tokens");
@@ -422,36 +504,33 @@ impl Room {
         #[derive(Deserialize)]
         #[serde(deny_unknown_fields)]
         struct GuestRequest {
-            name: String,
+            /// Absent for a buyer who has not picked a name: the cart and checkout need none.
+            #[serde(default)]
+            name: Option<String>,
         }
         let guest: GuestRequest = match serde_json::from_slice(body) {
             Ok(g) => g,
             Err(e) => return error(400, "invalid_argument", e.to_string()),
         };
-        let name = liveshop_room::filter::normalize_whitespace(&guest.name);
-        if name.is_empty() || name.chars().count() > 40 || name.len() > liveshop_identity::MAX_NAME_LEN {
+        let name = guest.name.map(|n| liveshop_room::filter::normalize_whitespace(&n));
+        // Characters for people, bytes for the token's own limit.
+        if name.as_ref().is_some_and(|n| {
+            n.is_empty() || n.chars().count() > 40 || n.len() > liveshop_identity::MAX_NAME_LEN
+        }) {
             return error(400, "invalid_argument", "a name is 1 to 40 characters");
         }
         let secret = secret(&self.env)?;
         let devices = secret.devices();
-        let cookie = req.headers().get("cookie")?;
-        let device = match cookie.and_then(|c| devices.from_cookie_header(&c)) {
-            Some(device) => device,
-            None => {
-                if let Some(refusal) =
-                    crate::pacing::take(&self.env, req, crate::pacing::Limit::GuestDevices).await?
-                {
-                    return Ok(refusal);
-                }
-                let mut random = [0u8; liveshop_identity::DEVICE_ID_BYTES];
-                crate::fill_random(&mut random);
-                liveshop_identity::Devices::new_device(random)
-            }
+        let device = match crate::device(&self.env, req, &devices).await? {
+            Ok((device, _)) => device,
+            Err(refusal) => return Ok(refusal),
         };
         let subject = devices.guest_subject(&device);
         let expires_at = now_ms() / 1000 + GUEST_TOKEN_SECS;
-        let claims =
-            Claims::new(&subject, room, Role::Viewer, expires_at).with_name(name).with_device(&device);
+        let mut claims = Claims::new(&subject, room, Role::Viewer, expires_at).with_device(&device);
+        if let Some(name) = name {
+            claims = claims.with_name(name);
+        }
         let token = secret.mint(&claims).map_err(|e| e.to_string())?;
         let mut response =
             Response::from_json(&json!({ "token": token, "subject": subject, "expires_at": expires_at }))?;
@@ -526,9 +605,11 @@ impl Room {
         input: Box<dyn FnOnce(Millis) -> Input + '_>,
     ) -> Result<Option<(u16, &'static str, Vec<u8>)>> {
         let sql = self.state.storage().sql();
-        let (answer, alarm, batches, gone) = self.with_live(|live| -> Result<_> {
+        let (answer, alarm, batches, gone, logged) = self.with_live(|live| -> Result<_> {
             let now = now_ms();
+            let seq = live.room.seq();
             live.room.handle(now, input(now));
+            let logged = live.room.seq() != seq;
             let (mut answer, mut alarm) = (None, None);
             let mut batches: BTreeMap<u32, Vec<Item>> = BTreeMap::new();
             let mut gone = Vec::new();
@@ -582,7 +663,7 @@ impl Room {
             for conn in &gone {
                 live.streams.remove(conn);
             }
-            Ok((answer, alarm, batches, gone))
+            Ok((answer, alarm, batches, gone, logged))
         })??;
         crate::sync_alarm(&self.state.storage(), alarm).await?;
         if !batches.is_empty() {
@@ -592,6 +673,9 @@ impl Room {
         // Event streams whose readers went away, or fell too far behind, leave the room.
         for conn in gone {
             Box::pin(self.run_boxed(Box::new(move |_| Input::Close { conn: ConnId(conn) }))).await?;
+        }
+        if logged && !self.parked.is_empty() {
+            self.release_parked().await;
         }
         Ok(answer)
     }

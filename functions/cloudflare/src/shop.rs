@@ -196,8 +196,7 @@ impl Shop {
             return Ok(refusal);
         }
         let policy = endpoint_policy(&self.inner.env);
-        if let Err(e) = liveshop_shop::api::screen_endpoint(&req.method().to_string(), &path, &body, &policy)
-        {
+        if let Err(e) = liveshop_shop::api::screen_endpoint(req.method().as_ref(), &path, &body, &policy) {
             return reply(e.status(), "application/json", e.body().into_bytes());
         }
         let headers = FORWARDED_HEADERS

@@ -15,10 +15,14 @@
 //! [`crate::Audience::All`].
 //!
 //! The parts both hosts share live here too: positions, query parsing, the aligned end of a wait,
-//! cache headers and the ETag.
+//! cache headers and the ETag, and the counting of feed viewers by heartbeat ([`Audience`]),
+//! which hosts do outside the room and hand it as an [`AudienceCount`].
 
+use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
 
 use crate::ids::{Epoch, Millis, Seq};
 use crate::protocol::{CommandError, ErrorCode};
@@ -145,6 +149,101 @@ impl Page<'_> {
     }
 }
 
+/// A device not heard from for this long no longer counts as watching (beacons come every 20 s).
+pub const HEARTBEAT_TTL_MS: Millis = 60_000;
+/// How often a host tells each room its feed audience.
+pub const HAND_OFF_MS: Millis = 5_000;
+
+/// A heartbeat's body: empty, or `{"leaving": true}`.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Beat {
+    #[serde(default)]
+    leaving: bool,
+}
+
+/// Reads a heartbeat's body (any content type: `navigator.sendBeacon` sends text): whether the
+/// device is leaving.
+pub fn parse_heartbeat(body: &[u8]) -> Result<bool, CommandError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(false);
+    }
+    serde_json::from_slice::<Beat>(body).map(|b| b.leaving).map_err(|e| {
+        CommandError::new(
+            ErrorCode::InvalidArgument,
+            format!("a heartbeat is empty or {{\"leaving\": true}}: {e}"),
+        )
+    })
+}
+
+/// What a host tells the room (`PUT /audience`): how many viewers its feed has now, and the
+/// watch time they added since the last count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AudienceCount {
+    pub viewers: u32,
+    #[serde(default)]
+    pub watch_ms: u64,
+}
+
+/// A room that counts no more feed viewers (`max_feed_viewers_per_room`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("this room counts no more viewers")]
+pub struct RoomFull;
+
+/// The devices watching one room's feed, as a host counts them from heartbeats, outside the
+/// room: a million heartbeats become one [`AudienceCount`] every [`HAND_OFF_MS`].
+#[derive(Debug, Default)]
+pub struct Audience {
+    /// Each device's last beacon.
+    devices: HashMap<String, Millis>,
+    /// Watch time added since the last count taken.
+    watch_ms: u64,
+    /// The count last taken; `None` before the first (a new counter tells the room once).
+    handed: Option<u32>,
+}
+
+impl Audience {
+    /// Counts a beacon from `device`; `leaving` takes it off at once. A new device past `max`
+    /// devices is refused.
+    pub fn beat(&mut self, device: String, leaving: bool, now: Millis, max: usize) -> Result<(), RoomFull> {
+        let last = if leaving { self.devices.remove(&device) } else { self.devices.get(&device).copied() };
+        match last {
+            // Time between beacons counts, up to the time a device counts without one.
+            Some(last) => self.watch_ms += now.saturating_sub(last).min(HEARTBEAT_TTL_MS),
+            None if !leaving && self.devices.len() >= max => return Err(RoomFull),
+            None => {}
+        }
+        if !leaving {
+            self.devices.insert(device, now);
+        }
+        Ok(())
+    }
+
+    /// What to tell the room now: the count while anyone watches (a room forgets it when it
+    /// hibernates or restarts, so it is told every round), once more when the last one left,
+    /// and nothing after. Devices gone quiet are forgotten.
+    pub fn take(&mut self, now: Millis) -> Option<AudienceCount> {
+        self.devices.retain(|_, last| now.saturating_sub(*last) < HEARTBEAT_TTL_MS);
+        let viewers = u32::try_from(self.devices.len()).unwrap_or(u32::MAX);
+        if viewers == 0 && self.handed == Some(0) && self.watch_ms == 0 {
+            return None;
+        }
+        self.handed = Some(viewers);
+        Some(AudienceCount { viewers, watch_ms: std::mem::take(&mut self.watch_ms) })
+    }
+
+    /// The viewers the room was last told of.
+    pub fn handed(&self) -> u32 {
+        self.handed.unwrap_or(0)
+    }
+
+    /// Whether any device counts (as of the last [`Audience::take`]).
+    pub fn is_empty(&self) -> bool {
+        self.devices.is_empty()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,5 +283,39 @@ mod tests {
         assert!(not_modified(&format!("\"x\", {a}"), &a));
         assert!(not_modified(&format!("W/{a}"), &a));
         assert!(!not_modified("\"x\"", &a));
+    }
+
+    #[test]
+    fn heartbeats_become_counts_with_watch_time() {
+        let mut a = Audience::default();
+        a.beat("phone".into(), false, 0, 2).unwrap();
+        a.beat("laptop".into(), false, 0, 2).unwrap();
+        assert_eq!(a.beat("tv".into(), false, 0, 2), Err(RoomFull));
+        // A device already counted is never refused.
+        a.beat("phone".into(), false, 20_000, 2).unwrap();
+        assert_eq!(a.take(20_000), Some(AudienceCount { viewers: 2, watch_ms: 20_000 }));
+        // Told every round while anyone watches.
+        assert_eq!(a.take(25_000), Some(AudienceCount { viewers: 2, watch_ms: 0 }));
+        a.beat("laptop".into(), true, 30_000, 2).unwrap();
+        // The laptop's 30 s count; the phone goes quiet and is forgotten a minute after its last beacon.
+        assert_eq!(a.take(80_000), Some(AudienceCount { viewers: 0, watch_ms: 30_000 }));
+        assert!(a.is_empty());
+        assert_eq!(a.take(85_000), None);
+        // A beacon after a long silence adds at most the time a device counts without one.
+        a.beat("phone".into(), false, 90_000, 2).unwrap();
+        a.beat("phone".into(), false, 900_000, 2).unwrap();
+        assert_eq!(a.take(900_000), Some(AudienceCount { viewers: 1, watch_ms: HEARTBEAT_TTL_MS }));
+        assert_eq!(a.handed(), 1);
+    }
+
+    #[test]
+    fn heartbeat_bodies_are_empty_or_say_leaving() {
+        assert_eq!(parse_heartbeat(b""), Ok(false));
+        assert_eq!(parse_heartbeat(b" \n"), Ok(false));
+        assert_eq!(parse_heartbeat(br#"{"leaving": true}"#), Ok(true));
+        assert_eq!(parse_heartbeat(b"{}"), Ok(false));
+        for bad in [&br#"{"viewers": 9}"#[..], b"leaving", br#"{"leaving": "yes"}"#] {
+            assert_eq!(parse_heartbeat(bad).unwrap_err().code, ErrorCode::InvalidArgument);
+        }
     }
 }

@@ -121,15 +121,6 @@ struct Conn {
     connected_at: Millis,
 }
 
-/// What a host's heartbeat aggregator hands the room (`PUT /audience`).
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AudienceCount {
-    viewers: u32,
-    #[serde(default)]
-    watch_ms: u64,
-}
-
 /// What a command produced, for its `ack`.
 struct Accepted {
     seq: Option<Seq>,
@@ -378,7 +369,7 @@ impl Room {
             },
             // Only host shells call this (no client route leads here): the feed viewers their
             // heartbeats counted, and the watch time those added since the last hand-off.
-            ("PUT", "/audience") => match serde_json::from_slice::<AudienceCount>(body) {
+            ("PUT", "/audience") => match serde_json::from_slice::<feed::AudienceCount>(body) {
                 Ok(count) => {
                     if count.viewers != self.feed_viewers {
                         self.feed_viewers = count.viewers;
