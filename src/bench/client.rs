@@ -68,6 +68,29 @@ pub async fn connect(url: &str) -> anyhow::Result<Ws> {
     Err(last.expect("at least one attempt"))
 }
 
+/// One viewer among many joining at once: connects while holding a permit of `gate` (so only
+/// so many handshakes run together), then tells `ready` how it went. `None` when it failed.
+pub async fn connect_gated(
+    url: &str,
+    gate: &tokio::sync::Semaphore,
+    ready: tokio::sync::mpsc::Sender<anyhow::Result<()>>,
+) -> Option<Ws> {
+    let connected = {
+        let _permit = gate.acquire().await;
+        connect(url).await
+    };
+    match connected {
+        Ok(ws) => {
+            let _ = ready.send(Ok(())).await;
+            Some(ws)
+        }
+        Err(e) => {
+            let _ = ready.send(Err(e)).await;
+            None
+        }
+    }
+}
+
 async fn connect_once(url: &str) -> anyhow::Result<Ws> {
     // Small buffers: thousands of these live at once, and each frame is a few hundred bytes.
     let config = WebSocketConfig::default().read_buffer_size(16 * 1024).write_buffer_size(16 * 1024);

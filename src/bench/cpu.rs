@@ -87,20 +87,53 @@ fn machine_busy(stat: &str) -> anyhow::Result<u64> {
     Ok(f[0] + f[1] + f[2] + f[5] + f[6] + f[7])
 }
 
-/// `utime + stime` from a `/proc/.../stat` line. The command name may hold spaces and
-/// parentheses, so fields are counted from the last `)`.
+/// `utime + stime` from a `/proc/.../stat` line.
 fn stat_ticks(stat: &str) -> anyhow::Result<u64> {
+    Ok(stat_field(stat, 14)? + stat_field(stat, 15)?)
+}
+
+/// Numeric field `n` of proc(5)'s `stat` (1-based, as the manual counts). The command name
+/// may hold spaces and parentheses, so fields are counted from the last `)`.
+fn stat_field(stat: &str, n: usize) -> anyhow::Result<u64> {
     let rest = stat.rsplit_once(')').map(|(_, r)| r).context("a stat line without a command name")?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // After the name: state is field 3 of proc(5), utime 14, stime 15.
-    let field = |n: usize| -> anyhow::Result<u64> {
-        fields
-            .get(n - 3)
-            .context("a short stat line")?
-            .parse::<u64>()
-            .context("a stat field that is not a number")
-    };
-    Ok(field(14)? + field(15)?)
+    // After the name comes field 3 (state).
+    rest.split_whitespace()
+        .nth(n - 3)
+        .context("a short stat line")?
+        .parse::<u64>()
+        .context("a stat field that is not a number")
+}
+
+/// CPU seconds used and resident bytes now of every process in process group `group` (a
+/// server run as a child process, such as nginx and its workers).
+pub fn group_usage(group: u32) -> anyhow::Result<(f64, u64)> {
+    let (mut ticks, mut pages) = (0, 0);
+    for entry in std::fs::read_dir("/proc").context("listing /proc")? {
+        let Ok(entry) = entry else { continue };
+        if !entry.file_name().to_str().is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit())) {
+            continue;
+        }
+        // A process can exit between the listing and the read; it then no longer counts.
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+        // Field 5 is the process group, 24 the resident set in pages.
+        if stat_field(&stat, 5)? == u64::from(group) {
+            ticks += stat_ticks(&stat)?;
+            pages += stat_field(&stat, 24)?;
+        }
+    }
+    Ok((ticks as f64 / clock_ticks_per_sec(), pages * page_size()))
+}
+
+/// This process's resident bytes now.
+pub fn own_rss() -> anyhow::Result<u64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").context("reading /proc/self/stat")?;
+    Ok(stat_field(&stat, 24)? * page_size())
+}
+
+fn page_size() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if size > 0 { size as u64 } else { 4096 }
 }
 
 fn clock_ticks_per_sec() -> f64 {
@@ -114,7 +147,8 @@ pub fn cores() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
 
-/// Raises the soft limit on open files towards the hard limit, to at least `need`.
+/// Raises the soft limit on open files towards the hard limit, to at least `need` (as root,
+/// the hard limit too when it is lower).
 /// Returns the new soft limit.
 pub fn raise_nofile(need: u64) -> anyhow::Result<u64> {
     let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
@@ -126,6 +160,12 @@ pub fn raise_nofile(need: u64) -> anyhow::Result<u64> {
         return Ok(lim.rlim_cur);
     }
     if lim.rlim_max < need {
+        // Root (CAP_SYS_RESOURCE) may raise the hard limit itself.
+        let raised = libc::rlimit { rlim_cur: need, rlim_max: need };
+        // SAFETY: `raised` is a valid rlimit.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            return Ok(need);
+        }
         anyhow::bail!(
             "this run needs about {need} open files (a socket at each end of every connection) but \
              the hard limit is {}; raise it (ulimit -Hn) or use fewer --viewers",
@@ -157,6 +197,10 @@ mod tests {
 
     #[test]
     fn this_process_can_be_sampled() {
+        assert!(own_rss().unwrap() > 0);
+        // SAFETY: getpgrp has no preconditions.
+        let group = unsafe { libc::getpgrp() } as u32;
+        assert!(group_usage(group).unwrap().1 > 0, "this process is one of its group");
         let a = sample().unwrap();
         let b = sample().unwrap();
         let u = usage(&a, &b);

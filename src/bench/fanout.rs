@@ -203,19 +203,7 @@ async fn viewer(
 ) -> ViewerOutcome {
     let last_seq = times.len() - 1;
     let mut out = ViewerOutcome::default();
-    let connected = {
-        let _permit = gate.acquire().await;
-        client::connect(&url).await
-    };
-    let mut ws = match connected {
-        Ok(ws) => ws,
-        Err(e) => {
-            let _ = ready.send(Err(e)).await;
-            return out;
-        }
-    };
-    let _ = ready.send(Ok(())).await;
-    drop(ready);
+    let Some(mut ws) = client::connect_gated(&url, &gate, ready).await else { return out };
     out.latencies.reserve(times.len() as usize);
     loop {
         tokio::select! {
@@ -247,7 +235,7 @@ async fn viewer(
 }
 
 /// The host's incoming side: counts `ack`s and `error`s (by code) until `stop`.
-async fn read_acks(
+pub(super) async fn read_acks(
     mut stream: futures_util::stream::SplitStream<client::Ws>,
     mut stop: watch::Receiver<bool>,
 ) -> (u64, BTreeMap<String, u64>) {

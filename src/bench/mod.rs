@@ -17,6 +17,9 @@
 //!
 //! `liveshop bench checkout` ([`checkout`]) is a flash sale: thousands of buyers checking out at
 //! once for a few units, on the node and on a plain SQLite baseline.
+//!
+//! `liveshop bench feed` ([`feed`]) is the public feed behind nginx ([`nginx`]) against the same
+//! audience on WebSockets: what reaches the node, latency, CPU and memory per viewer.
 
 mod baseline;
 mod checkout;
@@ -24,7 +27,9 @@ mod client;
 mod commands;
 mod cpu;
 mod fanout;
+mod feed;
 mod http;
+mod nginx;
 mod node;
 mod report;
 mod revival;
@@ -61,6 +66,9 @@ pub enum BenchCommand {
     /// A flash sale on this machine (loopback only): thousands of buyers checking out at once for
     /// a few units, on the node and on a plain SQLite baseline.
     Checkout(checkout::CheckoutArgs),
+    /// The public feed behind nginx on this machine (loopback only): requests that reach the
+    /// node, latency, CPU and memory per viewer, beside the same audience on WebSockets.
+    Feed(feed::FeedArgs),
 }
 
 #[derive(Args)]
@@ -169,6 +177,7 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Rooms(args) => rooms(&args.plan()?),
         BenchCommand::Checkout(args) => checkout::run(&args),
+        BenchCommand::Feed(args) => feed::run(&args),
     }
 }
 
