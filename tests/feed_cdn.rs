@@ -1,27 +1,30 @@
-//! The public feed behind a real CDN cache: nginx, configured as `docs/cdn.md` says (the config
-//! is `src/bench/nginx.rs`, the one `liveshop bench feed` measures), in front of a node.
+//! The public feed behind real CDN caches: nginx and Varnish, configured as `docs/cdn.md` says
+//! (the configuration is `src/bench/cache.rs`, the one `liveshop bench feed` measures), in front
+//! of a node. Each case runs behind each cache.
 //!
-//! - A hundred viewers follow the feed through nginx while the host posts: each sees every public
-//!   event once, in order, and nginx collapses their requests into a few that reach the node.
-//! - Two hundred viewers heartbeat through nginx, each with its own cookie: the room counts each
-//!   device once, by the client address nginx forwards; viewers who leave are taken off at once.
+//! - A hundred viewers follow the feed through the cache while the host posts: each sees every
+//!   public event once, in order, and the cache collapses their requests into a few that reach
+//!   the node.
+//! - Two hundred viewers heartbeat through the cache, each with its own cookie: the room counts
+//!   each device once, by the client address the cache forwards; viewers who leave are taken off
+//!   at once.
 //!
-//! Skipped when nginx is not installed, unless `LIVESHOP_REQUIRE_NGINX` is set (CI sets it).
+//! Skipped when a cache is not installed, unless `LIVESHOP_REQUIRE_CACHES` is set (CI sets it).
 
 mod common;
 // The bench uses all of it; this test not quite.
 #[allow(dead_code)]
-#[path = "../src/bench/nginx.rs"]
-mod nginx;
+#[path = "../src/bench/cache.rs"]
+mod cache;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use cache::{Cache, Kind};
 use common::{Client, ROOM, TestNode, temp_dir, token};
 use liveshop_identity::Role;
-use nginx::Nginx;
 use serde_json::{Value, json};
 
 /// Feed readers in the first case, heartbeating devices in the second.
@@ -34,30 +37,30 @@ const FEED_WAIT: Duration = Duration::from_secs(15);
 /// Longest wait for a count to reach the room: it is handed over every 5 s.
 const HAND_OFF_WAIT: Duration = Duration::from_secs(12);
 
-/// nginx in front of a node that believes it about the client's address; `None` (skipped) when
-/// nginx is absent and not required.
-async fn behind_nginx(tweak: impl FnOnce(&mut liveshop_edge::EdgeConfig)) -> Option<(TestNode, Nginx)> {
-    let Some(bin) = nginx::find() else {
+/// The cache `kind` in front of a node that believes it about the client's address; `None`
+/// (skipped) when the cache is absent and not required.
+async fn behind(kind: Kind, tweak: impl FnOnce(&mut liveshop_edge::EdgeConfig)) -> Option<(TestNode, Cache)> {
+    let Some(bin) = kind.find() else {
         assert!(
-            std::env::var_os("LIVESHOP_REQUIRE_NGINX").is_none(),
-            "LIVESHOP_REQUIRE_NGINX is set but nginx is neither on PATH nor /usr/sbin/nginx"
+            std::env::var_os("LIVESHOP_REQUIRE_CACHES").is_none(),
+            "LIVESHOP_REQUIRE_CACHES is set but {} is not installed",
+            kind.name()
         );
-        eprintln!("skipped: nginx is not installed (apt-get install nginx-light)");
+        eprintln!("skipped: {} is not installed (apt-get install {})", kind.name(), kind.package());
         return None;
     };
     let node = TestNode::start(|c| {
         c.client_ip_header = Some("X-Forwarded-For".into());
         c.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
-        // The node sees nginx's requests with the readers' addresses, a few for many readers.
+        // The node sees the cache's requests with the readers' addresses, a few for many readers.
         c.feed_reads_per_ip_burst = 100_000;
         c.feed_reads_per_ip_per_sec = 100_000;
         tweak(c);
     })
     .await;
-    let nginx = Nginx::start(&bin, &temp_dir("nginx"), node.addr, 1024).expect("nginx starts");
-    Some((node, nginx))
+    let cache = Cache::start(kind, &bin, &temp_dir("cache"), node.addr, 1024).expect("the cache starts");
+    Some((node, cache))
 }
-
 /// `liveshop_feed_requests_total`, from the node's own `/metrics`.
 async fn feed_requests(node: SocketAddr) -> u64 {
     let (status, body) = common::http(node, "GET", "/metrics", &[], "").await;
@@ -114,14 +117,23 @@ async fn follow(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_hundred_viewers_behind_nginx_see_every_event_for_a_few_node_requests() {
-    let Some((node, nginx)) = behind_nginx(|_| {}).await else {
+    a_hundred_viewers_see_every_event_for_a_few_node_requests(Kind::Nginx).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hundred_viewers_behind_varnish_see_every_event_for_a_few_node_requests() {
+    a_hundred_viewers_see_every_event_for_a_few_node_requests(Kind::Varnish).await;
+}
+
+async fn a_hundred_viewers_see_every_event_for_a_few_node_requests(kind: Kind) {
+    let Some((node, cache)) = behind(kind, |_| {}).await else {
         return;
     };
-    let base = format!("http://{}", nginx.addr);
-    // The host's socket goes through nginx too (WebSocket upgrades pass uncached).
+    let base = format!("http://{}", cache.addr);
+    // The host's socket goes through the cache too (WebSocket upgrades pass uncached).
     let mut host = Client::connect(&format!(
         "ws://{}/v1/rooms/{ROOM}/ws?token={}",
-        nginx.addr,
+        cache.addr,
         token(ROOM, "host", Role::Host)
     ))
     .await;
@@ -176,9 +188,9 @@ async fn a_hundred_viewers_behind_nginx_see_every_event_for_a_few_node_requests(
     }
     let clients = requests.load(Ordering::Relaxed);
     let reached = feed_requests(node.addr).await - before;
-    eprintln!("{clients} feed requests by {READERS} readers, {reached} reached the node");
-    assert!(reached * 5 <= clients, "nginx collapses requests: {reached} of {clients} reached the node");
-    drop(nginx);
+    eprintln!("{}: {clients} feed requests by {READERS} readers, {reached} reached the node", kind.name());
+    assert!(reached * 5 <= clients, "the cache collapses requests: {reached} of {clients} reached the node");
+    drop(cache);
     node.stop().await;
 }
 
@@ -215,10 +227,19 @@ async fn until_viewers(host: &mut Client, viewers: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_hundred_feed_viewers_heartbeating_through_nginx_are_counted_once_each() {
+    two_hundred_heartbeating_feed_viewers_are_counted_once_each(Kind::Nginx).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_hundred_feed_viewers_heartbeating_through_varnish_are_counted_once_each() {
+    two_hundred_heartbeating_feed_viewers_are_counted_once_each(Kind::Varnish).await;
+}
+
+async fn two_hundred_heartbeating_feed_viewers_are_counted_once_each(kind: Kind) {
     let per_address = (DEVICES / ADDRESSES) as u64;
-    let Some((node, nginx)) = behind_nginx(|c| {
+    let Some((node, cache)) = behind(kind, |c| {
         // Each address may make its share of new devices and no more: the node must tell the
-        // viewers apart by the address nginx forwards, not count nginx's own.
+        // viewers apart by the address the cache forwards, not count the cache's own.
         c.guest_devices_per_ip_burst = per_address;
         c.guest_devices_per_ip_per_hour = 1;
     })
@@ -226,11 +247,11 @@ async fn two_hundred_feed_viewers_heartbeating_through_nginx_are_counted_once_ea
     else {
         return;
     };
-    let base = format!("http://{}", nginx.addr);
+    let base = format!("http://{}", cache.addr);
     let mut host = node.connect("host", Role::Host).await;
     let before = host.frames[0]["state"]["viewers"].as_u64().unwrap();
 
-    // Viewers from 127.0.0.2 to 127.0.0.5 (all loopback on Linux); nginx listens on 127.0.0.1.
+    // Viewers from 127.0.0.2 to 127.0.0.5 (all loopback on Linux); the cache is on 127.0.0.1.
     let clients: Vec<reqwest::Client> =
         (0..ADDRESSES).map(|a| client(Some(IpAddr::from([127, 0, 0, 2 + a as u8])))).collect();
     let beats = (0..DEVICES).map(|i| {
@@ -257,6 +278,6 @@ async fn two_hundred_feed_viewers_heartbeating_through_nginx_are_counted_once_ea
         assert_eq!(beat(http, &base, Some(cookie), r#"{"leaving": true}"#).await.0, 204);
     }
     until_viewers(&mut host, before + DEVICES as u64 - 50).await;
-    drop(nginx);
+    drop(cache);
     node.stop().await;
 }

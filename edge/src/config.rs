@@ -61,7 +61,7 @@ pub struct EdgeConfig {
     /// Burst allowance for the above.
     pub commands_per_ip_burst: u64,
     /// Public feed reads and heartbeats per second one address may make, sustained. A viewer
-    /// straight on the node reads about once per room tick while events flow; behind a CDN the
+    /// straight on the node reads about five times a second while events flow; behind a CDN the
     /// node sees one read per cache and position (set `client_ip_header` and
     /// `trusted_proxies`, or the cache's own address is what is limited).
     pub feed_reads_per_ip_per_sec: u64,

@@ -5,6 +5,8 @@
 //!   that position (204), waits for the room's next release or the end of the wait round; the
 //!   others wait for that answer, and later ones get it until it is [`Answer::max_age`] old. So a
 //!   whole audience costs the room one question per position, with or without a CDN in front.
+//!   Answers after a position come at most every [`feed::ANSWER_INTERVAL_MS`] per room
+//!   ([`feed::hold`]): while events flow, each answer carries a few of them.
 //! - `POST /v1/rooms/{room}/heartbeat`: a feed viewer's beacon, by device. Heartbeats are
 //!   counted here ([`feed::Audience`]), outside the room; every [`feed::HAND_OFF_MS`] the room is
 //!   told how many viewers the feed has and the watch time they added, one request per room
@@ -44,6 +46,8 @@ pub struct Answer {
 #[derive(Default)]
 pub struct Feeds {
     answers: Mutex<HashMap<(String, String), Arc<Shared>>>,
+    /// When each room last answered with events ([`feed::hold`]).
+    answered: Mutex<HashMap<String, Millis>>,
     audiences: Mutex<HashMap<String, Audience>>,
     hand_off: OnceLock<()>,
 }
@@ -76,7 +80,53 @@ impl Feeds {
                 }
             }
         };
-        shared.0.get_or_try_init(|| ask(app, room, query)).await.cloned()
+        shared.0.get_or_try_init(|| self.ask(app, room, query)).await.cloned()
+    }
+
+    /// Asks the room; while nothing is after the position, waits for the room's next release (or
+    /// the end of the round) and asks again. A question after a position waits first until the
+    /// room's last answer is [`feed::ANSWER_INTERVAL_MS`] old.
+    async fn ask(&self, app: &AppState, room: &str, q: FeedQuery) -> Result<Arc<Answer>, ApiError> {
+        let Some(after) = q.after else {
+            return room_answer(app, room, "/feed".into(), q).await;
+        };
+        let last = self.answered.lock().unwrap_or_else(|p| p.into_inner()).get(room).copied();
+        let hold = feed::hold(last, app.env.now());
+        if hold > 0 {
+            tokio::time::sleep(app.env.real_delay(hold)).await;
+        }
+        // Subscribed before the first question, so a release in between is not missed.
+        let mut releases = app.node.releases(Kind::Room, room)?;
+        let (deadline, round) = feed::deadline(app.env.now());
+        loop {
+            let answer = room_answer(app, room, format!("/feed?after={after}"), q).await?;
+            if answer.status != StatusCode::NO_CONTENT {
+                if answer.status == StatusCode::OK {
+                    self.answered(room, app.env.now());
+                }
+                return Ok(answer);
+            }
+            let left = deadline.saturating_sub(app.env.now());
+            if left == 0 {
+                break;
+            }
+            tokio::select! {
+                alive = releases.next() => if !alive {
+                    releases = app.node.releases(Kind::Room, room)?;
+                },
+                _ = tokio::time::sleep(app.env.real_delay(left)) => break,
+            }
+        }
+        room_answer(app, room, format!("/feed?after={after}&wait={round}"), q).await
+    }
+
+    fn answered(&self, room: &str, now: Millis) {
+        let mut answered = self.answered.lock().unwrap_or_else(|p| p.into_inner());
+        if answered.len() >= MAX_ANSWERS {
+            // Only recent answers hold anything back.
+            answered.retain(|_, at| feed::hold(Some(*at), now) > 0);
+        }
+        answered.insert(room.to_string(), now);
     }
 
     /// Counts a beacon from `device`; `leaving` takes it off at once.
@@ -119,34 +169,6 @@ fn key_of(q: FeedQuery, now: Millis) -> String {
         (Some(after), None) => after.to_string(),
         (Some(after), Some(w)) => format!("{after}&{w}"),
     }
-}
-
-/// Asks the room; while nothing is after the position, waits for the room's next release (or
-/// the end of the round) and asks again.
-async fn ask(app: &AppState, room: &str, q: FeedQuery) -> Result<Arc<Answer>, ApiError> {
-    let Some(after) = q.after else {
-        return room_answer(app, room, "/feed".into(), q).await;
-    };
-    // Subscribed before the first question, so a release in between is not missed.
-    let mut releases = app.node.releases(Kind::Room, room)?;
-    let (deadline, round) = feed::deadline(app.env.now());
-    loop {
-        let answer = room_answer(app, room, format!("/feed?after={after}"), q).await?;
-        if answer.status != StatusCode::NO_CONTENT {
-            return Ok(answer);
-        }
-        let left = deadline.saturating_sub(app.env.now());
-        if left == 0 {
-            break;
-        }
-        tokio::select! {
-            alive = releases.next() => if !alive {
-                releases = app.node.releases(Kind::Room, room)?;
-            },
-            _ = tokio::time::sleep(app.env.real_delay(left)) => break,
-        }
-    }
-    room_answer(app, room, format!("/feed?after={after}&wait={round}"), q).await
 }
 
 async fn room_answer(

@@ -1,35 +1,45 @@
-//! `liveshop bench feed`: the public feed behind a CDN cache (nginx, configured by [`nginx`]),
-//! beside the same audience on WebSockets straight to the node.
+//! `liveshop bench feed`: the public feed behind a CDN cache (Varnish by default, or nginx; both
+//! configured by [`cache`]), beside the same audience on WebSockets straight to the node.
 //!
 //! For each audience size, two phases, each on a fresh node:
 //!
-//! 1. **Feed through nginx**: every viewer holds one keep-alive connection to nginx and
+//! 1. **Feed through the cache**: every viewer holds one keep-alive connection to the cache and
 //!    long-polls as the viewer page does (the snapshot, then `?after=<next>`, with `&wait=` after
 //!    an empty round), while a host on a socket straight to the node sends chat at a fixed rate.
-//!    The node's own `liveshop_feed_requests_total` says how many requests got past nginx.
+//!    The node's own `liveshop_feed_requests_total` says how many requests got past the cache.
 //! 2. **WebSockets to the node**, the baseline: the same number of viewers, the same host.
+//!
+//! The viewers run in a child process ([`viewers`], `liveshop bench feed-viewers`), the node and
+//! the host in this one: each process then holds one side of each connection (the open-files
+//! limit is per process; 10,000 WebSockets with both ends in one process pass this machine's
+//! 20,000), and the node's memory per viewer is measured alone.
 //!
 //! Latency is from each message's `at` (when the room logged it, on this machine's clock, in
 //! milliseconds) to the viewer's receipt. Answers are scanned for what is measured rather than
-//! parsed, so the load generators can keep up with large audiences on a small machine.
+//! parsed, so the load generator can keep up with large audiences on a small machine.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::Path;
+use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use clap::Args;
+use clap::{Args, ValueEnum};
 use futures_util::{SinkExt, StreamExt};
 use liveshop_identity::Role;
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdin, ChildStdout};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_tungstenite::tungstenite::Message;
 
+use super::cache::{Cache, Kind};
 use super::client::{self, Target, WRITE_TIMEOUT};
 use super::cpu::{self, CpuUsage};
 use super::http::HttpConn;
-use super::nginx::{self, Nginx};
 use super::node::{RunningNode, ScratchDir, ServerRuntime, bench_config, metric};
 use super::report::{Table, latency_rows};
 use super::stats::{Summary, count, ratio};
@@ -59,6 +69,9 @@ pub struct FeedArgs {
     /// Connections being opened at once while viewers join.
     #[arg(long, default_value_t = 64)]
     connect_parallel: usize,
+    /// The cache in front of the node: `varnish` or `nginx`.
+    #[arg(long, default_value = "varnish", value_parser = parse_cache)]
+    cache: Kind,
     /// A smoke run: smaller audiences, shorter phases.
     #[arg(long)]
     quick: bool,
@@ -70,6 +83,15 @@ struct FeedPlan {
     rate: f64,
     seconds: f64,
     connect_parallel: usize,
+    cache: Kind,
+}
+
+fn parse_cache(s: &str) -> Result<Kind, String> {
+    match s {
+        "varnish" => Ok(Kind::Varnish),
+        "nginx" => Ok(Kind::Nginx),
+        _ => Err("the cache is `varnish` or `nginx`".into()),
+    }
 }
 
 impl FeedPlan {
@@ -86,6 +108,7 @@ impl FeedArgs {
             rate: self.rate,
             seconds: self.seconds.unwrap_or(if q { 4.0 } else { 10.0 }),
             connect_parallel: self.connect_parallel,
+            cache: self.cache,
         };
         anyhow::ensure!(
             !plan.sizes.is_empty() && plan.sizes.iter().all(|n| (1..=50_000).contains(n)),
@@ -102,9 +125,9 @@ impl FeedArgs {
 }
 
 /// How viewers follow the room.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Way {
-    /// Long-polling the public feed through nginx.
+#[derive(Debug, Clone, Copy, PartialEq, ValueEnum)]
+pub enum Way {
+    /// Long-polling the public feed through the cache.
     Feed,
     /// A WebSocket straight to the node.
     Socket,
@@ -119,16 +142,17 @@ struct WayResult {
     deliveries: u64,
     expected: u64,
     latency: Option<Summary>,
-    /// While the host sent: requests viewers made to nginx, and those that reached the node.
+    /// While the host sent: requests viewers made to the cache, and those that reached the node.
     viewer_requests_per_sec: f64,
     node_requests_per_sec: f64,
     node_cpu: CpuUsage,
-    /// nginx's CPU while the host sent, in percent of one core.
-    nginx_cpu: Option<f64>,
-    /// Resident memory added by connecting the viewers, per viewer: this process (node and
-    /// load generators) and nginx.
+    /// While the host sent, in percent of one core: the cache's CPU, and the viewers' process's.
+    cache_cpu: Option<f64>,
+    viewers_cpu: f64,
+    /// Resident memory added by connecting the viewers, per viewer: the node's process and the
+    /// cache's.
     rss_per_viewer: f64,
-    nginx_rss_per_viewer: Option<f64>,
+    cache_rss_per_viewer: Option<f64>,
     /// Messages received out of order or twice, and feed answers that restarted from a snapshot.
     disorder: u64,
     restarts: u64,
@@ -144,10 +168,13 @@ struct SizeResult {
 
 pub fn run(args: &FeedArgs) -> anyhow::Result<()> {
     let plan = args.plan()?;
-    let bin = nginx::find().context("liveshop bench feed needs nginx (apt-get install nginx-light)")?;
+    let kind = plan.cache;
+    let bin = kind.find().with_context(|| {
+        format!("liveshop bench feed needs {} (apt-get install {})", kind.name(), kind.package())
+    })?;
     let largest = plan.sizes.iter().copied().max().unwrap_or(1);
-    // The baseline holds a socket at both ends of every viewer's connection in this process.
-    cpu::raise_nofile(2 * largest as u64 + 1024)?;
+    // This process holds the node's side of every viewer's connection.
+    cpu::raise_nofile(largest as u64 + 1024)?;
     warnings_only();
     let scratch = ScratchDir::new()?;
     let clients = client_runtime()?;
@@ -155,7 +182,7 @@ pub fn run(args: &FeedArgs) -> anyhow::Result<()> {
         let mut results = Vec::new();
         for (i, &n) in plan.sizes.iter().enumerate() {
             let dir = |what: &str| scratch.0.join(format!("{what}-{i}"));
-            eprintln!("bench: {n} feed viewers through nginx");
+            eprintln!("bench: {n} feed viewers through {}", kind.name());
             let feed = audience(Way::Feed, n, &plan, &bin, &dir("feed")).await.context("the feed")?;
             tokio::time::sleep(PAUSE).await;
             eprintln!("bench: {n} WebSocket viewers on the node");
@@ -346,79 +373,64 @@ async fn socket_viewer(
 }
 
 /// `n` viewers following the room `way`, while a host sends: see the module docs. The node's
-/// data goes in `dir`, nginx's files beside it: not inside, as the node keeps its data
-/// directory to itself and nginx's workers (`nobody`, when started by root) must reach theirs.
+/// data goes in `dir`, the cache's files beside it: not inside, as the node keeps its data
+/// directory to itself and the cache's workers (unprivileged, when started by root) must reach
+/// theirs.
 async fn audience(way: Way, n: usize, plan: &FeedPlan, bin: &Path, dir: &Path) -> anyhow::Result<WayResult> {
     let server = ServerRuntime::new(WORKERS)?;
     let mut config = bench_config(dir, n + 64);
-    // nginx is the node's only direct client on the feed; it says who the viewer is.
+    // The cache is the node's only direct client on the feed; it says who the viewer is.
     config.client_ip_header = Some("X-Forwarded-For".into());
     config.trusted_proxies = vec!["127.0.0.1".parse().map_err(anyhow::Error::msg)?];
     config.feed_reads_per_ip_burst = 1_000_000;
     config.feed_reads_per_ip_per_sec = 1_000_000;
     let node = RunningNode::start(server.handle(), config, &[ROOM]).await?;
     let target = Target::Node { addr: node.addr, app: node.app.clone() };
-    let nginx = match way {
-        Way::Feed => Some(Nginx::start(bin, &dir.with_extension("nginx"), node.addr, n + 64)?),
+    let cache = match way {
+        Way::Feed => Some(Cache::start(plan.cache, bin, &dir.with_extension("cache"), node.addr, n + 64)?),
         Way::Socket => None,
     };
-    let nginx_usage = || nginx.as_ref().map(|x| cpu::group_usage(x.pid())).transpose();
+    let cache_usage = || cache.as_ref().map(|x| cpu::group_usage(x.pid())).transpose();
     let mut result = WayResult::default();
-    let shared = Arc::new(Shared {
-        total: plan.messages(),
-        requests: AtomicU64::new(0),
-        done: AtomicUsize::new(0),
-        gone: AtomicUsize::new(0),
-    });
-    let (stop, stopped) = watch::channel(false);
-    let rss_before = (cpu::own_rss()?, nginx_usage()?.map(|u| u.1));
+    // Memory earlier phases freed would otherwise be reused unseen and hide this phase's growth.
+    // SAFETY: malloc_trim only returns free memory to the system.
+    unsafe { libc::malloc_trim(0) };
+    let rss_before = (cpu::own_rss()?, cache_usage()?.map(|u| u.1));
 
-    let gate = Arc::new(Semaphore::new(plan.connect_parallel));
-    let (ready_tx, mut ready) = mpsc::channel(1024);
-    let mut viewers = Vec::with_capacity(n);
-    for i in 0..n {
-        let (gate, ready, stopped, shared) =
-            (gate.clone(), ready_tx.clone(), stopped.clone(), shared.clone());
-        viewers.push(match &nginx {
-            Some(nginx) => tokio::spawn(feed_viewer(nginx.addr, gate, ready, stopped, shared)),
-            None => {
-                let url = target.url(ROOM, &format!("viewer-{i}"), Role::Viewer)?;
-                tokio::spawn(socket_viewer(url, gate, ready, stopped, shared))
-            }
-        });
-    }
-    drop(ready_tx);
-    let deadline = tokio::time::Instant::now() + CONNECT_PHASE_LIMIT;
-    let mut first_error = None;
-    while let Some(r) = tokio::time::timeout_at(deadline, ready.recv())
-        .await
-        .map_err(|_| anyhow::anyhow!("connecting viewers took over {CONNECT_PHASE_LIMIT:?}"))?
-    {
-        match r {
-            Ok(()) => result.connected += 1,
-            Err(e) => _ = first_error.get_or_insert(e),
-        }
-    }
-    if let Some(e) = first_error {
-        let _ = stop.send(true);
-        return Err(e.context(format!("{} of {n} viewers could not connect", n - result.connected)));
-    }
+    let urls = match way {
+        Way::Feed => Vec::new(),
+        Way::Socket => (0..n)
+            .map(|i| target.url(ROOM, &format!("viewer-{i}"), Role::Viewer))
+            .collect::<Result<_, _>>()?,
+    };
+    let mut viewers = ViewerProcess::spawn(way, n, plan, cache.as_ref().map(|c| c.addr), &urls).await?;
+    drop(urls);
+    result.connected = viewers.connected().await?;
     tokio::time::sleep(SETTLE).await;
-    let rss_after = (cpu::own_rss()?, nginx_usage()?.map(|u| u.1));
+    let rss_after = (cpu::own_rss()?, cache_usage()?.map(|u| u.1));
     result.rss_per_viewer = rss_after.0.saturating_sub(rss_before.0) as f64 / n as f64;
-    result.nginx_rss_per_viewer =
+    result.cache_rss_per_viewer =
         rss_after.1.zip(rss_before.1).map(|(a, b)| a.saturating_sub(b) as f64 / n as f64);
 
+    let (stop, stopped) = watch::channel(false);
     let host = client::connect(&target.url(ROOM, "bench-host", Role::Host)?).await.context("the host")?;
     let (mut sink, stream) = host.split();
-    let host_reader = tokio::spawn(super::fanout::read_acks(stream, stopped.clone()));
+    let host_reader = tokio::spawn(super::fanout::read_acks(stream, stopped));
     let metrics = node.app.node.metrics();
     let node_requests = || metric(&metrics.render(), "liveshop_feed_requests_total");
-    let before = (node_requests(), shared.requests.load(Ordering::Relaxed), cpu::sample()?, nginx_usage()?);
+    let viewers_usage = |v: &ViewerProcess| cpu::group_usage(v.pid());
+    let before = (
+        node_requests(),
+        viewers.requests().await?,
+        cpu::sample()?,
+        cache_usage()?,
+        viewers_usage(&viewers)?,
+    );
     let started = Instant::now();
     let schedule = tokio::time::Instant::now();
     let period = Duration::from_secs_f64(1.0 / plan.rate);
-    for seq in 0..shared.total {
+    let total = plan.messages();
+    for seq in 0..total {
         tokio::time::sleep_until(schedule + period.mul_f64(seq as f64)).await;
         tokio::time::timeout(
             WRITE_TIMEOUT,
@@ -429,69 +441,301 @@ async fn audience(way: Way, n: usize, plan: &FeedPlan, bin: &Path, dir: &Path) -
         .context("the host's connection failed")?;
     }
     let secs = started.elapsed().as_secs_f64();
-    let after = (node_requests(), shared.requests.load(Ordering::Relaxed), cpu::sample()?, nginx_usage()?);
+    let after = (
+        node_requests(),
+        viewers.requests().await?,
+        cpu::sample()?,
+        cache_usage()?,
+        viewers_usage(&viewers)?,
+    );
     result.node_cpu = cpu::usage(&before.2, &after.2);
+    result.viewers_cpu = 100.0 * (after.4.0 - before.4.0) / secs;
+    let mut others = result.node_cpu.others - result.viewers_cpu;
     if let Some(((a, _), (b, _))) = after.3.zip(before.3) {
-        let nginx = 100.0 * (a - b) / secs;
-        result.nginx_cpu = Some(nginx);
-        // nginx is another process; what is left is the rest of the machine.
-        result.node_cpu.others = (result.node_cpu.others - nginx).max(0.0);
+        let cache = 100.0 * (a - b) / secs;
+        result.cache_cpu = Some(cache);
+        others -= cache;
     }
+    // The cache and the viewers are other processes; what is left is the rest of the machine.
+    result.node_cpu.others = others.max(0.0);
     if way == Way::Feed {
         result.node_requests_per_sec = (after.0 - before.0) / secs;
         result.viewer_requests_per_sec = after.1.saturating_sub(before.1) as f64 / secs;
     }
 
-    let drain_until = Instant::now() + DRAIN_LIMIT;
-    while shared.done.load(Ordering::Relaxed) + shared.gone.load(Ordering::Relaxed) < result.connected
-        && Instant::now() < drain_until
-    {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let seen = viewers.finish().await?;
     let _ = stop.send(true);
     let (_, host_errors) = host_reader.await?;
     for (what, n) in host_errors {
         *result.errors.entry(format!("host: {what}")).or_default() += n;
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
-
-    let mut latencies = Vec::new();
-    for v in viewers {
-        let seen = v.await?;
-        result.deliveries += seen.got;
-        result.disorder += seen.disorder;
-        result.restarts += seen.restarts;
-        if seen.got == shared.total && seen.disorder == 0 {
-            result.complete += 1;
-        }
-        for (what, n) in seen.errors {
-            *result.errors.entry(what).or_default() += n;
-        }
-        latencies.extend_from_slice(&seen.latencies);
-    }
-    result.expected = result.connected as u64 * shared.total;
-    result.latency = Summary::of(&mut latencies);
-    drop(nginx);
+    result.complete = seen.complete;
+    result.deliveries = seen.deliveries;
+    result.disorder = seen.disorder;
+    result.restarts = seen.restarts;
+    result.latency = seen.latency;
+    result.errors.extend(seen.errors);
+    result.expected = result.connected as u64 * total;
+    drop(cache);
     drop(target);
     node.stop().await;
     drop(server);
     Ok(result)
 }
 
+/// `liveshop bench feed-viewers` (hidden): the viewers of one audience, in a process of their
+/// own, started by `liveshop bench feed` ([`ViewerProcess`]). They talk to it in lines: the
+/// socket viewers' URLs come on stdin, one per viewer; once the viewers have joined, stdout says
+/// `connected <n>` (or `failed <error>`); stdin `requests` asks for the feed requests made so far
+/// (`requests <n>`), and `finish` for the outcome once every viewer has the last message or the
+/// drain limit passed (`result <json>`), after which the process ends.
+#[derive(Args)]
+pub struct ViewersArgs {
+    #[arg(long, value_enum)]
+    way: Way,
+    /// The cache the feed viewers poll.
+    #[arg(long, required_if_eq("way", "feed"))]
+    cache: Option<SocketAddr>,
+    #[arg(long)]
+    viewers: usize,
+    /// Messages the host sends: each viewer expects `0..messages`.
+    #[arg(long)]
+    messages: u64,
+    #[arg(long)]
+    connect_parallel: usize,
+}
+
+pub fn viewers(args: &ViewersArgs) -> anyhow::Result<()> {
+    cpu::raise_nofile(args.viewers as u64 + 1024)?;
+    warnings_only();
+    let clients = client_runtime()?;
+    clients.block_on(serve_viewers(args))?;
+    clients.shutdown_timeout(Duration::from_secs(1));
+    Ok(())
+}
+
+async fn serve_viewers(args: &ViewersArgs) -> anyhow::Result<()> {
+    let mut input = BufReader::new(tokio::io::stdin()).lines();
+    let shared = Arc::new(Shared {
+        total: args.messages,
+        requests: AtomicU64::new(0),
+        done: AtomicUsize::new(0),
+        gone: AtomicUsize::new(0),
+    });
+    let (stop, stopped) = watch::channel(false);
+    let gate = Arc::new(Semaphore::new(args.connect_parallel));
+    let (ready_tx, mut ready) = mpsc::channel(1024);
+    let mut viewers = Vec::with_capacity(args.viewers);
+    for _ in 0..args.viewers {
+        let (gate, ready, stopped, shared) =
+            (gate.clone(), ready_tx.clone(), stopped.clone(), shared.clone());
+        viewers.push(match (args.way, args.cache) {
+            (Way::Feed, Some(cache)) => tokio::spawn(feed_viewer(cache, gate, ready, stopped, shared)),
+            (Way::Feed, None) => anyhow::bail!("feed viewers need --cache"),
+            (Way::Socket, _) => {
+                let url = input.next_line().await?.context("a WebSocket URL per viewer on stdin")?;
+                tokio::spawn(socket_viewer(url, gate, ready, stopped, shared))
+            }
+        });
+    }
+    drop(ready_tx);
+    let deadline = tokio::time::Instant::now() + CONNECT_PHASE_LIMIT;
+    let (mut connected, mut first_error) = (0, None);
+    loop {
+        match tokio::time::timeout_at(deadline, ready.recv()).await {
+            Ok(Some(Ok(()))) => connected += 1,
+            Ok(Some(Err(e))) => _ = first_error.get_or_insert(e),
+            Ok(None) => break,
+            Err(_) => {
+                _ = first_error
+                    .get_or_insert(anyhow::anyhow!("connecting took over {CONNECT_PHASE_LIMIT:?}"));
+                break;
+            }
+        }
+    }
+    if let Some(e) = first_error {
+        let _ = stop.send(true);
+        let why = format!(
+            "{:#}",
+            e.context(format!("{} of {} viewers could not connect", args.viewers - connected, args.viewers))
+        );
+        println!("failed {}", why.replace('\n', " "));
+        return Ok(());
+    }
+    println!("connected {connected}");
+    loop {
+        match input.next_line().await?.as_deref() {
+            Some("requests") => println!("requests {}", shared.requests.load(Ordering::Relaxed)),
+            Some("finish") => break,
+            Some(other) => anyhow::bail!("an unknown request from the bench: {other}"),
+            // The bench is gone.
+            None => return Ok(()),
+        }
+    }
+    let drain_until = Instant::now() + DRAIN_LIMIT;
+    while shared.done.load(Ordering::Relaxed) + shared.gone.load(Ordering::Relaxed) < connected
+        && Instant::now() < drain_until
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let _ = stop.send(true);
+    let mut outcome = Outcome::default();
+    let mut latencies = Vec::new();
+    for v in viewers {
+        let seen = v.await?;
+        outcome.deliveries += seen.got;
+        outcome.disorder += seen.disorder;
+        outcome.restarts += seen.restarts;
+        if seen.got == shared.total && seen.disorder == 0 {
+            outcome.complete += 1;
+        }
+        for (what, n) in seen.errors {
+            *outcome.errors.entry(what).or_default() += n;
+        }
+        latencies.extend_from_slice(&seen.latencies);
+    }
+    outcome.latency = Summary::of(&mut latencies);
+    println!("result {}", outcome.to_json());
+    Ok(())
+}
+
+/// What an audience saw, as the viewers' process reports it.
+#[derive(Debug, Default, PartialEq)]
+struct Outcome {
+    complete: usize,
+    deliveries: u64,
+    disorder: u64,
+    restarts: u64,
+    latency: Option<Summary>,
+    errors: BTreeMap<String, u64>,
+}
+
+impl Outcome {
+    fn to_json(&self) -> Value {
+        let latency = self.latency.as_ref().map(|l| json!([l.n, l.p50, l.p99, l.max, l.mean]));
+        json!({
+            "complete": self.complete, "deliveries": self.deliveries, "disorder": self.disorder,
+            "restarts": self.restarts, "latency": latency, "errors": self.errors,
+        })
+    }
+
+    fn from_json(v: &Value) -> Option<Outcome> {
+        let latency = match &v["latency"] {
+            Value::Null => None,
+            l => {
+                let f = |i: usize| l.get(i).and_then(Value::as_f64);
+                Some(Summary { n: f(0)? as usize, p50: f(1)?, p99: f(2)?, max: f(3)?, mean: f(4)? })
+            }
+        };
+        let errors: Option<BTreeMap<String, u64>> =
+            v["errors"].as_object()?.iter().map(|(k, n)| Some((k.clone(), n.as_u64()?))).collect();
+        Some(Outcome {
+            complete: v["complete"].as_u64()? as usize,
+            deliveries: v["deliveries"].as_u64()?,
+            disorder: v["disorder"].as_u64()?,
+            restarts: v["restarts"].as_u64()?,
+            latency,
+            errors: errors?,
+        })
+    }
+}
+
+/// The viewers' process ([`viewers`]), seen from `liveshop bench feed`; killed when dropped.
+struct ViewerProcess {
+    child: Child,
+    input: ChildStdin,
+    output: Lines<BufReader<ChildStdout>>,
+}
+
+impl ViewerProcess {
+    async fn spawn(
+        way: Way,
+        n: usize,
+        plan: &FeedPlan,
+        cache: Option<SocketAddr>,
+        urls: &[String],
+    ) -> anyhow::Result<ViewerProcess> {
+        let mut command = tokio::process::Command::new(std::env::current_exe()?);
+        command.args(["bench", "feed-viewers", "--way", way.to_possible_value().expect("named").get_name()]);
+        command.args(["--viewers", &n.to_string(), "--messages", &plan.messages().to_string()]);
+        command.args(["--connect-parallel", &plan.connect_parallel.to_string()]);
+        if let Some(cache) = cache {
+            command.args(["--cache", &cache.to_string()]);
+        }
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            // Its own group, so its CPU and memory are read apart from this process's.
+            .process_group(0)
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting the viewers' process")?;
+        let mut input = child.stdin.take().context("its stdin")?;
+        let output = BufReader::new(child.stdout.take().context("its stdout")?).lines();
+        for url in urls {
+            input.write_all(url.as_bytes()).await?;
+            input.write_all(b"\n").await?;
+        }
+        input.flush().await?;
+        Ok(ViewerProcess { child, input, output })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id().unwrap_or(0)
+    }
+
+    /// Its next line, which must start with `word`: the rest.
+    async fn reply(&mut self, word: &str, within: Duration) -> anyhow::Result<String> {
+        let line = tokio::time::timeout(within, self.output.next_line())
+            .await
+            .with_context(|| format!("the viewers' process said nothing for {within:?}"))??
+            .context("the viewers' process ended")?;
+        match line.split_once(' ') {
+            Some((w, rest)) if w == word => Ok(rest.to_string()),
+            Some(("failed", why)) => anyhow::bail!("{why}"),
+            _ => anyhow::bail!("the viewers' process said {line:?}"),
+        }
+    }
+
+    async fn ask(&mut self, request: &str, word: &str, within: Duration) -> anyhow::Result<String> {
+        self.input.write_all(format!("{request}\n").as_bytes()).await?;
+        self.input.flush().await?;
+        self.reply(word, within).await
+    }
+
+    /// Viewers that joined, once they all have.
+    async fn connected(&mut self) -> anyhow::Result<usize> {
+        Ok(self.reply("connected", CONNECT_PHASE_LIMIT + Duration::from_secs(30)).await?.parse()?)
+    }
+
+    /// Feed requests the viewers have made so far.
+    async fn requests(&mut self) -> anyhow::Result<u64> {
+        Ok(self.ask("requests", "requests", Duration::from_secs(10)).await?.parse()?)
+    }
+
+    async fn finish(mut self) -> anyhow::Result<Outcome> {
+        let json = self.ask("finish", "result", DRAIN_LIMIT + Duration::from_secs(60)).await?;
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
+        Outcome::from_json(&serde_json::from_str(&json)?).context("an outcome in another shape")
+    }
+}
+
 fn render(plan: &FeedPlan, results: &[SizeResult]) -> String {
+    let cache = plan.cache.name();
     let mut t = Table(String::new());
     t.line(&format!(
-        "liveshop bench feed: {} cores, loopback only. nginx (1 worker, its own process) caches and \
-         collapses the feed in front of the node;",
+        "liveshop bench feed: {} cores, loopback only. {cache} (its own processes) caches and collapses \
+         the feed in front of the node;",
         cpu::cores()
     ));
     t.line(&format!(
-        "the node and the load generators share this process on separate tokio runtimes ({WORKERS} threads \
-         each). The host sends {} chat messages/s for {} s at each size.",
+        "the node ({WORKERS} tokio threads) and the host share this process; the viewers run in another. \
+         The host sends {} chat messages/s for {} s at each size.",
         plan.rate, plan.seconds
     ));
     for (i, r) in results.iter().enumerate() {
-        size(&mut t, i + 1, r);
+        size(&mut t, cache, i + 1, r);
     }
     t.title("Notes");
     let driven: Vec<String> = results
@@ -505,11 +749,18 @@ fn render(plan: &FeedPlan, results: &[SizeResult]) -> String {
         })
         .collect();
     t.line(&format!("- This machine's load generator drove, at once: {} viewers.", driven.join("; ")));
-    t.line("- Latency is from the room's `at` (ms) to receipt. nginx wakes requests waiting on a cache lock");
-    t.line("  every 500 ms (it polls; it is not told when the answer lands), so a collapsed feed viewer");
-    t.line("  waits up to that much more than the one whose request reached the node.");
-    t.line("- Memory is resident memory added by connecting the viewers, over all of them: this process");
-    t.line("  holds the node and the load generators' side of every connection.");
+    t.line("- Latency is from the room's `at` (ms) to receipt.");
+    if plan.cache == Kind::Nginx {
+        t.line("- nginx wakes requests waiting on a cache lock every 500 ms (it polls; it is not told when");
+        t.line(
+            "  the answer lands), so a collapsed feed viewer waits up to that much more than the one whose",
+        );
+        t.line(
+            "  request reached the node. Varnish (the default) wakes its waiting list when the answer lands.",
+        );
+    }
+    t.line("- Memory is resident memory added by connecting the viewers, over all of them: the node's");
+    t.line("  process (which holds the node's side of each connection) and the cache's.");
     let busy = results.iter().any(|r| {
         [&r.feed.node_cpu, &r.socket.node_cpu]
             .iter()
@@ -523,10 +774,10 @@ fn render(plan: &FeedPlan, results: &[SizeResult]) -> String {
     t.0
 }
 
-fn size(t: &mut Table, n: usize, r: &SizeResult) {
+fn size(t: &mut Table, cache: &str, n: usize, r: &SizeResult) {
     let (f, s) = (&r.feed, &r.socket);
     t.title(&format!("{n}. {} viewers", count(r.viewers as f64)));
-    t.head("feed via nginx", "WebSocket to node", "feed / socket");
+    t.head(&format!("feed via {cache}"), "WebSocket to node", "feed / socket");
     latency_rows(t, &f.latency, &s.latency);
     t.row("requests reaching the node/s", &count(f.node_requests_per_sec), "-", "");
     t.row("viewers' feed requests/s", &count(f.viewer_requests_per_sec), "-", "");
@@ -540,30 +791,36 @@ fn size(t: &mut Table, n: usize, r: &SizeResult) {
     let per_k = |w: &WayResult| (w.connected > 0).then(|| w.node_cpu.server * 1000.0 / w.connected as f64);
     let show = |v: Option<f64>| v.map(|v| format!("{v:.2}%")).unwrap_or_else(|| "-".into());
     t.row("node CPU per 1,000 viewers", &show(per_k(f)), &show(per_k(s)), &ratio(per_k(f), per_k(s)));
-    t.row("nginx CPU", &f.nginx_cpu.map(p).unwrap_or_else(|| "-".into()), "-", "");
-    t.row("load generators' CPU", &p(f.node_cpu.client), &p(s.node_cpu.client), "");
-    t.row("other processes' CPU (not nginx)", &p(f.node_cpu.others), &p(s.node_cpu.others), "");
+    t.row(&format!("{cache} CPU"), &f.cache_cpu.map(p).unwrap_or_else(|| "-".into()), "-", "");
+    t.row("viewers' process CPU", &p(f.viewers_cpu), &p(s.viewers_cpu), "");
+    t.row("other processes' CPU", &p(f.node_cpu.others), &p(s.node_cpu.others), "");
     let kib = |v: f64| format!("{:.1} KiB", v / 1024.0);
     t.row(
-        "memory/viewer: this process",
+        "memory/viewer: node",
         &kib(f.rss_per_viewer),
         &kib(s.rss_per_viewer),
         &ratio(Some(f.rss_per_viewer), Some(s.rss_per_viewer)),
     );
-    t.row("memory/viewer: nginx", &f.nginx_rss_per_viewer.map(kib).unwrap_or_else(|| "-".into()), "-", "");
+    t.row(
+        &format!("memory/viewer: {cache}"),
+        &f.cache_rss_per_viewer.map(kib).unwrap_or_else(|| "-".into()),
+        "-",
+        "",
+    );
     let got = |w: &WayResult| format!("{} / {}", count(w.deliveries as f64), count(w.expected as f64));
     t.row("delivered / expected", &got(f), &got(s), "");
     let complete = |w: &WayResult| format!("{} of {}", count(w.complete as f64), count(w.connected as f64));
     t.row("viewers with every message", &complete(f), &complete(s), "");
     t.row("out of order or twice", &count(f.disorder as f64), &count(s.disorder as f64), "");
     t.row("feed restarts from a snapshot", &count(f.restarts as f64), "-", "");
-    let errors = |w: &WayResult| {
-        if w.errors.is_empty() {
-            return "0".to_string();
-        }
-        w.errors.iter().map(|(what, n)| format!("{n} {what}")).collect::<Vec<_>>().join(", ")
-    };
+    let errors = |w: &WayResult| w.errors.values().sum::<u64>().to_string();
     t.row("errors", &errors(f), &errors(s), "");
+    // Each kind on a line of its own: the table's cells are short.
+    for (way, w) in [("feed", f), ("WebSocket", s)] {
+        for (what, n) in &w.errors {
+            t.line(&format!("  {way} error: {n} {what}"));
+        }
+    }
 }
 
 #[cfg(test)]
@@ -579,5 +836,23 @@ mod tests {
         assert_eq!(follow_up(body), Some(("?after=7-45&wait=12".into(), false)));
         let snapshot = r#"{"v":1,"epoch":7,"seq":42,"now":1,"next":"7-42","state":{"history":[]}}"#;
         assert_eq!(follow_up(snapshot), Some(("?after=7-42".into(), true)));
+    }
+
+    #[test]
+    fn an_outcome_crosses_from_the_viewers_process_whole() {
+        let mut latencies = vec![1200, 900, 45_000];
+        let outcome = Outcome {
+            complete: 2,
+            deliveries: 800,
+            disorder: 1,
+            restarts: 3,
+            latency: Summary::of(&mut latencies),
+            errors: BTreeMap::from([("HTTP 500".to_string(), 4)]),
+        };
+        let line = outcome.to_json().to_string();
+        assert_eq!(Outcome::from_json(&serde_json::from_str(&line).unwrap()), Some(outcome));
+        let empty = Outcome::default();
+        assert_eq!(Outcome::from_json(&empty.to_json()), Some(empty));
+        assert_eq!(Outcome::from_json(&json!({"complete": 1})), None);
     }
 }

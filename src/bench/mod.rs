@@ -18,10 +18,12 @@
 //! `liveshop bench checkout` ([`checkout`]) is a flash sale: thousands of buyers checking out at
 //! once for a few units, on the node and on a plain SQLite baseline.
 //!
-//! `liveshop bench feed` ([`feed`]) is the public feed behind nginx ([`nginx`]) against the same
-//! audience on WebSockets: what reaches the node, latency, CPU and memory per viewer.
+//! `liveshop bench feed` ([`feed`]) is the public feed behind a caching proxy ([`cache`]: Varnish
+//! or nginx) against the same audience on WebSockets: what reaches the node, latency, CPU and
+//! memory per viewer.
 
 mod baseline;
+mod cache;
 mod checkout;
 mod client;
 mod commands;
@@ -29,7 +31,6 @@ mod cpu;
 mod fanout;
 mod feed;
 mod http;
-mod nginx;
 mod node;
 mod report;
 mod revival;
@@ -66,9 +67,12 @@ pub enum BenchCommand {
     /// A flash sale on this machine (loopback only): thousands of buyers checking out at once for
     /// a few units, on the node and on a plain SQLite baseline.
     Checkout(checkout::CheckoutArgs),
-    /// The public feed behind nginx on this machine (loopback only): requests that reach the
-    /// node, latency, CPU and memory per viewer, beside the same audience on WebSockets.
+    /// The public feed behind a caching proxy on this machine (loopback only): requests that
+    /// reach the node, latency, CPU and memory per viewer, beside the same audience on WebSockets.
     Feed(feed::FeedArgs),
+    /// The viewers' side of `bench feed`, which starts it as a child process.
+    #[command(hide = true)]
+    FeedViewers(feed::ViewersArgs),
 }
 
 #[derive(Args)]
@@ -178,6 +182,7 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Rooms(args) => rooms(&args.plan()?),
         BenchCommand::Checkout(args) => checkout::run(&args),
         BenchCommand::Feed(args) => feed::run(&args),
+        BenchCommand::FeedViewers(args) => feed::viewers(&args),
     }
 }
 

@@ -11,7 +11,7 @@ use super::stats::{Summary, count, ratio, us};
 use super::{Measured, Plan, WORKERS, cpu};
 
 const LABEL: usize = 34;
-const COLUMN: usize = 22;
+const COLUMN: usize = 25;
 
 /// Rows of a label, a figure, its baseline and their ratio (also `bench checkout`'s).
 pub(super) struct Table(pub(super) String);

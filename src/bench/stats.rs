@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 /// Latency percentiles of a set of samples, in microseconds.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Summary {
     pub n: usize,
     pub p50: f64,

@@ -304,6 +304,7 @@ macro_rules! conformance_cases {
             the_pages_carry_their_security_headers,
             the_feed_snapshot_shows_only_public_state,
             a_feed_request_after_a_position_answers_the_next_public_event,
+            a_stream_of_events_reaches_a_feed_reader_in_a_few_answers,
             an_empty_feed_round_answers_wait_at_the_same_position,
             feed_answers_are_cacheable_and_revalidated_by_etag,
             bad_feed_queries_and_unknown_shows_are_refused,
@@ -2320,6 +2321,51 @@ pub async fn a_feed_request_after_a_position_answers_the_next_public_event(t: &T
     let chat = events.iter().find(|e| e["type"] == "chat.message").expect("the message");
     assert_eq!((&chat["seq"], &chat["message"]["role"]), (&ack["seq"], &json!("host")), "{chat}");
     assert!(events.windows(2).all(|w| w[0]["seq"].as_u64() < w[1]["seq"].as_u64()), "in order: {events:?}");
+}
+
+/// While events flow, answers after a position come at most every
+/// `liveshop_room::feed::ANSWER_INTERVAL_MS` (200 ms), each carrying what the room logged
+/// meanwhile: thirty messages, one every 30 ms or so, reach a reader whole and in order in a
+/// handful of answers rather than thirty.
+pub async fn a_stream_of_events_reaches_a_feed_reader_in_a_few_answers(t: &Target) {
+    const MESSAGES: usize = 30;
+    let show = t.new_show().await;
+    let host = token(&show, "host", Role::Host);
+    let mut next = feed(t, &show, "", &[]).await.body["next"].as_str().unwrap().to_string();
+    let reader = {
+        let (t, show) = (t.clone(), show.clone());
+        tokio::spawn(async move {
+            let (mut texts, mut answers) = (Vec::new(), 0);
+            while texts.len() < MESSAGES {
+                let f = feed(&t, &show, &format!("after={next}"), &[]).await;
+                assert_eq!(f.status, 200, "{}", f.body);
+                let chats: Vec<String> = f.body["events"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|e| e["type"] == "chat.message")
+                    .map(|e| e["message"]["text"].as_str().unwrap().to_string())
+                    .collect();
+                answers += usize::from(!chats.is_empty());
+                texts.extend(chats);
+                next = f.body["next"].as_str().unwrap().to_string();
+            }
+            (texts, answers)
+        })
+    };
+    let started = Instant::now();
+    for i in 0..MESSAGES {
+        acked(t, &show, &host, json!({"type": "chat.send", "text": format!("m{i}")})).await;
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    let sending = started.elapsed();
+    let (texts, answers) = tokio::time::timeout(Duration::from_secs(30), reader).await.unwrap().unwrap();
+    let sent: Vec<String> = (0..MESSAGES).map(|i| format!("m{i}")).collect();
+    assert_eq!(texts, sent, "every message once, in order");
+    // Answers with messages are made while the host sends or within one interval after, at least
+    // 200 ms apart: so at most sending / 200 ms + 2 of them (the bound grows on a slow machine).
+    let most = sending.as_millis() as usize / 200 + 2;
+    assert!(answers <= most, "{answers} answers carried {MESSAGES} messages sent over {sending:?}");
 }
 
 /// With nothing new, a wait ends on a shared round: 200, no events, `next` the position asked,

@@ -69,6 +69,8 @@ pub struct Room {
     pumping: Cell<bool>,
     /// Feed requests waiting for the room's next event ([`crate::feed`]).
     parked: Parked,
+    /// When the core last answered a feed request with events (`liveshop_room::feed::hold`).
+    answered: Cell<Option<u64>>,
 }
 
 impl DurableObject for Room {
@@ -88,6 +90,7 @@ impl DurableObject for Room {
             outbox: RefCell::default(),
             pumping: Cell::new(false),
             parked: Parked::default(),
+            answered: Cell::new(None),
         }
     }
 
@@ -410,6 +413,12 @@ impl Room {
         let Some(after) = q.after.map(|a| a.to_string()) else {
             return feed::response(self.ask_feed("/feed".into()).await?, &q);
         };
+        // Answers after a position come at most every ANSWER_INTERVAL_MS, each with what the room
+        // logged meanwhile.
+        let hold = liveshop_room::feed::hold(self.answered.get(), now_ms());
+        if hold > 0 {
+            Delay::from(std::time::Duration::from_millis(hold)).await;
+        }
         let answer = self.ask_feed(format!("/feed?after={after}")).await?;
         if answer.0 != 204 {
             return feed::response(answer, &q);
@@ -437,8 +446,13 @@ impl Room {
 
     /// The core's answer to a feed request.
     async fn ask_feed(&self, path: String) -> Result<feed::Answer> {
+        // An answer after a position (not the snapshot, nor a wait round's end) carries events.
+        let with_events = path.contains("after=") && !path.contains("wait=");
         let input = |_| Input::Request { who: None, method: "GET".into(), path, body: vec![] };
         let (status, _, body) = self.run(input).await?.ok_or("the room produced no reply")?;
+        if with_events && status == 200 {
+            self.answered.set(Some(now_ms()));
+        }
         Ok((status, body))
     }
 

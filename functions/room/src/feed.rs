@@ -107,6 +107,18 @@ pub fn deadline(now: Millis) -> (Millis, u64) {
     (round * WAIT_MS, round)
 }
 
+/// Answers after a position come at most this often per room. While events flow, a viewer then
+/// asks about five times a second, each answer carrying what the room logged meanwhile, rather
+/// than once per room commit: a fifth of the requests or fewer at every cache and at the node,
+/// for at most this much more latency (the video is seconds behind anyway).
+pub const ANSWER_INTERVAL_MS: Millis = 200;
+
+/// How long a host holds a request after a position before asking the room, when the room's
+/// last answer with events was made at `last`: nothing once [`ANSWER_INTERVAL_MS`] has passed.
+pub fn hold(last: Option<Millis>, now: Millis) -> Millis {
+    last.map_or(0, |last| (last + ANSWER_INTERVAL_MS).saturating_sub(now))
+}
+
 /// A strong ETag of an answer's body (FNV-1a, 64 bits): equal bodies, equal tags, on any host.
 pub fn etag(body: &[u8]) -> String {
     let hash = body
@@ -247,6 +259,15 @@ impl Audience {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn answers_after_a_position_are_held_to_the_interval() {
+        assert_eq!(hold(None, 1_000), 0, "the first answer is not held");
+        assert_eq!(hold(Some(1_000), 1_000), ANSWER_INTERVAL_MS);
+        assert_eq!(hold(Some(1_000), 1_150), ANSWER_INTERVAL_MS - 150);
+        assert_eq!(hold(Some(1_000), 1_000 + ANSWER_INTERVAL_MS), 0);
+        assert_eq!(hold(Some(1_000), 9_000), 0);
+    }
 
     #[test]
     fn positions_and_queries_parse_strictly() {
