@@ -21,8 +21,11 @@ pub struct EdgeConfig {
     pub public_url: Option<String>,
     /// Seconds an idle room stays in memory before it hibernates.
     pub hibernate_after_secs: f64,
-    /// Milliseconds between fan-out batches.
-    pub tick_ms: u64,
+    /// Longest a busy room holds its fan-out, in milliseconds: a room releases what its events
+    /// produced as soon as its mailbox is drained, and at least this often under a backlog that
+    /// never drains. (`tick_ms`, its old name, is read too.)
+    #[serde(alias = "tick_ms")]
+    pub max_batch_ms: u64,
     /// Batches a slow connection may fall behind before it is closed.
     pub queue_batches: usize,
     pub max_conns_per_room: usize,
@@ -155,7 +158,7 @@ impl Default for EdgeConfig {
             data_dir: PathBuf::from(".liveshop"),
             public_url: None,
             hibernate_after_secs: 30.0,
-            tick_ms: 50,
+            max_batch_ms: 5,
             queue_batches: 128,
             max_conns_per_room: 20_000,
             conns_per_ip_per_sec: 5,
@@ -232,7 +235,9 @@ mod tests {
         let c: EdgeConfig = toml::from_str("listen = \"0.0.0.0:9000\"\nguest_tokens = false\n").unwrap();
         assert_eq!(c.listen.port(), 9000);
         assert!(!c.guest_tokens);
-        assert_eq!(c.tick_ms, 50);
+        assert_eq!(c.max_batch_ms, 5);
+        let old: EdgeConfig = toml::from_str("tick_ms = 20").unwrap();
+        assert_eq!(old.max_batch_ms, 20, "a config written for the fixed tick still loads");
         assert!(toml::from_str::<EdgeConfig>("lisen = \"0.0.0.0:9000\"").is_err());
         let c: EdgeConfig = toml::from_str("[webhooks]\nallow_private_hosts = [\"localhost\"]\n").unwrap();
         assert!(c.webhooks.policy().names("localhost") && !c.webhooks.policy().names("127.0.0.1"));

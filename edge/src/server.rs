@@ -86,7 +86,7 @@ impl Edge {
         let outbound = Outbound::new(endpoint_policy.clone(), provider, webhook_secrets.clone(), env.clone());
         let node_config = NodeConfig {
             hibernate_after: config.hibernate_after(),
-            tick: Duration::from_millis(config.tick_ms.max(1)),
+            max_batch_delay: Duration::from_millis(config.max_batch_ms.max(1)),
             queue_batches: config.queue_batches.max(1),
             max_conns_per_room: config.max_conns_per_room,
         };

@@ -58,8 +58,8 @@ pub struct RunningNode {
 }
 
 /// The node's settings for a bench: every client comes from 127.0.0.1, so the per-address
-/// connection limit and the per-connection frame limit are lifted; everything else (the 50 ms
-/// fan-out tick, the slow-consumer queue, storage durability) stays at its default.
+/// connection limit and the per-connection frame limit are lifted; everything else (fan-out
+/// batching, the slow-consumer queue, storage durability) stays at its default.
 pub fn bench_config(data_dir: &Path, max_conns: usize) -> EdgeConfig {
     let mut c = EdgeConfig {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),

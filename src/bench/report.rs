@@ -199,8 +199,9 @@ pub fn render(plan: &Plan, m: &Measured) -> String {
     commands(&mut t, plan, &m.node_commands, &m.bare_commands);
     revival(&mut t, plan, m);
     t.title("Notes");
-    t.line("- The node releases fan-out in batches every 50 ms (tick_ms), which adds about 25 ms on");
-    t.line("  average to its delivery latency by design; the bare server relays each frame at once.");
+    t.line("- The node releases fan-out in a batch whenever a room has drained its mailbox (at least every");
+    t.line("  5 ms under a backlog, max_batch_ms), spaced by the audience (50 ms apart for 5,000");
+    t.line("  connections, 0.4 ms for 40); the bare server relays each frame at once.");
     t.line("- The node runs with its defaults except the per-address connection and per-connection");
     t.line("  frame limits, lifted because every client comes from 127.0.0.1.");
     let saturated = |c: &cpu::CpuUsage| c.total >= 90.0 * cpu::cores() as f64;
