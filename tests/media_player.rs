@@ -1,6 +1,7 @@
 //! From `liveshop dev` to a playing viewer page: the node prints OBS settings, an aiortc
 //! publisher uses them, and hls.js in headless Chromium (`tests/media/play.spec.mjs`) plays the
-//! live stream for 10 s, then the recording after the end; the origin's signed stream events
+//! live stream for 10 s (`LIVESHOP_PLAY_SECONDS`, for a long run that counts stalls), then the
+//! recording after the end; the origin's signed stream events
 //! reach the host's socket on the way. Without MediaSource, the page plays the stream with the
 //! browser's own HLS (`tests/browser/native-hls.spec.mjs`). A `liveshop origin` on its own port
 //! tells the node about its stream the same way. Runs in a private network namespace.
@@ -88,7 +89,9 @@ fn the_viewer_page_plays_an_obs_style_publish_live_and_then_as_a_replay() {
     if !media::in_private_network("the_viewer_page_plays_an_obs_style_publish_live_and_then_as_a_replay") {
         return;
     }
-    let show = LiveShow::start("player", 18);
+    // The publisher outlasts the live phase by the time it takes the player to start, and more.
+    let play: u32 = std::env::var("LIVESHOP_PLAY_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
+    let show = LiveShow::start("player", play + 8 + play / 50);
     // The dashboard's view of the room: the origin's stream.* events, posted signed to the
     // node and relayed by the room.
     let stream_events = room_stream_events(format!(
@@ -101,7 +104,8 @@ fn the_viewer_page_plays_an_obs_style_publish_live_and_then_as_a_replay() {
     let root = media::root();
     let play = root.join("tests/media/play.spec.mjs");
     let stdout = show.node_script(root, &[play.to_str().unwrap()]);
-    assert!(stdout.contains("LATENCY p50_ms=") && stdout.contains("VOD replay plays"));
+    assert!(stdout.contains("LATENCY p50_ms=") && stdout.contains("STALLS count="));
+    assert!(stdout.contains("VOD replay plays"));
     let mut seen = Vec::new();
     while !seen.contains(&"stream.ended".to_string()) {
         let event =
