@@ -102,7 +102,7 @@ impl Feeds {
             let answer = room_answer(app, room, format!("/feed?after={after}"), q).await?;
             if answer.status != StatusCode::NO_CONTENT {
                 if answer.status == StatusCode::OK {
-                    self.answered(room, app.env.now());
+                    self.note_answer(room, app.env.now());
                 }
                 return Ok(answer);
             }
@@ -120,7 +120,8 @@ impl Feeds {
         room_answer(app, room, format!("/feed?after={after}&wait={round}"), q).await
     }
 
-    fn answered(&self, room: &str, now: Millis) {
+    /// Room `room` answered with events at `now`: the next answer after a position waits.
+    fn note_answer(&self, room: &str, now: Millis) {
         let mut answered = self.answered.lock().unwrap_or_else(|p| p.into_inner());
         if answered.len() >= MAX_ANSWERS {
             // Only recent answers hold anything back.

@@ -418,14 +418,14 @@ async fn audience(way: Way, n: usize, plan: &FeedPlan, bin: &Path, dir: &Path) -
     let host_reader = tokio::spawn(super::fanout::read_acks(stream, stopped));
     let metrics = node.app.node.metrics();
     let node_requests = || metric(&metrics.render(), "liveshop_feed_requests_total");
-    let viewers_usage = |v: &ViewerProcess| cpu::group_usage(v.pid());
-    let before = (
-        node_requests(),
-        viewers.requests().await?,
-        cpu::sample()?,
-        cache_usage()?,
-        viewers_usage(&viewers)?,
-    );
+    // The node's and the viewers' request counts, the node's CPU, the cache's and the viewers'
+    // process's usage: read before and after the host sends.
+    let read = async |viewers: &mut ViewerProcess| -> anyhow::Result<_> {
+        let requests = viewers.requests().await?;
+        let usage = cpu::group_usage(viewers.pid())?;
+        anyhow::Ok((node_requests(), requests, cpu::sample()?, cache_usage()?, usage))
+    };
+    let before = read(&mut viewers).await?;
     let started = Instant::now();
     let schedule = tokio::time::Instant::now();
     let period = Duration::from_secs_f64(1.0 / plan.rate);
@@ -441,13 +441,7 @@ async fn audience(way: Way, n: usize, plan: &FeedPlan, bin: &Path, dir: &Path) -
         .context("the host's connection failed")?;
     }
     let secs = started.elapsed().as_secs_f64();
-    let after = (
-        node_requests(),
-        viewers.requests().await?,
-        cpu::sample()?,
-        cache_usage()?,
-        viewers_usage(&viewers)?,
-    );
+    let after = read(&mut viewers).await?;
     result.node_cpu = cpu::usage(&before.2, &after.2);
     result.viewers_cpu = 100.0 * (after.4.0 - before.4.0) / secs;
     let mut others = result.node_cpu.others - result.viewers_cpu;

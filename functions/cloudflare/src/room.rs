@@ -419,7 +419,7 @@ impl Room {
         if hold > 0 {
             Delay::from(std::time::Duration::from_millis(hold)).await;
         }
-        let answer = self.ask_feed(format!("/feed?after={after}")).await?;
+        let answer = self.ask_after(&after).await?;
         if answer.0 != 204 {
             return feed::response(answer, &q);
         }
@@ -446,14 +446,19 @@ impl Room {
 
     /// The core's answer to a feed request.
     async fn ask_feed(&self, path: String) -> Result<feed::Answer> {
-        // An answer after a position (not the snapshot, nor a wait round's end) carries events.
-        let with_events = path.contains("after=") && !path.contains("wait=");
         let input = |_| Input::Request { who: None, method: "GET".into(), path, body: vec![] };
         let (status, _, body) = self.run(input).await?.ok_or("the room produced no reply")?;
-        if with_events && status == 200 {
+        Ok((status, body))
+    }
+
+    /// The core's answer after position `after` (204 while nothing is); an answer with events
+    /// starts the next answer interval.
+    async fn ask_after(&self, after: &str) -> Result<feed::Answer> {
+        let answer = self.ask_feed(format!("/feed?after={after}")).await?;
+        if answer.0 == 200 {
             self.answered.set(Some(now_ms()));
         }
-        Ok((status, body))
+        Ok(answer)
     }
 
     /// After an event that logged something: the waiting positions the core now has an answer
@@ -461,7 +466,7 @@ impl Room {
     /// its waiters ask again when their round ends.
     async fn release_parked(&self) {
         for after in self.parked.positions() {
-            match Box::pin(self.ask_feed(format!("/feed?after={after}"))).await {
+            match Box::pin(self.ask_after(&after)).await {
                 Ok(answer) if answer.0 != 204 => feed::release(self.parked.take_position(&after), &answer),
                 Ok(_) => {}
                 Err(e) => console_error!("feed after {after}: {e}"),
