@@ -62,12 +62,8 @@ enum Command {
         /// Where recordings (`media/`) and the node's secret live.
         #[arg(long, env = "LIVESHOP_DATA", default_value = ".liveshop")]
         data_dir: PathBuf,
-        /// UDP address for publishers' WebRTC media [default: the HTTP address, same port number].
-        #[arg(long, env = "LIVESHOP_WEBRTC_UDP")]
-        webrtc_udp: Option<SocketAddr>,
-        /// The UDP address publishers reach, for ICE candidates behind NAT [default: --webrtc-udp].
-        #[arg(long, env = "LIVESHOP_WEBRTC_PUBLIC")]
-        webrtc_public: Option<SocketAddr>,
+        #[command(flatten)]
+        media: MediaArgs,
     },
     /// Mint a signed token (HS256 JWT) for scripts, tests and integrations.
     ///
@@ -119,16 +115,28 @@ struct NodeArgs {
     /// New connections per second one IP address may open [default: 5, burst 20].
     #[arg(long, env = "LIVESHOP_CONNS_PER_IP")]
     conns_per_ip: Option<u64>,
+    #[command(flatten)]
+    media: MediaArgs,
+}
+
+/// The media origin's settings, wherever it runs.
+#[derive(Args)]
+struct MediaArgs {
     /// UDP address for publishers' WebRTC media [default: the HTTP address, same port number].
     #[arg(long, env = "LIVESHOP_WEBRTC_UDP")]
     webrtc_udp: Option<SocketAddr>,
     /// The UDP address publishers reach, for ICE candidates behind NAT [default: --webrtc-udp].
     #[arg(long, env = "LIVESHOP_WEBRTC_PUBLIC")]
     webrtc_public: Option<SocketAddr>,
+    /// Audio renditions: the publisher's Opus as sent, AAC-LC transcoded from it (for iPhones
+    /// before iOS 17, smart TVs and set-top players), or both, as two variants.
+    #[arg(long, env = "LIVESHOP_AUDIO", default_value = "both", value_parser = ["aac", "opus", "both"])]
+    audio: String,
 }
 
 impl NodeArgs {
-    fn apply(self, mut c: EdgeConfig) -> EdgeConfig {
+    /// The node's settings with these applied, and the media origin's.
+    fn apply(self, mut c: EdgeConfig) -> (EdgeConfig, MediaArgs) {
         if let Some(v) = self.listen {
             c.listen = v;
         }
@@ -148,7 +156,7 @@ impl NodeArgs {
             c.conns_per_ip_per_sec = v;
             c.conns_per_ip_burst = c.conns_per_ip_burst.max(v);
         }
-        c
+        (c, self.media)
     }
 }
 
@@ -173,12 +181,12 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Dev { node } => {
-            let media = (node.webrtc_udp, node.webrtc_public);
             let mut config = EdgeConfig::default();
             // A merchant's test receiver on this machine; no other private address.
             config.webhooks.allow_private_hosts =
                 ["localhost", "127.0.0.1", "[::1]"].map(String::from).into();
-            run(node.apply(config), media, true)
+            let (config, media) = node.apply(config);
+            run(config, media, true)
         }
         Command::Bench(what) => bench::run(what),
         Command::Edge { config, node } => {
@@ -186,17 +194,14 @@ fn main() -> anyhow::Result<()> {
                 Some(path) => EdgeConfig::from_toml_file(&path)?,
                 None => EdgeConfig::default(),
             };
-            let media = (node.webrtc_udp, node.webrtc_public);
-            run(node.apply(file), media, false)
+            let (config, media) = node.apply(file);
+            run(config, media, false)
         }
-        Command::Origin { edge, listen, data_dir, webrtc_udp, webrtc_public } => {
-            origin_alone(&edge, listen, &data_dir, (webrtc_udp, webrtc_public))
-        }
+        Command::Origin { edge, listen, data_dir, media } => origin_alone(&edge, listen, &data_dir, media),
     }
 }
 
-/// `media`: the WebRTC UDP address to bind and the one to advertise.
-fn run(config: EdgeConfig, media: (Option<SocketAddr>, Option<SocketAddr>), dev: bool) -> anyhow::Result<()> {
+fn run(config: EdgeConfig, media: MediaArgs, dev: bool) -> anyhow::Result<()> {
     tracing_subscriber::fmt().with_target(false).init();
     let runtime = tokio::runtime::Runtime::new().context("starting tokio")?;
     runtime.block_on(async {
@@ -257,7 +262,7 @@ fn run(config: EdgeConfig, media: (Option<SocketAddr>, Option<SocketAddr>), dev:
 async fn start_origin(
     data_dir: &Path,
     (listen, bound): (SocketAddr, SocketAddr),
-    (udp, public): (Option<SocketAddr>, Option<SocketAddr>),
+    media: MediaArgs,
     edge: &str,
     fetch_hls_js: bool,
     key_versions: Arc<dyn KeyVersions>,
@@ -266,8 +271,9 @@ async fn start_origin(
     // UDP ports are not TCP ports: WebRTC takes the HTTP port's number, or any port when the
     // HTTP port was "any" too.
     let port = if listen.port() == 0 { 0 } else { bound.port() };
-    config.ingest.udp = udp.unwrap_or(SocketAddr::new(listen.ip(), port));
-    config.ingest.public_addr = public;
+    config.ingest.udp = media.webrtc_udp.unwrap_or(SocketAddr::new(listen.ip(), port));
+    config.ingest.public_addr = media.webrtc_public;
+    config.ingest.audio = media.audio.parse().map_err(anyhow::Error::msg)?;
     config.hls_js = Some(hls_js(fetch_hls_js));
     config.key_versions = key_versions;
     let secret = liveshop_edge::server::node_secret_bytes(data_dir)?;
@@ -318,6 +324,10 @@ impl liveshop_edge::stream_keys::LiveStreams for MountedOrigin {
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<bool, String>> + Send + 'a>> {
         Box::pin(async move { self.0.end_stream(show).await.map_err(|e| e.to_string()) })
     }
+
+    fn encode_metrics(&self, out: &mut String) {
+        self.0.encode_metrics(out);
+    }
 }
 
 /// `http://` and the address to reach a listener on `addr` from this machine.
@@ -331,12 +341,7 @@ fn local_url(addr: SocketAddr) -> String {
 }
 
 /// `liveshop origin`: WHIP and HLS on `listen`, events to the edge node at `edge`.
-fn origin_alone(
-    edge: &str,
-    listen: SocketAddr,
-    data_dir: &Path,
-    media: (Option<SocketAddr>, Option<SocketAddr>),
-) -> anyhow::Result<()> {
+fn origin_alone(edge: &str, listen: SocketAddr, data_dir: &Path, media: MediaArgs) -> anyhow::Result<()> {
     tracing_subscriber::fmt().with_target(false).init();
     // A secret of its own would make stream keys and signatures the edge refuses.
     anyhow::ensure!(
@@ -357,7 +362,20 @@ fn origin_alone(
         let shutdown = async {
             let _ = tokio::signal::ctrl_c().await;
         };
-        let app = origin.router().layer(axum::middleware::map_response(liveshop_edge::http::json_refusals));
+        let metrics = origin.clone();
+        let app = origin
+            .router()
+            .route(
+                "/metrics",
+                axum::routing::get(move || async move {
+                    let mut text = String::new();
+                    metrics.encode_metrics(&mut text);
+                    text.push_str("# EOF\n");
+                    let ct = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+                    ([(axum::http::header::CONTENT_TYPE, ct)], text)
+                }),
+            )
+            .layer(axum::middleware::map_response(liveshop_edge::http::json_refusals));
         axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
         anyhow::Ok(())
     })

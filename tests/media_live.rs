@@ -39,36 +39,14 @@ async fn playlist_until(o: &TestOrigin, show: &str, within: Duration, done: impl
     }
 }
 
-/// The LL-HLS rules every live playlist must keep.
+/// The LL-HLS rules every live playlist must keep (`tests/media/apple.rs`), and our own hold-back
+/// of three part targets.
 fn check_live_rules(text: &str) {
-    assert!(text.starts_with("#EXTM3U\n"));
-    let target: f64 =
-        text.lines().find_map(|l| l.strip_prefix("#EXT-X-TARGETDURATION:")).unwrap().parse().unwrap();
+    let (_, broken) = media::apple::check_media(text, true);
+    assert!(broken.is_empty(), "{broken:#?}\n{text}");
     let control = tags(text, "#EXT-X-SERVER-CONTROL")[0];
-    assert!(control.contains("CAN-BLOCK-RELOAD=YES"), "{control}");
     let part_target = attr(tags(text, "#EXT-X-PART-INF")[0], "PART-TARGET").unwrap();
     assert!(attr(control, "PART-HOLD-BACK").unwrap() >= 3.0 * part_target - 1e-9, "{control}");
-    assert!(attr(control, "CAN-SKIP-UNTIL").unwrap() >= 6.0 * target, "{control}");
-    for line in tags(text, "#EXTINF:") {
-        let d: f64 = line["#EXTINF:".len()..].trim_end_matches(',').parse().unwrap();
-        assert!(d.round() <= target, "{line} over the target duration {target}");
-    }
-    // Parts: none over the part target; all but a segment's last (or an independent one) at
-    // least 85% of it.
-    let lines: Vec<&str> = text.lines().collect();
-    for (i, line) in lines.iter().enumerate() {
-        if let Some(rest) = line.strip_prefix("#EXT-X-PART:") {
-            let d = attr(line, "DURATION").unwrap();
-            assert!(d <= part_target + 1e-9, "{line}");
-            let last_of_segment =
-                lines.get(i + 1).is_some_and(|n| n.starts_with("#EXTINF") || n.starts_with("#EXT-X-PRELOAD"));
-            if !last_of_segment && !rest.contains("INDEPENDENT=YES") {
-                assert!(d >= 0.85 * part_target - 1e-9, "{line}");
-            }
-        }
-    }
-    assert!(!tags(text, "#EXT-X-MAP:URI=").is_empty());
-    assert!(!tags(text, "#EXT-X-PROGRAM-DATE-TIME:").is_empty());
 }
 
 /// The recording's segments (from the VOD playlist on disk) and, for each, whether it starts
@@ -171,7 +149,7 @@ async fn an_aiortc_publisher_goes_live_in_low_latency_hls_that_ffprobe_decodes()
     // The multivariant playlist has the codec the encoder really uses (High, from the SPS),
     // not the 42e01f of the offer.
     let master = o.get("/hls/demo/master.m3u8").await.text();
-    let inf = tags(&master, "#EXT-X-STREAM-INF:")[0];
+    let inf = tags(&master, "#EXT-X-STREAM-INF:").into_iter().find(|l| l.contains("opus")).unwrap();
     assert!(inf.contains("CODECS=\"avc1.64"), "{inf}");
     assert!(inf.contains(",opus\""), "{inf}");
     assert!(inf.contains("RESOLUTION=640x360"), "{inf}");
@@ -209,13 +187,7 @@ async fn an_aiortc_publisher_goes_live_in_low_latency_hls_that_ffprobe_decodes()
         whole.extend(std::fs::read(o.media.join("demo").join(s)).unwrap());
     }
     std::fs::write(&probe_path, &whole).unwrap();
-    let decode = std::process::Command::new("ffmpeg")
-        .args(["-v", "error", "-xerror", "-i"])
-        .arg(&probe_path)
-        .args(["-f", "null", "-"])
-        .output()
-        .unwrap();
-    assert!(decode.status.success(), "{}", String::from_utf8_lossy(&decode.stderr));
+    media::assert_decodes(&probe_path);
 
     let kinds = o.events.kinds();
     assert_eq!(kinds.first(), Some(&"started"));

@@ -3,7 +3,8 @@
 //! live stream for 10 s (`LIVESHOP_PLAY_SECONDS`, for a long run that counts stalls), then the
 //! recording after the end; the origin's signed stream events
 //! reach the host's socket on the way. Without MediaSource, the page plays the stream with the
-//! browser's own HLS (`tests/browser/native-hls.spec.mjs`). A `liveshop origin` on its own port
+//! browser's own HLS (`tests/browser/native-hls.spec.mjs`), and a page whose MediaSource takes
+//! no Opus plays the AAC variant through hls.js. A `liveshop origin` on its own port
 //! tells the node about its stream the same way. Runs in a private network namespace.
 //!
 //! Needs what `media_live.rs` needs plus Node.js, Chromium, `npm ci` in tests/browser
@@ -59,10 +60,12 @@ impl LiveShow {
         LiveShow { url, host_token, chromium, data, publisher, node: Some(node) }
     }
 
-    /// Runs `node <args>` in `dir` against this node; its output, printed, when it passed.
-    fn node_script(&self, dir: &Path, args: &[&str]) -> String {
+    /// Runs `node <args>` in `dir` (with `env`) against this node; its output, printed, when it
+    /// passed.
+    fn node_script(&self, dir: &Path, args: &[&str], env: &[(&str, &str)]) -> String {
         let out = Command::new("node")
             .args(args)
+            .envs(env.iter().copied())
             .current_dir(dir)
             .env("LIVESHOP_URL", &self.url)
             .env("BROWSER_DEPS", media::root().join("tests/browser"))
@@ -73,6 +76,14 @@ impl LiveShow {
         println!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
         assert!(out.status.success(), "node {args:?} failed");
         stdout
+    }
+
+    /// Media parts and segments the origin served of `rendition` (`aac` or `as_sent`), from
+    /// the node's `/metrics`.
+    fn served(&self, rendition: &str) -> u64 {
+        let text = media::get_text(&format!("{}/metrics", self.url));
+        let name = format!("liveshop_media_hls_served_total{{rendition=\"{rendition}\"}} ");
+        text.lines().find_map(|l| l.strip_prefix(&name)).map_or(0, |n| n.parse().unwrap())
     }
 }
 
@@ -103,7 +114,7 @@ fn the_viewer_page_plays_an_obs_style_publish_live_and_then_as_a_replay() {
 
     let root = media::root();
     let play = root.join("tests/media/play.spec.mjs");
-    let stdout = show.node_script(root, &[play.to_str().unwrap()]);
+    let stdout = show.node_script(root, &[play.to_str().unwrap()], &[]);
     assert!(stdout.contains("LATENCY p50_ms=") && stdout.contains("STALLS count="));
     assert!(stdout.contains("VOD replay plays"));
     let mut seen = Vec::new();
@@ -124,8 +135,31 @@ fn without_media_source_the_viewer_page_plays_the_stream_natively() {
     }
     let show = LiveShow::start("native", 60);
     show.publisher.expect_line("LIVE ", Duration::from_secs(20));
-    let stdout = show.node_script(&media::root().join("tests/browser"), &["--test", "native-hls.spec.mjs"]);
+    let stdout =
+        show.node_script(&media::root().join("tests/browser"), &["--test", "native-hls.spec.mjs"], &[]);
     assert!(stdout.contains("native HLS plays"), "{stdout}");
+    // The browser's own player took the AAC variant (master-aac.m3u8), nothing of the Opus one.
+    let (aac, opus) = (show.served("aac"), show.served("as_sent"));
+    println!("native HLS fetched {aac} AAC and {opus} Opus parts and segments");
+    assert!(aac > 0 && opus == 0, "AAC {aac}, Opus {opus}");
+}
+
+#[test]
+fn a_browser_without_opus_plays_the_aac_variant_through_hls_js() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    if !media::in_private_network("a_browser_without_opus_plays_the_aac_variant_through_hls_js") {
+        return;
+    }
+    let show = LiveShow::start("no-opus", 20);
+    show.publisher.expect_line("LIVE ", Duration::from_secs(20));
+    let root = media::root();
+    let play = root.join("tests/media/play.spec.mjs");
+    let env = [("LIVESHOP_NO_OPUS", "1"), ("LIVESHOP_PLAY_SECONDS", "6")];
+    let stdout = show.node_script(root, &[play.to_str().unwrap()], &env);
+    assert!(stdout.contains("AUDIO codec=mp4a.40.2 of [mp4a.40.2]"), "{stdout}");
+    assert!(stdout.contains("VOD replay plays"));
+    let (aac, opus) = (show.served("aac"), show.served("as_sent"));
+    assert!(aac > 10 && opus == 0, "AAC {aac}, Opus {opus}");
 }
 
 #[test]

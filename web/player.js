@@ -2,7 +2,10 @@
 // /hls/{show}/master.m3u8. hls.js (from npm, served by the node at /media/hls.js, never a
 // committed copy) plays it where MediaSource exists; where it is missing (iOS Safari before
 // ManagedMediaSource) the browser plays the playlist natively if it says it can, and otherwise
-// the page says it cannot play the stream, without loading hls.js for nothing.
+// the page says it cannot play the stream, without loading hls.js for nothing. hls.js chooses
+// between the AAC and Opus variants by what MediaSource decodes; the browser's own HLS gets the
+// AAC variant alone (master-aac.m3u8): every native player decodes AAC, and some (Chromium's)
+// fail when they switch between variants of different audio codecs.
 // While the show is offline the player looks again every few seconds; after the end, the same
 // playlist is the recording and plays from the start.
 (function () {
@@ -55,7 +58,7 @@
       hls.loadSource(url);
       hls.attachMedia(video);
     } else {
-      video.src = url;
+      video.src = url.replace(/master\.m3u8$/, 'master-aac.m3u8');
     }
     video.play().catch(() => {});
   }

@@ -315,7 +315,12 @@ pub fn router(state: Arc<AppState>) -> Router {
 
 async fn metrics(State(app): State<Arc<AppState>>) -> impl IntoResponse {
     let ct = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-    ([(header::CONTENT_TYPE, ct)], app.node.metrics().render())
+    let mut text = app.node.metrics().render_without_eof();
+    if let Some(origin) = app.live_streams.get() {
+        origin.encode_metrics(&mut text);
+    }
+    text.push_str("# EOF\n");
+    ([(header::CONTENT_TYPE, ct)], text)
 }
 
 pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {

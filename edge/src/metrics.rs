@@ -132,11 +132,18 @@ impl Metrics {
         self.refused.get_or_create(&ReasonLabel { reason }).inc();
     }
 
-    /// The Prometheus text exposition.
+    /// The OpenMetrics text.
     pub fn render(&self) -> String {
+        let mut out = self.render_without_eof();
+        out.push_str("# EOF\n");
+        out
+    }
+
+    /// The OpenMetrics text, to which the caller adds what else it has and `# EOF`.
+    pub fn render_without_eof(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        let _ = prometheus_client::encoding::text::encode_registry(&mut out, &self.registry);
         out
     }
 }

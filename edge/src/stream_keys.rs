@@ -19,10 +19,12 @@ use serde::{Deserialize, Serialize};
 use crate::http::{ApiError, AppState, Limited, bearer};
 use crate::shows::Show;
 
-/// What ends a show's live WHIP session: the media origin the node runs in its own process
-/// ([`AppState::mount_live_streams`]). Answers whether a session was live.
+/// The media origin the node runs in its own process ([`AppState::mount_live_streams`]): what
+/// ends a show's live WHIP session (answering whether one was live), and its metrics.
 pub trait LiveStreams: Send + Sync + 'static {
     fn end<'a>(&'a self, show: &'a str) -> Pin<Box<dyn Future<Output = Result<bool, String>> + Send + 'a>>;
+    /// Appends the origin's own metrics to the node's `/metrics` text (before its `# EOF`).
+    fn encode_metrics(&self, out: &mut String);
 }
 
 pub(crate) fn routes() -> Router<Arc<AppState>> {

@@ -1,5 +1,8 @@
 //! `cargo bench -p liveshop-media-origin --bench cost [-- N]`: CPU per stream with N publishers
-//! (default 4), beside the CPU of only receiving and decrypting the same packets, as a ratio.
+//! (default 4), with the AAC rendition (`--audio both`, the default) and without it (`opus`),
+//! beside the CPU of only receiving and decrypting the same packets, as ratios. Then how far the
+//! audio in each part ends before the part's video does, AAC beside Opus (p50/p95): AAC comes
+//! from its transcoder after the Opus it was made of, and what misses a part rides in the next.
 //!
 //! The load publisher is this binary in a child process (so its CPU is not counted): N str0m
 //! WebRTC sessions replaying a recording made here by ffmpeg (x264 High at 1280x720, 30 fps,
@@ -18,6 +21,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::routing::post;
 use liveshop_media_origin::events::{StreamEvent, StreamEvents};
+use liveshop_media_origin::ingest::AudioRenditions;
 use liveshop_media_origin::{Origin, OriginConfig};
 use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::format::Codec;
@@ -42,27 +46,52 @@ fn main() {
     std::fs::create_dir_all(&dir).unwrap();
     record(&dir);
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let origin = runtime.block_on(measure(n, &dir, true));
-    let bare = runtime.block_on(measure(n, &dir, false));
+    let (opus, _, _) = runtime.block_on(measure(n, &dir, Some(AudioRenditions::Opus)));
+    let (aac, transcode, lag) = runtime.block_on(measure(n, &dir, Some(AudioRenditions::Both)));
+    let (bare, _, _) = runtime.block_on(measure(n, &dir, None));
     println!(
-        "cost, {n} publishers of 720p30 H.264 + Opus: origin {:.1} ms CPU per stream-second; \
-         receive + decrypt only {:.1} ms; ratio {:.2}",
-        origin * 1000.0,
+        "cost, {n} publishers of 720p30 H.264 + Opus, CPU per stream-second: origin with AAC {:.1} ms \
+         (ratio {:.2}; {:.1} ms of it transcoding), origin Opus only {:.1} ms (ratio {:.2}); \
+         receive + decrypt only {:.1} ms",
+        aac * 1000.0,
+        aac / bare,
+        transcode * 1000.0,
+        opus * 1000.0,
+        opus / bare,
         bare * 1000.0,
-        origin / bare
+    );
+    let pct = |v: &[f64], p: f64| v[((v.len() - 1) as f64 * p) as usize] * 1000.0;
+    let (aac_lag, opus_lag) = (&lag.0, &lag.1);
+    println!(
+        "audio at a part's end, behind its video: AAC p50 {:.1} ms, p95 {:.1} ms; Opus p50 {:.1} ms, \
+         p95 {:.1} ms ({} parts each); both renditions' parts are cut and served together",
+        pct(aac_lag, 0.5),
+        pct(aac_lag, 0.95),
+        pct(opus_lag, 0.5),
+        pct(opus_lag, 0.95),
+        aac_lag.len().min(opus_lag.len()),
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// CPU seconds per stream-second of this process, with `n` publishers sending to the origin
-/// (`origin`) or to the bare receiver.
-async fn measure(n: usize, dir: &Path, origin: bool) -> f64 {
+/// Per part of the first publisher's recording, seconds from the end of its audio to the end of
+/// its video: AAC, Opus (sorted).
+type Lag = (Vec<f64>, Vec<f64>);
+
+/// CPU seconds per stream-second of this process, and of its AAC transcoder threads, with `n`
+/// publishers sending to the origin (with `origin`'s audio renditions) or to the bare receiver
+/// (`None`).
+async fn measure(n: usize, dir: &Path, origin: Option<AudioRenditions>) -> (f64, f64, Lag) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let http = listener.local_addr().unwrap();
-    let media = dir.join("media");
-    let keys = if origin {
+    let media = dir.join(match origin {
+        Some(AudioRenditions::Both) => "media-both",
+        _ => "media",
+    });
+    let keys = if let Some(audio) = origin {
         let mut config = OriginConfig::new(media.clone());
         config.ingest.max_sessions = n;
+        config.ingest.audio = audio;
         let o = Origin::start(config, SECRET, Arc::new(Quiet)).await.unwrap();
         let keys: Vec<String> = (0..n).map(|i| o.stream_key(&format!("load-{i}"))).collect();
         let app = o.router();
@@ -80,29 +109,97 @@ async fn measure(n: usize, dir: &Path, origin: bool) -> f64 {
         .spawn()
         .unwrap();
     tokio::time::sleep(WARMUP).await;
-    let before = cpu_seconds();
+    let (before, transcode_before) = (cpu_seconds(), thread_cpu_seconds("aac-"));
     tokio::time::sleep(WINDOW).await;
     let used = cpu_seconds() - before;
     let _ = child.kill();
     let _ = child.wait();
+    // The transcoders' own share (their threads live as long as the publishes).
+    let transcode = thread_cpu_seconds("aac-") - transcode_before;
     // The figures count only if the media really went through.
-    if origin {
+    let mut lag = (Vec::new(), Vec::new());
+    if origin.is_some() {
         for i in 0..n {
             let segments = std::fs::read_dir(media.join(format!("load-{i}")))
                 .map(|d| d.flatten().filter(|e| e.file_name().to_string_lossy().starts_with("seg-")).count())
                 .unwrap_or(0);
             assert!(segments >= 4, "publisher {i} made {segments} segments");
         }
+        if origin == Some(AudioRenditions::Both) {
+            tokio::time::sleep(Duration::from_millis(500)).await; // the writer thread
+            lag = (part_lags(&media.join("load-0"), "aac-"), part_lags(&media.join("load-0"), ""));
+        }
     } else {
         let frames = BARE_FRAMES.load(std::sync::atomic::Ordering::Relaxed);
         assert!(frames as f64 >= n as f64 * 30.0 * WINDOW.as_secs_f64(), "{frames} frames received");
     }
-    used / (n as f64 * WINDOW.as_secs_f64())
+    let stream_seconds = n as f64 * WINDOW.as_secs_f64();
+    (used / stream_seconds, transcode / stream_seconds, lag)
+}
+
+/// For each fragment of the recorded segments with `prefix`: the end of its video minus the end
+/// of its audio, in seconds (sorted).
+fn part_lags(dir: &Path, prefix: &str) -> Vec<f64> {
+    let playlist = std::fs::read_to_string(dir.join(format!("{prefix}live.m3u8"))).unwrap();
+    let mut lags = Vec::new();
+    for segment in playlist.lines().filter(|l| l.ends_with(".m4s")) {
+        let data = std::fs::read(dir.join(segment)).unwrap();
+        let mut at = 0;
+        while at + 8 <= data.len() {
+            let size = u32::from_be_bytes(data[at..at + 4].try_into().unwrap()) as usize;
+            if &data[at + 4..at + 8] == b"moof" {
+                let ends = track_ends(&data[at..at + size]);
+                if let (Some(v), Some(a)) = (ends.iter().find(|e| e.0 == 1), ends.iter().find(|e| e.0 == 2)) {
+                    lags.push(v.1 as f64 / 90_000.0 - a.1 as f64 / 48_000.0);
+                }
+            }
+            at += size.max(8);
+        }
+    }
+    lags.sort_by(f64::total_cmp);
+    assert!(lags.len() >= 20, "{} parts with audio in {prefix}live.m3u8", lags.len());
+    lags
+}
+
+/// (track id, decode time at the end of its run) of each `traf` in a `moof`, as the packager
+/// writes them (tfhd, tfdt version 1, trun with duration, size and flags per sample).
+fn track_ends(moof: &[u8]) -> Vec<(u32, u64)> {
+    let be32 = |b: &[u8]| u32::from_be_bytes(b[..4].try_into().unwrap());
+    let mut out = Vec::new();
+    let mut at = 24; // the moof's header and its mfhd
+    while at + 8 <= moof.len() {
+        let size = be32(&moof[at..]) as usize;
+        if &moof[at + 4..at + 8] == b"traf" {
+            let traf = &moof[at + 8..at + size];
+            let track = be32(&traf[12..]);
+            let tfdt = u64::from_be_bytes(traf[16 + 12..16 + 20].try_into().unwrap());
+            let trun = &traf[16 + 20..];
+            let count = be32(&trun[12..]) as usize;
+            let total: u64 = (0..count).map(|i| u64::from(be32(&trun[20 + 12 * i..]))).sum();
+            out.push((track, tfdt + total));
+        }
+        at += size.max(8);
+    }
+    out
 }
 
 struct Quiet;
 impl StreamEvents for Quiet {
     fn stream_event(&self, _: &str, _: StreamEvent) {}
+}
+
+/// utime + stime of this process's threads whose names start with `prefix`, from /proc.
+fn thread_cpu_seconds(prefix: &str) -> f64 {
+    let mut ticks = 0.0;
+    for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else { continue };
+        let name = stat.split_once('(').and_then(|(_, r)| r.rsplit_once(')')).map_or("", |(n, _)| n);
+        if name.starts_with(prefix) {
+            let fields: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
+            ticks += fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+        }
+    }
+    ticks / 100.0
 }
 
 /// utime + stime of this process, from /proc.

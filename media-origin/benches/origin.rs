@@ -20,7 +20,7 @@ use liveshop_media_origin::fmp4::{Codec, TrackInfo};
 use liveshop_media_origin::h264::H264Depacketizer;
 use liveshop_media_origin::media::{Frame, TrackKind};
 use liveshop_media_origin::packager::{Packaged, Packager, PackagerConfig, VIDEO_TRACK};
-use liveshop_media_origin::playlist::PlaylistConfig;
+use liveshop_media_origin::playlist::{PlaylistConfig, Rendition};
 use liveshop_media_origin::store::{Library, ShowStream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -64,14 +64,15 @@ impl Bench {
         let mut h264 = H264Depacketizer::default();
         h264.push(&annex_b);
         let sets = h264.parameter_sets().unwrap().clone();
-        stream.begin(&[TrackInfo { id: VIDEO_TRACK, timescale: 90_000, codec: Codec::H264(sets) }]);
+        let video = TrackInfo { id: VIDEO_TRACK, timescale: 90_000, codec: Codec::H264(sets) };
+        stream.begin(&[(Rendition::AsSent, vec![video])]);
         let app = Router::new()
             .route("/hls/{show}/{file}", get(liveshop_media_origin::hls::get))
             .with_state(library);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await });
-        Bench { stream, packager: Packager::new(config, false), addr, next_frame: 0, _dir: dir }
+        Bench { stream, packager: Packager::new(config, &[None]), addr, next_frame: 0, _dir: dir }
     }
 
     /// Pushes one 30 fps frame (a keyframe each second, about 2.5 Mbit/s); returns whether a
@@ -93,7 +94,7 @@ impl Bench {
     }
 
     fn next_part(&self) -> (u64, u32) {
-        self.stream.lock().playlist.next_part()
+        self.stream.lock().media(Rendition::AsSent).expect("begun").playlist.next_part()
     }
 }
 

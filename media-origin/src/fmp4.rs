@@ -1,9 +1,10 @@
 //! CMAF fragmented MP4, written by hand: the init segment (`ftyp` + `moov` with one `trak` per
 //! track) and media fragments (`moof` + `mdat`, one `traf` per track that has samples).
 //!
-//! Box layouts follow ISO/IEC 14496-12 (ISO BMFF), 14496-15 (`avc1`/`avcC`) and the Opus in
-//! ISOBMFF encapsulation (`Opus`/`dOps`). Every track is described by a [`TrackInfo`], so another
-//! rendition (AAC audio, a second video) is one more variant of [`Codec`], not a new writer.
+//! Box layouts follow ISO/IEC 14496-12 (ISO BMFF), 14496-15 (`avc1`/`avcC`), 14496-14 and -1
+//! (`mp4a`/`esds` for AAC) and the Opus in ISOBMFF encapsulation (`Opus`/`dOps`). Every track is
+//! described by a [`TrackInfo`], so another codec is one more variant of [`Codec`], not a new
+//! writer.
 
 use crate::h264::ParameterSets;
 
@@ -20,7 +21,13 @@ pub struct TrackInfo {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Codec {
     H264(ParameterSets),
-    Opus { channels: u8 },
+    Opus {
+        channels: u8,
+    },
+    /// AAC-LC, 48 kHz stereo, described by its AudioSpecificConfig.
+    Aac {
+        config: Vec<u8>,
+    },
 }
 
 impl TrackInfo {
@@ -29,6 +36,8 @@ impl TrackInfo {
         match &self.codec {
             Codec::H264(sets) => sets.info.codec_string(),
             Codec::Opus { .. } => "opus".into(),
+            // MPEG-4 audio (0x40), object type 2: AAC-LC (RFC 6381, section 3.3).
+            Codec::Aac { .. } => "mp4a.40.2".into(),
         }
     }
 }
@@ -90,7 +99,7 @@ pub fn init_segment(tracks: &[TrackInfo]) -> Vec<u8> {
 fn trak(b: &mut Vec<u8>, t: &TrackInfo) {
     let (width, height, handler, name): (u32, u32, &[u8; 4], &str) = match &t.codec {
         Codec::H264(sets) => (sets.info.width, sets.info.height, b"vide", "video"),
-        Codec::Opus { .. } => (0, 0, b"soun", "audio"),
+        Codec::Opus { .. } | Codec::Aac { .. } => (0, 0, b"soun", "audio"),
     };
     boxed(b, b"trak", |b| {
         // Flags 3: enabled and in the presentation.
@@ -181,6 +190,34 @@ fn sample_entry(b: &mut Vec<u8>, t: &TrackInfo) {
                 u32_be(b, 48_000);
                 b.extend_from_slice(&0i16.to_be_bytes()); // output gain
                 b.push(0); // channel mapping family 0: mono or stereo
+            });
+        }),
+        Codec::Aac { config } => boxed(b, b"mp4a", |b| {
+            b.extend_from_slice(&[0; 6]);
+            b.extend_from_slice(&1u16.to_be_bytes());
+            b.extend_from_slice(&[0; 8]);
+            b.extend_from_slice(&2u16.to_be_bytes()); // channels
+            b.extend_from_slice(&16u16.to_be_bytes()); // sample size
+            b.extend_from_slice(&[0; 4]);
+            u32_be(b, 48_000 << 16);
+            full_box(b, b"esds", 0, 0, |b| {
+                // ES_Descriptor > DecoderConfigDescriptor > DecoderSpecificInfo, and the
+                // SLConfigDescriptor MP4 files use (14496-1, 7.2.6; 14496-14, 3.1.2).
+                let mut specific = vec![0x05, config.len() as u8];
+                specific.extend_from_slice(config);
+                let mut decoder = vec![0x04, (13 + specific.len()) as u8];
+                decoder.push(0x40); // object type: MPEG-4 audio
+                decoder.push(0x15); // stream type 5 (audio) << 2, upstream 0, reserved 1
+                decoder.extend_from_slice(&[0, 0x18, 0]); // decoding buffer: 6 KiB
+                u32_be(&mut decoder, crate::aac::AAC_BITRATE); // max bit rate (constant)
+                u32_be(&mut decoder, crate::aac::AAC_BITRATE); // average bit rate
+                decoder.extend_from_slice(&specific);
+                let sl = [0x06, 0x01, 0x02];
+                b.push(0x03);
+                b.push((3 + decoder.len() + sl.len()) as u8);
+                b.extend_from_slice(&[0, 0, 0]); // ES_ID 0, no flags
+                b.extend_from_slice(&decoder);
+                b.extend_from_slice(&sl);
             });
         }),
     }

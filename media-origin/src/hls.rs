@@ -4,11 +4,15 @@
 //! | file                 | what                                  | Cache-Control                 |
 //! |----------------------|---------------------------------------|-------------------------------|
 //! | `master.m3u8`        | multivariant playlist                 | `no-cache`                    |
+//! | `master-aac.m3u8`    | the same with the AAC variant alone   | `no-cache`                    |
 //! | `live.m3u8`          | media playlist                        | `no-cache`                    |
 //! | `live.m3u8?_HLS_msn` | blocking reload, answered when ready  | `public, max-age=<target>`    |
 //! | `init-N.mp4`, `seg-N.m4s`, `part-N.P.m4s` | media             | `public, max-age=31536000, immutable` |
 //!
-//! A request for the part named in the preload hint waits until that part exists.
+//! The AAC rendition's files are the same names with `aac-` in front. A request for the part
+//! named in the preload hint waits until that part exists; one for the multivariant playlist of
+//! a stream that has begun waits for its first whole segment (the bit rates it states are
+//! measured on segments).
 
 use std::io::Write;
 use std::sync::Arc;
@@ -21,10 +25,10 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use crate::error::ApiError;
-use crate::playlist::Readiness;
+use crate::playlist::{Readiness, Rendition};
 use crate::store::{
-    Library, MEDIA_PLAYLIST, MULTIVARIANT_PLAYLIST, ShowStream, parse_init_name, parse_part_name,
-    parse_segment_name, valid_show_id,
+    AAC_MULTIVARIANT_PLAYLIST, Library, MEDIA_PLAYLIST, MULTIVARIANT_PLAYLIST, Media, ShowStream,
+    parse_init_name, parse_part_name, parse_segment_name, valid_show_id,
 };
 
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
@@ -52,47 +56,73 @@ pub async fn get(
     let Some(stream) = library.get(&show) else {
         return from_disk(&library, &show, &file, gzip).await;
     };
-    if file == MEDIA_PLAYLIST {
-        media_playlist(&stream, q, gzip).await
-    } else if file == MULTIVARIANT_PLAYLIST {
-        let text = stream.lock().multivariant().ok_or_else(|| ApiError::not_found("not live yet"))?;
-        Ok(playlist_response(Bytes::from(text), "no-cache", gzip))
-    } else if let Some(n) = parse_init_name(&file) {
-        let init = stream.lock().init(n);
-        init.map(|b| media(b, "video/mp4")).ok_or_else(|| ApiError::not_found(file))
-    } else if let Some((msn, part)) = parse_part_name(&file) {
-        let deadline = tokio::time::Instant::now() + block_limit(&stream);
+    let deadline = tokio::time::Instant::now() + block_limit(&stream);
+    if file == MULTIVARIANT_PLAYLIST || file == AAC_MULTIVARIANT_PLAYLIST {
+        let mut changes = stream.subscribe();
+        loop {
+            if let Some(text) = stream.lock().multivariant(&file) {
+                return Ok(playlist_response(Bytes::from(text), "no-cache", gzip));
+            }
+            wait(&mut changes, deadline).await.map_err(|_| ApiError::not_found("not live yet"))?;
+        }
+    }
+    let (rendition, name) = Rendition::of_file(&file);
+    if name.ends_with(".m4s") {
+        library.served.get_or_create(&rendition.into()).inc();
+    }
+    let missing = || ApiError::not_found(file.clone());
+    // A publish is accepted before its first keyframe makes the renditions: a request that comes
+    // in between waits for them, as for anything else not there yet.
+    let mut changes = stream.subscribe();
+    loop {
+        let (ready, begun) = {
+            let mut s = stream.lock();
+            (s.media(rendition).is_some(), s.begun())
+        };
+        match (ready, begun) {
+            (true, _) => break,
+            (false, true) => return Err(missing()),
+            (false, false) => wait(&mut changes, deadline).await?,
+        }
+    }
+    // Every arm below finds the rendition: renditions are never removed from a stream.
+    let with = |f: &mut dyn FnMut(&mut Media) -> Option<Bytes>| stream.lock().media(rendition).and_then(f);
+    if name == MEDIA_PLAYLIST {
+        media_playlist(&stream, rendition, q, gzip).await
+    } else if let Some(n) = parse_init_name(name) {
+        with(&mut |m| m.init(n)).map(|b| media(b, "video/mp4")).ok_or_else(missing)
+    } else if let Some((msn, part)) = parse_part_name(name) {
         let mut changes = stream.subscribe();
         loop {
             {
-                let s = stream.lock();
-                match s.playlist.part_state(msn, part) {
+                let mut s = stream.lock();
+                let m = s.media(rendition).ok_or_else(missing)?;
+                match m.playlist.part_state(msn, part) {
                     Readiness::Ready => {
-                        return s
+                        return m
                             .part(msn, part)
                             .map(|b| media(b, "video/mp4"))
                             .ok_or_else(|| ApiError::new(StatusCode::GONE, "gone", "that part is too old"));
                     }
-                    Readiness::TooFar => return Err(ApiError::not_found(file)),
+                    Readiness::TooFar => return Err(missing()),
                     Readiness::Wait => {}
                 }
             }
             wait(&mut changes, deadline).await?;
         }
-    } else if let Some(msn) = parse_segment_name(&file) {
-        let in_memory = stream.lock().segment(msn);
-        match in_memory {
+    } else if let Some(msn) = parse_segment_name(name) {
+        match with(&mut |m| m.segment(msn)) {
             Some(b) => Ok(media(b, "video/mp4")),
             None => from_disk(&library, &show, &file, gzip).await,
         }
     } else {
-        Err(ApiError::not_found(file))
+        Err(missing())
     }
 }
 
 /// How long a blocking request may wait: three target durations, then 503.
 fn block_limit(stream: &ShowStream) -> Duration {
-    Duration::from_secs(3 * u64::from(stream.lock().playlist.config().target_duration))
+    Duration::from_secs(3 * u64::from(stream.config().target_duration))
 }
 
 async fn wait(
@@ -113,7 +143,13 @@ async fn wait(
     }
 }
 
-async fn media_playlist(stream: &ShowStream, q: HlsQuery, gzip: bool) -> Result<Response, ApiError> {
+async fn media_playlist(
+    stream: &ShowStream,
+    rendition: Rendition,
+    q: HlsQuery,
+    gzip: bool,
+) -> Result<Response, ApiError> {
+    let gone = || ApiError::not_found(rendition.file(MEDIA_PLAYLIST));
     let bad = |what: &str| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", what.to_string());
     let msn = q.msn.as_deref().map(str::parse::<u64>).transpose().map_err(|_| bad("_HLS_msn is a number"))?;
     let part =
@@ -123,7 +159,7 @@ async fn media_playlist(stream: &ShowStream, q: HlsQuery, gzip: bool) -> Result<
     }
     let skip = q.skip.as_deref() == Some("YES");
     let Some(msn) = msn else {
-        let text = stream.lock().live_playlist(skip);
+        let text = stream.lock().media(rendition).ok_or_else(gone)?.live_playlist(skip);
         return Ok(playlist_response(text, "no-cache", gzip));
     };
     let deadline = tokio::time::Instant::now() + block_limit(stream);
@@ -131,10 +167,11 @@ async fn media_playlist(stream: &ShowStream, q: HlsQuery, gzip: bool) -> Result<
     loop {
         {
             let mut s = stream.lock();
-            match s.playlist.readiness(msn, part) {
+            let m = s.media(rendition).ok_or_else(gone)?;
+            match m.playlist.readiness(msn, part) {
                 Readiness::Ready => {
-                    let text = s.live_playlist(skip);
-                    let cache = format!("public, max-age={}", s.playlist.config().target_duration);
+                    let text = m.live_playlist(skip);
+                    let cache = format!("public, max-age={}", m.playlist.config().target_duration);
                     return Ok(playlist_response(text, &cache, gzip));
                 }
                 Readiness::TooFar => {
@@ -149,10 +186,12 @@ async fn media_playlist(stream: &ShowStream, q: HlsQuery, gzip: bool) -> Result<
 
 /// Recordings of shows not live in this process: the files on disk.
 async fn from_disk(library: &Library, show: &str, file: &str, gzip: bool) -> Result<Response, ApiError> {
-    let known = file == MEDIA_PLAYLIST
+    let name = Rendition::of_file(file).1;
+    let known = name == MEDIA_PLAYLIST
         || file == MULTIVARIANT_PLAYLIST
-        || parse_init_name(file).is_some()
-        || parse_segment_name(file).is_some();
+        || file == AAC_MULTIVARIANT_PLAYLIST
+        || parse_init_name(name).is_some()
+        || parse_segment_name(name).is_some();
     if !known || !valid_show_id(show) {
         return Err(ApiError::not_found(file.to_string()));
     }

@@ -10,6 +10,10 @@
 //!                          └─────────────────────────────────────┘
 //! ```
 //!
+//! A publish with audio gets an AAC transcoder ([`crate::aac`], a thread of its own) when the
+//! configuration asks for the AAC rendition: Opus packets go to it as they arrive, and the AAC
+//! it has finished is packaged before each video frame.
+//!
 //! Every session shares the one socket. A datagram goes to the session whose `Rtc` accepts it:
 //! by ICE ufrag for STUN, by the nominated remote address for DTLS/SRTP. Datagrams nobody
 //! accepts (garbage, strays) are dropped.
@@ -33,12 +37,14 @@ use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::aac::{AacStats, AacTranscoder};
 use crate::error::ApiError;
 use crate::events::{Health, MAX_GOOD_KEYFRAME_INTERVAL_MS, StreamEvent, StreamEvents};
 use crate::fmp4::{Codec, TrackInfo};
 use crate::h264::{H264Depacketizer, ParameterSets};
-use crate::media::{Frame, TrackKind};
+use crate::media::{AudioCodec, Frame, TrackKind};
 use crate::packager::{AUDIO_TRACK, Packager, PackagerConfig, VIDEO_TRACK};
+use crate::playlist::Rendition;
 use crate::store::{Library, ShowStream};
 
 /// A keyframe this soon after a keyframe request is its answer: the interval it ends was ours,
@@ -57,6 +63,38 @@ pub struct IngestConfig {
     pub silence_timeout: Duration,
     pub health_interval: Duration,
     pub packager: PackagerConfig,
+    /// Which audio renditions a publish with audio gets.
+    pub audio: AudioRenditions,
+}
+
+/// `--audio`: the publisher's Opus as sent, AAC-LC made from it, or both (two variants).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AudioRenditions {
+    Opus,
+    Aac,
+    #[default]
+    Both,
+}
+
+impl std::str::FromStr for AudioRenditions {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "opus" => Ok(AudioRenditions::Opus),
+            "aac" => Ok(AudioRenditions::Aac),
+            "both" => Ok(AudioRenditions::Both),
+            _ => Err(format!("{s:?} is not one of aac, opus, both")),
+        }
+    }
+}
+
+impl AudioRenditions {
+    fn opus(self) -> bool {
+        self != AudioRenditions::Aac
+    }
+    fn aac(self) -> bool {
+        self != AudioRenditions::Opus
+    }
 }
 
 impl Default for IngestConfig {
@@ -68,6 +106,7 @@ impl Default for IngestConfig {
             silence_timeout: Duration::from_secs(6),
             health_interval: Duration::from_secs(5),
             packager: PackagerConfig::default(),
+            audio: AudioRenditions::default(),
         }
     }
 }
@@ -106,6 +145,7 @@ enum Command {
 pub struct Ingest {
     commands: mpsc::Sender<Command>,
     candidate: SocketAddr,
+    aac: Arc<AacStats>,
 }
 
 impl Ingest {
@@ -125,9 +165,16 @@ impl Ingest {
         };
         Candidate::host(candidate, "udp").map_err(|_| IngestError::Candidate(candidate))?;
         let (commands, rx) = mpsc::channel(64);
-        let driver = Driver { socket, candidate, config, library, events, sessions: Vec::new() };
+        let aac = Arc::new(AacStats::default());
+        let driver =
+            Driver { socket, candidate, config, library, events, sessions: Vec::new(), aac: aac.clone() };
         tokio::spawn(driver.run(rx));
-        Ok(Ingest { commands, candidate })
+        Ok(Ingest { commands, candidate, aac })
+    }
+
+    /// What the AAC transcoders have done, summed over publishes.
+    pub fn aac_stats(&self) -> &AacStats {
+        &self.aac
     }
 
     /// The UDP address in our ICE candidates.
@@ -161,6 +208,7 @@ struct Driver {
     library: Arc<Library>,
     events: Arc<dyn StreamEvents>,
     sessions: Vec<Session>,
+    aac: Arc<AacStats>,
 }
 
 impl Driver {
@@ -314,6 +362,12 @@ impl Driver {
             return Err(no_codecs());
         }
         let audio = offers_codec(&answer, "opus/48000");
+        let aac = match audio && self.config.audio.aac() {
+            true => AacTranscoder::start(&show, self.aac.clone())
+                .inspect_err(|e| tracing::error!(show, "no AAC rendition: {e}"))
+                .ok(),
+            false => None,
+        };
         let mut id = [0u8; 16];
         getrandom::fill(&mut id).expect("the OS has randomness");
         let id: String = id.iter().map(|b| format!("{b:02x}")).collect();
@@ -328,6 +382,7 @@ impl Driver {
             closing: false,
             stream,
             audio,
+            aac,
             packaging: None,
             h264: H264Depacketizer::default(),
             video: None,
@@ -380,6 +435,7 @@ struct Session {
     closing: bool,
     stream: Arc<ShowStream>,
     audio: bool,
+    aac: Option<AacTranscoder>,
     /// Created at the first keyframe; replaced when the parameter sets change.
     packaging: Option<(ParameterSets, Packager)>,
     h264: H264Depacketizer,
@@ -426,13 +482,17 @@ impl Session {
                 self.package(frame);
             }
             RtcCodec::Opus if self.audio => {
+                let kind = TrackKind::Audio(AudioCodec::Opus);
                 let frame = Frame {
-                    kind: TrackKind::Audio,
-                    dts: self.clock.dts(TrackKind::Audio, &d),
+                    kind,
+                    dts: self.clock.dts(kind, &d),
                     keyframe: true,
                     data: d.data.to_vec(),
                     capture: self.clock.capture(&d),
                 };
+                if let Some(aac) = &self.aac {
+                    aac.push(frame.clone());
+                }
                 self.package(frame);
             }
             _ => {}
@@ -451,13 +511,31 @@ impl Session {
                 self.stream.packaged(item);
             }
         }
-        let mut tracks =
-            vec![TrackInfo { id: VIDEO_TRACK, timescale: 90_000, codec: Codec::H264(sets.clone()) }];
-        if self.audio {
-            tracks.push(TrackInfo { id: AUDIO_TRACK, timescale: 48_000, codec: Codec::Opus { channels: 2 } });
+        let renditions = self.renditions(config);
+        let inits: Vec<(Rendition, Vec<TrackInfo>)> = renditions
+            .iter()
+            .map(|&(r, audio)| {
+                let video =
+                    TrackInfo { id: VIDEO_TRACK, timescale: 90_000, codec: Codec::H264(sets.clone()) };
+                let audio = audio.map(|codec| TrackInfo {
+                    id: AUDIO_TRACK,
+                    timescale: 48_000,
+                    codec: match codec {
+                        AudioCodec::Opus => Codec::Opus { channels: 2 },
+                        AudioCodec::Aac => Codec::Aac { config: crate::aac::AUDIO_SPECIFIC_CONFIG.to_vec() },
+                    },
+                });
+                (r, std::iter::once(video).chain(audio).collect())
+            })
+            .collect();
+        self.stream.begin(&inits);
+        let mut codecs: Vec<String> = Vec::new();
+        for t in inits.iter().flat_map(|(_, tracks)| tracks) {
+            let c = t.codec_string();
+            if !codecs.contains(&c) {
+                codecs.push(c);
+            }
         }
-        self.stream.begin(&tracks);
-        let codecs: Vec<String> = tracks.iter().map(TrackInfo::codec_string).collect();
         events.stream_event(
             &self.show,
             StreamEvent::Started {
@@ -467,11 +545,33 @@ impl Session {
                 height: sets.info.height,
             },
         );
-        self.packaging = Some((sets, Packager::new(config.packager, self.audio)));
+        let audio: Vec<Option<AudioCodec>> = renditions.iter().map(|(_, a)| *a).collect();
+        self.packaging = Some((sets, Packager::new(config.packager, &audio)));
+    }
+
+    /// The renditions this publish gets, each with its audio codec (none: video alone).
+    fn renditions(&self, config: &IngestConfig) -> Vec<(Rendition, Option<AudioCodec>)> {
+        if !self.audio {
+            return vec![(Rendition::AsSent, None)];
+        }
+        let mut out = Vec::new();
+        if config.audio.opus() || self.aac.is_none() {
+            out.push((Rendition::AsSent, Some(AudioCodec::Opus)));
+        }
+        if self.aac.is_some() {
+            out.push((Rendition::Aac, Some(AudioCodec::Aac)));
+        }
+        out
     }
 
     fn package(&mut self, frame: Frame) {
         let Some((_, packager)) = &mut self.packaging else { return };
+        // The AAC finished so far goes in before a video frame can close a part.
+        if let (TrackKind::Video, Some(aac)) = (frame.kind, &self.aac) {
+            for aac_frame in aac.drain() {
+                packager.push(aac_frame);
+            }
+        }
         for item in packager.push(frame) {
             if let crate::packager::Packaged::Part(p) = &item {
                 self.media_seconds += p.duration;
@@ -503,6 +603,9 @@ impl Session {
     fn finish(&mut self, events: &dyn StreamEvents) {
         self.rtc.disconnect();
         if let Some((_, mut packager)) = self.packaging.take() {
+            for aac_frame in self.aac.iter().flat_map(AacTranscoder::drain) {
+                packager.push(aac_frame);
+            }
             for item in packager.finish() {
                 if let crate::packager::Packaged::Part(p) = &item {
                     self.media_seconds += p.duration;
@@ -576,7 +679,7 @@ impl Clock {
         let rate = u64::from(kind.timescale());
         let slot = match kind {
             TrackKind::Video => &mut self.video,
-            TrackKind::Audio => &mut self.audio,
+            TrackKind::Audio(_) => &mut self.audio,
         };
         let (base, offset) = *slot.get_or_insert_with(|| {
             let late = d.network_time.saturating_duration_since(first);

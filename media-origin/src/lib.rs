@@ -25,8 +25,10 @@
 //!   [`events::PostEvents`] posts them, signed, to an edge node's `POST /v1/stream-events`, off
 //!   the ingest task.
 //!
+//! - [`aac`]: the AAC-LC rendition, transcoded from the publisher's Opus on a thread of its own.
+//!
 //! The pure parts take no clock and do no IO; their tests run a ten-second stream in
-//! microseconds. An AAC rendition or a WHEP output is a new module beside these.
+//! microseconds. A WHEP output would be a new module beside these.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), liveshop_media_origin::OriginError> {
@@ -38,6 +40,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod aac;
 pub mod error;
 pub mod events;
 pub mod fmp4;
@@ -112,6 +115,7 @@ pub struct Origin {
     whip: Arc<WhipState>,
     library: Arc<Library>,
     hls_js: Option<PathBuf>,
+    metrics: Arc<prometheus_client::registry::Registry>,
 }
 
 impl Origin {
@@ -131,13 +135,31 @@ impl Origin {
             })?;
         let library = Arc::new(library);
         let ingest = Ingest::start(config.ingest, library.clone(), events).await?;
+        let mut metrics = prometheus_client::registry::Registry::with_prefix("liveshop_media");
+        let aac = ingest.aac_stats();
+        metrics.register("aac_frames", "AAC frames transcoded from the publishers' Opus", aac.frames.clone());
+        metrics.register(
+            "aac_dropped_packets",
+            "Opus packets left out of the AAC rendition because its transcoder was a second behind",
+            aac.dropped.clone(),
+        );
+        metrics.register(
+            "hls_served",
+            "Media parts and segments served, by rendition (aac, or as_sent: the publisher's Opus)",
+            library.served.clone(),
+        );
+        metrics.register(
+            "aac_transcode_seconds",
+            "CPU time the AAC transcoders spent decoding and encoding",
+            aac.busy_seconds.clone(),
+        );
         let whip = Arc::new(WhipState {
             keys: StreamKeys::new(secret),
             versions: config.key_versions,
             ingest,
             ice_servers: config.ice_servers,
         });
-        Ok(Origin { whip, library, hls_js: config.hls_js })
+        Ok(Origin { whip, library, hls_js: config.hls_js, metrics: Arc::new(metrics) })
     }
 
     /// The Bearer token OBS needs for `show` while its key was never rotated (version 0); the
@@ -150,6 +172,13 @@ impl Origin {
     /// none. (A host who rotates a leaked key cuts off whoever publishes with it.)
     pub async fn end_stream(&self, show: &str) -> Result<bool, ApiError> {
         self.whip.ingest.stop(show.to_string(), None).await
+    }
+
+    /// Appends the origin's metrics (`liveshop_media_*`) to an OpenMetrics text without its
+    /// `# EOF`: the node's `/metrics` carries them, or `liveshop origin`'s own.
+    pub fn encode_metrics(&self, out: &mut String) {
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode_registry(out, &self.metrics);
     }
 
     /// The UDP address publishers send media to (what our ICE candidates say).

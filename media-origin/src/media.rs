@@ -4,24 +4,36 @@
 
 use std::time::SystemTime;
 
-/// Which track of the rendition a frame belongs to.
+/// Which track a frame belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TrackKind {
     Video,
-    Audio,
+    Audio(AudioCodec),
 }
 
+/// The audio a rendition carries: the publisher's Opus as sent, or AAC-LC transcoded from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AudioCodec {
+    Opus,
+    Aac,
+}
+
+/// Samples in one AAC-LC frame.
+pub const AAC_FRAME_SAMPLES: u32 = 1024;
+
 impl TrackKind {
-    /// Ticks per second of the track's timeline (the RTP clock rates of H.264 and Opus).
+    /// Ticks per second of the track's timeline (the RTP clock rates of H.264 and Opus; AAC is
+    /// encoded at Opus's 48 kHz, so both audio tracks share one timeline).
     pub fn timescale(self) -> u32 {
         match self {
             TrackKind::Video => 90_000,
-            TrackKind::Audio => 48_000,
+            TrackKind::Audio(_) => 48_000,
         }
     }
 }
 
-/// One coded frame: a video access unit (length-prefixed NAL units) or one Opus packet.
+/// One coded frame: a video access unit (length-prefixed NAL units), one Opus packet or one raw
+/// AAC frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Frame {
     pub kind: TrackKind,

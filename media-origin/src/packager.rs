@@ -22,12 +22,17 @@
 //!   request, so the cut above stays the fallback.
 //! - Audio rides in the same fragments: a part carries the audio frames that start before its
 //!   video ends. Each `traf` has its own decode time, so late audio costs nothing but a part.
+//! - One packager serves every rendition (video with the publisher's Opus, video with AAC): a
+//!   part is cut once and written once per rendition ([`Part::fragments`]), so the renditions'
+//!   parts and segments line up exactly, as players switching between them need. AAC comes
+//!   from its transcoder tens of milliseconds after the Opus it was made of; what misses a part
+//!   rides in the next, and never holds the video back.
 
 use std::collections::VecDeque;
 use std::time::{Duration, SystemTime};
 
 use crate::fmp4::{Sample, TrackRun, fragment};
-use crate::media::{Frame, TrackKind, opus_packet_ticks};
+use crate::media::{AAC_FRAME_SAMPLES, AudioCodec, Frame, TrackKind, opus_packet_ticks};
 
 /// Track ids in the init segment.
 pub const VIDEO_TRACK: u32 = 1;
@@ -66,8 +71,8 @@ impl Default for PackagerConfig {
 /// One finished part.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Part {
-    /// `moof` + `mdat`.
-    pub data: Vec<u8>,
+    /// `moof` + `mdat`, one per rendition in the order [`Packager::new`] was given them.
+    pub fragments: Vec<Vec<u8>>,
     /// Seconds.
     pub duration: f64,
     /// It starts with a keyframe.
@@ -85,12 +90,12 @@ pub enum Packaged {
 
 pub struct Packager {
     config: PackagerConfig,
-    audio: bool,
     started: bool,
     /// The newest video frame, waiting for its successor to know its duration.
     pending: Option<Frame>,
     last_duration: u32,
-    audio_queue: VecDeque<Frame>,
+    /// Per rendition: its audio codec (none: video alone) and the frames waiting for a part.
+    audio: Vec<(Option<AudioCodec>, VecDeque<Frame>)>,
     /// Decode time of the first video frame; earlier audio is dropped.
     origin_dts: u64,
     part: Vec<Sample>,
@@ -108,15 +113,14 @@ pub struct Packager {
 }
 
 impl Packager {
-    /// `audio`: whether the init segment has an audio track.
-    pub fn new(config: PackagerConfig, audio: bool) -> Packager {
+    /// `renditions`: the audio track of each rendition's init segment, if it has one.
+    pub fn new(config: PackagerConfig, renditions: &[Option<AudioCodec>]) -> Packager {
         Packager {
             config,
-            audio,
             started: false,
             pending: None,
             last_duration: 3000,
-            audio_queue: VecDeque::new(),
+            audio: renditions.iter().map(|&codec| (codec, VecDeque::new())).collect(),
             origin_dts: 0,
             part: Vec::new(),
             part_dts: 0,
@@ -139,10 +143,11 @@ impl Packager {
     pub fn push(&mut self, frame: Frame) -> Vec<Packaged> {
         let mut out = Vec::new();
         match frame.kind {
-            TrackKind::Audio => {
+            TrackKind::Audio(codec) => {
                 let origin = self.origin_dts * 48_000 / 90_000;
-                if self.audio && self.started && frame.dts >= origin {
-                    self.audio_queue.push_back(frame);
+                let queue = self.audio.iter_mut().find(|(c, _)| *c == Some(codec));
+                if let Some((_, queue)) = queue.filter(|_| self.started && frame.dts >= origin) {
+                    queue.push_back(frame);
                 }
             }
             TrackKind::Video => {
@@ -219,26 +224,16 @@ impl Packager {
             return;
         }
         let video_end = (self.part_dts + self.part_ticks) * 48_000 / 90_000;
-        let mut audio = Vec::new();
-        let mut audio_dts = None;
-        while self.audio_queue.front().is_some_and(|f| f.dts < video_end) {
-            let f = self.audio_queue.pop_front().expect("checked above");
-            audio_dts.get_or_insert(f.dts);
-            // The gap to the next packet absorbs losses; the last one goes by its TOC.
-            let next = self.audio_queue.front().filter(|n| n.dts < video_end).map(|n| n.dts - f.dts);
-            let duration = match next {
-                Some(gap) if gap > 0 && gap <= 48_000 => gap as u32,
-                _ => opus_packet_ticks(&f.data).unwrap_or(960),
-            };
-            audio.push(Sample { duration, keyframe: true, data: f.data });
-        }
         self.sequence += 1;
         let video = TrackRun { track_id: VIDEO_TRACK, decode_time: self.part_dts, samples: &self.part };
-        let audio_run =
-            TrackRun { track_id: AUDIO_TRACK, decode_time: audio_dts.unwrap_or(0), samples: &audio };
-        let data = fragment(self.sequence, &[video, audio_run]);
+        let mut fragments = Vec::with_capacity(self.audio.len());
+        for (codec, queue) in &mut self.audio {
+            let (audio_dts, audio) = take_audio(queue, video_end, *codec);
+            let audio_run = TrackRun { track_id: AUDIO_TRACK, decode_time: audio_dts, samples: &audio };
+            fragments.push(fragment(self.sequence, &[video.clone(), audio_run]));
+        }
         out.push(Packaged::Part(Part {
-            data,
+            fragments,
             duration: self.part_ticks as f64 / 90_000.0,
             independent: self.part[0].keyframe,
             segment_start: self.part_segment_start.take(),
@@ -246,6 +241,24 @@ impl Packager {
         self.part.clear();
         self.part_ticks = 0;
     }
+}
+
+/// The frames of `queue` that start before `end`, as samples, and the first one's decode time.
+fn take_audio(queue: &mut VecDeque<Frame>, end: u64, codec: Option<AudioCodec>) -> (u64, Vec<Sample>) {
+    let mut audio = Vec::new();
+    let mut first = None;
+    while let Some(f) = queue.pop_front_if(|f| f.dts < end) {
+        first.get_or_insert(f.dts);
+        // The gap to the next frame absorbs losses; the last one goes by its own length.
+        let next = queue.front().filter(|n| n.dts < end).map(|n| n.dts - f.dts);
+        let duration = match (next, codec) {
+            (Some(gap), _) if gap > 0 && gap <= 48_000 => gap as u32,
+            (_, Some(AudioCodec::Aac)) => AAC_FRAME_SAMPLES,
+            _ => opus_packet_ticks(&f.data).unwrap_or(960),
+        };
+        audio.push(Sample { duration, keyframe: true, data: f.data });
+    }
+    (first.unwrap_or(0), audio)
 }
 
 #[cfg(test)]
@@ -264,7 +277,7 @@ mod tests {
 
     fn audio(n: u64) -> Frame {
         Frame {
-            kind: TrackKind::Audio,
+            kind: TrackKind::Audio(AudioCodec::Opus),
             dts: 1_000_000 * 48_000 / 90_000 + n * 960,
             keyframe: true,
             data: vec![0xfc, 1, 2],
@@ -296,7 +309,7 @@ mod tests {
 
     #[test]
     fn parts_are_at_the_target_and_segments_start_on_keyframes() {
-        let mut p = Packager::new(PackagerConfig::default(), true);
+        let mut p = Packager::new(PackagerConfig::default(), &[Some(AudioCodec::Opus)]);
         let out = run(&mut p, 10);
         let parts = parts(&out);
         assert_eq!(parts.len(), 50, "10 s of 200 ms parts");
@@ -325,8 +338,48 @@ mod tests {
     }
 
     #[test]
+    fn renditions_share_their_parts_and_late_aac_rides_in_the_next_one() {
+        let mut p =
+            Packager::new(PackagerConfig::default(), &[Some(AudioCodec::Opus), Some(AudioCodec::Aac)]);
+        let aac = |k: u64| Frame {
+            kind: TrackKind::Audio(AudioCodec::Aac),
+            dts: 1_000_000 * 48_000 / 90_000 + k * 1024,
+            keyframe: true,
+            data: vec![0xaa, 0xac, k as u8],
+            capture: SystemTime::UNIX_EPOCH,
+        };
+        let mut out = Vec::new();
+        let mut sent = 0;
+        for n in 0..30 * 4 {
+            out.extend(p.push(video(n, n.is_multiple_of(30))));
+            for a in n * 50 / 30..(n + 1) * 50 / 30 {
+                out.extend(p.push(audio(a)));
+            }
+            // AAC arrives three video frames (100 ms) after its time, as from a transcoder.
+            while (sent + 1) * 1024 * 90_000 / 48_000 + 3 * 3000 <= n * 3000 {
+                out.extend(p.push(aac(sent)));
+                sent += 1;
+            }
+        }
+        out.extend(p.finish());
+        let parts = parts(&out);
+        assert_eq!(parts.len(), 20);
+        let mut aac_frames = 0;
+        for part in &parts {
+            assert_eq!(part.fragments.len(), 2);
+            // The same video in both: the Opus rendition's fragment has no AAC, the AAC one no Opus.
+            assert_eq!(part.fragments[0].windows(2).filter(|w| w == &[0xaa, 0xac]).count(), 0);
+            assert_eq!(part.fragments[1].windows(3).filter(|w| w == &[0xfc, 1, 2]).count(), 0);
+            aac_frames += part.fragments[1].windows(2).filter(|w| w == &[0xaa, 0xac]).count();
+        }
+        // Every AAC frame sent is in a part, though most came after their part's time.
+        assert_eq!(aac_frames as u64, sent);
+        assert!(sent > 170, "{sent}");
+    }
+
+    #[test]
     fn nothing_comes_out_before_the_first_keyframe() {
-        let mut p = Packager::new(PackagerConfig::default(), true);
+        let mut p = Packager::new(PackagerConfig::default(), &[Some(AudioCodec::Opus)]);
         for n in 0..20 {
             assert!(p.push(video(n, false)).is_empty());
             assert!(p.push(audio(n)).is_empty());
@@ -336,18 +389,20 @@ mod tests {
 
     #[test]
     fn every_audio_frame_lands_in_exactly_one_part() {
-        let mut p = Packager::new(PackagerConfig::default(), true);
+        let mut p = Packager::new(PackagerConfig::default(), &[Some(AudioCodec::Opus)]);
         let out = run(&mut p, 4);
         // Count Opus payloads (3 bytes starting 0xfc) across the mdat boxes.
-        let total: usize =
-            parts(&out).iter().map(|p| p.data.windows(3).filter(|w| w == &[0xfc, 1, 2]).count()).sum();
+        let total: usize = parts(&out)
+            .iter()
+            .map(|p| p.fragments[0].windows(3).filter(|w| w == &[0xfc, 1, 2]).count())
+            .sum();
         // The last audio frames after the last video frame's end stay queued.
         assert!((195..=200).contains(&total), "{total}");
     }
 
     #[test]
     fn keyframes_too_far_apart_still_give_segments_within_the_target_duration() {
-        let mut p = Packager::new(PackagerConfig::default(), false);
+        let mut p = Packager::new(PackagerConfig::default(), &[None]);
         let mut out = Vec::new();
         for n in 0..300 {
             out.extend(p.push(video(n, n == 0)));
@@ -410,7 +465,7 @@ mod tests {
             let limit = part_limit_ms(config.part_target.as_secs_f64()) as f64 / 1000.0;
             for fps in [15.0, 20.0, 24.0, 25.0, 30_000.0 / 1001.0, 30.0, 50.0, 60.0] {
                 for seed in 1..4 {
-                    let mut p = Packager::new(config, false);
+                    let mut p = Packager::new(config, &[None]);
                     let out = jittery(&mut p, fps, jitter_ms, 30, seed);
                     let segments = segments(&out);
                     assert!(segments.len() >= 10, "{fps} fps: {} segments", segments.len());
@@ -444,7 +499,7 @@ mod tests {
     fn a_publisher_that_keyframes_only_when_asked_gets_segments_that_start_on_keyframes() {
         // Like a browser's OpenH264: one keyframe at the start, then one in answer to a request,
         // two frames later (the round trip and the encoder).
-        let mut p = Packager::new(PackagerConfig::default(), true);
+        let mut p = Packager::new(PackagerConfig::default(), &[Some(AudioCodec::Opus)]);
         let mut out = Vec::new();
         let mut asked = Vec::new();
         let mut answer_at = None;
@@ -474,7 +529,7 @@ mod tests {
 
     #[test]
     fn a_publisher_that_ignores_keyframe_requests_is_asked_once_a_second_and_still_gets_cut() {
-        let mut p = Packager::new(PackagerConfig::default(), false);
+        let mut p = Packager::new(PackagerConfig::default(), &[None]);
         let mut out = Vec::new();
         let mut asked = Vec::new();
         for n in 0..30 * 12 {
@@ -493,7 +548,7 @@ mod tests {
 
     #[test]
     fn a_publisher_with_keyframes_in_time_is_never_asked() {
-        let mut p = Packager::new(PackagerConfig::default(), true);
+        let mut p = Packager::new(PackagerConfig::default(), &[Some(AudioCodec::Opus)]);
         let mut asked = 0;
         for n in 0..30 * 10 {
             p.push(video(n, n.is_multiple_of(60)));

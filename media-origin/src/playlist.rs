@@ -22,6 +22,39 @@ use std::time::SystemTime;
 
 use crate::packager::part_limit_ms;
 
+/// One variant of a show: the video with one audio track. Each has its own media playlist and
+/// files, named with its prefix; their parts and segments line up (one packager cuts them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Rendition {
+    /// The video with the publisher's own audio (Opus), or alone when it sends none:
+    /// `live.m3u8`, `init-0.mp4`, `part-1.0.m4s`, ...
+    AsSent,
+    /// The video with AAC-LC made from the publisher's Opus: `aac-live.m3u8`, `aac-init-0.mp4`, ...
+    Aac,
+}
+
+impl Rendition {
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Rendition::AsSent => "",
+            Rendition::Aac => "aac-",
+        }
+    }
+
+    /// The name of this rendition's copy of `file` (a name from [`init_name`] and its kin).
+    pub fn file(self, file: &str) -> String {
+        format!("{}{file}", self.prefix())
+    }
+
+    /// The rendition a file name belongs to, and the name without its prefix.
+    pub fn of_file(name: &str) -> (Rendition, &str) {
+        match name.strip_prefix(Rendition::Aac.prefix()) {
+            Some(rest) => (Rendition::Aac, rest),
+            None => (Rendition::AsSent, name),
+        }
+    }
+}
+
 /// The naming of the files a playlist points at, in one place.
 pub fn init_name(init: u32) -> String {
     format!("init-{init}.mp4")
@@ -72,6 +105,7 @@ pub enum Readiness {
 #[derive(Debug, Clone)]
 pub struct Playlist {
     config: PlaylistConfig,
+    rendition: Rendition,
     segments: Vec<Segment>,
     init: u32,
     discontinuity_next: bool,
@@ -87,8 +121,14 @@ const ADVANCE_PART_LIMIT: u64 = 3;
 pub const FIRST_MSN: u64 = 1;
 
 impl Playlist {
-    pub fn new(config: PlaylistConfig) -> Playlist {
-        Playlist { config, segments: Vec::new(), init: 0, discontinuity_next: false, ended: false }
+    pub fn new(config: PlaylistConfig, rendition: Rendition) -> Playlist {
+        Playlist { config, rendition, segments: Vec::new(), init: 0, discontinuity_next: false, ended: false }
+    }
+
+    /// Every segment so far starts with a keyframe (a publisher that ignores keyframe requests
+    /// and sends them further apart than the target duration gets segments that do not).
+    pub fn independent(&self) -> bool {
+        self.segments.iter().all(|s| s.parts.first().is_none_or(|p| p.independent))
     }
 
     pub fn config(&self) -> PlaylistConfig {
@@ -203,9 +243,13 @@ impl Playlist {
         let td = f64::from(c.target_duration);
         let skip_until = 6.0 * td;
         let part_target = part_limit_ms(c.part_target) as f64 / 1000.0;
+        let prefix = self.rendition.prefix();
         let mut out = String::with_capacity(4096);
         out.push_str("#EXTM3U\n#EXT-X-VERSION:9\n");
         let _ = writeln!(out, "#EXT-X-TARGETDURATION:{}", c.target_duration);
+        if self.independent() {
+            out.push_str("#EXT-X-INDEPENDENT-SEGMENTS\n");
+        }
         if !vod {
             let _ = writeln!(
                 out,
@@ -256,7 +300,7 @@ impl Playlist {
                 out.push_str("#EXT-X-DISCONTINUITY\n");
             }
             if map != Some(s.init) {
-                let _ = writeln!(out, "#EXT-X-MAP:URI=\"{}\"", init_name(s.init));
+                let _ = writeln!(out, "#EXT-X-MAP:URI=\"{prefix}{}\"", init_name(s.init));
                 map = Some(s.init);
             }
             let _ = writeln!(out, "#EXT-X-PROGRAM-DATE-TIME:{}", iso8601(s.pdt));
@@ -264,7 +308,7 @@ impl Playlist {
                 for (i, p) in s.parts.iter().enumerate() {
                     let _ = write!(
                         out,
-                        "#EXT-X-PART:DURATION={:.5},URI=\"{}\"",
+                        "#EXT-X-PART:DURATION={:.5},URI=\"{prefix}{}\"",
                         p.duration,
                         part_name(s.msn, i as u32)
                     );
@@ -272,14 +316,14 @@ impl Playlist {
                 }
             }
             if s.complete {
-                let _ = writeln!(out, "#EXTINF:{:.5},\n{}", s.duration, segment_name(s.msn));
+                let _ = writeln!(out, "#EXTINF:{:.5},\n{prefix}{}", s.duration, segment_name(s.msn));
             }
         }
         if self.ended {
             out.push_str("#EXT-X-ENDLIST\n");
         } else if !vod {
             let (msn, part) = self.next_part();
-            let _ = writeln!(out, "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"{}\"", part_name(msn, part));
+            let _ = writeln!(out, "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"{prefix}{}\"", part_name(msn, part));
         }
         out
     }
@@ -320,7 +364,7 @@ mod tests {
 
     /// `n` segments of 2 s in 200 ms parts, the last one left open with `open_parts` parts.
     fn playlist(n: u64, open_parts: u32) -> Playlist {
-        let mut p = Playlist::new(config());
+        let mut p = Playlist::new(config(), Rendition::AsSent);
         p.begin_period(0);
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         for s in 0..=n {

@@ -1,6 +1,6 @@
-//! Where packaged media lives between the packager and the players: per show, the playlist
-//! state, recent parts and segments in memory, and every segment, init and the VOD playlist on
-//! disk. Ingest writes through [`ShowStream`]; the HLS handlers read it and park on
+//! Where packaged media lives between the packager and the players: per show and rendition, the
+//! playlist state, recent parts and segments in memory, and every segment, init and the VOD
+//! playlist on disk, beside the multivariant playlist that offers the renditions. Ingest writes through [`ShowStream`]; the HLS handlers read it and park on
 //! [`ShowStream::subscribe`] until what they wait for exists.
 
 use std::collections::{BTreeMap, HashMap};
@@ -9,11 +9,24 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use axum::body::Bytes;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use tokio::sync::watch;
 
-use crate::fmp4::{TrackInfo, init_segment};
+use crate::fmp4::{Codec, TrackInfo, init_segment};
 use crate::packager::Packaged;
-use crate::playlist::{PartInfo, Playlist, PlaylistConfig, init_name, segment_name};
+use crate::playlist::{PartInfo, Playlist, PlaylistConfig, Rendition, init_name, segment_name};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct RenditionLabel {
+    pub rendition: &'static str,
+}
+
+impl From<Rendition> for RenditionLabel {
+    fn from(r: Rendition) -> Self {
+        RenditionLabel { rendition: if r == Rendition::Aac { "aac" } else { "as_sent" } }
+    }
+}
 
 /// Segments whose parts stay in memory (older parts are no longer listed anywhere).
 const PARTS_KEPT_SEGMENTS: u64 = 8;
@@ -22,11 +35,18 @@ const SEGMENTS_KEPT: u64 = 16;
 /// Name of the media playlist, live and on disk.
 pub const MEDIA_PLAYLIST: &str = "live.m3u8";
 pub const MULTIVARIANT_PLAYLIST: &str = "master.m3u8";
+/// The multivariant playlist with the AAC variant alone (all of them when there is none), for
+/// players that switch between variants whatever their codecs: Chromium's own HLS fails at a
+/// switch from AAC to Opus ("audio codec changes not allowed"). The viewer page's native HLS
+/// fallback plays it.
+pub const AAC_MULTIVARIANT_PLAYLIST: &str = "master-aac.m3u8";
 
 /// All shows this origin has media for, and the thread that writes files.
 pub struct Library {
     dir: PathBuf,
     config: PlaylistConfig,
+    /// Parts and segments served, by rendition: how many players take AAC and how many Opus.
+    pub served: Family<RenditionLabel, Counter>,
     shows: Mutex<HashMap<String, Arc<ShowStream>>>,
     writer: std::sync::mpsc::Sender<(PathBuf, Bytes)>,
 }
@@ -51,7 +71,7 @@ impl Library {
                 }
             }
         })?;
-        Ok(Library { dir, config, shows: Mutex::new(HashMap::new()), writer })
+        Ok(Library { dir, config, served: Family::default(), shows: Mutex::new(HashMap::new()), writer })
     }
 
     pub fn dir(&self) -> &Path {
@@ -80,15 +100,8 @@ impl Library {
         }
         let stream = Arc::new(ShowStream {
             dir,
-            state: Mutex::new(State {
-                playlist: Playlist::new(self.config),
-                inits: BTreeMap::new(),
-                variant: None,
-                parts: BTreeMap::new(),
-                segments: BTreeMap::new(),
-                segment_buf: Vec::new(),
-                rendered: [None, None],
-            }),
+            config: self.config,
+            state: Mutex::new(State { media: Vec::new(), current: Vec::new(), resolution: None }),
             changed: watch::channel(0).0,
             writer: self.writer.clone(),
         });
@@ -97,15 +110,9 @@ impl Library {
     }
 }
 
-/// What the multivariant playlist says about the current rendition.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Variant {
-    pub codecs: String,
-    pub resolution: Option<(u32, u32)>,
-}
-
 pub struct ShowStream {
     dir: PathBuf,
+    config: PlaylistConfig,
     state: Mutex<State>,
     /// Bumped on every change; blocked requests wait on it.
     changed: watch::Sender<u64>,
@@ -113,9 +120,19 @@ pub struct ShowStream {
 }
 
 pub struct State {
+    /// Every rendition the show has had.
+    media: Vec<(Rendition, Media)>,
+    /// The renditions of the current publish, in the order of the packager's fragments.
+    current: Vec<Rendition>,
+    resolution: Option<(u32, u32)>,
+}
+
+/// One rendition's playlist and files.
+pub struct Media {
     pub playlist: Playlist,
+    /// `CODECS` of its variant (RFC 6381), from its init segment's tracks.
+    codecs: String,
     inits: BTreeMap<u32, Bytes>,
-    variant: Option<Variant>,
     parts: BTreeMap<(u64, u32), Bytes>,
     segments: BTreeMap<u64, Bytes>,
     segment_buf: Vec<u8>,
@@ -125,6 +142,52 @@ pub struct State {
 }
 
 impl State {
+    /// A publish has made its renditions.
+    pub fn begun(&self) -> bool {
+        !self.media.is_empty()
+    }
+
+    pub fn media(&mut self, rendition: Rendition) -> Option<&mut Media> {
+        self.media.iter_mut().find(|(r, _)| *r == rendition).map(|(_, m)| m)
+    }
+
+    /// The multivariant playlist `name` ([`MULTIVARIANT_PLAYLIST`] or
+    /// [`AAC_MULTIVARIANT_PLAYLIST`]), once every rendition in it has a whole segment to measure
+    /// its bit rate by.
+    pub fn multivariant(&self, name: &str) -> Option<String> {
+        let aac_only = name == AAC_MULTIVARIANT_PLAYLIST && self.current.contains(&Rendition::Aac);
+        let variants: Option<Vec<(Rendition, &Media)>> = self
+            .current
+            .iter()
+            .filter(|&&r| !aac_only || r == Rendition::Aac)
+            .map(|&r| self.media.iter().find(|(m, _)| *m == r).map(|(_, m)| (r, m)))
+            .collect();
+        multivariant(&variants?, self.resolution)
+    }
+
+    /// Both multivariant playlists to disk, for the recording.
+    fn write_multivariants(&self, stream: &ShowStream) {
+        for name in [MULTIVARIANT_PLAYLIST, AAC_MULTIVARIANT_PLAYLIST] {
+            if let Some(text) = self.multivariant(name) {
+                stream.write(name, Bytes::from(text));
+            }
+        }
+    }
+}
+
+impl Media {
+    fn new(config: PlaylistConfig, rendition: Rendition) -> Media {
+        Media {
+            playlist: Playlist::new(config, rendition),
+            codecs: String::new(),
+            inits: BTreeMap::new(),
+            parts: BTreeMap::new(),
+            segments: BTreeMap::new(),
+            segment_buf: Vec::new(),
+            rendered: [None, None],
+        }
+    }
+
     /// The live media playlist (`skip`: the delta update).
     pub fn live_playlist(&mut self, skip: bool) -> Bytes {
         let slot = &mut self.rendered[usize::from(skip)];
@@ -139,11 +202,6 @@ impl State {
     }
     pub fn segment(&self, msn: u64) -> Option<Bytes> {
         self.segments.get(&msn).cloned()
-    }
-
-    /// The multivariant playlist, once the first publish has given its codecs.
-    pub fn multivariant(&self) -> Option<String> {
-        self.variant.as_ref().map(|v| multivariant(v, &self.playlist))
     }
 }
 
@@ -160,61 +218,97 @@ impl ShowStream {
         &self.dir
     }
 
-    /// A new publish, or new codec parameters within one: a new init segment and a
-    /// discontinuity.
-    pub fn begin(&self, tracks: &[TrackInfo]) {
-        let mut s = self.lock();
-        let n = s.inits.keys().next_back().map_or(0, |n| n + 1);
-        let init = Bytes::from(init_segment(tracks));
-        self.write(&init_name(n), init.clone());
-        s.inits.insert(n, init);
-        let codecs: Vec<String> = tracks.iter().map(TrackInfo::codec_string).collect();
-        let resolution = tracks.iter().find_map(|t| match &t.codec {
-            crate::fmp4::Codec::H264(sets) => Some((sets.info.width, sets.info.height)),
-            crate::fmp4::Codec::Opus { .. } => None,
+    pub fn config(&self) -> PlaylistConfig {
+        self.config
+    }
+
+    /// A new publish, or new codec parameters within one: for each rendition (the tracks of
+    /// its init segment), a new init segment and a discontinuity. The packager's parts carry
+    /// one fragment per rendition, in this order.
+    pub fn begin(&self, renditions: &[(Rendition, Vec<TrackInfo>)]) {
+        let mut guard = self.lock();
+        let s = &mut *guard;
+        for &r in &s.current {
+            if !renditions.iter().any(|(now, _)| *now == r)
+                && let Some(m) = s.media.iter_mut().find(|(m, _)| *m == r).map(|(_, m)| m)
+            {
+                // A rendition this publish does not have (its publisher sends no audio now).
+                m.playlist.end();
+                m.rendered = [None, None];
+            }
+        }
+        s.current = renditions.iter().map(|(r, _)| *r).collect();
+        for (r, tracks) in renditions {
+            if !s.media.iter().any(|(m, _)| m == r) {
+                s.media.push((*r, Media::new(self.config, *r)));
+            }
+            let m = s.media(*r).expect("added above");
+            let n = m.inits.keys().next_back().map_or(0, |n| n + 1);
+            let init = Bytes::from(init_segment(tracks));
+            self.write(&r.file(&init_name(n)), init.clone());
+            m.inits.insert(n, init);
+            m.codecs = tracks.iter().map(TrackInfo::codec_string).collect::<Vec<_>>().join(",");
+            m.segment_buf.clear();
+            m.playlist.begin_period(n);
+            m.rendered = [None, None];
+        }
+        s.resolution = renditions.iter().flat_map(|(_, t)| t).find_map(|t| match &t.codec {
+            Codec::H264(sets) => Some((sets.info.width, sets.info.height)),
+            _ => None,
         });
-        s.variant = Some(Variant { codecs: codecs.join(","), resolution });
-        s.segment_buf.clear();
-        s.playlist.begin_period(n);
-        s.rendered = [None, None];
-        self.write(MULTIVARIANT_PLAYLIST, Bytes::from(s.multivariant().unwrap_or_default()));
+        drop(guard);
         self.notify();
     }
 
     pub fn packaged(&self, item: Packaged) {
         let mut guard = self.lock();
         let s = &mut *guard;
-        s.rendered = [None, None];
+        let current = s.current.clone();
         match item {
             Packaged::Part(part) => {
-                let info = PartInfo { duration: part.duration, independent: part.independent };
-                let (msn, index) = s.playlist.push_part(info, part.data.len(), part.segment_start);
-                s.segment_buf.extend_from_slice(&part.data);
-                s.parts.insert((msn, index), Bytes::from(part.data));
+                for (r, data) in current.into_iter().zip(part.fragments) {
+                    let Some(m) = s.media(r) else { continue };
+                    m.rendered = [None, None];
+                    let info = PartInfo { duration: part.duration, independent: part.independent };
+                    let (msn, index) = m.playlist.push_part(info, data.len(), part.segment_start);
+                    m.segment_buf.extend_from_slice(&data);
+                    m.parts.insert((msn, index), Bytes::from(data));
+                }
             }
             Packaged::SegmentEnd => {
-                s.playlist.end_segment();
-                let Some(last) = s.playlist.segments().last() else { return };
-                let msn = last.msn;
-                let bytes = Bytes::from(std::mem::take(&mut s.segment_buf));
-                self.write(&segment_name(msn), bytes.clone());
-                s.segments.insert(msn, bytes);
-                self.write(MEDIA_PLAYLIST, Bytes::from(s.playlist.render(false, true)));
-                s.parts.retain(|&(m, _), _| m + PARTS_KEPT_SEGMENTS > msn);
-                s.segments.retain(|&m, _| m + SEGMENTS_KEPT > msn);
+                for r in current {
+                    let Some(m) = s.media(r) else { continue };
+                    m.rendered = [None, None];
+                    m.playlist.end_segment();
+                    let Some(last) = m.playlist.segments().last() else { continue };
+                    let msn = last.msn;
+                    let bytes = Bytes::from(std::mem::take(&mut m.segment_buf));
+                    self.write(&r.file(&segment_name(msn)), bytes.clone());
+                    m.segments.insert(msn, bytes);
+                    self.write(&r.file(MEDIA_PLAYLIST), Bytes::from(m.playlist.render(false, true)));
+                    m.parts.retain(|&(n, _), _| n + PARTS_KEPT_SEGMENTS > msn);
+                    m.segments.retain(|&n, _| n + SEGMENTS_KEPT > msn);
+                }
+                // The bit rates they state are measured on segments: they change with each.
+                s.write_multivariants(self);
             }
         }
         drop(guard);
         self.notify();
     }
 
-    /// The publish ended: the playlist gets `EXT-X-ENDLIST` and the VOD copy is final.
+    /// The publish ended: the playlists get `EXT-X-ENDLIST` and the VOD copies are final.
     pub fn end(&self) {
-        let mut s = self.lock();
-        s.playlist.end();
-        s.rendered = [None, None];
-        self.write(MEDIA_PLAYLIST, Bytes::from(s.playlist.render(false, true)));
-        drop(s);
+        let mut guard = self.lock();
+        let s = &mut *guard;
+        for r in s.current.clone() {
+            let Some(m) = s.media(r) else { continue };
+            m.playlist.end();
+            m.rendered = [None, None];
+            self.write(&r.file(MEDIA_PLAYLIST), Bytes::from(m.playlist.render(false, true)));
+        }
+        s.write_multivariants(self);
+        drop(guard);
         self.notify();
     }
 
@@ -228,24 +322,34 @@ impl ShowStream {
     }
 }
 
-/// The multivariant playlist: one variant today; AAC audio or more video renditions become
-/// more lines here.
-pub fn multivariant(v: &Variant, playlist: &Playlist) -> String {
-    // Peak bit rate of the segments so far; a guess for a 1080p30 stream before the first one.
-    let peak = playlist
-        .segments()
-        .iter()
-        .filter(|s| s.complete && s.duration > 0.5)
-        .map(|s| (s.bytes as f64 * 8.0 / s.duration) as u64)
-        .max()
-        .unwrap_or(6_000_000);
+/// The multivariant playlist: one variant per rendition, each muxed with its one audio codec
+/// (see `docs/playback.md` for why muxed and not `EXT-X-MEDIA` groups), AAC first: the first
+/// variant is where Apple's players start, and every player decodes it. `BANDWIDTH` is the peak
+/// bit rate of the rendition's whole segments so far and `AVERAGE-BANDWIDTH` their mean, both
+/// measured, so there is nothing to say before a rendition's first whole segment (`None`).
+pub fn multivariant(variants: &[(Rendition, &Media)], resolution: Option<(u32, u32)>) -> Option<String> {
+    let mut ordered = variants.to_vec();
+    ordered.sort_by_key(|(r, _)| *r != Rendition::Aac);
+    let independent = ordered.iter().all(|(_, m)| m.playlist.independent());
     let mut out = String::from("#EXTM3U\n#EXT-X-VERSION:9\n");
-    out.push_str(&format!("#EXT-X-STREAM-INF:BANDWIDTH={peak},CODECS=\"{}\"", v.codecs));
-    if let Some((w, h)) = v.resolution {
-        out.push_str(&format!(",RESOLUTION={w}x{h}"));
+    if independent {
+        out.push_str("#EXT-X-INDEPENDENT-SEGMENTS\n");
     }
-    out.push_str(&format!("\n{MEDIA_PLAYLIST}\n"));
-    out
+    for (r, m) in ordered {
+        let whole: Vec<_> = m.playlist.segments().iter().filter(|s| s.complete && s.duration > 0.0).collect();
+        let peak = whole.iter().map(|s| (s.bytes as f64 * 8.0 / s.duration).ceil() as u64).max()?;
+        let (bytes, secs) = whole.iter().fold((0, 0.0), |(b, d), s| (b + s.bytes, d + s.duration));
+        let average = (bytes as f64 * 8.0 / secs).ceil() as u64;
+        out.push_str(&format!(
+            "#EXT-X-STREAM-INF:BANDWIDTH={peak},AVERAGE-BANDWIDTH={average},CODECS=\"{}\"",
+            m.codecs
+        ));
+        if let Some((w, h)) = resolution {
+            out.push_str(&format!(",RESOLUTION={w}x{h}"));
+        }
+        out.push_str(&format!("\n{}\n", r.file(MEDIA_PLAYLIST)));
+    }
+    Some(out)
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -38,18 +38,21 @@ test('without MediaSource the page plays the live stream with the browser\'s own
   try {
     assert.equal(await page.evaluate(() => window.liveshopPlayer.mode), 'native');
     assert.equal(await page.evaluate(() => typeof window.MediaSource), 'undefined');
-    // Playing, then three more seconds of it.
+    // Playing, then three more seconds of it, with sound decoded all along.
     const start = await page.waitForFunction((sel) => {
       const v = document.querySelector(sel);
       return !v.paused && v.currentTime > 0.5 && v.currentTime;
     }, video, { timeout: 60_000 }).then((h) => h.jsonValue());
+    const audioBytes = await page.$eval(video, (v) => v.webkitAudioDecodedByteCount);
     await page.waitForFunction(([sel, t]) => document.querySelector(sel).currentTime > t + 3, [video, start], { timeout: 30_000 });
+    const decoded = await page.$eval(video, (v) => v.webkitAudioDecodedByteCount) - audioBytes;
+    assert.ok(decoded > 0, 'the browser decoded audio while it played');
     const src = await page.$eval(video, (v) => v.currentSrc);
-    assert.equal(new URL(src).pathname, `/hls/${SHOW}/master.m3u8`);
+    assert.equal(new URL(src).pathname, `/hls/${SHOW}/master-aac.m3u8`);
     assert.deepEqual(hlsJs, [], 'hls.js is never loaded');
     assert.equal(await page.evaluate(() => window.Hls), undefined);
     assert.ok(await page.locator('[data-testid=cannot-play]').isHidden());
-    console.log(`native HLS plays: currentTime ${start.toFixed(1)} -> ${(await page.$eval(video, (v) => v.currentTime)).toFixed(1)}`);
+    console.log(`native HLS plays: currentTime ${start.toFixed(1)} -> ${(await page.$eval(video, (v) => v.currentTime)).toFixed(1)}, ${decoded} bytes of audio decoded`);
   } finally {
     mkdirSync(SHOTS, { recursive: true });
     await page.screenshot({ path: `${SHOTS}/native-hls-viewer.png` }).catch(() => {});

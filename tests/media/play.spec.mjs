@@ -4,7 +4,9 @@
 // capture clock in EXT-X-PROGRAM-DATE-TIME) as `LATENCY p50_ms=.. p95_ms=..` beside the LL-HLS
 // floor, and `STALLS count=.. rebuffer_ms=.. drift_ms=..`: times the video waited for data once
 // playing, how long in all, and how far the latency moved from the first fifth of the run to
-// the last.
+// the last. Prints `AUDIO codec=..` too: the audio of the variant hls.js took, and that the
+// browser decoded it. With LIVESHOP_NO_OPUS=1 the page's MediaSource says it cannot play Opus
+// (as on a browser without it), and hls.js must take the AAC variant.
 //
 //   LIVESHOP_URL=http://127.0.0.1:8080 BROWSER_DEPS=tests/browser node tests/media/play.spec.mjs
 //
@@ -18,6 +20,7 @@ const { chromium } = require('playwright-core');
 const BASE = (process.env.LIVESHOP_URL || '').replace(/\/+$/, '');
 const SHOW = process.env.LIVESHOP_SHOW || 'demo';
 const PLAY_SECONDS = Number(process.env.LIVESHOP_PLAY_SECONDS || 10);
+const NO_OPUS = process.env.LIVESHOP_NO_OPUS === '1';
 assert.ok(BASE, 'set LIVESHOP_URL');
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -36,6 +39,16 @@ try {
   await page.addInitScript(() => document.addEventListener('securitypolicyviolation', (e) => {
     console.error(`Content Security Policy: ${e.violatedDirective} blocked ${e.blockedURI || 'inline'}`);
   }));
+  if (NO_OPUS) {
+    await page.addInitScript(() => {
+      for (const name of ['MediaSource', 'ManagedMediaSource']) {
+        const MS = window[name];
+        if (!MS) continue;
+        const can = MS.isTypeSupported.bind(MS);
+        MS.isTypeSupported = (type) => !/opus/i.test(type) && can(type);
+      }
+    });
+  }
   await page.goto(`${BASE}/watch/${SHOW}`);
   await page.waitForFunction(() => window.liveshopPlayer?.hls, null, { timeout: 30_000 });
   await page.evaluate(() => {
@@ -58,7 +71,7 @@ try {
     v.addEventListener('playing', () => {
       if (stalls.since != null) [stalls.ms, stalls.since] = [stalls.ms + performance.now() - stalls.since, null];
     });
-    return v.currentTime;
+    return { t: v.currentTime, audioBytes: v.webkitAudioDecodedByteCount };
   });
   const latencies = [];
   // By the clock, not by count: each sample's evaluate adds to the 250 ms.
@@ -70,11 +83,20 @@ try {
     });
     if (l != null) latencies.push(l);
   }
-  const live = await page.evaluate(() => ({
-    t: document.querySelector('[data-testid=video]').currentTime,
-    lowLatency: window.liveshopPlayer.hls.lowLatencyMode,
-    isLive: window.liveshopPlayer.hls.levels[0]?.details?.live,
-  }));
+  const live = await page.evaluate(() => {
+    const hls = window.liveshopPlayer.hls;
+    const level = hls.levels[hls.currentLevel];
+    const v = document.querySelector('[data-testid=video]');
+    return {
+      t: v.currentTime,
+      lowLatency: hls.lowLatencyMode,
+      isLive: level?.details?.live,
+      audioCodec: level?.audioCodec,
+      offered: hls.levels.map((l) => l.audioCodec).join(' '),
+      audioBytes: v.webkitAudioDecodedByteCount,
+    };
+  });
+  console.log(`AUDIO codec=${live.audioCodec} of [${live.offered}]; decoded ${live.audioBytes - start.audioBytes} bytes in the live phase`);
   // Said before any assertion, so a failed long run still reports.
   const fifth = Math.max(1, Math.floor(latencies.length / 5));
   const drift = percentile(latencies.slice(-fifth), 0.5) - percentile(latencies.slice(0, fifth), 0.5);
@@ -83,7 +105,7 @@ try {
     return { count: s.count, ms: Math.round(s.ms + (s.since == null ? 0 : performance.now() - s.since)) };
   });
   console.log(`STALLS count=${stalls.count} rebuffer_ms=${stalls.ms} drift_ms=${drift} over ${PLAY_SECONDS} s`);
-  if (live.t - start < 0.8 * PLAY_SECONDS) {
+  if (live.t - start.t < 0.8 * PLAY_SECONDS) {
     // Say why: what the player buffered and what the playlist was.
     console.log(await page.evaluate(() => {
       const v = document.querySelector('[data-testid=video]');
@@ -92,8 +114,13 @@ try {
     }));
     console.log(await (await fetch(`${BASE}/hls/${SHOW}/live.m3u8`)).text());
   }
-  assert.ok(live.t - start >= 0.8 * PLAY_SECONDS, `currentTime went from ${start} to ${live.t} in ${PLAY_SECONDS} s`);
+  assert.ok(live.t - start.t >= 0.8 * PLAY_SECONDS, `currentTime went from ${start.t} to ${live.t} in ${PLAY_SECONDS} s`);
   assert.equal(live.isLive, true);
+  assert.ok(live.audioBytes > start.audioBytes, 'audio was decoded while it played');
+  if (NO_OPUS) {
+    assert.equal(live.audioCodec, 'mp4a.40.2', 'without Opus, hls.js plays the AAC variant');
+    assert.ok(!live.offered.includes('opus'), `hls.js kept a variant it cannot play: ${live.offered}`);
+  }
   // The page says the show is on, not offline, once frames play.
   assert.ok(await page.locator('[data-testid=offline]').isHidden(), 'the offline notice is hidden while playing');
   assert.ok(await page.locator('[data-testid=live-badge]').isVisible(), 'the live badge shows');
@@ -116,7 +143,8 @@ try {
   await page.reload();
   await page.waitForFunction(() => {
     const v = document.querySelector('[data-testid=video]');
-    return window.liveshopPlayer?.hls?.levels[0]?.details?.live === false && v.currentTime > 2;
+    const hls = window.liveshopPlayer?.hls;
+    return hls?.levels[hls.currentLevel]?.details?.live === false && v.currentTime > 2;
   }, null, { timeout: 30_000 });
   console.log('VOD replay plays');
   assert.deepEqual(refused, [], 'the viewer page broke its Content-Security-Policy');

@@ -5,9 +5,11 @@ stream has what OBS sends and a browser does not: High profile while the SDP off
 42e01f, access-unit delimiters, keyframes split over several slices, SPS and PPS repeated before
 every keyframe, and a fixed keyframe interval. Like OBS it ignores keyframe requests (PLI, FIR),
 unless --keyframe-on-request makes it answer them the way a browser's encoder does. Audio is a
-tone that aiortc encodes as Opus.
+tone that aiortc encodes as Opus; with --beep, silence with a 50 ms beep at the start of every
+second instead, and the video frame of every whole second white: a stream whose audio and video
+say when they were captured, to measure A/V sync by.
 
-    python3 publish.py [--seconds N] [--no-delete] [--keyint FRAMES] [--keyframe-on-request] -- URL TOKEN
+    python3 publish.py [--seconds N] [--no-delete] [--keyint FRAMES] [--keyframe-on-request] [--beep] -- URL TOKEN
 
 Prints `LIVE <location>` once the WHIP answer is applied, then `KEYFRAME REQUESTS <n>` (how many
 PLI or FIR arrived) and `DONE` after the DELETE (or exits without them with --no-delete, like a
@@ -38,8 +40,9 @@ class EncodedVideo(MediaStreamTrack):
 
     kind = "video"
 
-    def __init__(self, keyint: int):
+    def __init__(self, keyint: int, flash: bool = False):
         super().__init__()
+        self.flash = flash
         self.codec = av.CodecContext.create("libx264", "w")
         self.codec.width, self.codec.height = WIDTH, HEIGHT
         self.codec.pix_fmt = "yuv420p"
@@ -72,6 +75,8 @@ class EncodedVideo(MediaStreamTrack):
         x = (self.n * 8) % WIDTH
         for y in range(HEIGHT):
             luma[y * WIDTH + x : y * WIDTH + min(x + 32, WIDTH)] = b"\xe0" * (min(x + 32, WIDTH) - x)
+        if self.flash and self.n % FPS == 0:
+            luma = bytearray(b"\xeb" * (WIDTH * HEIGHT))
         frame.planes[0].update(bytes(luma))
         frame.planes[1].update(b"\x80" * (WIDTH * HEIGHT // 4))
         frame.planes[2].update(b"\x80" * (WIDTH * HEIGHT // 4))
@@ -98,14 +103,21 @@ class EncodedVideo(MediaStreamTrack):
 
 
 class Tone(MediaStreamTrack):
-    """A 440 Hz tone in 20 ms frames, paced in real time."""
+    """A 440 Hz tone in 20 ms frames, paced in real time; or, with `beep`, a 1 kHz beep of 50 ms
+    at the start of every second and silence between."""
 
     kind = "audio"
 
-    def __init__(self):
+    def __init__(self, beep: bool = False):
         super().__init__()
         self.n = 0
         self.start = None
+        self.beep = beep
+
+    def sample(self, t: int) -> int:
+        if not self.beep:
+            return int(8000 * math.sin(2 * math.pi * 440 * t / 48000))
+        return int(16000 * math.sin(2 * math.pi * 1000 * t / 48000)) if t % 48000 < 2400 else 0
 
     async def recv(self):
         if self.start is None:
@@ -113,10 +125,7 @@ class Tone(MediaStreamTrack):
         wait = self.start + self.n * 0.02 - time.time()
         if wait > 0:
             await asyncio.sleep(wait)
-        samples = b"".join(
-            struct.pack("<h", int(8000 * math.sin(2 * math.pi * 440 * (self.n * 960 + i) / 48000)))
-            for i in range(960)
-        )
+        samples = b"".join(struct.pack("<h", self.sample(self.n * 960 + i)) for i in range(960))
         frame = av.AudioFrame(format="s16", layout="mono", samples=960)
         frame.planes[0].update(samples)
         frame.sample_rate = 48000
@@ -143,17 +152,18 @@ async def main() -> int:
     ap.add_argument("--no-delete", action="store_true")
     ap.add_argument("--keyint", type=int, default=FPS)
     ap.add_argument("--keyframe-on-request", action="store_true")
+    ap.add_argument("--beep", action="store_true")
     args = ap.parse_args()
 
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    track = EncodedVideo(args.keyint)
+    track = EncodedVideo(args.keyint, args.beep)
     track.answer_requests = args.keyframe_on_request
     video = pc.addTransceiver(track, direction="sendonly")
     # aiortc's keyframe flag only reaches encoders it runs itself; this track encodes its own.
     video.sender._send_keyframe = track.keyframe_request
     h264 = [c for c in RTCRtpSender.getCapabilities("video").codecs if c.mimeType == "video/H264"]
     video.setCodecPreferences(h264)
-    pc.addTransceiver(Tone(), direction="sendonly")
+    pc.addTransceiver(Tone(args.beep), direction="sendonly")
     await pc.setLocalDescription(await pc.createOffer())  # aiortc gathers before returning
     try:
         status, headers, answer = request(
