@@ -17,6 +17,7 @@ use liveshop_edge::shows::NewShow;
 use liveshop_edge::{Edge, EdgeConfig};
 use liveshop_identity::{Claims, Role};
 use liveshop_media_origin::events::PostEvents;
+use liveshop_media_origin::ingest::AudioRenditions;
 use liveshop_media_origin::keys::{KeyVersions, Lookup, NodeKeyVersions};
 use liveshop_media_origin::{Origin, OriginConfig};
 use liveshop_room::protocol::Product;
@@ -128,10 +129,10 @@ struct MediaArgs {
     /// The UDP address publishers reach, for ICE candidates behind NAT [default: --webrtc-udp].
     #[arg(long, env = "LIVESHOP_WEBRTC_PUBLIC")]
     webrtc_public: Option<SocketAddr>,
-    /// Audio renditions: the publisher's Opus as sent, AAC-LC transcoded from it (for iPhones
-    /// before iOS 17, smart TVs and set-top players), or both, as two variants.
-    #[arg(long, env = "LIVESHOP_AUDIO", default_value = "both", value_parser = ["aac", "opus", "both"])]
-    audio: String,
+    /// Audio variants: `opus` (the publisher's, as sent), `aac` (AAC-LC transcoded from it, for
+    /// iPhones before iOS 17, smart TVs and set-top players) or `both`.
+    #[arg(long, env = "LIVESHOP_AUDIO", default_value = "both")]
+    audio: AudioRenditions,
 }
 
 impl NodeArgs {
@@ -273,7 +274,7 @@ async fn start_origin(
     let port = if listen.port() == 0 { 0 } else { bound.port() };
     config.ingest.udp = media.webrtc_udp.unwrap_or(SocketAddr::new(listen.ip(), port));
     config.ingest.public_addr = media.webrtc_public;
-    config.ingest.audio = media.audio.parse().map_err(anyhow::Error::msg)?;
+    config.ingest.audio = media.audio;
     config.hls_js = Some(hls_js(fetch_hls_js));
     config.key_versions = key_versions;
     let secret = liveshop_edge::server::node_secret_bytes(data_dir)?;

@@ -8,15 +8,18 @@
 //! Opus. Finished frames come back through [`AacTranscoder::drain`], which the ingest task
 //! calls before it packages each video frame.
 //!
-//! Timestamps: the encoder's output frame `k` holds input samples from `k * 1024 - delay`
-//! (`delay` is the encoder's priming and lookahead as FDK reports it), so it is stamped with the
-//! input's decode time there. The decoded AAC then lies on the Opus samples it came from, with no
-//! drift however long the show (timestamps come from the input, not from counting alone), and
-//! the priming frames fall before the first input sample and are not emitted: the first frame a
-//! player gets starts on audio, with no click. A hole in the input (lost packets, or packets
-//! dropped here) is filled by libopus's loss concealment up to [`MAX_CONCEAL`] samples; a longer
-//! one starts a new encoder at the next packet.
+//! Timestamps: a frame the encoder puts out once it has taken `C` input samples holds the input
+//! from `C - 1024 - delay` (`delay` is the encoder's priming and lookahead as FDK reports it), so
+//! it is stamped with the input's decode time there: samples are counted from the packet that
+//! started the timeline, and every packet's own timestamp is checked against the count (Opus RTP
+//! timestamps are exact). The decoded AAC then lies on the Opus samples it came from. The
+//! priming frames fall before the first input sample and are not emitted: the first frame a
+//! player gets starts on audio, with no click. A short hole in the input (lost packets) is filled
+//! by libopus's loss concealment, up to [`MAX_CONCEAL`] samples; a longer one, a jump back in
+//! time, or the packets this side dropped while behind (concealing them would only keep it
+//! behind) start a new timeline and encoder at the next packet.
 
+use std::cell::Cell;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
@@ -38,8 +41,9 @@ pub const AUDIO_SPECIFIC_CONFIG: [u8; 2] = [0x11, 0x90];
 /// Opus packets that may wait for the thread: one second of 20 ms packets.
 pub const QUEUE_PACKETS: usize = 50;
 
-/// The longest hole in the input, in 48 kHz samples, that loss concealment fills (one second).
-pub const MAX_CONCEAL: u64 = 48_000;
+/// The longest hole in the input, in 48 kHz samples, that loss concealment fills (120 ms: a
+/// burst of lost packets, not an outage).
+pub const MAX_CONCEAL: u64 = 5760;
 
 /// The largest Opus packet: 120 ms at 48 kHz.
 const MAX_OPUS_SAMPLES: usize = 5760;
@@ -51,7 +55,7 @@ pub struct AacStats {
     pub frames: Counter,
     /// Opus packets dropped because the transcoder was a second behind.
     pub dropped: Counter,
-    /// Time the transcoder threads spent decoding and encoding.
+    /// Time (wall clock) the transcoder threads spent decoding and encoding.
     pub busy_seconds: Counter<f64, AtomicU64>,
 }
 
@@ -67,22 +71,24 @@ pub enum TranscodeError {
 
 /// One publish's transcoder: its thread lives until the handle is dropped.
 pub struct AacTranscoder {
-    input: SyncSender<Frame>,
+    /// Each packet with whether packets were dropped before it.
+    input: SyncSender<(Frame, bool)>,
     output: Receiver<Frame>,
     stats: Arc<AacStats>,
+    dropped: Cell<bool>,
 }
 
 impl AacTranscoder {
     pub fn start(name: &str, stats: Arc<AacStats>) -> Result<AacTranscoder, TranscodeError> {
         let mut pipeline = Pipeline::new()?;
-        let (input, packets) = std::sync::mpsc::sync_channel::<Frame>(QUEUE_PACKETS);
+        let (input, packets) = std::sync::mpsc::sync_channel::<(Frame, bool)>(QUEUE_PACKETS);
         let (done, output) = std::sync::mpsc::channel();
         let thread_stats = stats.clone();
         std::thread::Builder::new().name(format!("aac-{name}")).spawn(move || {
             let mut frames = Vec::new();
-            for packet in packets {
+            for (packet, dropped) in packets {
                 let started = Instant::now();
-                if let Err(e) = pipeline.push(packet, &mut frames) {
+                if let Err(e) = pipeline.push(packet, dropped, &mut frames) {
                     tracing::warn!("AAC transcoder: {e}");
                 }
                 thread_stats.busy_seconds.inc_by(started.elapsed().as_secs_f64());
@@ -94,14 +100,18 @@ impl AacTranscoder {
                 }
             }
         })?;
-        Ok(AacTranscoder { input, output, stats })
+        Ok(AacTranscoder { input, output, stats, dropped: Cell::new(false) })
     }
 
     /// Hands over one Opus packet; false if it was dropped (the thread is a second behind).
     pub fn push(&self, opus: Frame) -> bool {
-        match self.input.try_send(opus) {
-            Ok(()) => true,
+        match self.input.try_send((opus, self.dropped.get())) {
+            Ok(()) => {
+                self.dropped.set(false);
+                true
+            }
             Err(TrySendError::Full(_)) => {
+                self.dropped.set(true);
                 let dropped = self.stats.dropped.inc() + 1;
                 if dropped.is_power_of_two() {
                     tracing::warn!(
@@ -133,8 +143,10 @@ struct Pipeline {
     base: Option<u64>,
     /// Samples decoded since `base`: the next packet is expected at `base + fed`.
     fed: u64,
-    /// Frames the encoder has put out since `base`.
-    emitted: u64,
+    /// Samples the encoder has taken since `base`.
+    consumed: u64,
+    /// The newest packet's capture time, for the frames it completes (the packager takes
+    /// PROGRAM-DATE-TIME from video; audio carries it only to be a whole frame).
     capture: SystemTime,
     decoded: Vec<i16>,
     bitstream: Vec<u8>,
@@ -164,27 +176,24 @@ impl Pipeline {
             pcm: Vec::with_capacity(4 * MAX_OPUS_SAMPLES),
             base: None,
             fed: 0,
-            emitted: 0,
+            consumed: 0,
             capture: SystemTime::UNIX_EPOCH,
             decoded: vec![0; 2 * MAX_OPUS_SAMPLES],
             bitstream: vec![0; 8192],
         })
     }
 
-    fn push(&mut self, packet: Frame, out: &mut Vec<Frame>) -> Result<(), TranscodeError> {
+    /// `dropped`: packets were dropped on the way here since the last one.
+    fn push(&mut self, packet: Frame, dropped: bool, out: &mut Vec<Frame>) -> Result<(), TranscodeError> {
         let base = *self.base.get_or_insert(packet.dts);
         let expected = base + self.fed;
-        // Half an Opus frame of tolerance: RTP timestamps of Opus are exact.
-        if packet.dts + 480 <= expected {
-            return Ok(()); // a repeated or late packet: its time is already covered
-        }
-        let hole = packet.dts - expected.min(packet.dts);
-        if hole > MAX_CONCEAL {
-            // Too long to conceal: a new timeline (and encoder) from this packet.
-            let (encoder, delay) = encoder()?;
-            (self.encoder, self.delay) = (encoder, delay);
-            self.pcm.clear();
-            (self.base, self.fed, self.emitted) = (Some(packet.dts), 0, 0);
+        let hole = packet.dts.saturating_sub(expected);
+        let back = expected.saturating_sub(packet.dts);
+        // Half an Opus frame of tolerance either way: RTP timestamps of Opus are exact.
+        if hole > MAX_CONCEAL || back > 48_000 || (dropped && hole >= 480) {
+            self.restart(packet.dts)?;
+        } else if back >= 480 {
+            return Ok(()); // a repeated or reordered packet: its time is already covered
         } else if hole >= 480 {
             self.conceal(hole)?;
         }
@@ -193,6 +202,14 @@ impl Pipeline {
         self.pcm.extend_from_slice(&self.decoded[..2 * n]);
         self.fed += n as u64;
         self.encode(out)
+    }
+
+    /// A new timeline and encoder from `dts` on.
+    fn restart(&mut self, dts: u64) -> Result<(), TranscodeError> {
+        (self.encoder, self.delay) = encoder()?;
+        self.pcm.clear();
+        (self.base, self.fed, self.consumed) = (Some(dts), 0, 0);
+        Ok(())
     }
 
     /// Fills `samples` of missing input with libopus's concealment (in 2.5 ms steps, as it wants).
@@ -215,11 +232,12 @@ impl Pipeline {
                 .encoder
                 .encode(&self.pcm[..frame_values], &mut self.bitstream)
                 .map_err(|e| TranscodeError::Aac(e.to_string()))?;
-            self.pcm.drain(..info.input_consumed.min(self.pcm.len()));
+            let taken = info.input_consumed.min(self.pcm.len());
+            self.pcm.drain(..taken);
+            self.consumed += taken as u64 / 2;
             if info.output_size > 0 {
-                let start = (self.base.unwrap_or(0) + self.emitted * u64::from(AAC_FRAME_SAMPLES))
-                    .checked_sub(self.delay);
-                self.emitted += 1;
+                let frame = u64::from(AAC_FRAME_SAMPLES);
+                let start = (self.base.unwrap_or(0) + self.consumed).checked_sub(frame + self.delay);
                 // Frames of priming only (before the first input sample) are not emitted.
                 if let Some(dts) = start.filter(|&t| t >= self.base.unwrap_or(0)) {
                     out.push(Frame {
@@ -298,7 +316,7 @@ mod tests {
         let mut p = Pipeline::new().unwrap();
         let mut out = Vec::new();
         for packet in packets {
-            p.push(packet, &mut out).unwrap();
+            p.push(packet, false, &mut out).unwrap();
         }
         out
     }
@@ -350,15 +368,29 @@ mod tests {
         }
         let last_in = packets.last().unwrap().dts + 960;
         assert!(last_in - (aac.last().unwrap().dts + 1024) < 4096, "the output kept up with the input");
-        // Three seconds missing: a new timeline starts at the next packet.
-        let mut late = opus_packets(&pcm[..48_000], dts0 + 10 * 48_000);
+        // Nine seconds missing, then a jump back in time: each starts a new timeline at the
+        // next packet, stamped from that packet.
+        let second = |at: u64| opus_packets(&pcm[..48_000], at);
         let mut p = Pipeline::new().unwrap();
         let mut out = Vec::new();
-        for packet in opus_packets(&pcm[..48_000], dts0).into_iter().chain(late.drain(..)) {
-            p.push(packet, &mut out).unwrap();
+        for packet in second(dts0).into_iter().chain(second(dts0 + 10 * 48_000)).chain(second(dts0)) {
+            p.push(packet, false, &mut out).unwrap();
         }
-        let jump = out.windows(2).find(|w| w[1].dts - w[0].dts != 1024).expect("a jump");
-        assert!(jump[1].dts >= dts0 + 10 * 48_000, "{} -> {}", jump[0].dts, jump[1].dts);
+        let jumps: Vec<(u64, u64)> =
+            out.windows(2).filter(|w| w[1].dts != w[0].dts + 1024).map(|w| (w[0].dts, w[1].dts)).collect();
+        assert_eq!(jumps.len(), 2, "{jumps:?}");
+        assert!(
+            jumps[0].1 >= dts0 + 10 * 48_000 && jumps[1].1 >= dts0 && jumps[1].1 < dts0 + 4096,
+            "{jumps:?}"
+        );
+        // Packets this side dropped are not concealed: the timeline restarts after them.
+        let mut p = Pipeline::new().unwrap();
+        let mut out = Vec::new();
+        let packets = second(dts0);
+        for (i, packet) in packets.into_iter().enumerate().filter(|(i, _)| !(20..25).contains(i)) {
+            p.push(packet, i == 25, &mut out).unwrap();
+        }
+        assert_eq!(out.windows(2).filter(|w| w[1].dts != w[0].dts + 1024).count(), 1);
     }
 
     #[test]

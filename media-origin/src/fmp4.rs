@@ -24,9 +24,10 @@ pub enum Codec {
     Opus {
         channels: u8,
     },
-    /// AAC-LC, 48 kHz stereo, described by its AudioSpecificConfig.
+    /// AAC-LC, 48 kHz stereo, described by its AudioSpecificConfig, at a constant bit rate.
     Aac {
         config: Vec<u8>,
+        bitrate: u32,
     },
 }
 
@@ -192,7 +193,7 @@ fn sample_entry(b: &mut Vec<u8>, t: &TrackInfo) {
                 b.push(0); // channel mapping family 0: mono or stereo
             });
         }),
-        Codec::Aac { config } => boxed(b, b"mp4a", |b| {
+        Codec::Aac { config, bitrate } => boxed(b, b"mp4a", |b| {
             b.extend_from_slice(&[0; 6]);
             b.extend_from_slice(&1u16.to_be_bytes());
             b.extend_from_slice(&[0; 8]);
@@ -209,8 +210,8 @@ fn sample_entry(b: &mut Vec<u8>, t: &TrackInfo) {
                 decoder.push(0x40); // object type: MPEG-4 audio
                 decoder.push(0x15); // stream type 5 (audio) << 2, upstream 0, reserved 1
                 decoder.extend_from_slice(&[0, 0x18, 0]); // decoding buffer: 6 KiB
-                u32_be(&mut decoder, crate::aac::AAC_BITRATE); // max bit rate (constant)
-                u32_be(&mut decoder, crate::aac::AAC_BITRATE); // average bit rate
+                u32_be(&mut decoder, *bitrate); // max bit rate (constant)
+                u32_be(&mut decoder, *bitrate); // average bit rate
                 decoder.extend_from_slice(&specific);
                 let sl = [0x06, 0x01, 0x02];
                 b.push(0x03);

@@ -11,8 +11,9 @@
 //!
 //! The AAC rendition's files are the same names with `aac-` in front. A request for the part
 //! named in the preload hint waits until that part exists; one for the multivariant playlist of
-//! a stream that has begun waits for its first whole segment (the bit rates it states are
-//! measured on segments).
+//! a stream that is being published waits for its first whole segment (the bit rates it states
+//! are measured on segments), and like every blocking request gets 503 with `Retry-After` if
+//! that takes longer than three target durations.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -53,24 +54,37 @@ pub async fn get(
         .get(header::ACCEPT_ENCODING)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.split(',').any(|e| e.trim().starts_with("gzip")));
-    let Some(stream) = library.get(&show) else {
-        return from_disk(&library, &show, &file, gzip).await;
+    let response = serve(&library, &show, &file, q, gzip).await;
+    // Media served, by rendition: which variant players take.
+    let (rendition, name) = Rendition::of_file(&file);
+    if response.is_ok() && name.ends_with(".m4s") {
+        library.served.get_or_create(&rendition.into()).inc();
+    }
+    response
+}
+
+async fn serve(
+    library: &Library,
+    show: &str,
+    file: &str,
+    q: HlsQuery,
+    gzip: bool,
+) -> Result<Response, ApiError> {
+    let Some(stream) = library.get(show) else {
+        return from_disk(library, show, file, gzip).await;
     };
     let deadline = tokio::time::Instant::now() + block_limit(&stream);
     if file == MULTIVARIANT_PLAYLIST || file == AAC_MULTIVARIANT_PLAYLIST {
         let mut changes = stream.subscribe();
         loop {
-            if let Some(text) = stream.lock().multivariant(&file) {
+            if let Some(text) = stream.lock().multivariant(file) {
                 return Ok(playlist_response(Bytes::from(text), "no-cache", gzip));
             }
-            wait(&mut changes, deadline).await.map_err(|_| ApiError::not_found("not live yet"))?;
+            wait(&mut changes, deadline).await?;
         }
     }
-    let (rendition, name) = Rendition::of_file(&file);
-    if name.ends_with(".m4s") {
-        library.served.get_or_create(&rendition.into()).inc();
-    }
-    let missing = || ApiError::not_found(file.clone());
+    let (rendition, name) = Rendition::of_file(file);
+    let missing = || ApiError::not_found(file.to_string());
     // A publish is accepted before its first keyframe makes the renditions: a request that comes
     // in between waits for them, as for anything else not there yet.
     let mut changes = stream.subscribe();
@@ -85,10 +99,10 @@ pub async fn get(
             (false, false) => wait(&mut changes, deadline).await?,
         }
     }
-    // Every arm below finds the rendition: renditions are never removed from a stream.
+    // Renditions are never removed from a stream: the arms below find it (or answer 404).
     let with = |f: &mut dyn FnMut(&mut Media) -> Option<Bytes>| stream.lock().media(rendition).and_then(f);
     if name == MEDIA_PLAYLIST {
-        media_playlist(&stream, rendition, q, gzip).await
+        media_playlist(&stream, rendition, q, gzip, deadline).await
     } else if let Some(n) = parse_init_name(name) {
         with(&mut |m| m.init(n)).map(|b| media(b, "video/mp4")).ok_or_else(missing)
     } else if let Some((msn, part)) = parse_part_name(name) {
@@ -113,7 +127,7 @@ pub async fn get(
     } else if let Some(msn) = parse_segment_name(name) {
         match with(&mut |m| m.segment(msn)) {
             Some(b) => Ok(media(b, "video/mp4")),
-            None => from_disk(&library, &show, &file, gzip).await,
+            None => from_disk(library, show, file, gzip).await,
         }
     } else {
         Err(missing())
@@ -148,6 +162,7 @@ async fn media_playlist(
     rendition: Rendition,
     q: HlsQuery,
     gzip: bool,
+    deadline: tokio::time::Instant,
 ) -> Result<Response, ApiError> {
     let gone = || ApiError::not_found(rendition.file(MEDIA_PLAYLIST));
     let bad = |what: &str| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", what.to_string());
@@ -162,7 +177,6 @@ async fn media_playlist(
         let text = stream.lock().media(rendition).ok_or_else(gone)?.live_playlist(skip);
         return Ok(playlist_response(text, "no-cache", gzip));
     };
-    let deadline = tokio::time::Instant::now() + block_limit(stream);
     let mut changes = stream.subscribe();
     loop {
         {
@@ -195,8 +209,13 @@ async fn from_disk(library: &Library, show: &str, file: &str, gzip: bool) -> Res
     if !known || !valid_show_id(show) {
         return Err(ApiError::not_found(file.to_string()));
     }
-    let path = library.dir().join(show).join(file);
-    let bytes = tokio::fs::read(&path).await.map_err(|_| ApiError::not_found(file.to_string()))?;
+    let dir = library.dir().join(show);
+    let mut bytes = tokio::fs::read(dir.join(file)).await;
+    if bytes.is_err() && file == AAC_MULTIVARIANT_PLAYLIST {
+        // A recording from before the AAC variant: all it has.
+        bytes = tokio::fs::read(dir.join(MULTIVARIANT_PLAYLIST)).await;
+    }
+    let bytes = bytes.map_err(|_| ApiError::not_found(file.to_string()))?;
     if file.ends_with(".m3u8") {
         Ok(playlist_response(Bytes::from(bytes), "no-cache", gzip))
     } else {

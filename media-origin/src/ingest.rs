@@ -507,6 +507,7 @@ impl Session {
         }
         let sets = sets.clone();
         if let Some((_, mut old)) = self.packaging.take() {
+            feed_aac(&self.aac, Some(&mut old));
             for item in old.finish() {
                 self.stream.packaged(item);
             }
@@ -522,7 +523,10 @@ impl Session {
                     timescale: 48_000,
                     codec: match codec {
                         AudioCodec::Opus => Codec::Opus { channels: 2 },
-                        AudioCodec::Aac => Codec::Aac { config: crate::aac::AUDIO_SPECIFIC_CONFIG.to_vec() },
+                        AudioCodec::Aac => Codec::Aac {
+                            config: crate::aac::AUDIO_SPECIFIC_CONFIG.to_vec(),
+                            bitrate: crate::aac::AAC_BITRATE,
+                        },
                     },
                 });
                 (r, std::iter::once(video).chain(audio).collect())
@@ -565,13 +569,11 @@ impl Session {
     }
 
     fn package(&mut self, frame: Frame) {
-        let Some((_, packager)) = &mut self.packaging else { return };
         // The AAC finished so far goes in before a video frame can close a part.
-        if let (TrackKind::Video, Some(aac)) = (frame.kind, &self.aac) {
-            for aac_frame in aac.drain() {
-                packager.push(aac_frame);
-            }
+        if frame.kind == TrackKind::Video {
+            feed_aac(&self.aac, self.packaging.as_mut().map(|(_, p)| p));
         }
+        let Some((_, packager)) = &mut self.packaging else { return };
         for item in packager.push(frame) {
             if let crate::packager::Packaged::Part(p) = &item {
                 self.media_seconds += p.duration;
@@ -603,9 +605,7 @@ impl Session {
     fn finish(&mut self, events: &dyn StreamEvents) {
         self.rtc.disconnect();
         if let Some((_, mut packager)) = self.packaging.take() {
-            for aac_frame in self.aac.iter().flat_map(AacTranscoder::drain) {
-                packager.push(aac_frame);
-            }
+            feed_aac(&self.aac, Some(&mut packager));
             for item in packager.finish() {
                 if let crate::packager::Packaged::Part(p) = &item {
                     self.media_seconds += p.duration;
@@ -640,6 +640,16 @@ impl Session {
         self.stats.bytes = 0;
         self.stats.frames = 0;
         Some(health)
+    }
+}
+
+/// The AAC `aac` has finished so far, into `packager`; before packaging starts, nowhere (it
+/// would be older than the first keyframe).
+fn feed_aac(aac: &Option<AacTranscoder>, mut packager: Option<&mut Packager>) {
+    for frame in aac.iter().flat_map(AacTranscoder::drain) {
+        if let Some(p) = packager.as_deref_mut() {
+            p.push(frame);
+        }
     }
 }
 

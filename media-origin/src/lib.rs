@@ -150,7 +150,7 @@ impl Origin {
         );
         metrics.register(
             "aac_transcode_seconds",
-            "CPU time the AAC transcoders spent decoding and encoding",
+            "Time (wall clock) the AAC transcoders spent decoding and encoding",
             aac.busy_seconds.clone(),
         );
         let whip = Arc::new(WhipState {

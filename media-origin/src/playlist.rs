@@ -90,7 +90,6 @@ pub struct Segment {
     pub discontinuity: bool,
     pub init: u32,
     pub complete: bool,
-    pub bytes: usize,
 }
 
 /// What a blocking request asks for, checked against the playlist.
@@ -107,6 +106,11 @@ pub struct Playlist {
     config: PlaylistConfig,
     rendition: Rendition,
     segments: Vec<Segment>,
+    /// The media sequence number of the first segment: [`FIRST_MSN`], unless the playlist
+    /// joined its show late ([`Playlist::start_at`]).
+    first_msn: u64,
+    /// EXT-X-DISCONTINUITY-SEQUENCE: discontinuities before the first segment.
+    discontinuity_sequence: u64,
     init: u32,
     discontinuity_next: bool,
     ended: bool,
@@ -122,7 +126,32 @@ pub const FIRST_MSN: u64 = 1;
 
 impl Playlist {
     pub fn new(config: PlaylistConfig, rendition: Rendition) -> Playlist {
-        Playlist { config, rendition, segments: Vec::new(), init: 0, discontinuity_next: false, ended: false }
+        Playlist {
+            config,
+            rendition,
+            segments: Vec::new(),
+            first_msn: FIRST_MSN,
+            discontinuity_sequence: 0,
+            init: 0,
+            discontinuity_next: false,
+            ended: false,
+        }
+    }
+
+    /// Starts over, empty, with segment `msn` next and `discontinuities` before it: for a
+    /// rendition that joins (or rejoins) a show whose other renditions are there already, so its
+    /// segments keep their numbers.
+    pub fn start_at(&mut self, msn: u64, discontinuities: u64) {
+        self.segments.clear();
+        (self.first_msn, self.discontinuity_sequence) = (msn, discontinuities);
+        (self.discontinuity_next, self.ended) = (false, false);
+    }
+
+    /// The discontinuity sequence number the next segment will have.
+    pub fn next_discontinuity(&self) -> u64 {
+        let before =
+            self.discontinuity_sequence + self.segments.iter().filter(|s| s.discontinuity).count() as u64;
+        before + u64::from(self.discontinuity_next)
     }
 
     /// Every segment so far starts with a keyframe (a publisher that ignores keyframe requests
@@ -140,7 +169,7 @@ impl Playlist {
     }
 
     fn segment(&self, msn: u64) -> Option<&Segment> {
-        self.segments.get(usize::try_from(msn.checked_sub(FIRST_MSN)?).ok()?)
+        self.segments.get(usize::try_from(msn.checked_sub(self.first_msn)?).ok()?)
     }
 
     pub fn ended(&self) -> bool {
@@ -157,16 +186,11 @@ impl Playlist {
     }
 
     /// Appends a part; returns its `(msn, part index)`. `segment_start` opens a new segment.
-    pub fn push_part(
-        &mut self,
-        part: PartInfo,
-        bytes: usize,
-        segment_start: Option<SystemTime>,
-    ) -> (u64, u32) {
+    pub fn push_part(&mut self, part: PartInfo, segment_start: Option<SystemTime>) -> (u64, u32) {
         let open = self.segments.last().is_some_and(|s| !s.complete);
         if !open || segment_start.is_some() {
             self.end_segment();
-            let msn = FIRST_MSN + self.segments.len() as u64;
+            let msn = self.first_msn + self.segments.len() as u64;
             self.segments.push(Segment {
                 msn,
                 duration: 0.0,
@@ -175,12 +199,10 @@ impl Playlist {
                 discontinuity: std::mem::take(&mut self.discontinuity_next),
                 init: self.init,
                 complete: false,
-                bytes: 0,
             });
         }
         let seg = self.segments.last_mut().expect("pushed above");
         seg.duration += part.duration;
-        seg.bytes += bytes;
         seg.parts.push(part);
         (seg.msn, seg.parts.len() as u32 - 1)
     }
@@ -199,7 +221,7 @@ impl Playlist {
     /// The part a client should ask for next (the preload hint).
     pub fn next_part(&self) -> (u64, u32) {
         match self.segments.last() {
-            None => (FIRST_MSN, 0),
+            None => (self.first_msn, 0),
             Some(s) if s.complete => (s.msn + 1, 0),
             Some(s) => (s.msn, s.parts.len() as u32),
         }
@@ -214,7 +236,7 @@ impl Playlist {
                 None => s.complete,
             },
             // Before the first segment: already there.
-            None => msn < FIRST_MSN,
+            None => msn < self.first_msn,
         };
         if ready || self.ended {
             return Readiness::Ready;
@@ -259,7 +281,10 @@ impl Playlist {
             );
             let _ = writeln!(out, "#EXT-X-PART-INF:PART-TARGET={part_target:.3}");
         }
-        let _ = writeln!(out, "#EXT-X-MEDIA-SEQUENCE:{FIRST_MSN}");
+        let _ = writeln!(out, "#EXT-X-MEDIA-SEQUENCE:{}", self.first_msn);
+        if self.discontinuity_sequence > 0 {
+            let _ = writeln!(out, "#EXT-X-DISCONTINUITY-SEQUENCE:{}", self.discontinuity_sequence);
+        }
         if vod && self.ended {
             out.push_str("#EXT-X-PLAYLIST-TYPE:VOD\n");
         }
@@ -371,7 +396,7 @@ mod tests {
             let parts = if s == n { open_parts } else { 10 };
             for i in 0..parts {
                 let start = (i == 0).then(|| t0 + Duration::from_secs(2 * s));
-                p.push_part(PartInfo { duration: 0.2, independent: i == 0 }, 1000, start);
+                p.push_part(PartInfo { duration: 0.2, independent: i == 0 }, start);
             }
             if s < n {
                 p.end_segment();
@@ -445,7 +470,7 @@ mod tests {
         p.end();
         assert!(p.render(false, false).ends_with("#EXT-X-ENDLIST\n"));
         p.begin_period(1);
-        p.push_part(PartInfo { duration: 0.2, independent: true }, 10, Some(SystemTime::UNIX_EPOCH));
+        p.push_part(PartInfo { duration: 0.2, independent: true }, Some(SystemTime::UNIX_EPOCH));
         let text = p.render(false, false);
         assert!(!text.contains("ENDLIST"));
         assert!(text.contains("#EXT-X-DISCONTINUITY\n#EXT-X-MAP:URI=\"init-1.mp4\"\n"), "{text}");

@@ -139,6 +139,35 @@ pub struct Media {
     /// The live playlist as last rendered, full and delta: thousands of players woken by one
     /// part get the same text, rendered once.
     rendered: [Option<Bytes>; 2],
+    rate: Rate,
+}
+
+/// Bit rates measured on a rendition's whole segments, for the multivariant playlist.
+#[derive(Debug, Default, Clone, Copy)]
+struct Rate {
+    /// The highest of any segment of half a second or more (a publish's last segment can be a
+    /// lone keyframe of a few tens of milliseconds: a peak the stream never has).
+    peak: u64,
+    bytes: u64,
+    seconds: f64,
+}
+
+/// Segments shorter than this do not count toward the peak bit rate, in seconds.
+pub const PEAK_MIN_SEGMENT: f64 = 0.5;
+
+impl Rate {
+    fn add(&mut self, bytes: usize, seconds: f64) {
+        if seconds >= PEAK_MIN_SEGMENT {
+            self.peak = self.peak.max((bytes as f64 * 8.0 / seconds).round() as u64);
+        }
+        self.bytes += bytes as u64;
+        self.seconds += seconds;
+    }
+
+    /// `(BANDWIDTH, AVERAGE-BANDWIDTH)`, once there is a peak.
+    fn attributes(&self) -> Option<(u64, u64)> {
+        (self.peak > 0).then(|| (self.peak, (self.bytes as f64 * 8.0 / self.seconds).round() as u64))
+    }
 }
 
 impl State {
@@ -185,6 +214,7 @@ impl Media {
             segments: BTreeMap::new(),
             segment_buf: Vec::new(),
             rendered: [None, None],
+            rate: Rate::default(),
         }
     }
 
@@ -225,33 +255,48 @@ impl ShowStream {
     /// A new publish, or new codec parameters within one: for each rendition (the tracks of
     /// its init segment), a new init segment and a discontinuity. The packager's parts carry
     /// one fragment per rendition, in this order.
+    ///
+    /// The renditions of the last publish that go on keep their numbering. One that joins now
+    /// (the publisher sends audio this time) takes theirs: its playlist starts over at their
+    /// next segment, so that every variant's segment N is the same stretch of the show.
     pub fn begin(&self, renditions: &[(Rendition, Vec<TrackInfo>)]) {
         let mut guard = self.lock();
         let s = &mut *guard;
-        for &r in &s.current {
-            if !renditions.iter().any(|(now, _)| *now == r)
-                && let Some(m) = s.media.iter_mut().find(|(m, _)| *m == r).map(|(_, m)| m)
-            {
+        let previous = std::mem::take(&mut s.current);
+        let mut next = None;
+        for (r, m) in &mut s.media {
+            if !previous.contains(r) {
+                continue;
+            }
+            if renditions.iter().any(|(now, _)| now == r) {
+                m.playlist.begin_period(m.inits.keys().next_back().map_or(0, |n| n + 1));
+                next = Some((m.playlist.next_part().0, m.playlist.next_discontinuity()));
+            } else {
                 // A rendition this publish does not have (its publisher sends no audio now).
                 m.playlist.end();
-                m.rendered = [None, None];
             }
+            m.rendered = [None, None];
         }
-        s.current = renditions.iter().map(|(r, _)| *r).collect();
         for (r, tracks) in renditions {
             if !s.media.iter().any(|(m, _)| m == r) {
                 s.media.push((*r, Media::new(self.config, *r)));
             }
             let m = s.media(*r).expect("added above");
             let n = m.inits.keys().next_back().map_or(0, |n| n + 1);
+            if !previous.contains(r) {
+                if let Some((msn, discontinuities)) = next {
+                    m.playlist.start_at(msn, discontinuities);
+                }
+                m.playlist.begin_period(n);
+            }
             let init = Bytes::from(init_segment(tracks));
             self.write(&r.file(&init_name(n)), init.clone());
             m.inits.insert(n, init);
             m.codecs = tracks.iter().map(TrackInfo::codec_string).collect::<Vec<_>>().join(",");
             m.segment_buf.clear();
-            m.playlist.begin_period(n);
             m.rendered = [None, None];
         }
+        s.current = renditions.iter().map(|(r, _)| *r).collect();
         s.resolution = renditions.iter().flat_map(|(_, t)| t).find_map(|t| match &t.codec {
             Codec::H264(sets) => Some((sets.info.width, sets.info.height)),
             _ => None,
@@ -270,7 +315,7 @@ impl ShowStream {
                     let Some(m) = s.media(r) else { continue };
                     m.rendered = [None, None];
                     let info = PartInfo { duration: part.duration, independent: part.independent };
-                    let (msn, index) = m.playlist.push_part(info, data.len(), part.segment_start);
+                    let (msn, index) = m.playlist.push_part(info, part.segment_start);
                     m.segment_buf.extend_from_slice(&data);
                     m.parts.insert((msn, index), Bytes::from(data));
                 }
@@ -283,6 +328,7 @@ impl ShowStream {
                     let Some(last) = m.playlist.segments().last() else { continue };
                     let msn = last.msn;
                     let bytes = Bytes::from(std::mem::take(&mut m.segment_buf));
+                    m.rate.add(bytes.len(), last.duration);
                     self.write(&r.file(&segment_name(msn)), bytes.clone());
                     m.segments.insert(msn, bytes);
                     self.write(&r.file(MEDIA_PLAYLIST), Bytes::from(m.playlist.render(false, true)));
@@ -326,7 +372,8 @@ impl ShowStream {
 /// (see `docs/playback.md` for why muxed and not `EXT-X-MEDIA` groups), AAC first: the first
 /// variant is where Apple's players start, and every player decodes it. `BANDWIDTH` is the peak
 /// bit rate of the rendition's whole segments so far and `AVERAGE-BANDWIDTH` their mean, both
-/// measured, so there is nothing to say before a rendition's first whole segment (`None`).
+/// measured ([`Rate`]), so there is nothing to say before a rendition's first whole segment
+/// (`None`).
 pub fn multivariant(variants: &[(Rendition, &Media)], resolution: Option<(u32, u32)>) -> Option<String> {
     let mut ordered = variants.to_vec();
     ordered.sort_by_key(|(r, _)| *r != Rendition::Aac);
@@ -336,10 +383,7 @@ pub fn multivariant(variants: &[(Rendition, &Media)], resolution: Option<(u32, u
         out.push_str("#EXT-X-INDEPENDENT-SEGMENTS\n");
     }
     for (r, m) in ordered {
-        let whole: Vec<_> = m.playlist.segments().iter().filter(|s| s.complete && s.duration > 0.0).collect();
-        let peak = whole.iter().map(|s| (s.bytes as f64 * 8.0 / s.duration).ceil() as u64).max()?;
-        let (bytes, secs) = whole.iter().fold((0, 0.0), |(b, d), s| (b + s.bytes, d + s.duration));
-        let average = (bytes as f64 * 8.0 / secs).ceil() as u64;
+        let (peak, average) = m.rate.attributes()?;
         out.push_str(&format!(
             "#EXT-X-STREAM-INF:BANDWIDTH={peak},AVERAGE-BANDWIDTH={average},CODECS=\"{}\"",
             m.codecs
@@ -425,6 +469,52 @@ mod tests {
         assert!(!dir.join("old").exists());
         assert!(dir.join("new/seg-0.m4s").exists());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_rendition_that_joins_late_takes_the_others_segment_numbers() {
+        let dir = std::env::temp_dir().join(format!("liveshop-media-join-{}", std::process::id()));
+        let library =
+            Library::open(dir.clone(), PlaylistConfig { part_target: 0.2, target_duration: 4 }, None)
+                .unwrap();
+        let stream = library.open_show("late");
+        let audio = |codec| vec![TrackInfo { id: 2, timescale: 48_000, codec }];
+        let opus = (Rendition::AsSent, audio(Codec::Opus { channels: 2 }));
+        let aac = (Rendition::Aac, audio(Codec::Aac { config: vec![0x11, 0x90], bitrate: 128_000 }));
+        let segment = |fragments: usize| {
+            for i in 0..10 {
+                stream.packaged(Packaged::Part(crate::packager::Part {
+                    fragments: vec![vec![0; 1000]; fragments],
+                    duration: 0.2,
+                    independent: i == 0,
+                    segment_start: (i == 0).then_some(SystemTime::UNIX_EPOCH),
+                }));
+            }
+            stream.packaged(Packaged::SegmentEnd);
+        };
+        // A first publish with one variant, three segments; then one with both.
+        stream.begin(std::slice::from_ref(&opus));
+        (0..3).for_each(|_| segment(1));
+        assert!(stream.lock().multivariant(MULTIVARIANT_PLAYLIST).is_some());
+        stream.begin(&[opus, aac]);
+        segment(2);
+        let mut s = stream.lock();
+        let as_sent = s.media(Rendition::AsSent).unwrap().playlist.render(false, false);
+        let aac = s.media(Rendition::Aac).unwrap().playlist.render(false, false);
+        assert!(
+            as_sent.contains("#EXT-X-DISCONTINUITY\n#EXT-X-MAP:URI=\"init-1.mp4\"")
+                && as_sent.contains("\nseg-4.m4s\n")
+        );
+        assert!(aac.contains("#EXT-X-MEDIA-SEQUENCE:4\n#EXT-X-DISCONTINUITY-SEQUENCE:1\n"), "{aac}");
+        assert!(aac.contains("\naac-seg-4.m4s\n") && !aac.contains("#EXT-X-DISCONTINUITY\n"), "{aac}");
+        // 1,000 bytes a part, five parts a second: 40 kb/s, peak and mean.
+        let master = s.multivariant(MULTIVARIANT_PLAYLIST).unwrap();
+        assert!(
+            master.contains("BANDWIDTH=40000,AVERAGE-BANDWIDTH=40000,CODECS=\"mp4a.40.2\"\naac-live.m3u8\n"),
+            "{master}"
+        );
+        drop(s);
+        let _ = std::fs::remove_dir_all(&dir); // the writer thread may still be at it
     }
 
     #[test]
