@@ -75,8 +75,8 @@ async fn a_minute_of_aac_keeps_apples_rules_decodes_cleanly_and_stays_in_sync() 
     assert!(n > 10 && aac_parts[..n] == opus_parts[..n], "{aac_parts:#?}\n{opus_parts:#?}");
 
     // ffprobe: the AAC init segment and one part are AAC-LC at 48 kHz, stereo.
-    let part = live[0].2.lines().find_map(|l| l.strip_prefix("#EXT-X-PART:")).unwrap();
-    let uri = apple::attr(&apple::attrs(&format!("x:{part}")), "URI").unwrap().to_string();
+    let part = live[0].2.lines().find(|l| l.starts_with("#EXT-X-PART:")).unwrap();
+    let uri = apple::attr(&apple::attrs(part), "URI").unwrap().to_string();
     assert!(uri.starts_with("aac-part-"), "{uri}");
     let mut file = o.get("/hls/demo/aac-init-0.mp4").await.body;
     file.extend(o.get(&format!("/hls/demo/{uri}")).await.body);
@@ -173,15 +173,7 @@ async fn a_minute_of_aac_keeps_apples_rules_decodes_cleanly_and_stays_in_sync() 
 
 /// One stream's entries (`v` or `a`) from ffprobe, frames counted.
 fn probe(path: &Path, stream: &str, entries: &str) -> serde_json::Value {
-    let out = Command::new("ffprobe")
-        .args(["-v", "error", "-count_frames", "-select_streams", stream, "-of", "json", "-show_entries"])
-        .arg(format!("stream={entries}"))
-        .arg(path)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "ffprobe: {}", String::from_utf8_lossy(&out.stderr));
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    json["streams"][0].clone()
+    media::ffprobe(path, Some(stream), entries).swap_remove(0)
 }
 
 /// The recording of one rendition as one file: its init segment and every segment.

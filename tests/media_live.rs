@@ -86,15 +86,8 @@ fn health(o: &TestOrigin, show: &str) -> Vec<(Option<u32>, Vec<String>)> {
         .collect()
 }
 
-fn ffprobe(path: &std::path::Path) -> serde_json::Value {
-    let out = std::process::Command::new("ffprobe")
-        .args(["-v", "error", "-count_frames", "-of", "json", "-show_entries"])
-        .arg("stream=codec_name,profile,width,height,channels,nb_read_frames")
-        .arg(path)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "ffprobe: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
+fn ffprobe(path: &std::path::Path) -> Vec<serde_json::Value> {
+    media::ffprobe(path, None, "codec_name,profile,width,height,channels,nb_read_frames")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -172,8 +165,7 @@ async fn an_aiortc_publisher_goes_live_in_low_latency_hls_that_ffprobe_decodes()
     file.extend(o.get("/hls/demo/seg-2.m4s").await.body);
     let probe_path = o.media.join("probe.mp4");
     std::fs::write(&probe_path, &file).unwrap();
-    let probe = ffprobe(&probe_path);
-    let streams = probe["streams"].as_array().unwrap();
+    let streams = ffprobe(&probe_path);
     let video = streams.iter().find(|s| s["codec_name"] == "h264").expect("an H.264 stream");
     assert_eq!(video["profile"], "High");
     assert_eq!((video["width"].as_u64(), video["height"].as_u64()), (Some(640), Some(360)));
@@ -465,8 +457,7 @@ async fn a_chromium_web_page_publishes_h264_and_opus_that_ffprobe_decodes() {
     file.extend(o.get(&format!("/hls/demo/{first_segment}")).await.body);
     let probe_path = o.media.join("probe.mp4");
     std::fs::write(&probe_path, &file).unwrap();
-    let probe = ffprobe(&probe_path);
-    let streams = probe["streams"].as_array().unwrap();
+    let streams = ffprobe(&probe_path);
     let video = streams.iter().find(|s| s["codec_name"] == "h264").expect("an H.264 stream");
     assert_eq!((video["width"].as_u64(), video["height"].as_u64()), (Some(640), Some(360)), "{video}");
     let frames: u64 = video["nb_read_frames"].as_str().unwrap().parse().unwrap();

@@ -28,8 +28,8 @@ use serde::Deserialize;
 use crate::error::ApiError;
 use crate::playlist::{Readiness, Rendition};
 use crate::store::{
-    AAC_MULTIVARIANT_PLAYLIST, Library, MEDIA_PLAYLIST, MULTIVARIANT_PLAYLIST, Media, ShowStream,
-    parse_init_name, parse_part_name, parse_segment_name, valid_show_id,
+    AAC_MULTIVARIANT_PLAYLIST, Library, MEDIA_PLAYLIST, MULTIVARIANT_PLAYLIST, ShowStream, parse_init_name,
+    parse_part_name, parse_segment_name, valid_show_id,
 };
 
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
@@ -73,9 +73,11 @@ async fn serve(
     let Some(stream) = library.get(show) else {
         return from_disk(library, show, file, gzip).await;
     };
+    // One deadline and one subscription (taken before anything is checked, so no change is
+    // missed) for whatever this request waits for.
     let deadline = tokio::time::Instant::now() + block_limit(&stream);
+    let mut changes = stream.subscribe();
     if file == MULTIVARIANT_PLAYLIST || file == AAC_MULTIVARIANT_PLAYLIST {
-        let mut changes = stream.subscribe();
         loop {
             if let Some(text) = stream.lock().multivariant(file) {
                 return Ok(playlist_response(Bytes::from(text), "no-cache", gzip));
@@ -87,7 +89,6 @@ async fn serve(
     let missing = || ApiError::not_found(file.to_string());
     // A publish is accepted before its first keyframe makes the renditions: a request that comes
     // in between waits for them, as for anything else not there yet.
-    let mut changes = stream.subscribe();
     loop {
         let (ready, begun) = {
             let mut s = stream.lock();
@@ -99,14 +100,12 @@ async fn serve(
             (false, false) => wait(&mut changes, deadline).await?,
         }
     }
-    // Renditions are never removed from a stream: the arms below find it (or answer 404).
-    let with = |f: &mut dyn FnMut(&mut Media) -> Option<Bytes>| stream.lock().media(rendition).and_then(f);
     if name == MEDIA_PLAYLIST {
-        media_playlist(&stream, rendition, q, gzip, deadline).await
+        media_playlist(&stream, rendition, q, gzip, (&mut changes, deadline)).await
     } else if let Some(n) = parse_init_name(name) {
-        with(&mut |m| m.init(n)).map(|b| media(b, "video/mp4")).ok_or_else(missing)
+        let init = stream.lock().media(rendition).and_then(|m| m.init(n));
+        init.map(|b| media(b, "video/mp4")).ok_or_else(missing)
     } else if let Some((msn, part)) = parse_part_name(name) {
-        let mut changes = stream.subscribe();
         loop {
             {
                 let mut s = stream.lock();
@@ -125,7 +124,8 @@ async fn serve(
             wait(&mut changes, deadline).await?;
         }
     } else if let Some(msn) = parse_segment_name(name) {
-        match with(&mut |m| m.segment(msn)) {
+        let in_memory = stream.lock().media(rendition).and_then(|m| m.segment(msn));
+        match in_memory {
             Some(b) => Ok(media(b, "video/mp4")),
             None => from_disk(library, show, file, gzip).await,
         }
@@ -162,7 +162,7 @@ async fn media_playlist(
     rendition: Rendition,
     q: HlsQuery,
     gzip: bool,
-    deadline: tokio::time::Instant,
+    (changes, deadline): (&mut tokio::sync::watch::Receiver<u64>, tokio::time::Instant),
 ) -> Result<Response, ApiError> {
     let gone = || ApiError::not_found(rendition.file(MEDIA_PLAYLIST));
     let bad = |what: &str| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", what.to_string());
@@ -177,7 +177,6 @@ async fn media_playlist(
         let text = stream.lock().media(rendition).ok_or_else(gone)?.live_playlist(skip);
         return Ok(playlist_response(text, "no-cache", gzip));
     };
-    let mut changes = stream.subscribe();
     loop {
         {
             let mut s = stream.lock();
@@ -194,7 +193,7 @@ async fn media_playlist(
                 Readiness::Wait => {}
             }
         }
-        wait(&mut changes, deadline).await?;
+        wait(changes, deadline).await?;
     }
 }
 

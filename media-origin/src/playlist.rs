@@ -111,6 +111,9 @@ pub struct Playlist {
     first_msn: u64,
     /// EXT-X-DISCONTINUITY-SEQUENCE: discontinuities before the first segment.
     discontinuity_sequence: u64,
+    /// Some segment starts without a keyframe (kept as segments open: every multivariant
+    /// request asks).
+    dependent_segment: bool,
     init: u32,
     discontinuity_next: bool,
     ended: bool,
@@ -132,6 +135,7 @@ impl Playlist {
             segments: Vec::new(),
             first_msn: FIRST_MSN,
             discontinuity_sequence: 0,
+            dependent_segment: false,
             init: 0,
             discontinuity_next: false,
             ended: false,
@@ -143,7 +147,7 @@ impl Playlist {
     /// segments keep their numbers.
     pub fn start_at(&mut self, msn: u64, discontinuities: u64) {
         self.segments.clear();
-        (self.first_msn, self.discontinuity_sequence) = (msn, discontinuities);
+        (self.first_msn, self.discontinuity_sequence, self.dependent_segment) = (msn, discontinuities, false);
         (self.discontinuity_next, self.ended) = (false, false);
     }
 
@@ -157,7 +161,7 @@ impl Playlist {
     /// Every segment so far starts with a keyframe (a publisher that ignores keyframe requests
     /// and sends them further apart than the target duration gets segments that do not).
     pub fn independent(&self) -> bool {
-        self.segments.iter().all(|s| s.parts.first().is_none_or(|p| p.independent))
+        !self.dependent_segment
     }
 
     pub fn config(&self) -> PlaylistConfig {
@@ -200,6 +204,7 @@ impl Playlist {
                 init: self.init,
                 complete: false,
             });
+            self.dependent_segment |= !part.independent;
         }
         let seg = self.segments.last_mut().expect("pushed above");
         seg.duration += part.duration;

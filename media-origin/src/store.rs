@@ -1,7 +1,8 @@
 //! Where packaged media lives between the packager and the players: per show and rendition, the
 //! playlist state, recent parts and segments in memory, and every segment, init and the VOD
-//! playlist on disk, beside the multivariant playlist that offers the renditions. Ingest writes through [`ShowStream`]; the HLS handlers read it and park on
-//! [`ShowStream::subscribe`] until what they wait for exists.
+//! playlist on disk, beside the multivariant playlist that offers the renditions. Ingest writes
+//! through [`ShowStream`]; the HLS handlers read it and park on [`ShowStream::subscribe`] until
+//! what they wait for exists.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -308,11 +309,14 @@ impl ShowStream {
     pub fn packaged(&self, item: Packaged) {
         let mut guard = self.lock();
         let s = &mut *guard;
-        let current = s.current.clone();
+        // The current renditions' media, each with its place in the packager's fragments.
+        let State { media, current, .. } = &mut *s;
+        let renditions =
+            media.iter_mut().filter_map(|(r, m)| Some((current.iter().position(|c| c == r)?, *r, m)));
         match item {
-            Packaged::Part(part) => {
-                for (r, data) in current.into_iter().zip(part.fragments) {
-                    let Some(m) = s.media(r) else { continue };
+            Packaged::Part(mut part) => {
+                for (i, _, m) in renditions {
+                    let Some(data) = part.fragments.get_mut(i).map(std::mem::take) else { continue };
                     m.rendered = [None, None];
                     let info = PartInfo { duration: part.duration, independent: part.independent };
                     let (msn, index) = m.playlist.push_part(info, part.segment_start);
@@ -321,8 +325,7 @@ impl ShowStream {
                 }
             }
             Packaged::SegmentEnd => {
-                for r in current {
-                    let Some(m) = s.media(r) else { continue };
+                for (_, r, m) in renditions {
                     m.rendered = [None, None];
                     m.playlist.end_segment();
                     let Some(last) = m.playlist.segments().last() else { continue };

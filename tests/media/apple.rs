@@ -151,16 +151,21 @@ pub fn check_media(text: &str, live: bool) -> (Media, Vec<Violation>) {
         }
     };
     let lines: Vec<&str> = text.lines().collect();
-    let tag = |name: &str| lines.iter().find_map(|l| l.strip_prefix(name)).map(str::to_string);
+    // A tag's line, and a number after its colon.
+    let tag = |name: &str| lines.iter().find(|l| l.starts_with(name)).copied();
+    let value = |name: &str| tag(name).and_then(|l| l.split_once(':')?.1.parse::<f64>().ok());
     rule(text.starts_with("#EXTM3U\n"), "P1: the first line is #EXTM3U".into());
-    let target: f64 = tag("#EXT-X-TARGETDURATION:").and_then(|t| t.parse().ok()).unwrap_or(0.0);
+    let target = value("#EXT-X-TARGETDURATION:").unwrap_or(0.0);
     rule(target > 0.0, "P1: EXT-X-TARGETDURATION is given".into());
     let mut media = Media { target, segments: Vec::new() };
-    let mut msn: u64 = tag("#EXT-X-MEDIA-SEQUENCE:").and_then(|t| t.parse().ok()).unwrap_or(0);
+    let mut msn = value("#EXT-X-MEDIA-SEQUENCE:").unwrap_or(0.0) as u64;
     let (mut map_seen, mut pdt_seen) = (false, false);
+    // The parts of the segment being read, and of the whole playlist: (duration, independent,
+    // last of its segment).
     let mut parts: Vec<(f64, bool)> = Vec::new();
+    let mut every: Vec<(f64, bool, bool)> = Vec::new();
     let part_target: Option<f64> =
-        tag("#EXT-X-PART-INF:").and_then(|l| attr(&attrs(&format!("x:{l}")), "PART-TARGET")?.parse().ok());
+        tag("#EXT-X-PART-INF:").and_then(|l| attr(&attrs(l), "PART-TARGET")?.parse().ok());
     for (i, line) in lines.iter().enumerate() {
         if line.starts_with("#EXT-X-MAP:") {
             map_seen = true;
@@ -169,7 +174,11 @@ pub fn check_media(text: &str, live: bool) -> (Media, Vec<Violation>) {
         } else if line.starts_with("#EXT-X-PART:") {
             let a = attrs(line);
             let d: f64 = attr(&a, "DURATION").and_then(|d| d.parse().ok()).unwrap_or(0.0);
-            parts.push((d, attr(&a, "INDEPENDENT") == Some("YES")));
+            let independent = attr(&a, "INDEPENDENT") == Some("YES");
+            let next = lines.get(i + 1).unwrap_or(&"");
+            let last = next.starts_with("#EXTINF") || next.starts_with("#EXT-X-PRELOAD-HINT");
+            parts.push((d, independent));
+            every.push((d, independent, last));
         } else if let Some(d) = line.strip_prefix("#EXTINF:") {
             let d: f64 = d.trim_end_matches(',').parse().unwrap_or(f64::MAX);
             let uri = lines.get(i + 1).unwrap_or(&"").to_string();
@@ -190,7 +199,7 @@ pub fn check_media(text: &str, live: bool) -> (Media, Vec<Violation>) {
         }
     }
     if live {
-        let control = tag("#EXT-X-SERVER-CONTROL:").map(|l| attrs(&format!("x:{l}"))).unwrap_or_default();
+        let control = tag("#EXT-X-SERVER-CONTROL:").map(attrs).unwrap_or_default();
         rule(attr(&control, "CAN-BLOCK-RELOAD") == Some("YES"), "P4: CAN-BLOCK-RELOAD=YES".into());
         let number = |name: &str| attr(&control, name).and_then(|v| v.parse::<f64>().ok());
         rule(
@@ -204,16 +213,6 @@ pub fn check_media(text: &str, live: bool) -> (Media, Vec<Violation>) {
                     number("PART-HOLD-BACK").is_some_and(|h| h >= 2.0 * pt),
                     "P4: PART-HOLD-BACK is at least twice PART-TARGET".into(),
                 );
-                let mut every: Vec<(f64, bool, bool)> = Vec::new(); // duration, independent, last of its segment
-                for (i, line) in lines.iter().enumerate() {
-                    if line.starts_with("#EXT-X-PART:") {
-                        let a = attrs(line);
-                        let d: f64 = attr(&a, "DURATION").and_then(|d| d.parse().ok()).unwrap_or(0.0);
-                        let next = lines.get(i + 1).unwrap_or(&"");
-                        let last = next.starts_with("#EXTINF") || next.starts_with("#EXT-X-PRELOAD-HINT");
-                        every.push((d, attr(&a, "INDEPENDENT") == Some("YES"), last));
-                    }
-                }
                 rule(!every.is_empty(), "P6: a live playlist lists parts".into());
                 for (d, independent, last) in every {
                     rule(d <= pt + 1e-9, format!("P6: a part of {d} s is longer than PART-TARGET {pt}"));

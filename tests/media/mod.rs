@@ -276,27 +276,18 @@ pub fn tags<'a>(playlist: &'a str, tag: &str) -> Vec<&'a str> {
 
 /// The numeric attribute `name` of a tag line (`DURATION=0.2` -> 0.2).
 pub fn attr(line: &str, name: &str) -> Option<f64> {
-    let rest = line.split_once(':')?.1;
-    rest.split(',').find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
+    apple::attr(&apple::attrs(line), name)?.parse().ok()
 }
 
 /// A plain GET of `url` (`http://host:port/path`) from a test without a runtime: the body.
 pub fn get_text(url: &str) -> String {
-    use std::io::{Read, Write};
     let rest = url.strip_prefix("http://").expect("an http:// URL");
-    let (host, path) = rest.split_once('/').map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
-    let mut s = std::net::TcpStream::connect(host).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").unwrap();
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).unwrap();
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").expect("a response head");
-    assert!(head.starts_with("HTTP/1.1 200"), "{url}: {head}");
-    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
-        String::from_utf8_lossy(&dechunk(body.as_bytes())).into_owned()
-    } else {
-        body.to_string()
-    }
+    let (host, path) = rest.split_once('/').expect("a path");
+    let addr: SocketAddr = host.parse().expect("an address, not a name");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let r = runtime.block_on(request(addr, "GET", &format!("/{path}"), &[], b""));
+    assert_eq!(r.status, 200, "{url}: {}", r.text());
+    r.text()
 }
 
 /// `ffmpeg -xerror` decodes every stream of `path` without one error.
@@ -308,4 +299,18 @@ pub fn assert_decodes(path: &Path) {
         .output()
         .unwrap();
     assert!(decode.status.success(), "{}", String::from_utf8_lossy(&decode.stderr));
+}
+
+/// ffprobe's `entries` (comma-separated) of the streams of `path`, or of the one `select`s
+/// (`v`, `a`), frames counted.
+pub fn ffprobe(path: &Path, select: Option<&str>, entries: &str) -> Vec<serde_json::Value> {
+    let mut command = Command::new("ffprobe");
+    command.args(["-v", "error", "-count_frames", "-of", "json"]);
+    if let Some(stream) = select {
+        command.args(["-select_streams", stream]);
+    }
+    let out = command.arg("-show_entries").arg(format!("stream={entries}")).arg(path).output().unwrap();
+    assert!(out.status.success(), "ffprobe: {}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    json["streams"].as_array().cloned().unwrap_or_default()
 }
