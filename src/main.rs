@@ -202,8 +202,10 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-fn run(config: EdgeConfig, media: MediaArgs, dev: bool) -> anyhow::Result<()> {
+fn run(mut config: EdgeConfig, media: MediaArgs, dev: bool) -> anyhow::Result<()> {
     tracing_subscriber::fmt().with_target(false).init();
+    let modules = web_modules(dev);
+    config.web_modules.get_or_insert_with(|| modules.clone());
     let runtime = tokio::runtime::Runtime::new().context("starting tokio")?;
     runtime.block_on(async {
         let edge = Edge::start(config).await?;
@@ -211,7 +213,7 @@ fn run(config: EdgeConfig, media: MediaArgs, dev: bool) -> anyhow::Result<()> {
         let (listen, bound) = (node.listen, edge.local_addr());
         let versions = Arc::new(NodeShows(edge.app.clone()));
         let origin =
-            start_origin(&node.data_dir, (listen, bound), media, &local_url(bound), dev, versions).await?;
+            start_origin(&node.data_dir, (listen, bound), media, &local_url(bound), &modules, versions).await?;
         edge.app.mount_live_streams(Arc::new(MountedOrigin(origin.clone())));
         let base = match &edge.app.config.public_url {
             Some(u) => u.trim_end_matches('/').to_string(),
@@ -265,7 +267,7 @@ async fn start_origin(
     (listen, bound): (SocketAddr, SocketAddr),
     media: MediaArgs,
     edge: &str,
-    fetch_hls_js: bool,
+    web_modules: &Path,
     key_versions: Arc<dyn KeyVersions>,
 ) -> anyhow::Result<Origin> {
     let mut config = OriginConfig::new(data_dir.join("media"));
@@ -275,7 +277,7 @@ async fn start_origin(
     config.ingest.udp = media.webrtc_udp.unwrap_or(SocketAddr::new(listen.ip(), port));
     config.ingest.public_addr = media.webrtc_public;
     config.ingest.audio = media.audio;
-    config.hls_js = Some(hls_js(fetch_hls_js));
+    config.hls_js = Some(web_modules.join("hls.js/dist/hls.min.js"));
     config.key_versions = key_versions;
     let secret = liveshop_edge::server::node_secret_bytes(data_dir)?;
     let events = PostEvents::start(
@@ -357,7 +359,8 @@ fn origin_alone(edge: &str, listen: SocketAddr, data_dir: &Path, media: MediaArg
         let bound = listener.local_addr()?;
         // The node keeps the shows' key versions: the origin asks it at every publish.
         let versions = Arc::new(NodeKeyVersions::new(liveshop_edge::payments::http_client(), edge));
-        let origin = start_origin(data_dir, (listen, bound), media, edge, false, versions).await?;
+        let origin =
+            start_origin(data_dir, (listen, bound), media, edge, &web_modules(false), versions).await?;
         println!("liveshop origin: listening on http://{bound}, media over UDP {}", origin.udp_addr());
         println!("  Stream events go to {edge}");
         let shutdown = async {
@@ -382,22 +385,23 @@ fn origin_alone(edge: &str, listen: SocketAddr, data_dir: &Path, media: MediaArg
     })
 }
 
-/// hls.js for the viewer page's player, from npm (`web/package.json`); `liveshop dev` runs
-/// `npm ci` there the first time, so a clean clone needs no extra step.
-fn hls_js(fetch: bool) -> PathBuf {
+/// The pages' npm packages (`web/package.json`: hls.js for the player, uPlot for the charts);
+/// `liveshop dev` runs `npm ci` there when one is missing, so a clean clone needs no extra step.
+fn web_modules(fetch: bool) -> PathBuf {
     let web = Path::new(env!("CARGO_MANIFEST_DIR")).join("web");
-    let file = web.join("node_modules/hls.js/dist/hls.min.js");
-    if fetch && !file.exists() {
-        println!("liveshop: fetching hls.js for the viewer page (npm ci in web/)...");
+    let modules = web.join("node_modules");
+    let wanted = ["hls.js/dist/hls.min.js", "uplot/dist/uPlot.iife.min.js"];
+    if fetch && !wanted.iter().all(|f| modules.join(f).exists()) {
+        println!("liveshop: fetching the pages' scripts (npm ci in web/)...");
         let npm = std::process::Command::new("npm")
             .args(["ci", "--no-audit", "--no-fund"])
             .current_dir(&web)
             .status();
         if !npm.is_ok_and(|s| s.success()) {
-            eprintln!("liveshop: `npm ci` in {} failed: the viewer page cannot play video", web.display());
+            eprintln!("liveshop: `npm ci` in {} failed: no video player and no charts", web.display());
         }
     }
-    file
+    modules
 }
 
 /// The show `liveshop dev` seeds: a few products with pictures that need no network.

@@ -1,8 +1,9 @@
 //! The viewer page and the dashboard in a real browser: `liveshop dev` serves them, and
 //! `tests/browser/show.spec.mjs` (the show), `commerce.spec.mjs` (buying in it),
 //! `security.spec.mjs` (the pages under their Content-Security-Policy, which every spec's pages
-//! must keep) and `feed.spec.mjs` (a viewer who never names themselves, on the public feed) drive
-//! Debian's Chromium through playwright-core.
+//! must keep), `feed.spec.mjs` (a viewer who never names themselves, on the public feed) and
+//! `analytics.spec.mjs` (the dashboard's live analytics and the report page) drive Debian's
+//! Chromium through playwright-core.
 //!
 //! Needs Node.js, `npm ci` in `tests/browser` and Chromium (`.ci/run` installs both). Without
 //! them the test fails with what to install, unless `LIVESHOP_SKIP_BROWSER=1` says to skip.
@@ -42,6 +43,7 @@ fn a_viewer_chats_and_votes_and_sees_the_product_the_host_pins() {
             "commerce.spec.mjs",
             "security.spec.mjs",
             "feed.spec.mjs",
+            "analytics.spec.mjs",
         ])
         .current_dir(&dir)
         .env("LIVESHOP_URL", &url)

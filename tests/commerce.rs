@@ -14,7 +14,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use common::{
-    Api, Merchant, PRICE, ROOM, SECRET, SKU, TestNode, http, kill9, now_ms, spawn, temp_dir, token,
+    Api, FastClock, Merchant, PRICE, ROOM, SECRET, SKU, TestNode, http, kill9, now_ms, spawn, temp_dir, token,
 };
 use liveshop_edge::{Env, SystemEnv};
 use liveshop_identity::{Claims, Role, Secret as TokenSecret};
@@ -363,32 +363,12 @@ sys.exit("a tampered body verified")
     );
 }
 
-/// A clock running `SPEED` times faster than the real one, so the retry schedule (5 s to 10 h)
-/// runs in seconds. Everything else about the node is real.
-struct FastClock {
-    start: Instant,
-    base: u64,
-}
-
+/// The retry schedule (5 s to 10 h) runs in seconds on a clock this much faster.
 const SPEED: u64 = 500;
-
-impl Env for FastClock {
-    fn now(&self) -> u64 {
-        self.base + self.start.elapsed().as_millis() as u64 * SPEED
-    }
-
-    fn fill_random(&self, buf: &mut [u8]) {
-        SystemEnv.fill_random(buf);
-    }
-
-    fn real_delay(&self, ms: u64) -> Duration {
-        Duration::from_millis(ms / SPEED)
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhooks_reach_a_flaky_receiver_that_was_down_and_stop_at_410() {
-    let clock: Arc<dyn Env> = Arc::new(FastClock { start: Instant::now(), base: now_ms() });
+    let clock: Arc<dyn Env> = Arc::new(FastClock::new(SPEED));
     let node = TestNode::start_with_env(temp_dir("webhooks"), clock.clone(), |_| {}).await;
     // Tokens must outlive days of the fast clock.
     let exp = clock.now() / 1000 + 365 * 24 * 3600;

@@ -1,10 +1,11 @@
 // The host dashboard, served at /dashboard/{show}#token=<host JWT> (the token moves from the URL
 // to this tab's sessionStorage at once): products to pin, polls, the review queue, chat
-// moderation, Q&A, the banner, the chat rules and the live numbers.
+// moderation, Q&A, the banner, the chat rules, the live numbers and the show's analytics so far.
 import {
   RoomClient, api, authorName, describeError, formatDuration, formatMoney, h, icon, showFromLocation,
   dashboardToken, tokenClaims,
 } from './client.js';
+import { formatAmounts, reportCharts } from './charts.js';
 
 const show = showFromLocation();
 const $ = (sel) => document.querySelector(sel);
@@ -39,6 +40,13 @@ const els = {
   sanctions: $('[data-testid=sanctions]'),
   modLog: $('[data-testid=mod-log]'),
   toast: $('[data-testid=toast]'),
+  reportLink: $('[data-testid=report-link]'),
+  liveViewers: $('[data-testid=live-viewers]'),
+  liveOrders: $('[data-testid=live-orders]'),
+  liveGmv: $('[data-testid=live-gmv]'),
+  liveConversion: $('[data-testid=live-conversion]'),
+  topProducts: $('[data-testid=top-products]'),
+  analyticsFeedback: $('[data-testid=analytics-feedback]'),
 };
 
 const MAX_MESSAGES = 200;
@@ -460,6 +468,62 @@ function renderLog() {
     : [h('li', { class: 'empty' }, 'No moderator actions yet.')]));
 }
 
+// ---------- Live analytics ----------
+
+/** The report sums up the show so far: read this often while the page is in view, not per event. */
+const ANALYTICS_EVERY_MS = 10_000;
+const pct = new Intl.NumberFormat(undefined, { style: 'percent', maximumFractionDigits: 1 });
+
+function renderAnalytics(r) {
+  const t = r.totals;
+  const figures = [
+    [els.liveViewers, nf.format(t.unique_viewers), t.unique_viewers],
+    [els.liveOrders, nf.format(t.orders_paid), t.orders_paid],
+    [els.liveGmv, formatAmounts(t.gmv, formatMoney({ minor: 0, currency: r.currency })), t.gmv],
+    [els.liveConversion, pct.format(t.conversion), t.conversion],
+  ];
+  for (const [el, text, value] of figures) {
+    el.textContent = text;
+    el.dataset.value = JSON.stringify(value);
+  }
+  const top = r.products.filter((p) => p.units || p.clicks || p.impressions).slice(0, 5);
+  els.topProducts.replaceChildren(...(top.length
+    ? top.map((p) => h('li', { class: 'item', testid: 'top-product', dataset: { productId: p.product_id } },
+      h('div', { class: 'top-product-head' }, h('b', {}, p.title), h('span', {}, formatAmounts(p.revenue, ''))),
+      h('div', { class: 'muted' }, `${nf.format(p.units)} sold · ${nf.format(p.clicks)} click${p.clicks === 1 ? '' : 's'}${p.ctr == null ? '' : ` · ${pct.format(p.ctr)} CTR`}`)))
+    : [h('li', { class: 'empty' }, 'No product shown yet.')]));
+}
+
+/** Keeps the analytics panel current; stops for a token the report refuses (a moderator's). */
+function startAnalytics(token) {
+  els.reportLink.href = `/shows/${encodeURIComponent(show)}/report#token=${encodeURIComponent(token)}`;
+  const charts = [
+    reportCharts.concurrency($('[data-testid=chart-concurrency]')),
+    reportCharts.revenue($('[data-testid=chart-revenue]')),
+    reportCharts.funnel($('[data-testid=chart-funnel]')),
+  ];
+  let busy = false;
+  let refused = false;
+  const refresh = async () => {
+    if (busy || refused || document.hidden) return;
+    busy = true;
+    try {
+      const r = await api(`/v1/shows/${encodeURIComponent(show)}/analytics?previous=0`, { token });
+      for (const c of charts) c.show(r);
+      renderAnalytics(r);
+      els.analyticsFeedback.textContent = '';
+    } catch (e) {
+      els.analyticsFeedback.textContent = `Analytics: ${e.message}`;
+      refused = e.status === 401 || e.status === 403;
+    } finally {
+      busy = false;
+    }
+  };
+  setInterval(refresh, ANALYTICS_EVERY_MS);
+  document.addEventListener('visibilitychange', refresh);
+  refresh();
+}
+
 // ---------- The room ----------
 
 function rebuild(state) {
@@ -615,6 +679,7 @@ function start(token) {
   resetPollForm();
   renderAll();
   loadShow();
+  startAnalytics(token);
   room = new RoomClient({ show, token });
   for (const [type, fn] of Object.entries(handlers)) room.on(type, fn);
   room.on('notice', (err) => toast(describeError(err)));

@@ -96,6 +96,9 @@ pub struct EdgeConfig {
     /// Platform operators: subjects whose platform-wide (`room: "*"`) tokens may create shows
     /// selling from any shop. Nobody by default; everyone else sells only from shops they own.
     pub operators: Vec<String>,
+    /// Where the pages' npm packages are installed (`web/node_modules`: the charts of the
+    /// dashboard and the report); `liveshop dev` and `liveshop edge` use the repository's.
+    pub web_modules: Option<PathBuf>,
 }
 
 /// `[webhooks]`: merchants' webhook endpoints must be public addresses, except these hosts.
@@ -187,6 +190,7 @@ impl Default for EdgeConfig {
             payments: PaymentsConfig::default(),
             webhooks: WebhooksConfig::default(),
             operators: Vec::new(),
+            web_modules: None,
         }
     }
 }

@@ -197,7 +197,7 @@ impl AppState {
         }
     }
 
-    fn now_secs(&self) -> u64 {
+    pub(crate) fn now_secs(&self) -> u64 {
         self.env.now() / 1000
     }
 
@@ -242,7 +242,7 @@ impl AppState {
         self.secret.verify(token, room, self.now_secs()).map_err(|e| self.refused_token(e))
     }
 
-    fn refused_token(&self, e: TokenError) -> ApiError {
+    pub(crate) fn refused_token(&self, e: TokenError) -> ApiError {
         self.node.metrics().refused("token");
         ApiError::from(e)
     }
@@ -305,6 +305,9 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(|| async { with_policy(page("dashboard.html"), Page::Dashboard, None) }),
         )
         .route("/web/{file}", get(|Path(file): Path<String>| async move { web_file(&file) }))
+        .route("/web/vendor/{file}", get(vendor_file))
+        .route("/shows/{show}/report", get(|| async { with_policy(page("report.html"), Page::Report, None) }))
+        .merge(crate::analytics::routes())
         .merge(crate::shop_http::routes())
         .merge(crate::stream_keys::routes())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
@@ -710,8 +713,14 @@ async fn relay_stream_event(app: &AppState, body: &[u8]) -> Result<Response, Api
         return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_argument", msg));
     }
     app.show(&post.show)?;
+    let ended = matches!(post.event, Command::StreamEnded { .. });
     let event = serde_json::to_vec(&post.event).expect("a command serializes");
-    room_command(app, &post.show, Identity::new(liveshop_room::MEDIA_ORIGIN, Role::Host), event).await
+    let answer =
+        room_command(app, &post.show, Identity::new(liveshop_room::MEDIA_ORIGIN, Role::Host), event).await;
+    if ended && answer.as_ref().is_ok_and(|r| r.status().is_success()) {
+        crate::analytics::report_ready(app, &post.show).await;
+    }
+    answer
 }
 
 /// `GET /v1/rooms/{room}/state`: the room as the caller (or an anonymous viewer) sees it.
@@ -819,6 +828,27 @@ fn with_policy(mut response: Response, page: Page, show: Option<&Show>) -> Respo
     response
 }
 
+/// `/web/vendor/{file}`: the third-party code the pages load, from npm (`web/package.json`).
+async fn vendor_file(
+    State(app): State<Arc<AppState>>,
+    Path(file): Path<String>,
+) -> Result<Response, ApiError> {
+    let (path, ct) = match file.as_str() {
+        "uplot.js" => ("uplot/dist/uPlot.iife.min.js", "text/javascript; charset=utf-8"),
+        "uplot.css" => ("uplot/dist/uPlot.min.css", "text/css; charset=utf-8"),
+        _ => return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such file")),
+    };
+    let modules = app.config.web_modules.as_ref().ok_or_else(|| {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", "this node serves no npm packages (web_modules)")
+    })?;
+    let path = modules.join(path);
+    let body = tokio::fs::read(&path).await.map_err(|_| {
+        let msg = format!("{} is missing: run `npm ci` in web/", path.display());
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", msg)
+    })?;
+    Ok(([(header::CONTENT_TYPE, ct), (header::CACHE_CONTROL, "public, max-age=3600")], body).into_response())
+}
+
 /// The web pages, built into the binary so the node is one file.
 fn page(file: &str) -> Response {
     let (body, ct): (&'static str, &str) = match file {
@@ -829,6 +859,9 @@ fn page(file: &str) -> Response {
         "client.js" => (include_str!("../../web/client.js"), "text/javascript; charset=utf-8"),
         "shop.js" => (include_str!("../../web/shop.js"), "text/javascript; charset=utf-8"),
         "deals.js" => (include_str!("../../web/deals.js"), "text/javascript; charset=utf-8"),
+        "report.html" => (include_str!("../../web/report.html"), "text/html; charset=utf-8"),
+        "report.js" => (include_str!("../../web/report.js"), "text/javascript; charset=utf-8"),
+        "charts.js" => (include_str!("../../web/charts.js"), "text/javascript; charset=utf-8"),
         "style.css" => (include_str!("../../web/style.css"), "text/css; charset=utf-8"),
         _ => return ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such file").into_response(),
     };

@@ -18,6 +18,7 @@
 //! `wasm32-wasip2`) and embedded as [`ROOM_COMPONENT`] and [`SHOP_COMPONENT`].
 
 pub mod actor;
+pub mod analytics;
 pub mod config;
 pub mod feed;
 mod host;

@@ -123,7 +123,8 @@ async fn shop_api(
 ) -> Result<Response, ApiError> {
     let (shop, scope, base) = app.addressed(&params)?;
     let who = app.caller(&headers, None, &scope)?;
-    forward(&app, addr, &shop, who, method, below(&uri, &base), &headers, body).await
+    let show = params.get("show").map(String::as_str);
+    forward(&app, addr, (&shop, show), who, method, below(&uri, &base), &headers, body).await
 }
 
 /// The path (and query) below `base`, as the shop routes it.
@@ -136,7 +137,7 @@ fn below(uri: &Uri, base: &str) -> String {
 async fn forward(
     app: &AppState,
     addr: SocketAddr,
-    shop: &str,
+    (shop, show): (&str, Option<&str>),
     who: Option<Identity>,
     method: Method,
     path: String,
@@ -155,10 +156,14 @@ async fn forward(
             ApiError::new(status, e.code.as_str(), e.message)
         },
     )?;
-    let headers = FORWARDED_HEADERS
+    let mut headers: Vec<(String, String)> = FORWARDED_HEADERS
         .iter()
         .filter_map(|name| Some((name.to_string(), headers.get(*name)?.to_str().ok()?.to_string())))
         .collect();
+    // The show a request came through, for the show's measures: set here only, never by clients.
+    if let Some(show) = show {
+        headers.push((liveshop_shop::analytics::SHOW_HEADER.into(), show.into()));
+    }
     // Guessing coupon codes is limited per address here, as per buyer in the shop.
     let attempt = app.coupon_guard().before(shop, address_key(ip), method.as_str(), &path, app.env.now());
     let attempt = match attempt {

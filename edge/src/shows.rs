@@ -79,6 +79,16 @@ impl Shows {
         Ok(self.db.record("shop", id)?.is_some())
     }
 
+    /// Every show selling from shop `shop`.
+    pub fn of_shop(&self, shop: &str) -> Result<Vec<Show>, ShowError> {
+        let all = self
+            .db
+            .records("show")?
+            .into_iter()
+            .filter_map(|(_, body)| serde_json::from_str::<Show>(&body).ok());
+        Ok(all.filter(|s| s.shop_id() == shop).collect())
+    }
+
     pub fn get(&self, id: &str) -> Result<Show, ShowError> {
         if let Some(s) = self.lock().get(id) {
             return Ok(s.clone());

@@ -21,11 +21,17 @@ rm -rf build/assets
 mkdir -p build/assets/web
 find ../../web -maxdepth 1 -type f \( -name '*.html' -o -name '*.css' -o -name '*.js' \) ! -name player.js \
     -exec cp {} build/assets/web/ \;
+# The charts' library from npm (web/package.json), where the edge node serves it: /web/vendor/.
+[ -f ../../web/node_modules/uplot/dist/uPlot.iife.min.js ] || (cd ../../web && npm ci --no-audit --no-fund)
+mkdir -p build/assets/web/vendor
+cp ../../web/node_modules/uplot/dist/uPlot.iife.min.js build/assets/web/vendor/uplot.js
+cp ../../web/node_modules/uplot/dist/uPlot.min.css build/assets/web/vendor/uplot.css
 # The headers every response of the node has (liveshop_room::pages::COMMON_HEADERS; the Worker
 # sets them on what it serves itself), for the assets served without it.
 printf '/*\n  X-Content-Type-Options: nosniff\n  Referrer-Policy: no-referrer\n' > build/assets/_headers
 # A page's HTML file fetched as a plain asset is inert and unframeable
-# (liveshop_room::pages::RAW_PAGE_POLICY); the Worker's /watch and /dashboard replace the policy.
-for page in viewer dashboard; do
+# (liveshop_room::pages::RAW_PAGE_POLICY); the Worker's /watch, /dashboard and report pages replace
+# the policy.
+for page in viewer dashboard report; do
     printf "/web/$page.html\n  Content-Security-Policy: default-src 'none'; frame-ancestors 'none'\n"
 done >> build/assets/_headers

@@ -12,7 +12,7 @@
 // target/browser/ at the repository root, also when a step fails.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { BASE, HOST_TOKEN, SHOTS, SHOW, connected, missing, usePages } from './harness.mjs';
+import { BASE, connected, HOST_TOKEN, missing, SHOTS, SHOW, steps, usePages } from './harness.mjs';
 
 const pages = usePages('commerce-');
 
@@ -27,15 +27,7 @@ test('a viewer buys a pinned product in a flash deal and the host sees the order
   let stockBefore;
   let orderId;
   let dealMinor;
-  let broken = false;
-  const step = (name, fn) => t.test(name, { skip: broken && 'an earlier step failed' }, async () => {
-    try {
-      await fn();
-    } catch (e) {
-      broken = true;
-      throw e;
-    }
-  });
+  const step = steps(t);
 
   await step('both pages connect', async () => {
     await dash.goto(`${BASE}/dashboard/${encodeURIComponent(SHOW)}#token=${HOST_TOKEN}`);

@@ -11,7 +11,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
-import { BASE, HOST_TOKEN, SHOW, SHOTS, WAIT, launch, missing, watchCsp } from './harness.mjs';
+import { BASE, HOST_TOKEN, launch, missing, SHOTS, SHOW, steps, WAIT, watchCsp } from './harness.mjs';
 
 const ROOM = `${BASE}/v1/rooms/${encodeURIComponent(SHOW)}`;
 const SHOP = `${BASE}/v1/shows/${encodeURIComponent(SHOW)}/shop`;
@@ -66,15 +66,7 @@ after(async () => {
 test('a viewer who never names themselves sees the show live and buys in it', { skip: missing, timeout: 180_000 }, async (t) => {
   const tag = Math.random().toString(36).slice(2, 8);
   const pages = () => Object.values(views);
-  let broken = false;
-  const step = (name, fn) => t.test(name, { skip: broken && 'an earlier step failed' }, async () => {
-    try {
-      await fn();
-    } catch (e) {
-      broken = true;
-      throw e;
-    }
-  });
+  const step = steps(t);
 
   await step('before anyone watches, the host pins a product with a countdown, sets a banner, opens a poll and chats', async () => {
     const { deals } = await json(`${SHOP}/deals`);

@@ -87,3 +87,19 @@ export function usePages(prefix = '') {
 export async function connected(page) {
   await page.locator('[data-testid=conn-status][data-state=open]').waitFor({ state: 'attached' });
 }
+
+/**
+ * The steps of a spec's test `t`, run in order: once one fails the rest are skipped (they would
+ * only fail for the same reason), so the first failure is the one reported.
+ */
+export function steps(t) {
+  let broken = false;
+  return (name, fn) => t.test(name, { skip: broken && 'an earlier step failed' }, async () => {
+    try {
+      await fn();
+    } catch (e) {
+      broken = true;
+      throw e;
+    }
+  });
+}

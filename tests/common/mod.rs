@@ -47,6 +47,39 @@ pub fn token(room: &str, sub: &str, role: Role) -> String {
     secret().mint(&Claims::new(sub, room, role, exp).with_name(sub)).unwrap()
 }
 
+/// A clock running `speed` times faster than the real one, so schedules of minutes or hours run
+/// in seconds. Everything else about a node on it is real.
+pub struct FastClock {
+    start: Instant,
+    base: u64,
+    speed: u64,
+}
+
+impl FastClock {
+    pub fn new(speed: u64) -> FastClock {
+        FastClock { start: Instant::now(), base: now_ms(), speed }
+    }
+
+    /// How long to really wait until this clock reads `at`.
+    pub fn until(&self, at: u64) -> Duration {
+        Duration::from_millis(at.saturating_sub(liveshop_edge::Env::now(self)) / self.speed)
+    }
+}
+
+impl liveshop_edge::Env for FastClock {
+    fn now(&self) -> u64 {
+        self.base + self.start.elapsed().as_millis() as u64 * self.speed
+    }
+
+    fn fill_random(&self, buf: &mut [u8]) {
+        liveshop_edge::SystemEnv.fill_random(buf);
+    }
+
+    fn real_delay(&self, ms: u64) -> Duration {
+        Duration::from_millis(ms / self.speed)
+    }
+}
+
 pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
 }

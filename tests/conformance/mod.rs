@@ -309,7 +309,8 @@ macro_rules! conformance_cases {
             feed_answers_are_cacheable_and_revalidated_by_etag,
             bad_feed_queries_and_unknown_shows_are_refused,
             heartbeats_count_feed_viewers_until_they_leave,
-            a_nameless_guest_fills_a_cart
+            a_nameless_guest_fills_a_cart,
+            a_shows_report_counts_its_audience_engagement_and_sales
         );
     };
     (@each $host:path; $($case:ident),*) => {
@@ -2006,6 +2007,121 @@ async fn ana_checks_out(t: &Target, show: &str) -> (u16, Value) {
     let ana = token(show, "ana", Role::Viewer);
     let path = format!("/v1/shows/{show}/shop/checkout");
     t.api.call("POST", &path, &ana, Some("k"), json!({ "payment_method": "tok_visa" })).await
+}
+
+// ---------------------------------------------------------------- analytics
+
+/// The show's report (`liveshop_analytics`), read until `done` holds (impressions are counted in
+/// windows, payments settle after the checkout's answer).
+async fn report_when(t: &Target, show: &str, token: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, r) =
+            t.api.call("GET", &format!("/v1/shows/{show}/analytics"), token, None, Value::Null).await;
+        assert_eq!(status, 200, "{r}");
+        if done(&r) {
+            return r;
+        }
+        assert!(Instant::now() < deadline, "the report never showed it: {r}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub async fn a_shows_report_counts_its_audience_engagement_and_sales(t: &Target) {
+    let show = t.new_show().await;
+    let merchant = merchant_of(t, &show);
+    merchant.stock_a_drop(5).await;
+    let host_token = token(&show, "host", Role::Host);
+    let mut host = t.connect(&show, "host", Role::Host).await;
+    let pin = json!({"type": "product.pin", "product": {"id": "drop", "title": "Limited drop"}});
+    assert_eq!(host.command(pin).await["type"], "ack");
+    let mut ana = t.connect(&show, "ana", Role::Viewer).await;
+    let mut bob = t.connect(&show, "bob", Role::Viewer).await;
+    for c in [&mut ana, &mut bob] {
+        c.send(json!({"type": "product.impression", "product_id": "drop"})).await;
+    }
+    ana.send(json!({"type": "product.click", "product_id": "drop"})).await;
+    assert_eq!(ana.chat("Is it cotton?").await["type"], "ack");
+    ana_buys_one(t, &show).await;
+    let r = report_when(t, &show, &host_token, |r| {
+        r["totals"]["impressions"] == 2 && r["totals"]["orders_paid"] == 1 && r["totals"]["clicks"] == 1
+    })
+    .await;
+    let totals = &r["totals"];
+    let counts = [
+        "unique_viewers",
+        "visits",
+        "peak_viewers",
+        "chat",
+        "impressions",
+        "clicks",
+        "add_to_carts",
+        "checkouts",
+        "orders_paid",
+        "units",
+        "buyers",
+    ];
+    assert_eq!(counts.map(|f| totals[f].as_u64().unwrap()), [2, 2, 2, 1, 2, 1, 1, 1, 1, 1, 1], "{totals}");
+    assert_eq!(totals["gmv"], json!([{"minor": PRICE * 3 / 4, "currency": "EUR"}]));
+    assert_eq!(totals["conversion"], 0.5);
+    let funnel: Vec<u64> =
+        r["funnel"].as_array().unwrap().iter().map(|s| s["count"].as_u64().unwrap()).collect();
+    assert_eq!(funnel, [2, 1, 1, 1, 1]);
+    let product = &r["products"][0];
+    assert_eq!(
+        (&product["product_id"], &product["title"], &product["units"]),
+        (&json!("drop"), &json!("Limited drop"), &json!(1))
+    );
+    assert!(r["moments"].as_array().unwrap().iter().any(|m| m["kind"] == "product_pinned"));
+    assert_eq!(r["minutes"][0]["joined"], 2);
+
+    // The CSV downloads, for the host and the merchant alike.
+    let csv = t
+        .http(
+            "GET",
+            &format!("/v1/shows/{show}/analytics/minutes.csv"),
+            &[("authorization", &format!("Bearer {}", merchant.token))],
+            "",
+        )
+        .await;
+    let text = csv.1.as_str().expect("CSV text").to_string();
+    assert_eq!(csv.0, 200);
+    assert!(text.starts_with("minute,start_ms,watching,peak,joined,retention,ended,"), "{text}");
+    assert!(text.lines().next().unwrap().ends_with(",gmv_EUR"));
+    let products = t
+        .http(
+            "GET",
+            &format!("/v1/shows/{show}/analytics/products.csv"),
+            &[("authorization", &format!("Bearer {host_token}"))],
+            "",
+        )
+        .await;
+    assert!(products.1.as_str().unwrap().lines().nth(1).unwrap().starts_with("drop,Limited drop,2,1,"));
+
+    // The merchant's next show on the same shop compares itself with this one.
+    let next = format!("{show}-next");
+    let body = json!({"id": next, "title": "Next", "shop": show});
+    let (status, created) = t.api.call("POST", "/v1/shows", &merchant.token, None, body).await;
+    assert_eq!(status, 201, "{created}");
+    let (status, later) =
+        t.api.call("GET", &format!("/v1/shows/{next}/analytics"), &merchant.token, None, Value::Null).await;
+    assert_eq!(status, 200, "{later}");
+    assert_eq!(later["previous"][0]["show"], show);
+    assert_eq!(later["previous"][0]["gmv"], totals["gmv"]);
+    assert_eq!(later["started_at"], Value::Null, "nothing measured yet");
+
+    // Refusals, in the JSON error shape.
+    let path = format!("/v1/shows/{show}/analytics");
+    let viewer = token(&show, "ana", Role::Viewer);
+    assert_eq!(code(&t.api.call("GET", &path, &viewer, None, Value::Null).await), (403, "forbidden"));
+    assert_eq!(code(&t.http("GET", &path, &[], "").await), (401, "token_malformed"));
+    let too_many = format!("{path}?previous=11");
+    assert_eq!(
+        code(&t.api.call("GET", &too_many, &host_token, None, Value::Null).await),
+        (400, "invalid_argument")
+    );
+    let unknown = format!("{path}/other.csv");
+    assert_eq!(code(&t.api.call("GET", &unknown, &host_token, None, Value::Null).await), (404, "not_found"));
 }
 
 // ---------------------------------------------------------------- what a guest costs

@@ -6,8 +6,9 @@
 //! - a device counts while it was heard from in the last [`feed::HEARTBEAT_TTL_MS`] (beacons
 //!   come every 20 s); `{"leaving": true}` takes it off at once;
 //! - every [`feed::HAND_OFF_MS`] while anyone is counted (an alarm), and once more when the last
-//!   one left, the room gets `PUT /audience {"viewers": n, "watch_ms": m}`: a million heartbeats
-//!   are a few requests to the room, not a million events.
+//!   one left, the room gets `PUT /audience` (`feed::AudienceCount`: the viewers, their watch
+//!   time, the visits begun and ended): a million heartbeats are a few requests to the room, not
+//!   a million events.
 //!
 //! The counting is `liveshop_room::feed::Audience`, the edge node's too.
 //!

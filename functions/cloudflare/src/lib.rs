@@ -40,6 +40,7 @@ use liveshop_room::show::Credential;
 use serde_json::json;
 use worker::*;
 
+mod analytics;
 mod audience;
 mod fanout;
 mod feed;
@@ -111,8 +112,13 @@ async fn route(mut req: Request, env: &Env, ctx: &Context, segs: &[&str]) -> Res
             page(env, Page::Viewer, show.as_ref()).await
         }
         (Method::Get, ["dashboard", _]) => page(env, Page::Dashboard, None).await,
+        (Method::Get, ["shows", _, "report"]) => page(env, Page::Report, None).await,
         (Method::Post, ["v1", "shows"]) => create_show(req, env).await,
         (Method::Get, ["v1", "shows", show]) => room_stub(env, show)?.fetch_with_request(req).await,
+        (Method::Get, ["v1", "shows", show, "analytics"]) => analytics::get(req, env, show, None).await,
+        (Method::Get, ["v1", "shows", show, "analytics", file]) => {
+            analytics::get(req, env, show, Some(file)).await
+        }
         (Method::Get, ["v1", "rooms", room, "feed"]) => feed::get(req, env, ctx, room).await,
         (Method::Post, ["v1", "rooms", room, "heartbeat"]) => {
             audience::stub(env, room)?.fetch_with_request(req).await
@@ -171,6 +177,7 @@ async fn page(env: &Env, page: Page, show: Option<&shows::Show>) -> Result<Respo
     let file = match page {
         Page::Viewer => "viewer.html",
         Page::Dashboard => "dashboard.html",
+        Page::Report => "report.html",
     };
     let response = env.assets("ASSETS")?.fetch(format!("https://assets/web/{file}"), None).await?;
     let policy = liveshop_room::pages::content_security_policy(page, show);
@@ -233,7 +240,9 @@ async fn create_show(mut req: Request, env: &Env) -> Result<Response> {
     // The shop judges the claim (`liveshop_room::show::claim_shop`) before the show exists.
     let operator =
         env.var("OPERATORS").is_ok_and(|v| v.to_string().split(',').any(|o| o.trim() == who.subject));
-    let claim = json!({ "who": who, "platform": platform, "operator": operator });
+    let claim = json!({
+        "who": who, "platform": platform, "operator": operator, "show": [show.created_at, show.id],
+    });
     let register = Request::new_with_init(
         &format!("https://shop/v1/shops/{}/_register", show.shop_id()),
         RequestInit::new().with_method(Method::Post).with_body(Some(claim.to_string().into())),

@@ -149,6 +149,17 @@ impl DurableObject for Room {
                         })
                         .await
                     }
+                    // The Worker asks for the show's measures for a reader it verified.
+                    (Method::Post, "_analytics") => {
+                        let who: Identity = serde_json::from_slice(&body)?;
+                        self.answer(|_| Input::Request {
+                            who: Some(who),
+                            method: "GET".into(),
+                            path: "/analytics".into(),
+                            body: vec![],
+                        })
+                        .await
+                    }
                     (Method::Post, "_fanout_message" | "_fanout_close") => {
                         self.heard_from_fanout(action == &"_fanout_close", &body).await
                     }

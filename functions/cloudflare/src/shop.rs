@@ -42,6 +42,8 @@ struct Claim {
     /// A platform-wide token (`room: "*"`), else a token for this shop.
     platform: bool,
     operator: bool,
+    /// The new show, `(created_at, id)`: the shop lists the shows sold from it, for reports.
+    show: (u64, String),
 }
 
 /// Request headers the shop sees; everything else stays with the host.
@@ -111,17 +113,18 @@ impl DurableObject for Shop {
                 let stored = inner.host("registered");
                 let record: Option<ShopRecord> = stored.map(|r| serde_json::from_str(&r).unwrap_or_default());
                 let credential = if claim.platform { Credential::Platform } else { Credential::Shop };
-                match claim_shop(&claim.who, credential, claim.operator, record.as_ref()) {
-                    Err(e) => error(403, e.code(), e.to_string()),
-                    Ok(None) if record.is_some() => Response::empty(),
-                    Ok(claimed) => {
-                        let owner = claimed.and_then(|c| c.owner);
-                        // The name goes into Stripe's idempotency keys and metadata, as on the
-                        // edge node.
-                        inner.put_host("registered", &json!({ "shop": shop, "owner": owner }).to_string())?;
-                        Response::empty()
-                    }
+                let claimed = match claim_shop(&claim.who, credential, claim.operator, record.as_ref()) {
+                    Err(e) => return error(403, e.code(), e.to_string()),
+                    Ok(claimed) => claimed,
+                };
+                if claimed.is_some() || record.is_none() {
+                    let owner = claimed.and_then(|c| c.owner);
+                    // The name goes into Stripe's idempotency keys and metadata, as on the
+                    // edge node.
+                    inner.put_host("registered", &json!({ "shop": shop, "owner": owner }).to_string())?;
                 }
+                inner.list_show(claim.show)?;
+                Response::empty()
             }
             ["v1", "shops", shop, rest @ ..] => {
                 let shop = shop.to_string();
@@ -136,6 +139,23 @@ impl DurableObject for Shop {
                     return error(404, "shop_not_found", format!("no shop {shop:?}"));
                 }
                 match (req.method(), rest) {
+                    (Method::Get, ["_shows"]) => Response::from_json(&inner.shows()),
+                    // The Worker asks for a show's sales for a reader it verified.
+                    (Method::Post, ["_analytics", show]) => {
+                        let who: Identity = serde_json::from_slice(&body)?;
+                        let path = format!("/analytics/{show}");
+                        let input = Input::Request {
+                            who: Some(who),
+                            method: "GET".into(),
+                            path,
+                            headers: vec![],
+                            body: vec![],
+                        };
+                        match Inner::run(inner, input).await? {
+                            Some((status, content_type, body)) => reply(status, content_type, body),
+                            None => error(500, "internal", "the shop produced no reply"),
+                        }
+                    }
                     (Method::Post, ["webhook-secrets", secret_id]) => {
                         inner.issue_secret(&req, &shop, secret_id, &body).await
                     }
@@ -152,7 +172,7 @@ impl DurableObject for Shop {
                     _ => {
                         let path =
                             full.strip_prefix(&format!("/v1/shops/{shop}")).unwrap_or(&full).to_string();
-                        self.forward(&req, &shop, path, body).await
+                        self.forward(&req, (&shop, None), path, body).await
                     }
                 }
             }
@@ -162,7 +182,7 @@ impl DurableObject for Shop {
                 }
                 let show = show.to_string();
                 let path = full.strip_prefix(&format!("/v1/shows/{show}/shop")).unwrap_or(&full).to_string();
-                self.forward(&req, &show, path, body).await
+                self.forward(&req, (&show, Some(&show)), path, body).await
             }
             _ => error(404, "not_found", "no such endpoint"),
         }
@@ -182,8 +202,15 @@ pub(crate) fn oversized(body: &[u8]) -> Option<Result<Response>> {
 }
 
 impl Shop {
-    /// The shop API: the caller from a bearer token for `scope` (the shop or the show).
-    async fn forward(&self, req: &Request, scope: &str, path: String, body: Vec<u8>) -> Result<Response> {
+    /// The shop API: the caller from a bearer token for `scope` (the shop or the show), and the
+    /// show the request came through, if it did.
+    async fn forward(
+        &self,
+        req: &Request,
+        (scope, show): (&str, Option<&str>),
+        path: String,
+        body: Vec<u8>,
+    ) -> Result<Response> {
         let secret = secret(&self.inner.env)?;
         let who = match crate::bearer(req).map(|t| secret.verify(&t, scope, now_ms() / 1000)).transpose() {
             Ok(who) => who,
@@ -199,10 +226,14 @@ impl Shop {
         if let Err(e) = liveshop_shop::api::screen_endpoint(req.method().as_ref(), &path, &body, &policy) {
             return reply(e.status(), "application/json", e.body().into_bytes());
         }
-        let headers = FORWARDED_HEADERS
+        let mut headers: Vec<(String, String)> = FORWARDED_HEADERS
             .iter()
             .filter_map(|name| Some((name.to_string(), req.headers().get(name).ok()??)))
             .collect();
+        // For the show's measures; never taken from the client, as on the edge node.
+        if let Some(show) = show {
+            headers.push((liveshop_shop::analytics::SHOW_HEADER.into(), show.into()));
+        }
         // Guessing coupon codes is limited per address here, as per buyer in the shop; without an
         // address (workerd run locally) only the shop's count applies.
         let method = req.method().to_string();
@@ -257,6 +288,20 @@ impl Inner {
             .ok()?;
         let rows: Vec<HostRow> = cursor.to_array().ok()?;
         rows.into_iter().next().map(|r| r.body)
+    }
+
+    /// The shows sold from this shop, `(created_at, id)`.
+    fn shows(&self) -> Vec<(u64, String)> {
+        self.host("shows").and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default()
+    }
+
+    fn list_show(&self, show: (u64, String)) -> Result<()> {
+        let mut shows = self.shows();
+        if !shows.iter().any(|(_, id)| *id == show.1) {
+            shows.push(show);
+            self.put_host("shows", &serde_json::to_string(&shows)?)?;
+        }
+        Ok(())
     }
 
     fn put_host(&self, kind: &str, body: &str) -> Result<()> {

@@ -188,29 +188,48 @@ pub fn parse_heartbeat(body: &[u8]) -> Result<bool, CommandError> {
     })
 }
 
-/// What a host tells the room (`PUT /audience`): how many viewers its feed has now, and the
-/// watch time they added since the last count.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// What a host tells the room (`PUT /audience`): how many viewers its feed has now, the watch
+/// time they added since the last count, and the visits that began and ended meanwhile.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AudienceCount {
     pub viewers: u32,
     #[serde(default)]
     pub watch_ms: u64,
+    /// Visits begun.
+    #[serde(default)]
+    pub joins: u32,
+    /// The devices that came, hashed ([`crate::analytics::visitor_hash`]); at most
+    /// [`MAX_ARRIVED`] per count (past that, joins are counted but not told apart).
+    #[serde(default)]
+    pub arrived: Vec<u64>,
+    /// Visits ended, by length ([`crate::analytics::WATCH_BOUNDS_SECS`]).
+    #[serde(default)]
+    pub ended: Vec<u32>,
 }
+
+/// Arrivals told apart per count.
+pub const MAX_ARRIVED: usize = 2_000;
 
 /// A room that counts no more feed viewers (`max_feed_viewers_per_room`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("this room counts no more viewers")]
 pub struct RoomFull;
 
+/// A device's visit: when it began and its last beacon.
+#[derive(Debug, Clone, Copy)]
+struct Visit {
+    since: Millis,
+    last: Millis,
+}
+
 /// The devices watching one room's feed, as a host counts them from heartbeats, outside the
 /// room: a million heartbeats become one [`AudienceCount`] every [`HAND_OFF_MS`].
 #[derive(Debug, Default)]
 pub struct Audience {
-    /// Each device's last beacon.
-    devices: HashMap<String, Millis>,
-    /// Watch time added since the last count taken.
-    watch_ms: u64,
+    devices: HashMap<String, Visit>,
+    /// What to tell the room at the next count, besides the viewers.
+    pending: AudienceCount,
     /// The count last taken; `None` before the first (a new counter tells the room once).
     handed: Option<u32>,
 }
@@ -219,30 +238,59 @@ impl Audience {
     /// Counts a beacon from `device`; `leaving` takes it off at once. A new device past `max`
     /// devices is refused.
     pub fn beat(&mut self, device: String, leaving: bool, now: Millis, max: usize) -> Result<(), RoomFull> {
-        let last = if leaving { self.devices.remove(&device) } else { self.devices.get(&device).copied() };
-        match last {
+        let visit = if leaving { self.devices.remove(&device) } else { self.devices.get(&device).copied() };
+        match visit {
             // Time between beacons counts, up to the time a device counts without one.
-            Some(last) => self.watch_ms += now.saturating_sub(last).min(HEARTBEAT_TTL_MS),
+            Some(v) => self.pending.watch_ms += now.saturating_sub(v.last).min(HEARTBEAT_TTL_MS),
             None if !leaving && self.devices.len() >= max => return Err(RoomFull),
+            None if !leaving => {
+                self.pending.joins += 1;
+                if self.pending.arrived.len() < MAX_ARRIVED {
+                    self.pending.arrived.push(crate::analytics::visitor_hash(&device));
+                }
+            }
             None => {}
         }
-        if !leaving {
-            self.devices.insert(device, now);
+        match visit {
+            Some(v) if leaving => self.ended(now.saturating_sub(v.since)),
+            Some(v) => {
+                self.devices.insert(device, Visit { last: now, ..v });
+            }
+            None if !leaving => {
+                self.devices.insert(device, Visit { since: now, last: now });
+            }
+            None => {}
         }
         Ok(())
     }
 
+    fn ended(&mut self, ms: Millis) {
+        self.pending.ended.resize(crate::analytics::WATCH_BUCKETS, 0);
+        self.pending.ended[crate::analytics::watch_bucket(ms)] += 1;
+    }
+
     /// What to tell the room now: the count while anyone watches (a room forgets it when it
     /// hibernates or restarts, so it is told every round), once more when the last one left,
-    /// and nothing after. Devices gone quiet are forgotten.
+    /// and nothing after. Devices gone quiet are forgotten: their visits end at their last
+    /// beacon.
     pub fn take(&mut self, now: Millis) -> Option<AudienceCount> {
-        self.devices.retain(|_, last| now.saturating_sub(*last) < HEARTBEAT_TTL_MS);
+        let quiet: Vec<Millis> = self
+            .devices
+            .values()
+            .filter(|v| now.saturating_sub(v.last) >= HEARTBEAT_TTL_MS)
+            .map(|v| v.last.saturating_sub(v.since))
+            .collect();
+        self.devices.retain(|_, v| now.saturating_sub(v.last) < HEARTBEAT_TTL_MS);
+        for ms in quiet {
+            self.ended(ms);
+        }
         let viewers = u32::try_from(self.devices.len()).unwrap_or(u32::MAX);
-        if viewers == 0 && self.handed == Some(0) && self.watch_ms == 0 {
+        let count = AudienceCount { viewers, ..std::mem::take(&mut self.pending) };
+        if count == (AudienceCount { viewers: 0, ..AudienceCount::default() }) && self.handed == Some(0) {
             return None;
         }
         self.handed = Some(viewers);
-        Some(AudienceCount { viewers, watch_ms: std::mem::take(&mut self.watch_ms) })
+        Some(count)
     }
 
     /// The viewers the room was last told of.
@@ -307,25 +355,37 @@ mod tests {
     }
 
     #[test]
-    fn heartbeats_become_counts_with_watch_time() {
+    fn heartbeats_become_counts_with_watch_time_and_visits() {
+        let count = |viewers, watch_ms| AudienceCount { viewers, watch_ms, ..AudienceCount::default() };
         let mut a = Audience::default();
         a.beat("phone".into(), false, 0, 2).unwrap();
         a.beat("laptop".into(), false, 0, 2).unwrap();
         assert_eq!(a.beat("tv".into(), false, 0, 2), Err(RoomFull));
         // A device already counted is never refused.
         a.beat("phone".into(), false, 20_000, 2).unwrap();
-        assert_eq!(a.take(20_000), Some(AudienceCount { viewers: 2, watch_ms: 20_000 }));
+        let first = a.take(20_000).unwrap();
+        assert_eq!((first.viewers, first.watch_ms, first.joins), (2, 20_000, 2));
+        let hashes = ["phone", "laptop"].map(crate::analytics::visitor_hash);
+        assert_eq!(first.arrived, hashes);
+        assert!(first.ended.is_empty());
         // Told every round while anyone watches.
-        assert_eq!(a.take(25_000), Some(AudienceCount { viewers: 2, watch_ms: 0 }));
+        assert_eq!(a.take(25_000), Some(count(2, 0)));
         a.beat("laptop".into(), true, 30_000, 2).unwrap();
-        // The laptop's 30 s count; the phone goes quiet and is forgotten a minute after its last beacon.
-        assert_eq!(a.take(80_000), Some(AudienceCount { viewers: 0, watch_ms: 30_000 }));
+        // The laptop's 30 s count; the phone goes quiet and is forgotten a minute after its
+        // last beacon, its visit ending there (20 s long).
+        let gone = a.take(80_000).unwrap();
+        assert_eq!((gone.viewers, gone.watch_ms, gone.joins), (0, 30_000, 0));
+        let mut ended = vec![0; crate::analytics::WATCH_BUCKETS];
+        ended[crate::analytics::watch_bucket(20_000)] = 1;
+        ended[crate::analytics::watch_bucket(30_000)] += 1;
+        assert_eq!(gone.ended, ended);
         assert!(a.is_empty());
         assert_eq!(a.take(85_000), None);
         // A beacon after a long silence adds at most the time a device counts without one.
         a.beat("phone".into(), false, 90_000, 2).unwrap();
         a.beat("phone".into(), false, 900_000, 2).unwrap();
-        assert_eq!(a.take(900_000), Some(AudienceCount { viewers: 1, watch_ms: HEARTBEAT_TTL_MS }));
+        let back = a.take(900_000).unwrap();
+        assert_eq!((back.viewers, back.watch_ms, back.joins), (1, HEARTBEAT_TTL_MS, 1));
         assert_eq!(a.handed(), 1);
     }
 

@@ -58,6 +58,7 @@
 //! - **Aggregation.** Reaction taps, poll tallies, presence and analytics are collected over a
 //!   [`FLUSH_MS`] window and sent as latest state when the room's alarm fires.
 
+pub mod analytics;
 pub mod feed;
 pub mod filter;
 pub mod ids;

@@ -30,6 +30,8 @@ pub enum Page {
     /// `/dashboard/{show}`: never framed (a framed dashboard invites clickjacking of host
     /// actions).
     Dashboard,
+    /// `/shows/{show}/report`: never framed either (it shows the show's sales).
+    Report,
 }
 
 /// What every page may load and where it may connect.
@@ -67,6 +69,7 @@ mod tests {
         assert!(!viewer.contains("unsafe"));
         let dashboard = content_security_policy(Page::Dashboard, Some(&show));
         assert!(dashboard.ends_with("; frame-ancestors 'none'"));
+        assert_eq!(content_security_policy(Page::Report, Some(&show)), dashboard);
         assert!(content_security_policy(Page::Viewer, None).ends_with("; frame-ancestors 'none'"));
     }
 }

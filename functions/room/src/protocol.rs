@@ -469,16 +469,17 @@ pub enum ModAction {
     Settings { patch: SettingsPatch },
 }
 
-/// Analytics increments flushed from the room's aggregation window.
+/// Analytics increments flushed from the room's aggregation window: what the staff's `stats`
+/// frame shows and what [`crate::analytics::Measures`] adds up per slot.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatsDelta {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub impressions: BTreeMap<ProductId, u64>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub clicks: BTreeMap<ProductId, u64>,
-    /// Watch time to add, per viewer.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub watch_ms: BTreeMap<String, u64>,
+    /// Watch time of the socket viewers' visits that ended.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub socket_watch_ms: u64,
     /// A new peak of concurrent viewers, when one was reached.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peak_viewers: Option<u32>,
@@ -486,6 +487,36 @@ pub struct StatsDelta {
     /// they have no subject).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub feed_watch_ms: u64,
+    /// Viewers watching at the end of the window, when the count changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub viewers: Option<u32>,
+    /// Visits begun and ended in the window (sockets and feed).
+    #[serde(default, skip_serializing_if = "is_zero32")]
+    pub joins: u32,
+    #[serde(default, skip_serializing_if = "is_zero32")]
+    pub leaves: u32,
+    /// The ended visits by length (buckets of [`crate::analytics::WATCH_BOUNDS_SECS`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ended: Vec<u32>,
+    /// Visitors who came ([`crate::analytics::visitor_hash`]), for the distinct count.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub arrived: Vec<u64>,
+    /// Reaction taps.
+    #[serde(default, skip_serializing_if = "is_zero32")]
+    pub reactions: u32,
+}
+
+impl StatsDelta {
+    /// Counts an ended visit of `ms`.
+    pub fn visit_ended(&mut self, ms: Millis) {
+        self.leaves += 1;
+        self.ended.resize(crate::analytics::WATCH_BUCKETS, 0);
+        self.ended[crate::analytics::watch_bucket(ms)] += 1;
+    }
+}
+
+fn is_zero32(n: &u32) -> bool {
+    *n == 0
 }
 
 fn is_zero(n: &u64) -> bool {

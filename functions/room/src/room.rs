@@ -8,6 +8,7 @@ use liveshop_journal::{Entry, Journal, Policy};
 pub use liveshop_journal::{RestoreError, keys};
 use serde::{Deserialize, Serialize};
 
+use crate::analytics;
 use crate::feed;
 use crate::filter::{self, Pace, Rules, TokenBucket, Verdict};
 use crate::ids::{ConnId, Epoch, MessageId, Millis, PollId, ProductId, QuestionId, Seq};
@@ -121,6 +122,13 @@ struct Conn {
     connected_at: Millis,
 }
 
+/// A connected viewer's open connections and when the first of them opened.
+#[derive(Debug, Clone, Copy)]
+struct Visit {
+    conns: u32,
+    since: Millis,
+}
+
 /// What a command produced, for its `ack`.
 struct Accepted {
     seq: Option<Seq>,
@@ -156,8 +164,8 @@ pub struct Room {
     state: RoomState,
     log: VecDeque<LogRecord>,
     conns: BTreeMap<ConnId, Conn>,
-    /// Open connections per viewer, so counting viewers is O(1) on every join.
-    viewer_conns: BTreeMap<String, u32>,
+    /// Each connected viewer's visit, so counting viewers is O(1) on every join.
+    viewer_conns: BTreeMap<String, Visit>,
     /// Viewers reading the public feed, as the host last counted them (heartbeats). Not
     /// stored: the host hands the count over again every few seconds.
     feed_viewers: u32,
@@ -200,8 +208,16 @@ impl Room {
         Ok(room)
     }
 
+    /// Whether the room keeps its show's measures ([`crate::analytics`]); it does unless told
+    /// otherwise, after every restore. Off, the show's report counts nothing new: for a
+    /// deployment that wants no analytics, and the baseline of `liveshop-analytics`'s bench.
+    pub fn keep_measures(&mut self, on: bool) {
+        self.state.measures_off = !on;
+    }
+
     /// Registers a connection the host kept open while the room was not in memory. Emits nothing.
     pub fn attach(&mut self, conn: ConnId, who: Identity, connected_at: Millis) {
+        // Not a join: the visit began before the room was put to sleep.
         self.add_conn(conn, Conn { who: who.into(), connected_at });
     }
 
@@ -227,30 +243,47 @@ impl Room {
         u32::try_from(self.viewer_conns.len()).unwrap_or(u32::MAX).saturating_add(self.feed_viewers)
     }
 
-    fn add_conn(&mut self, conn: ConnId, c: Conn) {
+    /// Adds a connection; true when it begins a viewer's visit.
+    fn add_conn(&mut self, conn: ConnId, c: Conn) -> bool {
+        let mut begun = false;
         if c.who.role == Role::Viewer {
-            *self.viewer_conns.entry(c.who.subject.clone()).or_default() += 1;
+            let visit = self.viewer_conns.entry(c.who.subject.clone()).or_insert_with(|| {
+                begun = true;
+                Visit { conns: 0, since: c.connected_at }
+            });
+            visit.conns += 1;
         }
         if let Some(old) = self.conns.insert(conn, c) {
             self.forget_viewer(&old);
         }
+        begun
     }
 
-    fn remove_conn(&mut self, conn: ConnId) -> Option<Conn> {
+    /// Removes a connection; a viewer's last one ends their visit, counted at `now`.
+    fn remove_conn(&mut self, now: Millis, conn: ConnId) -> Option<Conn> {
         let c = self.conns.remove(&conn)?;
-        self.forget_viewer(&c);
+        if let Some(since) = self.forget_viewer(&c) {
+            let watched = now.saturating_sub(since);
+            self.window.stats.visit_ended(watched);
+            self.window.stats.socket_watch_ms += watched;
+            self.window.presence_dirty = true;
+            self.schedule_flush(now);
+        }
         Some(c)
     }
 
-    fn forget_viewer(&mut self, c: &Conn) {
-        if c.who.role == Role::Viewer
-            && let Some(n) = self.viewer_conns.get_mut(&c.who.subject)
-        {
-            *n -= 1;
-            if *n == 0 {
-                self.viewer_conns.remove(&c.who.subject);
-            }
+    /// Forgets a viewer's connection; when it was their last, when their visit began.
+    fn forget_viewer(&mut self, c: &Conn) -> Option<Millis> {
+        if c.who.role != Role::Viewer {
+            return None;
         }
+        let visit = self.viewer_conns.get_mut(&c.who.subject)?;
+        visit.conns -= 1;
+        let since = visit.since;
+        (visit.conns == 0).then(|| {
+            self.viewer_conns.remove(&c.who.subject);
+            since
+        })
     }
 
     pub fn poll_output(&mut self) -> Option<Output> {
@@ -286,14 +319,7 @@ impl Room {
                 }
             }
             Input::Close { conn } => {
-                if let Some(c) = self.remove_conn(conn)
-                    && c.who.role == Role::Viewer
-                {
-                    let watched = now.saturating_sub(c.connected_at);
-                    *self.window.stats.watch_ms.entry(c.who.subject.clone()).or_default() += watched;
-                    self.window.presence_dirty = true;
-                    self.schedule_flush(now);
-                }
+                self.remove_conn(now, conn);
             }
             Input::Request { who, method, path, body } => self.request(now, who, &method, &path, &body),
             Input::Alarm => self.alarm(now),
@@ -321,7 +347,12 @@ impl Room {
         });
         let (subject, role) = (who.subject.clone(), who.role);
         let who = std::sync::Arc::new(who);
-        self.add_conn(conn, Conn { who: who.clone(), connected_at });
+        if self.add_conn(conn, Conn { who: who.clone(), connected_at }) {
+            self.window.stats.joins += 1;
+            // A guest by their device, as the feed counts them: one visitor from the feed to chat.
+            let visitor = who.device.as_deref().unwrap_or(&subject);
+            self.window.stats.arrived.push(analytics::visitor_hash(visitor));
+        }
         if role == Role::Viewer {
             self.window.presence_dirty = true;
             self.schedule_flush(now);
@@ -376,8 +407,18 @@ impl Room {
                         self.window.presence_dirty = true;
                         self.schedule_flush(now);
                     }
-                    if count.watch_ms > 0 {
-                        self.window.stats.feed_watch_ms += count.watch_ms;
+                    let w = &mut self.window.stats;
+                    w.feed_watch_ms += count.watch_ms;
+                    w.joins += count.joins;
+                    w.arrived.extend(&count.arrived);
+                    if !count.ended.is_empty() {
+                        w.ended.resize(analytics::WATCH_BUCKETS, 0);
+                        for (total, n) in w.ended.iter_mut().zip(&count.ended) {
+                            *total += n;
+                        }
+                        w.leaves += count.ended.iter().sum::<u32>();
+                    }
+                    if count.watch_ms > 0 || count.joins > 0 || !count.ended.is_empty() {
                         self.schedule_flush(now);
                     }
                     (200, to_json(&serde_json::json!({ "viewers": self.viewers() })))
@@ -395,6 +436,16 @@ impl Room {
                     ),
                 )
             }
+            // The show's measures, for its staff (the host's report joins them with the shop's).
+            ("GET", "/analytics") => match who.filter(|w| w.role.is_staff()) {
+                None => http_error(CommandError::new(ErrorCode::Forbidden, "staff only")),
+                Some(_) => (
+                    200,
+                    to_json(&serde_json::json!({
+                        "now": now, "viewers": self.viewers(), "measures": self.state.measures,
+                    })),
+                ),
+            },
             // Only host shells call this (no client route leads here): they vouch for a staff
             // identity the room has not met yet, such as the creator of the show.
             ("PUT", "/staff") => match who.filter(|w| w.role.is_staff()) {
@@ -493,6 +544,7 @@ impl Room {
         let mut delta = w.stats;
         if w.presence_dirty {
             let viewers = self.viewers();
+            delta.viewers = Some(viewers);
             if viewers > self.state.stats.peak_viewers {
                 delta.peak_viewers = Some(viewers);
             }
@@ -687,7 +739,7 @@ impl Room {
                 for conn in self.bound_conns(&user) {
                     self.refuse(conn, None, CommandError::new(ErrorCode::Banned, "a moderator banned you"));
                     self.out.push_back(Output::Close { conn, code: CLOSE_BANNED, reason: "banned".into() });
-                    self.remove_conn(conn);
+                    self.remove_conn(now, conn);
                 }
                 one(seq)
             }
@@ -734,6 +786,7 @@ impl Room {
                     ));
                 }
                 *self.window.reactions.entry(emoji).or_default() += 1;
+                self.window.stats.reactions += 1;
                 self.schedule_flush(now);
                 Ok(Accepted::none())
             }

@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use liveshop_identity::Role;
 use serde::{Deserialize, Serialize};
 
+use crate::analytics::Measures;
 use crate::ids::{MessageId, Millis, ProductId, QuestionId};
 use crate::protocol::{
     Audience, ChatMessage, Event, HoldReason, LinkPolicy, ModAction, PollInfo, ProductPin, PublicSettings,
@@ -134,7 +135,9 @@ pub struct LastSaid {
 pub struct Stats {
     pub impressions: BTreeMap<ProductId, u64>,
     pub clicks: BTreeMap<ProductId, u64>,
-    pub watch_ms: BTreeMap<String, u64>,
+    /// Watch time of socket viewers' ended visits, in total.
+    #[serde(default)]
+    pub socket_watch_ms: u64,
     pub peak_viewers: u32,
     /// Watch time of viewers on the public feed, in total.
     #[serde(default)]
@@ -160,6 +163,12 @@ pub struct RoomState {
     pub banner: Option<String>,
     pub products: Vec<ProductPin>,
     pub stats: Stats,
+    /// The show's measures over time (see [`crate::analytics`]); not in any client's view.
+    #[serde(default)]
+    pub measures: Measures,
+    /// Measures are not kept (see `Room::keep_measures`); not stored.
+    #[serde(skip)]
+    pub measures_off: bool,
     /// Every staff subject the room has met, with the highest role it came in.
     #[serde(default)]
     pub staff: BTreeMap<String, Role>,
@@ -173,6 +182,9 @@ impl RoomState {
     /// Applies one logged event. Total: an event that no longer matches the state (a pin of a
     /// message deleted since) changes nothing rather than failing, so replay never stops.
     pub fn apply(&mut self, at: Millis, audience: &Audience, event: &Event) {
+        if !self.measures_off {
+            self.measures.record(at, audience, event);
+        }
         match event {
             Event::ChatMessage { message } => {
                 // An approved message counts from when it was written, so approval does not
@@ -306,13 +318,14 @@ impl RoomState {
                 for (k, v) in &delta.clicks {
                     *s.clicks.entry(k.clone()).or_default() += v;
                 }
-                for (k, v) in &delta.watch_ms {
-                    *s.watch_ms.entry(k.clone()).or_default() += v;
-                }
+                s.socket_watch_ms += delta.socket_watch_ms;
                 if let Some(p) = delta.peak_viewers {
                     s.peak_viewers = s.peak_viewers.max(p);
                 }
                 s.feed_watch_ms += delta.feed_watch_ms;
+                if !self.measures_off {
+                    self.measures.add(at, delta);
+                }
             }
         }
     }

@@ -429,7 +429,7 @@ fn presence_counts_current_and_peak_viewers_watch_time_and_product_clicks() {
     assert_eq!(stats.peak_viewers, 5);
     assert_eq!(stats.impressions[&liveshop_room::ProductId("a".into())], 3);
     assert_eq!(stats.clicks[&liveshop_room::ProductId("a".into())], 1);
-    assert_eq!(stats.watch_ms["v1"], 10_250);
+    assert_eq!(stats.socket_watch_ms, 4 * 10_250, "the visits of v1..v4");
     assert_eq!(h.of_type(host, "presence").last().unwrap()["viewers"], 1);
     assert!(h.of_type(viewers[0], "stats").is_empty(), "analytics are for staff");
     assert!(!h.of_type(host, "stats").is_empty());

@@ -72,6 +72,9 @@ pub struct FlashDeal {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started: Option<DealStart>,
     pub ended: bool,
+    /// The show it was made for (on a show's route), whose report marks its start and end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub show: Option<String>,
 }
 
 impl FlashDeal {

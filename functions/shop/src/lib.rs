@@ -107,6 +107,7 @@
 //!   applied once per event id; a replayed id is `duplicate_event`. Shopify's product webhooks
 //!   become such updates in [`shopify`], the same on every host.
 
+pub mod analytics;
 pub mod api;
 pub mod cart;
 pub mod catalog;

@@ -219,12 +219,17 @@ impl Money {
     }
 }
 
+impl Money {
+    /// The amount in major units, exactly: `19.99` for 1999 EUR cents, `1500` for 1500 JPY.
+    pub fn major(self) -> Decimal {
+        Decimal::from_i128_with_scale(i128::from(self.minor), self.currency.exponent())
+    }
+}
+
 impl fmt::Display for Money {
     /// `19.99 EUR`, `1500 JPY`, `1.250 KWD`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let exp = self.currency.exponent();
-        let d = Decimal::from_i128_with_scale(i128::from(self.minor), exp);
-        write!(f, "{d} {}", self.currency)
+        write!(f, "{} {}", self.major(), self.currency)
     }
 }
 

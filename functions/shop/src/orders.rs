@@ -195,6 +195,9 @@ pub struct Order {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device: Option<String>,
     pub created_at: Millis,
+    /// The show the buyer checked out in, for its measures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub show: Option<String>,
     /// The cart as priced at checkout: lines, totals, tax and coupon.
     #[serde(flatten)]
     pub priced: Quote,

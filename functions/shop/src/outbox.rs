@@ -41,7 +41,7 @@ pub const MAX_DEAD_LETTERS: usize = 1_000;
 pub const MAX_ENDPOINTS: usize = 10;
 
 /// Every webhook event type the shop sends.
-pub const EVENT_TYPES: [&str; 10] = [
+pub const EVENT_TYPES: [&str; 11] = [
     "order.created",
     "order.paid",
     "order.payment_failed",
@@ -52,6 +52,7 @@ pub const EVENT_TYPES: [&str; 10] = [
     "inventory.sold_out",
     "flash_deal.started",
     "flash_deal.ended",
+    "show.report_ready",
 ];
 
 /// A merchant's webhook receiver. The signing secret itself stays with the host; the shop only

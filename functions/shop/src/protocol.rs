@@ -221,7 +221,14 @@ pub enum Event {
     /// A buyer's cart line now has `quantity` units (0 removes it).
     #[serde(rename = "cart.line_set")]
     #[strum(serialize = "cart.line_set")]
-    CartLineSet { buyer: String, sku: Sku, quantity: u32 },
+    CartLineSet {
+        buyer: String,
+        sku: Sku,
+        quantity: u32,
+        /// The show whose page the buyer used, for its measures.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        show: Option<String>,
+    },
     #[serde(rename = "cart.coupon_set")]
     #[strum(serialize = "cart.coupon_set")]
     CartCouponSet { buyer: String, code: Option<CouponCode> },

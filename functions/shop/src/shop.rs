@@ -139,6 +139,13 @@ impl Shop {
         self.journal.seq()
     }
 
+    /// Whether the shop measures its shows' sales ([`crate::analytics`]); it does unless told
+    /// otherwise, after every restore. Off, no show's report counts new sales: for a deployment
+    /// that wants no analytics, and the baseline of `liveshop-analytics`'s bench.
+    pub fn keep_measures(&mut self, on: bool) {
+        self.state.measures_off = !on;
+    }
+
     pub fn state(&self) -> &ShopState {
         &self.state
     }

@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
+use crate::analytics::ShowSales;
 use crate::cart::{Cart, Coupon};
 use crate::catalog::{Product, Variant, limits::MAX_STOCK};
 use crate::deals::FlashDeal;
@@ -110,12 +111,21 @@ pub struct ShopState {
     pub outbox: BTreeMap<DeliveryId, Delivery>,
     pub dead_letters: BTreeMap<DeliveryId, Delivery>,
     pub next_delivery: u64,
+    /// The sales of each show sold from this shop (see [`crate::analytics`]).
+    #[serde(default)]
+    pub analytics: BTreeMap<String, ShowSales>,
+    /// Sales are not measured (see `Shop::keep_measures`); not stored.
+    #[serde(skip)]
+    pub measures_off: bool,
 }
 
 impl ShopState {
     /// Applies one logged event. Total: an event that no longer matches the state (a release of
     /// an order released since) changes nothing rather than failing, so replay never stops.
     pub fn apply(&mut self, at: Millis, event: &Event) {
+        if !self.measures_off {
+            self.measure(at, event);
+        }
         match event {
             Event::SettingsChanged { settings } => self.settings = settings.clone(),
             Event::ProductUpserted { product } => {
@@ -190,7 +200,7 @@ impl ShopState {
             Event::CouponRemoved { code } => {
                 self.coupons.remove(code);
             }
-            Event::CartLineSet { buyer, sku, quantity } => {
+            Event::CartLineSet { buyer, sku, quantity, .. } => {
                 let cart = self.carts.entry(buyer.clone()).or_default();
                 if *quantity == 0 {
                     cart.lines.remove(sku);
@@ -361,6 +371,53 @@ impl ShopState {
         }
     }
 
+    /// What `event` means for the measures of the show it came through ([`crate::analytics`]),
+    /// judged against the state before it applies.
+    fn measure(&mut self, at: Millis, event: &Event) {
+        let variants = &self.variants;
+        let product_of = |sku: &Sku| variants.get(sku).map(|v| v.product.clone());
+        match event {
+            Event::CartLineSet { buyer, sku, quantity, show } => {
+                let had = self.carts.get(buyer).and_then(|c| c.lines.get(sku)).copied().unwrap_or(0);
+                let product = product_of(sku).filter(|_| *quantity > had);
+                if let (Some(sales), Some(product)) = (sales_of(&mut self.analytics, show.as_ref()), product)
+                {
+                    sales.added_to_cart(at, &product);
+                }
+            }
+            Event::OrderCreated { order } => {
+                if let Some(sales) = sales_of(&mut self.analytics, order.show.as_ref()) {
+                    sales.checkout(order, product_of);
+                }
+            }
+            Event::PaymentChanged { order_id, to, .. } => {
+                // Paid once: when the money is first secured (an authorization, or a charge).
+                let order = self.orders.get(order_id).filter(|o| to.is_settled() && !o.payment.is_settled());
+                if let Some((sales, order)) =
+                    order.and_then(|o| Some((sales_of(&mut self.analytics, o.show.as_ref())?, o)))
+                {
+                    sales.paid(at, order, product_of);
+                }
+            }
+            Event::OrderRefunded { order_id, amount, .. } => {
+                let show = self.orders.get(order_id).and_then(|o| o.show.as_ref());
+                if let Some(sales) = sales_of(&mut self.analytics, show) {
+                    sales.refunded(at, *amount);
+                }
+            }
+            Event::DealStarted { deal_id, .. } | Event::DealEnded { deal_id } => {
+                let Some(deal) = self.deals.get(deal_id) else { return };
+                let started = matches!(event, Event::DealStarted { .. });
+                if let (Some(sales), Some(product)) =
+                    (sales_of(&mut self.analytics, deal.show.as_ref()), product_of(&deal.sku))
+                {
+                    sales.deal(at, *deal_id, product, started);
+                }
+            }
+            _ => {}
+        }
+    }
+
     fn drop_cart_if_empty(&mut self, buyer: &str) {
         if self.carts.get(buyer).is_some_and(|c| c.lines.is_empty() && c.coupon.is_none()) {
             self.carts.remove(buyer);
@@ -490,4 +547,12 @@ fn to_str(p: PaymentState) -> &'static str {
         PaymentState::Cancelled => "cancelled",
         _ => "released",
     }
+}
+
+/// The measures of `show`, if the event came through one.
+fn sales_of<'a>(
+    analytics: &'a mut BTreeMap<String, ShowSales>,
+    show: Option<&String>,
+) -> Option<&'a mut ShowSales> {
+    show.map(|s| analytics.entry(s.clone()).or_default())
 }

@@ -95,7 +95,10 @@ impl Shop {
     pub(super) fn remove_item(&mut self, c: &Call, buyer: &str, sku: &str) -> Handled {
         c.own(buyer)?;
         if let Some(sku) = Sku::parse(sku).filter(|s| self.in_cart(buyer, s) > 0) {
-            self.emit(c.now, Event::CartLineSet { buyer: buyer.to_string(), sku, quantity: 0 });
+            self.emit(
+                c.now,
+                Event::CartLineSet { buyer: buyer.to_string(), sku, quantity: 0, show: c.show() },
+            );
         }
         self.cart_reply(c, buyer)
     }
@@ -132,7 +135,7 @@ impl Shop {
             }
         }
         if quantity != have {
-            self.emit(c.now, Event::CartLineSet { buyer: buyer.to_string(), sku, quantity });
+            self.emit(c.now, Event::CartLineSet { buyer: buyer.to_string(), sku, quantity, show: c.show() });
         }
         self.cart_reply(c, buyer)
     }
@@ -230,6 +233,7 @@ impl Shop {
             buyer: buyer.clone(),
             device,
             created_at: c.now,
+            show: c.show(),
             refunded: Money::zero(q.currency),
             priced: q,
             checkout,

@@ -154,6 +154,7 @@ impl Shop {
             taken: 0,
             started: None,
             ended: false,
+            show: c.show(),
         };
         let id = deal.id;
         self.emit(c.now, Event::DealCreated { deal });

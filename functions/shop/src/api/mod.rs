@@ -41,6 +41,8 @@
 //! | `GET /webhooks/outbox`                       | merchant | → `{deliveries}`                                     |
 //! | `GET /webhooks/dead-letters`                 | merchant | → `{dead_letters}`                                   |
 //! | `POST /webhooks/dead-letters/{id}/replay`    | merchant | → delivery                                           |
+//! | `GET /analytics/{show}`                      | staff    | → `{now, show, currency, sales, titles}` ([`crate::analytics::ShowSales`]) |
+//! | `POST /analytics/{show}/report-ready`        | merchant | `{report_url, analytics_url}` → 202; queues `show.report_ready` |
 //!
 //! **Capture.** With `capture: "automatic"` (the default) the provider takes the money at
 //! checkout. With `capture: "on_fulfilment"` checkout only authorizes (`payment: "authorized"`,
@@ -57,6 +59,7 @@
 //! with `price_mismatch` when that is not the price now, so a buyer is never charged more than
 //! they saw and a tampered price is caught.
 
+mod analytics;
 mod buyer;
 pub(crate) mod inputs;
 mod merchant;
@@ -101,6 +104,13 @@ pub(crate) struct Call<'a> {
 impl Call<'_> {
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.trim())
+    }
+
+    /// The show the request came through, as its host named it ([`crate::analytics::SHOW_HEADER`]).
+    pub fn show(&self) -> Option<String> {
+        self.header(crate::analytics::SHOW_HEADER)
+            .filter(|s| !s.is_empty() && s.len() <= 128)
+            .map(str::to_string)
     }
 
     /// Anyone with a verified identity.
@@ -168,6 +178,8 @@ impl Shop {
         let s: Vec<&str> = segs.iter().map(String::as_str).collect();
         match (method, s.as_slice()) {
             ("GET", ["catalog"]) => self.catalog(c),
+            ("GET", ["analytics", show]) => self.show_sales(c, show),
+            ("POST", ["analytics", show, "report-ready"]) => self.report_ready(c, show),
             ("GET", ["products", id]) => self.product(c, id),
             ("GET", ["deals"]) => self.deals(c),
             ("GET", ["carts", buyer]) => self.cart(c, buyer),
