@@ -20,7 +20,7 @@ const START: u64 = 1_764_000_000_000;
 const VIEWERS: u64 = 2_000;
 const COMMANDS: u64 = 40_000;
 const BUYERS: u64 = 2_000;
-const ROUNDS: usize = 5;
+const ROUNDS: usize = 9;
 
 /// A room core with its host's duties reduced to the alarm: outputs are dropped once produced.
 struct RoomHost {
