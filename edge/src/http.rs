@@ -17,14 +17,14 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::{SinkExt, Stream, StreamExt, stream};
-use liveshop_identity::{Claims, DEVICE_ID_BYTES, Devices, Identity, Role, Secret, TokenError};
+use liveshop_identity::{DEVICE_ID_BYTES, Devices, Identity, Role, Secret, TokenError};
 use liveshop_room::filter::{Pace, TokenBucket};
 use liveshop_room::pages::Page;
 use liveshop_room::protocol::Command;
 use liveshop_shop::api::MAX_BODY_BYTES;
 use liveshop_webhooks::{DEFAULT_TOLERANCE_SECS, ReplayGuard, WebhookError};
-use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde::Deserialize;
+use serde_json::{Value, json};
 
 use crate::actor::{Env, HttpRequest};
 use crate::config::EdgeConfig;
@@ -37,12 +37,8 @@ use crate::sqlite::Db;
 
 /// Close code for a connection that sends frames faster than allowed.
 pub const CLOSE_RATE_LIMITED: u16 = 4029;
-/// Largest command body over HTTP, as over WebSocket.
-const MAX_COMMAND_BYTES: usize = 8 * 1024;
 /// A socket write that takes longer than this means a dead or stuck client.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Guest tokens last a day.
-const GUEST_TOKEN_SECS: u64 = 24 * 3600;
 
 /// A bucket of `burst` that refills `per_sec` a second.
 fn per_sec(burst: u64, per_sec: u64) -> Pace {
@@ -67,6 +63,13 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = Json(json!({ "error": { "code": self.code, "message": self.message } }));
         (self.status, body).into_response()
+    }
+}
+
+impl From<liveshop_api::ApiError> for ApiError {
+    fn from(e: liveshop_api::ApiError) -> Self {
+        let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        ApiError::new(status, e.code, e.message)
     }
 }
 
@@ -327,17 +330,7 @@ async fn metrics(State(app): State<Arc<AppState>>) -> impl IntoResponse {
 }
 
 pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers.get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ").map(str::trim)
-}
-
-#[derive(Serialize)]
-struct CreatedShow {
-    show: Show,
-    host_token: String,
-    viewer_url: String,
-    dashboard_url: String,
-    #[serde(flatten)]
-    publishing: crate::stream_keys::Publishing,
+    liveshop_api::bearer(headers.get(header::AUTHORIZATION)?.to_str().ok()?)
 }
 
 /// `POST /v1/shows`: hosts and merchants with a platform-wide token (`room: "*"`) create shows
@@ -347,7 +340,7 @@ async fn create_show(
     State(app): State<Arc<AppState>>,
     headers: HeaderMap,
     Limited(body): Limited<MAX_BODY_BYTES>,
-) -> Result<(StatusCode, Json<CreatedShow>), ApiError> {
+) -> Result<(StatusCode, Json<Value>), ApiError> {
     let token = bearer(&headers).ok_or_else(|| ApiError::from(TokenError::Malformed))?;
     let new: NewShow = serde_json::from_slice(&body)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_argument", e.to_string()))?;
@@ -375,20 +368,14 @@ async fn create_show(
         headers: vec![],
     };
     app.node.request(Kind::Room, &show.id, vouch).await?;
-    Ok((StatusCode::CREATED, Json(created(&app, show, &who.subject)?)))
-}
-
-fn created(app: &AppState, show: Show, host: &str) -> Result<CreatedShow, ApiError> {
-    let exp = app.now_secs() + 7 * 24 * 3600;
-    let host_token = app.secret.mint(&Claims::new(host, &show.id, Role::Host, exp))?;
-    let base = app.config.base_url();
-    Ok(CreatedShow {
-        viewer_url: format!("{base}/watch/{}", show.id),
-        dashboard_url: format!("{base}/dashboard/{}#token={host_token}", show.id),
-        publishing: crate::stream_keys::Publishing::of(app, &show),
-        host_token,
-        show,
-    })
+    let host_token = app.secret.mint(&liveshop_api::host_claims(&who, &show, app.now_secs()))?;
+    let mut created = liveshop_api::created_show(&app.config.base_url(), &show, &host_token);
+    // The edge node also says how to go live: it runs the media origin.
+    let publishing = serde_json::to_value(crate::stream_keys::Publishing::of(&app, &show));
+    if let (Value::Object(created), Ok(Value::Object(publishing))) = (&mut created, publishing) {
+        created.extend(publishing);
+    }
+    Ok((StatusCode::CREATED, Json(created)))
 }
 
 async fn get_show(
@@ -396,14 +383,6 @@ async fn get_show(
     Path(show): Path<String>,
 ) -> Result<Json<Show>, ApiError> {
     Ok(Json(app.show(&show)?))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct GuestRequest {
-    /// Absent for a buyer who has not picked a name: the cart and checkout need none.
-    #[serde(default)]
-    name: Option<String>,
 }
 
 /// `POST /v1/rooms/{room}/guest`: a viewer token for anyone, when the node allows guests, with
@@ -423,29 +402,11 @@ async fn guest_token(
     let ip = app.client_ip(addr, &headers);
     app.admit(ip)?;
     app.show(&room)?;
-    let req: GuestRequest = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_argument", e.to_string()))?;
-    let name = req.name.map(|n| liveshop_room::filter::normalize_whitespace(&n));
-    // Characters for people, bytes for the token's own limit.
-    if name
-        .as_ref()
-        .is_some_and(|n| n.is_empty() || n.chars().count() > 40 || n.len() > liveshop_identity::MAX_NAME_LEN)
-    {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_argument",
-            "a name is 1 to 40 characters",
-        ));
-    }
+    let name = liveshop_api::guest_name(&body)?;
     let (device, _) = app.device(ip, &headers)?;
-    let subject = app.secret.devices().guest_subject(&device);
-    let expires_at = app.now_secs() + GUEST_TOKEN_SECS;
-    let mut claims = Claims::new(&subject, &room, Role::Viewer, expires_at).with_device(&device);
-    if let Some(name) = name {
-        claims = claims.with_name(name);
-    }
-    let token = app.secret.mint(&claims)?;
-    let body = Json(json!({ "token": token, "subject": subject, "expires_at": expires_at }));
+    let guest = liveshop_api::Guest::new(&app.secret.devices(), &room, &device, name, app.now_secs());
+    let token = app.secret.mint(&guest.claims)?;
+    let body = Json(guest.answer(&token));
     // Set again each time, so a device seen within its lifetime keeps it.
     Ok(([(header::SET_COOKIE, app.device_cookie(&device))], body).into_response())
 }
@@ -475,9 +436,7 @@ async fn websocket(
     let from_protocol = headers
         .get(header::SEC_WEBSOCKET_PROTOCOL)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.split(',').map(str::trim).find(|p| p.matches('.').count() == 2 && p != &"liveshop.v1")
-        })
+        .and_then(liveshop_api::token_from_protocols)
         .map(str::to_string);
     let token = q.token.or(from_protocol).ok_or_else(|| ApiError::from(TokenError::Malformed))?;
     let who = app.verify(&token, &room)?;
@@ -488,7 +447,7 @@ async fn websocket(
     };
     let env = app.env.clone();
     Ok(ws
-        .protocols(["liveshop.v1"])
+        .protocols([liveshop_api::PROTOCOL])
         .max_message_size(app.config.max_ws_message_bytes)
         // tungstenite zero-fills its whole read buffer on every read; clients send little.
         .read_buffer_size(8 * 1024)
@@ -571,10 +530,7 @@ async fn events(
         .or_else(|| bearer(&headers))
         .ok_or_else(|| ApiError::from(TokenError::Malformed))?;
     let who = app.verify(token, &room)?;
-    let last_id = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| {
-        let (e, s) = v.split_once('-')?;
-        Some((e.parse().ok()?, s.parse().ok()?))
-    });
+    let last_id = liveshop_api::last_event_id(headers.get("last-event-id").and_then(|v| v.to_str().ok()));
     let sub = app.node.connect(Kind::Room, &room, who, last_id.or(q.epoch.zip(q.seq))).await?;
     Ok(sse(sub))
 }
@@ -624,9 +580,9 @@ async fn command(
     room_command(&app, &room, who, body.to_vec()).await
 }
 
-/// A command's body, up to [`MAX_COMMAND_BYTES`].
+/// A command's body, up to [`liveshop_api::MAX_COMMAND_BYTES`].
 async fn command_body(body: Body) -> Result<axum::body::Bytes, ApiError> {
-    read_body(body, MAX_COMMAND_BYTES).await
+    read_body(body, liveshop_api::MAX_COMMAND_BYTES).await
 }
 
 /// A request body of at most `MAX` bytes, read before anything else is looked at. Every route

@@ -34,7 +34,7 @@
 //! The API is the edge node's (`edge/src/http.rs`, `edge/src/shop_http.rs`, `docs/protocol.md`);
 //! `tests/conformance*` runs one suite against both hosts. See `docs/cloudflare.md`.
 
-use liveshop_identity::{Claims, Identity, Role, Secret, TokenError};
+use liveshop_identity::{Identity, Role, Secret, TokenError};
 use liveshop_room::pages::{COMMON_HEADERS, Page};
 use liveshop_room::show::Credential;
 use serde_json::json;
@@ -55,9 +55,6 @@ pub use fanout::Fanout;
 pub use pacing::{Limiter, Metrics};
 pub use room::Room;
 pub use shop::Shop;
-
-/// Guest tokens last a day; host tokens from `POST /v1/shows` a week (as on the edge node).
-const HOST_TOKEN_SECS: u64 = 7 * 24 * 3600;
 
 #[event(fetch)]
 async fn fetch(mut req: Request, env: Env, ctx: Context) -> Result<Response> {
@@ -266,17 +263,10 @@ async fn create_show(mut req: Request, env: &Env) -> Result<Response> {
         RequestInit::new().with_method(Method::Put).with_body(Some(host.into())),
     )?;
     room_stub(env, &show.id)?.fetch_with_request(vouch).await?;
-    let exp = now / 1000 + HOST_TOKEN_SECS;
     let host_token =
-        secret.mint(&Claims::new(&who.subject, &show.id, Role::Host, exp)).map_err(|e| e.to_string())?;
+        secret.mint(&liveshop_api::host_claims(&who, &show, now / 1000)).map_err(|e| e.to_string())?;
     let base = req.url()?.origin().ascii_serialization();
-    let body = json!({
-        "viewer_url": format!("{base}/watch/{}", show.id),
-        "dashboard_url": format!("{base}/dashboard/{}#token={host_token}", show.id),
-        "host_token": host_token,
-        "show": show,
-    });
-    Ok(Response::from_json(&body)?.with_status(201))
+    Ok(Response::from_json(&liveshop_api::created_show(&base, &show, &host_token))?.with_status(201))
 }
 
 /// The device the request's signed `liveshop_device` cookie names, or a new one from the
@@ -314,7 +304,7 @@ pub(crate) fn setting(env: &Env, name: &str, default: u64) -> u64 {
 
 pub(crate) fn bearer(req: &Request) -> Option<String> {
     let h = req.headers().get("authorization").ok()??;
-    h.strip_prefix("Bearer ").map(|t| t.trim().to_string())
+    liveshop_api::bearer(&h).map(str::to_string)
 }
 
 /// The caller, from `?token=` or a bearer token, if either was sent.
@@ -403,8 +393,8 @@ pub(crate) async fn sync_alarm(storage: &Storage, alarm: Option<Option<u64>>) ->
 
 /// An error as every endpoint reports it.
 pub(crate) fn error(status: u16, code: &str, message: impl Into<String>) -> Result<Response> {
-    let body = json!({ "error": { "code": code, "message": message.into() } });
-    Ok(Response::from_json(&body)?.with_status(status))
+    let body = liveshop_api::error_body(code, &message.into()).into_bytes();
+    reply(status, "application/json", body)
 }
 
 pub(crate) fn token_error(e: TokenError) -> Result<Response> {

@@ -10,11 +10,10 @@ use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use futures_channel::mpsc::{Sender, channel};
-use liveshop_identity::{Claims, Identity, Role, TokenError};
+use liveshop_identity::{Identity, TokenError};
 use liveshop_room::filter::TokenBucket;
 use liveshop_room::{ConnId, Epoch, Input, Millis, Output};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use worker::*;
 
 use crate::fanout::Item;
@@ -24,11 +23,6 @@ use crate::{
     bearer, error, frame_check, now_ms, query, random_u53, reply, secret, setting, sse_event, sse_response,
     token_error,
 };
-
-/// Largest command body over HTTP, as over WebSocket.
-const MAX_COMMAND_BYTES: usize = 8 * 1024;
-/// Guest tokens last a day.
-const GUEST_TOKEN_SECS: u64 = 24 * 3600;
 
 /// What a socket carries through hibernation.
 #[derive(Serialize, Deserialize)]
@@ -235,11 +229,7 @@ impl Room {
             return self.no_show(&["v1", "rooms", room]);
         }
         let offered = req.headers().get("sec-websocket-protocol")?.unwrap_or_default();
-        let from_protocol = offered
-            .split(',')
-            .map(str::trim)
-            .find(|p| p.matches('.').count() == 2 && *p != "liveshop.v1")
-            .map(str::to_string);
+        let from_protocol = liveshop_api::token_from_protocols(&offered).map(str::to_string);
         let Some(token) = query(req, "token").or(from_protocol) else {
             return token_error(TokenError::Malformed);
         };
@@ -273,8 +263,8 @@ impl Room {
         self.with_live(|live| live.sockets.insert(conn, server))?;
         self.run(|_| Input::Connect { conn: ConnId(conn), who, connected_at, resume }).await?;
         let headers = Headers::new();
-        if offered.split(',').any(|p| p.trim() == "liveshop.v1") {
-            headers.set("sec-websocket-protocol", "liveshop.v1")?;
+        if liveshop_api::offers_protocol(&offered) {
+            headers.set("sec-websocket-protocol", liveshop_api::PROTOCOL)?;
         }
         Ok(Response::from_websocket(pair.client)?.with_headers(headers))
     }
@@ -296,8 +286,8 @@ impl Room {
         headers.set("upgrade", "websocket")?;
         headers.set("x-liveshop-conn", &a.conn.to_string())?;
         headers.set("x-liveshop-room", room)?;
-        if offered.split(',').any(|p| p.trim() == "liveshop.v1") {
-            headers.set("sec-websocket-protocol", "liveshop.v1")?;
+        if liveshop_api::offers_protocol(offered) {
+            headers.set("sec-websocket-protocol", liveshop_api::PROTOCOL)?;
         }
         let mut init = RequestInit::new();
         init.with_headers(headers);
@@ -393,10 +383,7 @@ impl Room {
             Ok(None) => return token_error(TokenError::Malformed),
             Err(e) => return token_error(e),
         };
-        let last_id = req.headers().get("last-event-id")?.and_then(|v| {
-            let (e, s) = v.split_once('-')?;
-            Some((e.parse().ok()?, s.parse().ok()?))
-        });
+        let last_id = liveshop_api::last_event_id(req.headers().get("last-event-id")?.as_deref());
         let query_position = query(req, "epoch")
             .and_then(|e| e.parse().ok())
             .zip(query(req, "seq").and_then(|s| s.parse().ok()));
@@ -495,8 +482,8 @@ impl Room {
         if self.show().is_none() {
             return self.no_show(&["v1", "rooms", room]);
         }
-        if body.len() > MAX_COMMAND_BYTES {
-            let msg = format!("commands are limited to {MAX_COMMAND_BYTES} bytes");
+        if body.len() > liveshop_api::MAX_COMMAND_BYTES {
+            let msg = format!("commands are limited to {} bytes", liveshop_api::MAX_COMMAND_BYTES);
             return error(413, "payload_too_large", msg);
         }
         let input =
@@ -531,39 +518,19 @@ impl Room {
         if self.show().is_none() {
             return self.no_show(&["v1", "rooms", room]);
         }
-        #[derive(Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct GuestRequest {
-            /// Absent for a buyer who has not picked a name: the cart and checkout need none.
-            #[serde(default)]
-            name: Option<String>,
-        }
-        let guest: GuestRequest = match serde_json::from_slice(body) {
-            Ok(g) => g,
-            Err(e) => return error(400, "invalid_argument", e.to_string()),
+        let name = match liveshop_api::guest_name(body) {
+            Ok(name) => name,
+            Err(e) => return error(e.status, e.code, e.message),
         };
-        let name = guest.name.map(|n| liveshop_room::filter::normalize_whitespace(&n));
-        // Characters for people, bytes for the token's own limit.
-        if name.as_ref().is_some_and(|n| {
-            n.is_empty() || n.chars().count() > 40 || n.len() > liveshop_identity::MAX_NAME_LEN
-        }) {
-            return error(400, "invalid_argument", "a name is 1 to 40 characters");
-        }
         let secret = secret(&self.env)?;
         let devices = secret.devices();
         let device = match crate::device(&self.env, req, &devices).await? {
             Ok((device, _)) => device,
             Err(refusal) => return Ok(refusal),
         };
-        let subject = devices.guest_subject(&device);
-        let expires_at = now_ms() / 1000 + GUEST_TOKEN_SECS;
-        let mut claims = Claims::new(&subject, room, Role::Viewer, expires_at).with_device(&device);
-        if let Some(name) = name {
-            claims = claims.with_name(name);
-        }
-        let token = secret.mint(&claims).map_err(|e| e.to_string())?;
-        let mut response =
-            Response::from_json(&json!({ "token": token, "subject": subject, "expires_at": expires_at }))?;
+        let guest = liveshop_api::Guest::new(&devices, room, &device, name, now_ms() / 1000);
+        let token = secret.mint(&guest.claims).map_err(|e| e.to_string())?;
+        let mut response = Response::from_json(&guest.answer(&token))?;
         // Set again each time, so a device seen within its lifetime keeps it.
         let secure = req.url()?.scheme() == "https";
         response.headers_mut().set("set-cookie", &devices.set_cookie(&device, secure))?;

@@ -1,0 +1,188 @@
+//! # liveshop-api: the HTTP face every host serves, written once
+//!
+//! The edge node (axum) and the Worker (workers-rs) answer the same routes with the same rules;
+//! what does not depend on how a host reads a request or stores a thing lives here, so the hosts
+//! only adapt it: the limits and their defaults, the JSON error shape, where a token may come
+//! from (a bearer header, `?token=`, a WebSocket subprotocol) and a stream's resume position, the
+//! guest tokens of `POST /v1/rooms/{room}/guest`, and the answer to `POST /v1/shows`. No IO, no
+//! clock: the current time comes in.
+//!
+//! This is the first part of the shared face; the rest of the routes still live in each host
+//! (`edge/src/http.rs`, `functions/cloudflare/src/lib.rs`), kept in step by `tests/conformance`.
+
+use liveshop_identity::{Claims, Devices, Identity, Role};
+use liveshop_room::show::Show;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+/// The largest command a client may send over HTTP (`POST /v1/rooms/{room}/commands`); the room
+/// refuses larger frames on sockets too.
+pub const MAX_COMMAND_BYTES: usize = 8 * 1024;
+/// How long a guest token lasts.
+pub const GUEST_TOKEN_SECS: u64 = 24 * 3600;
+/// How long the host token of a new show lasts.
+pub const HOST_TOKEN_SECS: u64 = 7 * 24 * 3600;
+/// The WebSocket subprotocol of the client-room protocol.
+pub const PROTOCOL: &str = "liveshop.v1";
+/// The longest guest name, in characters (the token's own limit is in bytes).
+pub const MAX_GUEST_NAME_CHARS: usize = 40;
+
+/// A refusal: an HTTP status and the stable code and message of the JSON error shape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: u16,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError { status, code, message: message.into() }
+    }
+
+    fn invalid(message: impl Into<String>) -> ApiError {
+        ApiError::new(400, "invalid_argument", message)
+    }
+
+    /// `{"error": {"code", "message"}}`, every refusal's body on every host.
+    pub fn body(&self) -> String {
+        error_body(self.code, &self.message)
+    }
+}
+
+/// The JSON error shape.
+pub fn error_body(code: &str, message: &str) -> String {
+    json!({ "error": { "code": code, "message": message } }).to_string()
+}
+
+/// The token of an `Authorization: Bearer <token>` header's value.
+pub fn bearer(authorization: &str) -> Option<&str> {
+    authorization.strip_prefix("Bearer ").map(str::trim)
+}
+
+/// The token a WebSocket client offers as a subprotocol beside [`PROTOCOL`] (browsers cannot set
+/// headers on a WebSocket): the offered value shaped like a JWT.
+pub fn token_from_protocols(offered: &str) -> Option<&str> {
+    offered.split(',').map(str::trim).find(|p| p.matches('.').count() == 2 && *p != PROTOCOL)
+}
+
+/// Whether the client offered [`PROTOCOL`]: the answer then names it.
+pub fn offers_protocol(offered: &str) -> bool {
+    offered.split(',').any(|p| p.trim() == PROTOCOL)
+}
+
+/// Where an event stream resumes: `Last-Event-ID: <epoch>-<seq>`; `None` when absent or not
+/// that shape (the stream then starts from a snapshot).
+pub fn last_event_id(value: Option<&str>) -> Option<(u64, u64)> {
+    let (epoch, seq) = value?.split_once('-')?;
+    Some((epoch.parse().ok()?, seq.parse().ok()?))
+}
+
+/// A guest token's request body: `{}` or `{"name": "..."}`; the name normalized, or why not.
+pub fn guest_name(body: &[u8]) -> Result<Option<String>, ApiError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct GuestRequest {
+        /// Absent for a buyer who has not picked a name: the cart and checkout need none.
+        #[serde(default)]
+        name: Option<String>,
+    }
+    let req: GuestRequest = serde_json::from_slice(body).map_err(|e| ApiError::invalid(e.to_string()))?;
+    let name = req.name.map(|n| liveshop_room::filter::normalize_whitespace(&n));
+    // Characters for people, bytes for the token's own limit.
+    let bad = |n: &String| {
+        n.is_empty() || n.chars().count() > MAX_GUEST_NAME_CHARS || n.len() > liveshop_identity::MAX_NAME_LEN
+    };
+    if name.as_ref().is_some_and(bad) {
+        return Err(ApiError::invalid(format!("a name is 1 to {MAX_GUEST_NAME_CHARS} characters")));
+    }
+    Ok(name)
+}
+
+/// A guest token to mint for `device` in `room`: a viewer whose subject is the device's guest
+/// subject (always the same, so a cart made before picking a name stays theirs).
+#[derive(Debug, Clone)]
+pub struct Guest {
+    pub claims: Claims,
+    pub subject: String,
+    pub expires_at: u64,
+}
+
+impl Guest {
+    pub fn new(devices: &Devices, room: &str, device: &str, name: Option<String>, now_secs: u64) -> Guest {
+        let subject = devices.guest_subject(device);
+        let expires_at = now_secs + GUEST_TOKEN_SECS;
+        let mut claims = Claims::new(&subject, room, Role::Viewer, expires_at).with_device(device);
+        if let Some(name) = name {
+            claims = claims.with_name(name);
+        }
+        Guest { claims, subject, expires_at }
+    }
+
+    /// The answer, once the host minted `token`.
+    pub fn answer(&self, token: &str) -> Value {
+        json!({ "token": token, "subject": self.subject, "expires_at": self.expires_at })
+    }
+}
+
+/// The claims of a new show's host token: its creator, as host of the show.
+pub fn host_claims(creator: &Identity, show: &Show, now_secs: u64) -> Claims {
+    Claims::new(&creator.subject, &show.id, Role::Host, now_secs + HOST_TOKEN_SECS)
+}
+
+/// `POST /v1/shows`'s answer: the show, its host token and the pages' addresses under `base`.
+pub fn created_show(base: &str, show: &Show, host_token: &str) -> Value {
+    json!({
+        "show": show,
+        "host_token": host_token,
+        "viewer_url": format!("{base}/watch/{}", show.id),
+        "dashboard_url": format!("{base}/dashboard/{}#token={host_token}", show.id),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_come_from_the_subprotocol_offer_and_streams_resume_by_last_event_id() {
+        assert_eq!(bearer("Bearer  aaa.bbb.ccc "), Some("aaa.bbb.ccc"));
+        assert_eq!(bearer("Basic dXNlcg=="), None);
+        assert_eq!(token_from_protocols("liveshop.v1, aaa.bbb.ccc"), Some("aaa.bbb.ccc"));
+        assert_eq!(token_from_protocols("liveshop.v1"), None);
+        assert_eq!(token_from_protocols("chat, x.y"), None);
+        assert!(offers_protocol("aaa.bbb.ccc , liveshop.v1"));
+        assert!(!offers_protocol("liveshop.v2"));
+        assert_eq!(last_event_id(Some("7-42")), Some((7, 42)));
+        for bad in [None, Some("7"), Some("7-x"), Some("-1-2"), Some("")] {
+            assert_eq!(last_event_id(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn guest_names_are_normalized_and_bounded() {
+        assert_eq!(guest_name(b"{}"), Ok(None));
+        assert_eq!(guest_name(br#"{"name": "  Ana   Lima "}"#), Ok(Some("Ana Lima".into())));
+        let long = format!(r#"{{"name": "{}"}}"#, "é".repeat(41));
+        for bad in [&br#"{"name": "   "}"#[..], long.as_bytes(), br#"{"nick": "x"}"#, b"name"] {
+            assert_eq!(guest_name(bad).unwrap_err().code, "invalid_argument");
+        }
+        assert_eq!(
+            ApiError::new(403, "forbidden", "no").body(),
+            r#"{"error":{"code":"forbidden","message":"no"}}"#
+        );
+    }
+
+    #[test]
+    fn a_guest_is_a_viewer_of_the_room_by_their_device() {
+        let secret = liveshop_identity::Secret::new(b"a test secret that is long enough".to_vec()).unwrap();
+        let devices = secret.devices();
+        let g = Guest::new(&devices, "demo", "dev-1", Some("Ana".into()), 1_000);
+        assert_eq!(g.subject, devices.guest_subject("dev-1"));
+        assert_eq!((g.claims.role, g.expires_at), (Role::Viewer, 1_000 + GUEST_TOKEN_SECS));
+        let token = secret.mint(&g.claims).unwrap();
+        let who = secret.verify(&token, "demo", 1_001).unwrap();
+        assert_eq!((who.device.as_deref(), who.name.as_deref()), (Some("dev-1"), Some("Ana")));
+        assert_eq!(g.answer(&token)["subject"], g.subject.as_str());
+    }
+}
