@@ -587,9 +587,13 @@ impl RoomTask {
                 ("message", self.actor().map(|a| a.on_message(conn, &text)), None)
             }
             RoomMsg::Close { conn } => {
-                if self.conns.remove(&conn).is_none() {
+                if !self.conns.contains_key(&conn) {
                     return;
                 }
+                // Revived (if asleep) while the closing connection is still among those the room
+                // gets back, so the room sees it leave: its visit ends and counts.
+                let _ = self.actor();
+                self.conns.remove(&conn);
                 ("close", self.actor().map(|a| a.on_close(conn)), None)
             }
             RoomMsg::Request { req, reply } => {

@@ -271,6 +271,9 @@ pub struct RoomAnswer {
 pub struct ShopAnswer {
     pub currency: Currency,
     pub sales: ShowSales,
+    /// Buyers with a paid order (the shop does not name them).
+    #[serde(default)]
+    pub buyers: u64,
     /// The catalog's titles of the products sold.
     #[serde(default)]
     pub titles: BTreeMap<String, String>,
@@ -361,7 +364,7 @@ impl Report {
 
         let products = product_rows(m, sales, &shop.titles, origin);
         let sum = |f: fn(&MinuteRow) -> u64| minutes.iter().map(f).sum::<u64>();
-        let sales_totals = sales.totals();
+        let sales_totals = SalesTotals { buyers: shop.buyers, ..sales.totals() };
         let visits = joined;
         let unique_viewers = m.visitors.count();
         let aov = match sales_totals.gmv.as_slice() {
@@ -473,7 +476,7 @@ impl Report {
     /// This show in a line, for comparing it with others.
     fn summarize(&self) -> Summary {
         let duration_ms = match (self.started_at, self.slots.last()) {
-            (Some(start), Some(last)) => self.ended_at.unwrap_or(last.t + SLOT_MS) - start,
+            (Some(start), Some(last)) => self.ended_at.unwrap_or(last.t + SLOT_MS).saturating_sub(start),
             _ => 0,
         };
         Summary {
@@ -689,7 +692,7 @@ mod tests {
             slots: slots.iter().map(|(n, s)| (T0 / SLOT_MS + n, s.clone())).collect(),
             ..ShowSales::default()
         };
-        ShopAnswer { currency: Currency::Eur, sales, titles: BTreeMap::new() }
+        ShopAnswer { currency: Currency::Eur, sales, buyers: 0, titles: BTreeMap::new() }
     }
 
     fn eur(minor: i64) -> Money {

@@ -108,6 +108,7 @@ async fn earlier(env: &Env, show: &Show, who: &Identity, n: usize) -> Result<Vec
     let mut out = Vec::new();
     for id in ids {
         if let Ok(earlier) = show_record(env, id).await?
+            && earlier.shop_id() == show.shop_id()
             && let Ok(report) = report(env, &earlier, who).await?
         {
             out.push(report.summary);

@@ -20,7 +20,8 @@ use crate::protocol::{Audience, Event, StatsDelta};
 pub const SLOT_MS: Millis = 10_000;
 /// Slots kept per show: a day of show. Activity past it adds to the last slot.
 pub const MAX_SLOTS: usize = 8_640;
-/// Moments kept per show; later ones are not recorded.
+/// Moments kept per show; later ones are not recorded (but the stream's start and end, up to
+/// twice as many in all).
 pub const MAX_MOMENTS: usize = 500;
 /// Upper bounds of the visit-length buckets, in seconds; one more bucket holds longer visits.
 pub const WATCH_BOUNDS_SECS: [u64; 9] = [10, 30, 60, 120, 300, 600, 1_200, 1_800, 3_600];
@@ -316,7 +317,16 @@ impl Measures {
             Event::BannerSet { text } => Some(moment(MomentKind::BannerSet, None, text)),
             _ => None,
         };
-        if let Some(m) = moment.filter(|_| self.moments.len() < MAX_MOMENTS) {
+        // The stream's start and end stay marked when other moments filled the list: the
+        // report reads the show's end from them.
+        let room = |m: &Moment| {
+            let stream = matches!(
+                m.kind,
+                MomentKind::StreamStarted | MomentKind::StreamReconnected | MomentKind::StreamEnded
+            );
+            self.moments.len() < if stream { 2 * MAX_MOMENTS } else { MAX_MOMENTS }
+        };
+        if let Some(m) = moment.filter(room) {
             self.moments.push(m);
         }
     }

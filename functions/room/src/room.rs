@@ -252,6 +252,8 @@ impl Room {
                 Visit { conns: 0, since: c.connected_at }
             });
             visit.conns += 1;
+            // Connections re-attached after a revival come in any order: the visit began at the first.
+            visit.since = visit.since.min(c.connected_at);
         }
         if let Some(old) = self.conns.insert(conn, c) {
             self.forget_viewer(&old);

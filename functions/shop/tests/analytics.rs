@@ -75,7 +75,16 @@ fn carts_checkouts_payments_and_refunds_count_for_the_show_they_came_through() {
 
     let s = sales(&mut h);
     let t = s.totals();
-    assert_eq!((t.orders_paid, t.units, t.buyers, t.refunds), (1, 2, 1, 1));
+    assert_eq!((t.orders_paid, t.units, t.refunds), (1, 2, 1));
+    let read = h.get(&merchant(), "/analytics/spring");
+    assert_eq!(
+        (&read.json["buyers"], &read.json["sales"]["buyers"]),
+        (&json!(1), &json!([])),
+        "counted, not named"
+    );
+    // A show's host reads that show, not another one of the shop.
+    let host = Identity::new("hana", Role::Host);
+    assert_eq!(in_show(&mut h, &host, "GET", "/analytics/winter", &[], Value::Null).status, 403);
     assert_eq!(serde_json::to_value(&t.gmv).unwrap(), json!([eur(9980)]));
     assert_eq!(serde_json::to_value(&t.refunded).unwrap(), json!([eur(990)]));
     let products: Vec<(String, u64, u64, u64)> = s

@@ -9,6 +9,7 @@ use serde_json::json;
 use super::inputs::{decode, url};
 use super::{Call, Handled, reply};
 use crate::Shop;
+use crate::protocol::{ApiError, ErrorCode};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -21,7 +22,13 @@ impl Shop {
     /// `GET /analytics/{show}`: the show's sales, empty for a show that sold nothing here.
     pub(super) fn show_sales(&self, c: &Call, show: &str) -> Handled {
         c.staff()?;
-        let sales = self.state.analytics.get(show).cloned().unwrap_or_default();
+        // Through a show's route, a show's host reads that show only.
+        if c.show().is_some_and(|through| through != show) {
+            return Err(ApiError::new(ErrorCode::Forbidden, "your token is for another show"));
+        }
+        let mut sales = self.state.analytics.get(show).cloned().unwrap_or_default();
+        // How many buyers, not who they are.
+        let buyers = std::mem::take(&mut sales.buyers).len();
         // The catalog's titles of what the show sold, for the report's product table.
         let titles: BTreeMap<&str, &str> = sales
             .slots
@@ -30,10 +37,10 @@ impl Shop {
             .filter_map(|id| Some((id.as_str(), self.state.products.get(id)?.title.as_str())))
             .collect();
         let currency = self.state.settings.currency;
-        reply(
-            200,
-            &json!({ "now": c.now, "show": show, "currency": currency, "sales": sales, "titles": titles }),
-        )
+        let answer = json!({
+            "now": c.now, "show": show, "currency": currency, "sales": sales, "buyers": buyers, "titles": titles,
+        });
+        reply(200, &answer)
     }
 
     /// `POST /analytics/{show}/report-ready`: the host says the show ended; the merchant gets

@@ -41,7 +41,7 @@
 //! | `GET /webhooks/outbox`                       | merchant | → `{deliveries}`                                     |
 //! | `GET /webhooks/dead-letters`                 | merchant | → `{dead_letters}`                                   |
 //! | `POST /webhooks/dead-letters/{id}/replay`    | merchant | → delivery                                           |
-//! | `GET /analytics/{show}`                      | staff    | → `{now, show, currency, sales, titles}` ([`crate::analytics::ShowSales`]) |
+//! | `GET /analytics/{show}`                      | staff    | → `{now, show, currency, sales, buyers, titles}` (sales without the buyers' names) |
 //! | `POST /analytics/{show}/report-ready`        | merchant | `{report_url, analytics_url}` → 202; queues `show.report_ready` |
 //!
 //! **Capture.** With `capture: "automatic"` (the default) the provider takes the money at
