@@ -55,6 +55,12 @@ pub fn watch_bucket(ms: Millis) -> usize {
     WATCH_BOUNDS_SECS.iter().position(|&b| ms < b * 1_000).unwrap_or(WATCH_BOUNDS_SECS.len())
 }
 
+/// Counts a visit of `ms` that ended into `buckets` (one per [`WATCH_BOUNDS_SECS`] and longer).
+pub fn count_visit(buckets: &mut Vec<u32>, ms: Millis) {
+    buckets.resize(WATCH_BUCKETS, 0);
+    buckets[watch_bucket(ms)] += 1;
+}
+
 /// A visitor's id as the measures count it: a 64-bit hash (FNV-1a, then a mixer so every bit
 /// counts), the same on every host, of the device for feed viewers and guests (so a guest who
 /// goes from the feed to a socket is one visitor) and of the subject otherwise. Neither the

@@ -265,8 +265,7 @@ impl Audience {
     }
 
     fn ended(&mut self, ms: Millis) {
-        self.pending.ended.resize(crate::analytics::WATCH_BUCKETS, 0);
-        self.pending.ended[crate::analytics::watch_bucket(ms)] += 1;
+        crate::analytics::count_visit(&mut self.pending.ended, ms);
     }
 
     /// What to tell the room now: the count while anyone watches (a room forgets it when it

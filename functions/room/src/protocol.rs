@@ -510,8 +510,19 @@ impl StatsDelta {
     /// Counts an ended visit of `ms`.
     pub fn visit_ended(&mut self, ms: Millis) {
         self.leaves += 1;
+        crate::analytics::count_visit(&mut self.ended, ms);
+    }
+
+    /// Counts visits that ended elsewhere (the host's feed counter), by length bucket.
+    pub fn visits_ended(&mut self, ended: &[u32]) {
+        if ended.is_empty() {
+            return;
+        }
         self.ended.resize(crate::analytics::WATCH_BUCKETS, 0);
-        self.ended[crate::analytics::watch_bucket(ms)] += 1;
+        for (total, n) in self.ended.iter_mut().zip(ended) {
+            *total = total.saturating_add(*n);
+            self.leaves = self.leaves.saturating_add(*n);
+        }
     }
 }
 

@@ -411,15 +411,9 @@ impl Room {
                     }
                     let w = &mut self.window.stats;
                     w.feed_watch_ms += count.watch_ms;
-                    w.joins += count.joins;
+                    w.joins = w.joins.saturating_add(count.joins);
                     w.arrived.extend(&count.arrived);
-                    if !count.ended.is_empty() {
-                        w.ended.resize(analytics::WATCH_BUCKETS, 0);
-                        for (total, n) in w.ended.iter_mut().zip(&count.ended) {
-                            *total += n;
-                        }
-                        w.leaves += count.ended.iter().sum::<u32>();
-                    }
+                    w.visits_ended(&count.ended);
                     if count.watch_ms > 0 || count.joins > 0 || !count.ended.is_empty() {
                         self.schedule_flush(now);
                     }
