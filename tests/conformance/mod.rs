@@ -123,6 +123,42 @@ impl Host {
     }
 }
 
+/// The Spin app (`functions/spin`) on this repository's Spin host, in this process, with its
+/// key-value store in a temporary file. A task stands in for the scheduler of `docs/spin.md`,
+/// calling `POST /v1/alarms` every half second.
+pub fn spin_host(dir: &Path) -> SocketAddr {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let dir = dir.to_path_buf();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        rt.block_on(async move {
+            let app = liveshop_spin_host::app::component().expect("functions/spin builds");
+            let variables = [
+                ("liveshop_secret", SECRET),
+                ("webhook_allow_private_hosts", crate::common::LOOPBACK_RECEIVERS),
+            ];
+            let variables = variables.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            let host = liveshop_spin_host::SpinHost::new(&app, &dir.join("kv.db"), variables).unwrap();
+            let addr = std::sync::Arc::new(host).start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+            tx.send(addr).unwrap();
+            loop {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                crate::common::http(addr, "POST", "/v1/alarms", &[], "").await;
+            }
+        });
+    });
+    rx.recv().expect("the Spin host starts")
+}
+
+impl Host {
+    /// The Spin app, one per test process.
+    pub async fn spin() -> Option<Host> {
+        static SHARED: std::sync::OnceLock<SocketAddr> = std::sync::OnceLock::new();
+        let addr = *SHARED.get_or_init(|| spin_host(&temp_dir("spin")));
+        Some(Host { target: Target::new(addr) })
+    }
+}
+
 /// Every client of a test comes from 127.0.0.1: pace them as the test node does (unless a case
 /// sets its own limits).
 const UNPACED: [(&str, &str); 6] = [

@@ -10,6 +10,8 @@
 //! This is the first part of the shared face; the rest of the routes still live in each host
 //! (`edge/src/http.rs`, `functions/cloudflare/src/lib.rs`), kept in step by `tests/conformance`.
 
+pub mod shop;
+
 use liveshop_identity::{Claims, Devices, Identity, Role};
 use liveshop_room::show::Show;
 use serde::Deserialize;
@@ -69,6 +71,15 @@ pub fn token_from_protocols(offered: &str) -> Option<&str> {
 /// Whether the client offered [`PROTOCOL`]: the answer then names it.
 pub fn offers_protocol(offered: &str) -> bool {
     offered.split(',').any(|p| p.trim() == PROTOCOL)
+}
+
+/// A frame as a server-sent event. Logged events get the id `<epoch>-<seq>` to resume from; the
+/// shop's live frames have none, so a reconnect starts over from a snapshot.
+pub fn sse_event(frame: &str) -> String {
+    match liveshop_room::protocol::EventFrame::position(frame) {
+        Some((e, s)) => format!("id: {}-{}\ndata: {frame}\n\n", e.0, s.0),
+        None => format!("data: {frame}\n\n"),
+    }
 }
 
 /// Where an event stream resumes: `Last-Event-ID: <epoch>-<seq>`; `None` when absent or not

@@ -238,6 +238,17 @@ impl Room {
         self.log.iter()
     }
 
+    /// The frames of the retained events after `last` that `subject` may see: what a client
+    /// resuming from `last` is sent, and what a host without sockets (Spin) streams to a reader
+    /// as the stored room moves on.
+    pub fn events_after(&self, subject: &str, role: Role, last: Seq) -> Vec<String> {
+        self.log
+            .iter()
+            .filter(|r| r.seq > last && r.audience.admits(subject, role))
+            .map(|r| self.event_frame(r))
+            .collect()
+    }
+
     /// Distinct viewers now: connected ones and those the host counts on the feed.
     pub fn viewers(&self) -> u32 {
         u32::try_from(self.viewer_conns.len()).unwrap_or(u32::MAX).saturating_add(self.feed_viewers)
@@ -374,13 +385,7 @@ impl Room {
         };
         self.send(conn, &welcome);
         if let Some((_, last)) = resumable {
-            let missed: Vec<String> = self
-                .log
-                .iter()
-                .filter(|r| r.seq > last && r.audience.admits(&subject, role))
-                .map(|r| self.event_frame(r))
-                .collect();
-            for frame in missed {
+            for frame in self.events_after(&subject, role, last) {
                 self.out.push_back(Output::Send { conn, frame });
             }
             if let Some(frame) = self.tally_frame() {

@@ -66,6 +66,17 @@ impl<K: Ord + Clone> Attempts<K> {
         Ok(())
     }
 
+    /// The keys not forgiven at `now`, with when they will be: for a host whose instances share
+    /// no memory (Spin), which stores the table with the shop.
+    pub fn rows(&self, now: Millis) -> Vec<(K, Millis)> {
+        self.clear_at.iter().filter(|(_, t)| **t > now).map(|(k, t)| (k.clone(), *t)).collect()
+    }
+
+    /// Takes back what [`Attempts::rows`] gave.
+    pub fn load(&mut self, rows: impl IntoIterator<Item = (K, Millis)>) {
+        self.clear_at.extend(rows);
+    }
+
     /// Forgives an attempt taken for `key` that turned out not to be a failure.
     pub fn give_back(&mut self, key: &K) {
         if let Some(t) = self.clear_at.get_mut(key) {
@@ -152,6 +163,19 @@ impl AddressGuard {
         Ok(Some(Attempt { key }))
     }
 
+    /// The table as `(shop, address, when its failures are forgiven)` rows, those not forgiven at
+    /// `now`: for a host whose instances share no memory (Spin), which stores it with the shop.
+    pub fn rows(&self, now: Millis) -> Vec<(String, IpAddr, Millis)> {
+        self.attempts.rows(now).into_iter().map(|((shop, addr), t)| (shop, addr, t)).collect()
+    }
+
+    /// A guard holding what [`AddressGuard::rows`] gave.
+    pub fn from_rows(rows: impl IntoIterator<Item = (String, IpAddr, Millis)>) -> AddressGuard {
+        let mut guard = AddressGuard::default();
+        guard.attempts.load(rows.into_iter().map(|(shop, addr, t)| ((shop, addr), t)));
+        guard
+    }
+
     /// After the shop answered an attempt: only a wrong code (`coupon_invalid`) stays counted.
     pub fn after(&mut self, attempt: Attempt, status: u16, body: &[u8]) {
         let wrong = ErrorCode::CouponInvalid;
@@ -202,6 +226,19 @@ mod tests {
         a.try_take(&"new", 0).unwrap();
         assert!(a.try_take(&"limited", 0).is_err());
         assert_eq!(a.clear_at.len(), 2);
+    }
+
+    #[test]
+    fn a_guard_stored_as_rows_reads_back_what_it_counted() {
+        let addr: IpAddr = "192.0.2.7".parse().unwrap();
+        let mut guard = AddressGuard::default();
+        for _ in 0..ADDRESS_COUPON_FAILURES.burst {
+            let a = guard.before("s", addr, "PUT", "/carts/x/coupon", 0).unwrap().unwrap();
+            guard.after(a, 422, br#"{"error":{"code":"coupon_invalid"}}"#);
+        }
+        let mut back = AddressGuard::from_rows(guard.rows(0));
+        assert!(back.before("s", addr, "PUT", "/carts/x/coupon", 0).is_err());
+        assert!(AddressGuard::default().rows(0).is_empty());
     }
 
     #[test]

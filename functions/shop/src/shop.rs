@@ -157,6 +157,17 @@ impl Shop {
     /// Charges and captures still waiting for the provider. A host that may have lost `Payment`
     /// outputs (it crashed after committing an event's writes but before calling the provider)
     /// re-issues these after a restore; their idempotency keys make that safe.
+    /// Wrong coupon codes per buyer not yet forgiven at `now` (kept in memory: see
+    /// [`crate::guard`]), for a host that must carry them from one instance to the next.
+    pub fn coupon_failures(&self, now: Millis) -> Vec<(String, Millis)> {
+        self.coupon_failures.rows(now)
+    }
+
+    /// Takes back what [`Shop::coupon_failures`] gave.
+    pub fn load_coupon_failures(&mut self, rows: Vec<(String, Millis)>) {
+        self.coupon_failures.load(rows);
+    }
+
     pub fn pending_payments(&self) -> Vec<PaymentRequest> {
         self.state
             .orders

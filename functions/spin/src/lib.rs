@@ -1,0 +1,246 @@
+//! # liveshop on Spin: the same rooms and shops as a Spin HTTP app
+//!
+//! One component (`wasi:http/handler@0.3.0`, built with `spin-sdk` 7) answers every route; the
+//! rules live in the sans-IO cores `liveshop-room` and `liveshop-shop` and in `liveshop-api`, as
+//! on the edge node and the Worker. What Spin does not have, and what stands in for it:
+//!
+//! - **No single-writer objects**: Spin may run any number of instances at once, each request
+//!   on a fresh one. Every room and shop is one value in Spin's key-value store, and every event
+//!   is applied under compare-and-swap ([`store`]): an instance that loses the race applies its
+//!   event again to what the winner wrote. So no two instances take the same seq or sell the
+//!   same unit.
+//! - **No WebSockets**: commands are `POST /v1/rooms/{room}/commands` (the answer is the ack);
+//!   delivery is the public feed (`GET /v1/rooms/{room}/feed`, long-polled) and server-sent
+//!   events (`GET /v1/rooms/{room}/events`, a streamed response that follows the stored room).
+//!   `GET /v1/rooms/{room}/ws` answers `501 not_supported`.
+//! - **No timers**: a room's or shop's alarm (deal ends, reservation expiry, webhook retries)
+//!   runs first in the next event of that actor; `POST /v1/alarms` runs every due alarm, for a
+//!   scheduler to call (see `docs/spin.md`).
+//!
+//! Settings are Spin variables (`spin.toml`): `liveshop_secret` (required),
+//! `webhook_allow_private_hosts`, `guest_tokens`, `operators`.
+
+mod room;
+mod shop;
+mod store;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use liveshop_api::ApiError;
+use liveshop_identity::{Identity, Secret, TokenError};
+use spin_sdk::http::{BoxBody, Request, box_body};
+use spin_sdk::http_service;
+
+use crate::store::StoreError;
+
+/// Every answer: a status, headers and a body (whole, or streamed for event streams).
+pub(crate) type Reply = http::Response<BoxBody>;
+
+#[http_service]
+async fn handle(req: Request) -> Reply {
+    let answer = match route(req).await {
+        Ok(reply) => reply,
+        Err(refusal) => error(&refusal),
+    };
+    with_common_headers(answer)
+}
+
+/// What a request is about, read once.
+pub(crate) struct Call {
+    pub method: http::Method,
+    pub path: String,
+    pub query: String,
+    pub headers: http::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Call {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub fn query(&self, name: &str) -> Option<String> {
+        self.query
+            .split('&')
+            .filter_map(|p| p.split_once('='))
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.to_string())
+    }
+
+    pub fn bearer(&self) -> Option<&str> {
+        self.header("authorization").and_then(liveshop_api::bearer)
+    }
+
+    /// The client's address, as Spin gives it (`spin-client-addr`), for per-address limits.
+    pub fn client_ip(&self) -> Option<std::net::IpAddr> {
+        self.header("spin-client-addr")?.parse::<std::net::SocketAddr>().ok().map(|a| a.ip())
+    }
+
+    /// The origin clients reached us at, for the addresses in answers.
+    pub fn base(&self) -> String {
+        format!("http://{}", self.header("host").unwrap_or("localhost"))
+    }
+}
+
+/// The largest body any route reads; each route has its own, smaller limit too.
+const MAX_READ_BYTES: usize = 256 * 1024;
+
+async fn route(req: Request) -> Result<Reply, ApiError> {
+    let (parts, body) = req.into_parts();
+    let body = read_body(body).await?;
+    let call = Call {
+        method: parts.method,
+        path: parts.uri.path().to_string(),
+        query: parts.uri.query().unwrap_or_default().to_string(),
+        headers: parts.headers,
+        body,
+    };
+    let path = call.path.clone();
+    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let config = Config::load().await?;
+    use http::Method as M;
+    match (&call.method, segs.as_slice()) {
+        (&M::GET, ["healthz"]) => Ok(json(200, &serde_json::json!({ "status": "ok" }))),
+        (&M::POST, ["v1", "shows"]) => room::create_show(&config, &call).await,
+        (&M::GET, ["v1", "shows", show]) => room::get_show(show).await,
+        (&M::POST, ["v1", "rooms", room, "guest"]) => room::guest(&config, &call, room).await,
+        (&M::POST, ["v1", "rooms", room, "commands"]) => room::command(&config, &call, room),
+        (&M::GET, ["v1", "rooms", room, "state"]) => room::state(&config, &call, room).await,
+        (&M::GET, ["v1", "rooms", room, "feed"]) => room::feed(&call, room).await,
+        (&M::GET, ["v1", "rooms", room, "events"]) => room::events(&config, &call, room).await,
+        (&M::GET, ["v1", "rooms", _, "ws"]) => Err(ApiError::new(
+            501,
+            "not_supported",
+            "Spin has no WebSockets: read /events or /feed and send commands with POST /commands",
+        )),
+        (_, ["v1", "shows", show, "shop", rest @ ..]) if !rest.is_empty() => {
+            let shop = room::show_record(show).await?.shop_id().to_string();
+            shop::route(&config, &call, &shop, Some(show), rest).await
+        }
+        (_, ["v1", "shops", shop, rest @ ..]) if !rest.is_empty() => {
+            shop::route(&config, &call, shop, None, rest).await
+        }
+        (&M::POST, ["v1", "alarms"]) => shop::run_alarms(&config).await,
+        // Payments on Spin go to the test provider: no Stripe webhooks to take (a body over the
+        // limit is still refused first, as everywhere).
+        (&M::POST, ["v1", "payments", "stripe", "webhook"]) => {
+            Err(liveshop_api::shop::oversized(call.body.len())
+                .unwrap_or_else(|| ApiError::new(404, "not_found", "Stripe is not used here")))
+        }
+        _ => Err(ApiError::new(404, "not_found", "no such endpoint")),
+    }
+}
+
+/// The request's body, refused past [`MAX_READ_BYTES`] without reading the rest.
+async fn read_body(mut body: impl http_body::Body<Data = Bytes> + Unpin) -> Result<Vec<u8>, ApiError> {
+    let mut out = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame =
+            frame.map_err(|_| ApiError::new(400, "invalid_argument", "the request body broke off"))?;
+        if let Ok(data) = frame.into_data() {
+            out.extend_from_slice(&data);
+            if out.len() > MAX_READ_BYTES {
+                return Err(liveshop_api::shop::oversized(out.len()).expect("over every limit"));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The app's settings, from Spin variables.
+pub(crate) struct Config {
+    pub secret: Secret,
+    pub allow_private_hosts: String,
+    pub guest_tokens: bool,
+    pub operators: Vec<String>,
+}
+
+impl Config {
+    async fn load() -> Result<Config, ApiError> {
+        let secret =
+            spin_sdk::variables::get("liveshop_secret").await.map_err(|e| internal(format!("{e:?}")))?;
+        let secret =
+            Secret::new(secret.into_bytes()).map_err(|e| internal(format!("liveshop_secret: {e}")))?;
+        let optional = async |name: &str| spin_sdk::variables::get(name).await.unwrap_or_default();
+        Ok(Config {
+            secret,
+            allow_private_hosts: optional("webhook_allow_private_hosts").await,
+            guest_tokens: optional("guest_tokens").await.trim() != "0",
+            operators: optional("operators")
+                .await
+                .split(',')
+                .map(|o| o.trim().to_string())
+                .filter(|o| !o.is_empty())
+                .collect(),
+        })
+    }
+
+    pub fn verify(&self, token: &str, scope: &str) -> Result<Identity, ApiError> {
+        self.secret.verify(token, scope, now_ms() / 1000).map_err(token_error)
+    }
+
+    /// The caller, from `?token=` or a bearer token, if either was sent.
+    pub fn caller(&self, call: &Call, scope: &str) -> Result<Option<Identity>, ApiError> {
+        call.query("token").as_deref().or(call.bearer()).map(|t| self.verify(t, scope)).transpose()
+    }
+}
+
+pub(crate) fn token_error(e: TokenError) -> ApiError {
+    ApiError::new(401, e.code(), e.to_string())
+}
+
+pub(crate) fn internal(message: impl Into<String>) -> ApiError {
+    let message = message.into();
+    eprintln!("liveshop: {message}");
+    ApiError::new(500, "internal", "the app failed this request; its log says why")
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        match e {
+            StoreError::Busy => ApiError::new(503, "busy", e.to_string()),
+            e => internal(e.to_string()),
+        }
+    }
+}
+
+pub(crate) fn reply(status: u16, content_type: &str, body: Vec<u8>) -> Reply {
+    http::Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .body(box_body(Full::new(Bytes::from(body)).map_err(|e| match e {})))
+        .expect("a valid status and header")
+}
+
+pub(crate) fn json(status: u16, value: &impl serde::Serialize) -> Reply {
+    reply(status, "application/json", serde_json::to_vec(value).expect("JSON values serialize"))
+}
+
+pub(crate) fn error(e: &ApiError) -> Reply {
+    reply(e.status, "application/json", e.body().into_bytes())
+}
+
+fn with_common_headers(mut reply: Reply) -> Reply {
+    for (name, value) in liveshop_room::pages::COMMON_HEADERS {
+        if let (Ok(name), Ok(value)) =
+            (http::HeaderName::from_bytes(name.as_bytes()), http::HeaderValue::from_str(value))
+        {
+            reply.headers_mut().entry(name).or_insert(value);
+        }
+    }
+    reply
+}
+
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
+    let bytes = spin_sdk::wasip3::random::random::get_random_bytes(N as u64);
+    bytes.try_into().expect("the host returns the bytes asked for")
+}
+
+/// 53 random bits: a new epoch that JavaScript clients hold exactly.
+pub(crate) fn random_u53() -> u64 {
+    u64::from_le_bytes(random_bytes::<8>()) >> 11
+}

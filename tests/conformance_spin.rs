@@ -1,0 +1,31 @@
+//! The conformance suite (`tests/conformance/`) against the Spin app (`functions/spin`) on this
+//! repository's Spin host (`spin-host`): every case that needs no WebSocket.
+
+mod common;
+mod conformance;
+
+use conformance::Host;
+
+conformance_cases!(@each Host::spin;
+    a_show_sells_only_from_a_shop_its_creator_owns,
+    one_device_votes_once_whatever_its_guest_tokens,
+    a_deal_per_buyer_cap_holds_per_device,
+    a_verified_buyers_only_deal_refuses_guests,
+    oversized_bodies_are_refused_with_the_json_error_shape,
+    checkout_with_an_idempotency_key_makes_one_order,
+    a_flash_sale_never_oversells,
+    shop_errors_have_the_same_codes,
+    coupon_codes_cannot_be_guessed,
+    webhooks_are_signed_and_retried_on_schedule,
+    webhook_endpoints_may_not_point_inside_the_node,
+    a_rotated_webhook_secret_signs_beside_the_new_one,
+    merchant_updates_are_applied_once_and_only_when_signed,
+    shopify_product_webhooks_are_applied_once_and_only_when_signed,
+    stripe_webhooks_are_not_found_where_stripe_is_not_used,
+    the_feed_snapshot_shows_only_public_state,
+    a_feed_request_after_a_position_answers_the_next_public_event,
+    a_stream_of_events_reaches_a_feed_reader_in_a_few_answers,
+    an_empty_feed_round_answers_wait_at_the_same_position,
+    feed_answers_are_cacheable_and_revalidated_by_etag,
+    a_nameless_guest_fills_a_cart
+);
