@@ -295,7 +295,7 @@ async fn the_report_of_a_scripted_show_equals_what_the_script_did_in_two_currenc
     let (status, _) = api.call("POST", path, &v[1].1, None, json!({"sku": "LINEN-M", "quantity": 2})).await;
     assert_eq!(status, 200);
     let (mut v4, _) = v.pop().unwrap();
-    v4.ws.close(None).await.unwrap();
+    v4.ws().close(None).await.unwrap();
     feed.leave(&api, "spring", &d2).await;
     buy(&api, "tokyo", "t1", &t1_token, &[("TEA-1", 2)]).await;
 
@@ -327,7 +327,7 @@ async fn the_report_of_a_scripted_show_equals_what_the_script_did_in_two_currenc
     // Minute 3: v1, v2 and the other device leave; the shirt is unpinned; v1 gets 10 € back.
     at(&clock, origin, 3, 30_000).await;
     for (mut c, _) in v.drain(..2) {
-        c.ws.close(None).await.unwrap();
+        c.ws().close(None).await.unwrap();
     }
     feed.leave(&api, "spring", &d1).await;
     assert_eq!(

@@ -1,5 +1,6 @@
 //! The conformance suite (`tests/conformance/`) against the Spin app (`functions/spin`) on this
-//! repository's Spin host (`spin-host`): every case that needs no WebSocket.
+//! repository's Spin host (`spin-host`): every case that needs no WebSocket itself; clients
+//! follow rooms over server-sent events and send commands with `POST /commands`.
 
 mod common;
 mod conformance;
@@ -7,6 +8,15 @@ mod conformance;
 use conformance::Host;
 
 conformance_cases!(@each Host::spin;
+    chat_reaches_every_viewer_in_order,
+    a_viewer_who_resumes_gets_exactly_what_it_missed,
+    moderators_cannot_sanction_staff_even_offline,
+    polls_count_one_vote_per_viewer,
+    questions_are_asked_upvoted_once_answered_and_pinned,
+    messages_and_products_are_pinned_and_seen_in_state,
+    shows_are_created_once_and_read_back,
+    commands_over_http_are_acknowledged_or_refused,
+    an_sse_client_sees_what_websocket_clients_see_and_resumes_by_last_event_id,
     a_show_sells_only_from_a_shop_its_creator_owns,
     one_device_votes_once_whatever_its_guest_tokens,
     a_deal_per_buyer_cap_holds_per_device,

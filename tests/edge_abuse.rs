@@ -170,7 +170,7 @@ async fn a_text_frame_that_is_not_utf8_closes_the_websocket_with_1007() {
     let node = TestNode::start(|_| {}).await;
     let mut ws = node.connect("ana", Role::Viewer).await;
     let not_utf8 = Frame::message(vec![b'h', b'i', 0xff, 0xfe], OpCode::Data(Data::Text), true);
-    ws.ws.send(Message::Frame(not_utf8)).await.unwrap();
+    ws.ws().send(Message::Frame(not_utf8)).await.unwrap();
     assert_eq!(ws.close_code().await, Some(1007));
     node.stop().await;
 }

@@ -210,16 +210,15 @@ async fn deliver(
             return None;
         }
     };
-    let body = req.payload.as_bytes();
-    let signed = match liveshop_webhooks::standard::sign(&keys, &req.event_id, now / 1000, body) {
+    let signed = match liveshop_api::shop::delivery_headers(req, &keys, now) {
         Ok(s) => s,
         Err(e) => {
             tracing::error!(shop, event_id = req.event_id, "cannot sign: {e}");
             return None;
         }
     };
-    let mut post = client.post(&req.endpoint_url).header("content-type", "application/json");
-    for (name, value) in signed.iter() {
+    let mut post = client.post(&req.endpoint_url);
+    for (name, value) in signed {
         post = post.header(name, value);
     }
     match post.body(req.payload.clone()).send().await {

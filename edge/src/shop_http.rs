@@ -17,7 +17,6 @@
 //! systems use the shop's route with a merchant token for the shop. Signed inbound requests act
 //! as the merchant once their signature checks out; the shop applies each event id once.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
@@ -27,23 +26,20 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post, put};
 use axum::{Json, Router};
+use liveshop_api::shop::{INBOUND_SECRET_ID, ShopifyInbound};
 use liveshop_identity::{Identity, Role};
 use liveshop_room::filter::address_key;
 use liveshop_shop::api::MAX_BODY_BYTES;
 use liveshop_shop::effects::{self, PaymentResult};
 use liveshop_shop::guard::{self, AddressGuard};
-use liveshop_shop::shopify::{self, ShopifyError, ShopifySettings};
-use liveshop_webhooks::{DEFAULT_TOLERANCE_SECS, GENERATED_SECRET_LEN, Secret, WebhookError};
-use serde::Deserialize;
+use liveshop_shop::shopify::{ShopifyError, ShopifySettings};
+use liveshop_webhooks::GENERATED_SECRET_LEN;
 use serde_json::{Value, json};
 
 use crate::actor::{HttpRequest, HttpResponse};
 use crate::http::{ApiError, AppState, Limited, actor_response, bearer, read_body, sse};
 use crate::node::Kind;
 
-/// The `secret_id` of the secret merchants sign inbound updates with (not a `whsec_` name, so no
-/// endpoint can pick it).
-const INBOUND_SECRET_ID: &str = "inbound";
 /// Record kind of a shop's Shopify settings (sealed: they hold the app's secret).
 pub(crate) const SHOPIFY: &str = "shopify";
 /// Request headers the shop sees; everything else stays with the host.
@@ -58,8 +54,8 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/v1/shops/{shop}/inbound/liveshop", post(inbound_liveshop))
         .route("/v1/shops/{shop}/inbound/shopify", post(inbound_shopify))
         .route("/v1/shops/{shop}/{*path}", any(shop_api))
-        .route("/v1/shows/{show}/shop/live", get(shop_live))
-        .route("/v1/shows/{show}/shop/{*path}", any(shop_api))
+        .route("/v1/shows/{show}/shop/live", get(show_shop_live))
+        .route("/v1/shows/{show}/shop/{*path}", any(show_shop_api))
         .route("/v1/payments/stripe/webhook", post(stripe))
 }
 
@@ -73,19 +69,17 @@ impl AppState {
         }
     }
 
-    /// The shop a route addresses, by `{shop}` or by `{show}` (the show's shop), with the scope
-    /// its tokens are for and the route's base path.
-    fn addressed(&self, params: &HashMap<String, String>) -> Result<(String, String, String), ApiError> {
-        match (params.get("shop"), params.get("show")) {
-            (Some(shop), _) => {
+    /// The shop a route addresses, with the scope its tokens are for and the route's base path.
+    fn addressed(&self, by: &Addressed) -> Result<(String, String, String), ApiError> {
+        match by {
+            Addressed::Shop(shop) => {
                 self.known_shop(shop)?;
                 Ok((shop.clone(), shop.clone(), format!("/v1/shops/{shop}")))
             }
-            (None, Some(show)) => {
+            Addressed::Show(show) => {
                 let shop = self.show(show)?.shop_id().to_string();
                 Ok((shop, show.clone(), format!("/v1/shows/{show}/shop")))
             }
-            (None, None) => unreachable!("every shop route names a shop or a show"),
         }
     }
 
@@ -103,28 +97,65 @@ impl AppState {
         let who = self.caller(headers, None, shop)?.ok_or_else(|| {
             ApiError::new(StatusCode::UNAUTHORIZED, "token_malformed", "a merchant token is required")
         })?;
-        if who.role != Role::Merchant {
-            return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "only the merchant may do this"));
-        }
+        liveshop_api::shop::merchant_only(&who)?;
         Ok(who)
     }
 }
 
-/// `ANY /v1/shops/{shop}/{path}` and `ANY /v1/shows/{show}/shop/{path}` (the show's shop, with
-/// the show's tokens).
+/// How a shop route names its shop: itself, or a show that sells from it (whose tokens then
+/// serve).
+enum Addressed {
+    Shop(String),
+    Show(String),
+}
+
+impl Addressed {
+    fn show(&self) -> Option<&str> {
+        match self {
+            Addressed::Show(show) => Some(show),
+            Addressed::Shop(_) => None,
+        }
+    }
+}
+
+/// `ANY /v1/shops/{shop}/{path}`.
 async fn shop_api(
     State(app): State<Arc<AppState>>,
-    Path(params): Path<HashMap<String, String>>,
+    Path((shop, _)): Path<(String, String)>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let (shop, scope, base) = app.addressed(&params)?;
+    shop_request(&app, Addressed::Shop(shop), addr, method, uri, headers, body).await
+}
+
+/// `ANY /v1/shows/{show}/shop/{path}`: the show's shop, with the show's tokens.
+async fn show_shop_api(
+    State(app): State<Arc<AppState>>,
+    Path((show, _)): Path<(String, String)>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    shop_request(&app, Addressed::Show(show), addr, method, uri, headers, body).await
+}
+
+async fn shop_request(
+    app: &AppState,
+    by: Addressed,
+    addr: SocketAddr,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let (shop, scope, base) = app.addressed(&by)?;
     let who = app.caller(&headers, None, &scope)?;
-    let show = params.get("show").map(String::as_str);
-    forward(&app, addr, (&shop, show), who, method, below(&uri, &base), &headers, body).await
+    forward(app, addr, (&shop, by.show()), who, method, below(&uri, &base), &headers, body).await
 }
 
 /// The path (and query) below `base`, as the shop routes it.
@@ -200,14 +231,25 @@ fn shop_answer(mut answer: HttpResponse) -> Result<Response, ApiError> {
     actor_response(answer)
 }
 
-/// `GET /v1/shops/{shop}/live` and `GET /v1/shows/{show}/shop/live`.
+/// `GET /v1/shops/{shop}/live`.
 async fn shop_live(
     State(app): State<Arc<AppState>>,
-    Path(params): Path<HashMap<String, String>>,
+    Path(shop): Path<String>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (shop, _, _) = app.addressed(&params)?;
+    let (shop, _, _) = app.addressed(&Addressed::Shop(shop))?;
+    live(&app, app.client_ip(addr, &headers), &shop).await
+}
+
+/// `GET /v1/shows/{show}/shop/live`.
+async fn show_shop_live(
+    State(app): State<Arc<AppState>>,
+    Path(show): Path<String>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let (shop, _, _) = app.addressed(&Addressed::Show(show))?;
     live(&app, app.client_ip(addr, &headers), &shop).await
 }
 
@@ -219,13 +261,6 @@ async fn live(app: &AppState, ip: IpAddr, shop: &str) -> Result<Response, ApiErr
     Ok(sse(sub).into_response())
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct SecretInput {
-    /// A `whsec_` secret of the merchant's own; one is generated when absent.
-    secret: Option<String>,
-}
-
 /// `POST /v1/shops/{shop}/webhook-secrets/{secret_id}`: the answer shows the secret once.
 async fn rotate_secret(
     State(app): State<Arc<AppState>>,
@@ -233,10 +268,7 @@ async fn rotate_secret(
     headers: HeaderMap,
     Limited(body): Limited<MAX_BODY_BYTES>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    if !secret_id.starts_with("whsec_") || secret_id.len() > 128 {
-        let msg = "a secret id is a name starting with whsec_ (at most 128 bytes)";
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_argument", msg));
-    }
+    liveshop_api::shop::check_secret_id(&secret_id)?;
     issue_secret(&app, &shop, &secret_id, &headers, &body)
 }
 
@@ -259,16 +291,9 @@ fn issue_secret(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     app.known_shop(shop)?;
     app.merchant(headers, shop)?;
-    let input: SecretInput = if body.is_empty() { SecretInput::default() } else { json_body(body)? };
-    let secret = match input.secret {
-        Some(s) => Secret::parse(&s)
-            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_argument", e.to_string()))?,
-        None => {
-            let mut random = [0u8; GENERATED_SECRET_LEN];
-            app.env.fill_random(&mut random);
-            Secret::generate(random)
-        }
-    };
+    let mut random = [0u8; GENERATED_SECRET_LEN];
+    app.env.fill_random(&mut random);
+    let secret = liveshop_api::shop::secret_to_issue(body, random)?;
     let issued = app.webhook_secrets.rotate(shop, secret_id, &secret, app.env.now())?;
     Ok((StatusCode::CREATED, Json(json!(issued))))
 }
@@ -287,11 +312,6 @@ async fn set_shopify(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// The identity signed inbound requests act as.
-fn inbound_merchant(source: &str) -> Identity {
-    Identity::new(format!("inbound:{source}"), Role::Merchant)
-}
-
 /// `POST /v1/shops/{shop}/inbound/liveshop`: a `/merchant/events` body, signed with
 /// `X-Liveshop-Signature`.
 async fn inbound_liveshop(
@@ -302,14 +322,8 @@ async fn inbound_liveshop(
 ) -> Result<Response, ApiError> {
     app.known_shop(&shop)?;
     let secrets = app.webhook_secrets.signing(&shop, INBOUND_SECRET_ID, app.env.now())?;
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    liveshop_webhooks::liveshop::verify(
-        &secrets,
-        header,
-        &body,
-        app.env.now() / 1000,
-        DEFAULT_TOLERANCE_SECS,
-    )?;
+    let signature = headers.get(liveshop_webhooks::liveshop::SIGNATURE_HEADER).and_then(|v| v.to_str().ok());
+    liveshop_api::shop::verify_liveshop(&secrets, signature, &body, app.env.now())?;
     merchant_event(&app, &shop, "liveshop", body.to_vec()).await
 }
 
@@ -323,22 +337,13 @@ async fn inbound_shopify(
     Limited(body): Limited<MAX_BODY_BYTES>,
 ) -> Result<Response, ApiError> {
     app.known_shop(&shop)?;
-    let settings: ShopifySettings = app
-        .sealed
-        .get(SHOPIFY, &shop)?
-        .and_then(|t| serde_json::from_str(&t).ok())
-        .ok_or(WebhookError::SecretInvalid)?;
+    let settings: Option<ShopifySettings> =
+        app.sealed.get(SHOPIFY, &shop)?.and_then(|t| serde_json::from_str(&t).ok());
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    liveshop_webhooks::shopify::verify(&[settings.secret.as_bytes()], header, &body)?;
-    let event_id = header(liveshop_webhooks::shopify::EVENT_ID_HEADER)
-        .ok_or(WebhookError::SignatureMissing { header: liveshop_webhooks::shopify::EVENT_ID_HEADER })?;
-    let topic = header("x-shopify-topic").unwrap_or_default();
-    let Some(event) =
-        shopify::merchant_event(topic, event_id, &body, settings.currency).map_err(shopify_error)?
-    else {
-        return Ok((StatusCode::OK, Json(json!({ "ignored": topic }))).into_response());
-    };
-    merchant_event(&app, &shop, "shopify", event).await
+    match liveshop_api::shop::verify_shopify(settings.as_ref(), header, &body)? {
+        ShopifyInbound::Apply(event) => merchant_event(&app, &shop, "shopify", event).await,
+        ShopifyInbound::Ignored(answer) => Ok((StatusCode::OK, Json(answer)).into_response()),
+    }
 }
 
 async fn merchant_event(
@@ -347,12 +352,13 @@ async fn merchant_event(
     source: &str,
     body: Vec<u8>,
 ) -> Result<Response, ApiError> {
+    let update = liveshop_api::shop::merchant_update(source, body);
     let req = HttpRequest {
         method: "POST".into(),
-        path: "/merchant/events".into(),
+        path: liveshop_api::shop::MERCHANT_EVENTS_PATH.into(),
         headers: vec![],
-        body,
-        who: Some(inbound_merchant(source)),
+        body: update.body,
+        who: Some(update.who),
     };
     actor_response(app.node.request(Kind::Shop, shop, req).await?)
 }
@@ -381,11 +387,6 @@ async fn stripe(
         app.node.effect_result(Kind::Shop, &r.shop, effects::PAYMENT_RESULT, body).await?;
     }
     Ok(StatusCode::OK)
-}
-
-fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_argument", e.to_string()))
 }
 
 fn shopify_error(e: ShopifyError) -> ApiError {

@@ -173,11 +173,28 @@ impl TestNode {
 
 pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-/// A WebSocket client that keeps every frame it reads.
+/// A client of a room that keeps every frame it reads: over a WebSocket, or, where the host has
+/// none (Spin), over server-sent events with commands POSTed (their answers read as the frames a
+/// socket would have sent).
 pub struct Client {
-    pub ws: Ws,
+    link: Link,
     pub frames: Vec<Value>,
     next_id: u32,
+}
+
+enum Link {
+    Ws(Box<Ws>),
+    Sse(Box<SseLink>),
+}
+
+/// A room followed over `GET /events`, commanded over `POST /commands`.
+struct SseLink {
+    events: SseClient,
+    addr: SocketAddr,
+    room: String,
+    token: String,
+    /// Answers to commands, as frames, before the next event.
+    answers: std::collections::VecDeque<Value>,
 }
 
 impl Client {
@@ -192,26 +209,52 @@ impl Client {
     ) -> (Client, tokio_tungstenite::tungstenite::handshake::client::Response) {
         let (ws, response) =
             tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url)).await.unwrap().unwrap();
-        let mut c = Client { ws, frames: Vec::new(), next_id: 0 };
-        let welcome = c.next().await.expect("a welcome frame");
+        let c = Client { link: Link::Ws(Box::new(ws)), frames: Vec::new(), next_id: 0 };
+        (c.welcomed().await, response)
+    }
+
+    /// Follows `room` over server-sent events (resuming from `(epoch, seq)` if given) and reads
+    /// the welcome.
+    pub async fn over_sse(addr: SocketAddr, room: &str, token: &str, resume: Option<(u64, u64)>) -> Client {
+        let last_event_id = resume.map(|(e, s)| format!("{e}-{s}"));
+        let events = SseClient::connect(addr, room, token, last_event_id.as_deref()).await;
+        let link =
+            SseLink { events, addr, room: room.into(), token: token.into(), answers: Default::default() };
+        Client { link: Link::Sse(Box::new(link)), frames: Vec::new(), next_id: 0 }.welcomed().await
+    }
+
+    async fn welcomed(mut self) -> Client {
+        let welcome = self.next().await.expect("a welcome frame");
         assert_eq!(welcome["type"], "welcome", "{welcome}");
-        (c, response)
+        self
+    }
+
+    /// The WebSocket, for cases about sockets themselves.
+    pub fn ws(&mut self) -> &mut Ws {
+        match &mut self.link {
+            Link::Ws(ws) => ws,
+            Link::Sse(_) => panic!("this client follows the room over server-sent events"),
+        }
     }
 
     /// The next frame, `None` when the server closed; panics after 10 s of silence.
     pub async fn next(&mut self) -> Option<Value> {
-        loop {
-            let msg = tokio::time::timeout(WAIT, self.ws.next()).await.expect("a frame within 10 s");
-            match msg {
-                Some(Ok(Message::Text(t))) => {
-                    let v: Value = serde_json::from_str(&t).unwrap();
-                    self.frames.push(v.clone());
-                    return Some(v);
+        let frame = match &mut self.link {
+            Link::Ws(ws) => loop {
+                let msg = tokio::time::timeout(WAIT, ws.next()).await.expect("a frame within 10 s");
+                match msg {
+                    Some(Ok(Message::Text(t))) => break serde_json::from_str(&t).unwrap(),
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return None,
+                    Some(Ok(_)) => {}
                 }
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return None,
-                Some(Ok(_)) => {}
-            }
-        }
+            },
+            Link::Sse(link) => match link.answers.pop_front() {
+                Some(answer) => answer,
+                None => link.events.next().await.1,
+            },
+        };
+        self.frames.push(frame.clone());
+        Some(frame)
     }
 
     /// Reads until a frame matches.
@@ -228,7 +271,26 @@ impl Client {
         self.next_id += 1;
         let id = format!("c{}", self.next_id);
         cmd["id"] = json!(id);
-        self.ws.send(Message::Text(cmd.to_string().into())).await.unwrap();
+        match &mut self.link {
+            Link::Ws(ws) => ws.send(Message::Text(cmd.to_string().into())).await.unwrap(),
+            Link::Sse(link) => {
+                let path = format!("/v1/rooms/{}/commands", link.room);
+                let auth = format!("Bearer {}", link.token);
+                let (status, answer) =
+                    http(link.addr, "POST", &path, &[("Authorization", &auth)], &cmd.to_string()).await;
+                // A refusal comes in the HTTP error shape; a socket would have sent an error frame.
+                let frame = match (status, answer) {
+                    (200, ack) => ack,
+                    (_, mut refusal) => {
+                        let mut frame = refusal["error"].take();
+                        frame["type"] = json!("error");
+                        frame["id"] = json!(id);
+                        frame
+                    }
+                };
+                link.answers.push_back(frame);
+            }
+        }
         id
     }
 
@@ -244,14 +306,18 @@ impl Client {
 
     /// The close code the server ended with (reading and dropping frames until then).
     pub async fn close_code(&mut self) -> Option<u16> {
-        loop {
-            match tokio::time::timeout(WAIT, self.ws.next()).await.expect("a close within 10 s") {
-                Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
-                Some(Ok(Message::Text(t))) => self.frames.push(serde_json::from_str(&t).unwrap()),
+        let ws = self.ws();
+        let mut frames = Vec::new();
+        let code = loop {
+            match tokio::time::timeout(WAIT, ws.next()).await.expect("a close within 10 s") {
+                Some(Ok(Message::Close(frame))) => break frame.map(|f| u16::from(f.code)),
+                Some(Ok(Message::Text(t))) => frames.push(serde_json::from_str(&t).unwrap()),
                 Some(Ok(_)) => {}
-                None | Some(Err(_)) => return None,
+                None | Some(Err(_)) => break None,
             }
-        }
+        };
+        self.frames.extend(frames);
+        code
     }
 
     pub fn of_type(&self, ty: &str) -> Vec<&Value> {

@@ -28,11 +28,28 @@ use serde_json::{Value, json};
 pub struct Target {
     pub addr: SocketAddr,
     pub api: Api,
+    /// Whether clients join rooms over WebSockets; else over server-sent events and POSTed
+    /// commands (Spin).
+    pub sockets: bool,
 }
 
 impl Target {
     pub fn new(addr: SocketAddr) -> Target {
-        Target { addr, api: Api::new(addr) }
+        Target { addr, api: Api::new(addr), sockets: true }
+    }
+
+    /// A host without WebSockets.
+    pub fn without_sockets(addr: SocketAddr) -> Target {
+        Target { sockets: false, ..Target::new(addr) }
+    }
+
+    /// A client of `show`'s room with `token`, resuming from `(epoch, seq)` if given.
+    pub async fn join(&self, show: &str, token: &str, resume: Option<(u64, u64)>) -> Client {
+        if !self.sockets {
+            return Client::over_sse(self.addr, show, token, resume).await;
+        }
+        let position = resume.map(|(e, s)| format!("&epoch={e}&seq={s}")).unwrap_or_default();
+        Client::connect(&format!("{}{position}", self.ws_url(show, token))).await
     }
 
     /// A new show (and shop) with a fresh id, created the way a platform does.
@@ -51,7 +68,7 @@ impl Target {
     }
 
     pub async fn connect(&self, show: &str, sub: &str, role: Role) -> Client {
-        Client::connect(&self.ws_url(show, &token(show, sub, role))).await
+        self.join(show, &token(show, sub, role), None).await
     }
 
     /// `(status, JSON body or the text as a string)`.
@@ -155,7 +172,7 @@ impl Host {
     pub async fn spin() -> Option<Host> {
         static SHARED: std::sync::OnceLock<SocketAddr> = std::sync::OnceLock::new();
         let addr = *SHARED.get_or_init(|| spin_host(&temp_dir("spin")));
-        Some(Host { target: Target::new(addr) })
+        Some(Host { target: Target::without_sockets(addr) })
     }
 }
 
@@ -421,16 +438,14 @@ pub async fn a_viewer_who_resumes_gets_exactly_what_it_missed(t: &Target) {
     drop(ana);
     host.chat("while away 1").await;
     host.chat("while away 2").await;
-    let url = format!("{}&epoch={epoch}&seq={seq}", t.ws_url(&show, &token(&show, "ana", Role::Viewer)));
-    let mut back = Client::connect(&url).await;
+    let mut back = t.join(&show, &token(&show, "ana", Role::Viewer), Some((epoch, seq))).await;
     assert_eq!(back.frames[0]["resumed"], true);
     assert!(back.frames[0].get("state").is_none_or(Value::is_null), "no snapshot when resuming");
     back.until(|f| f["message"]["text"] == "while away 2").await;
     let texts: Vec<String> = chats(&back).into_iter().map(|(_, t)| t).collect();
     assert_eq!(texts, ["while away 1", "while away 2"]);
     // From another epoch: a snapshot instead.
-    let url = format!("{}&epoch={}&seq=1", t.ws_url(&show, &token(&show, "ana", Role::Viewer)), epoch ^ 1);
-    let fresh = Client::connect(&url).await;
+    let fresh = t.join(&show, &token(&show, "ana", Role::Viewer), Some((epoch ^ 1, 1))).await;
     assert_eq!(fresh.frames[0]["resumed"], false);
     assert_eq!(fresh.frames[0]["state"]["history"].as_array().unwrap().len(), 3);
 }
@@ -672,11 +687,11 @@ pub async fn shows_are_created_once_and_read_back(t: &Target) {
     let body = json!({ "id": fresh, "title": "Fresh" }).to_string();
     let (status, created) = t.http("POST", "/v1/shows", &[("Authorization", &auth)], &body).await;
     assert_eq!(status, 201, "{created}");
-    let host = Client::connect(&t.ws_url(&fresh, created["host_token"].as_str().unwrap())).await;
+    let host = t.join(&fresh, created["host_token"].as_str().unwrap(), None).await;
     assert_eq!(host.frames[0]["you"]["role"], "host");
     let (status, guest) = t.http("POST", &format!("/v1/rooms/{fresh}/guest"), &[], r#"{"name":"Ana"}"#).await;
     assert_eq!(status, 200, "{guest}");
-    let g = Client::connect(&t.ws_url(&fresh, guest["token"].as_str().unwrap())).await;
+    let g = t.join(&fresh, guest["token"].as_str().unwrap(), None).await;
     assert_eq!(g.frames[0]["you"]["name"], "Ana");
     let nameless = t.http("POST", &format!("/v1/rooms/{fresh}/guest"), &[], r#"{"name":"  "}"#).await;
     assert_eq!(code(&nameless), (400, "invalid_argument"));
@@ -809,16 +824,16 @@ pub async fn bad_frames_get_the_same_error_codes_and_close_codes(t: &Target) {
         (r#"{"type":"poll.open","id":"x","question":"q","options":["a","b"]}"#, "forbidden"),
         (r#"{"type":"chat.send","id":"x","v":2,"text":"hi"}"#, "unsupported_version"),
     ] {
-        a.ws.send(Message::Text(frame.into())).await.unwrap();
+        a.ws().send(Message::Text(frame.into())).await.unwrap();
         let err = a.until(|f| f["type"] == "error").await;
         assert_eq!(err["code"], expected, "{frame}: {err}");
     }
     a.send(json!({"type": "chat.send", "text": "a".repeat(9000)})).await;
     a.until(|f| f["type"] == "error" && f["code"] == "payload_too_large").await;
-    let _ = a.ws.send(Message::Text("a".repeat(100 * 1024).into())).await;
+    let _ = a.ws().send(Message::Text("a".repeat(100 * 1024).into())).await;
     assert_eq!(a.close_code().await, Some(1009));
     let mut b = t.connect(&show, "b", Role::Viewer).await;
-    let _ = b.ws.send(Message::Binary(vec![1, 2, 3].into())).await;
+    let _ = b.ws().send(Message::Binary(vec![1, 2, 3].into())).await;
     assert_eq!(b.close_code().await, Some(1003));
     let mut flood = t.connect(&show, "flood", Role::Viewer).await;
     for _ in 0..60 {
@@ -913,7 +928,7 @@ pub async fn an_sse_client_sees_what_websocket_clients_see_and_resumes_by_last_e
 // ---------------------------------------------------------------- the shop
 
 /// The merchant of `show`'s shop: `/v1/shops/{show}/...` with a merchant token.
-fn merchant_of(t: &Target, show: &str) -> Merchant {
+pub fn merchant_of(t: &Target, show: &str) -> Merchant {
     Merchant::new(t.api.clone(), show, token(show, "acme", Role::Merchant))
 }
 

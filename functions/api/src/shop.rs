@@ -151,14 +151,31 @@ pub fn verify_shopify<'h>(
     }
 }
 
-/// A verified merchant update as the shop's input (`/merchant/events`, applied once per id).
-pub fn merchant_update(source: &str, body: Vec<u8>) -> Input {
-    Input::Request {
-        who: Some(Identity::new(format!("inbound:{source}"), Role::Merchant)),
-        method: "POST".into(),
-        path: "/merchant/events".into(),
-        headers: vec![],
-        body,
+/// The shop's route for merchant updates (applied once per event id).
+pub const MERCHANT_EVENTS_PATH: &str = "/merchant/events";
+
+/// A verified merchant update: `POST` [`MERCHANT_EVENTS_PATH`] as the source's merchant identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MerchantUpdate {
+    pub who: Identity,
+    pub body: Vec<u8>,
+}
+
+/// The update a verified inbound request from `source` (`liveshop`, `shopify`) makes.
+pub fn merchant_update(source: &str, body: Vec<u8>) -> MerchantUpdate {
+    MerchantUpdate { who: Identity::new(format!("inbound:{source}"), Role::Merchant), body }
+}
+
+impl MerchantUpdate {
+    /// As the shop core's input.
+    pub fn into_input(self) -> Input {
+        Input::Request {
+            who: Some(self.who),
+            method: "POST".into(),
+            path: MERCHANT_EVENTS_PATH.into(),
+            headers: vec![],
+            body: self.body,
+        }
     }
 }
 

@@ -237,12 +237,16 @@ async fn create_show(mut req: Request, env: &Env) -> Result<Response> {
     // The shop judges the claim (`liveshop_room::show::claim_shop`) before the show exists.
     let operator =
         env.var("OPERATORS").is_ok_and(|v| v.to_string().split(',').any(|o| o.trim() == who.subject));
-    let claim = json!({
-        "who": who, "platform": platform, "operator": operator, "show": [show.created_at, show.id],
-    });
+    let claim = liveshop_api::shop::Claim {
+        who: who.clone(),
+        platform,
+        operator,
+        show: (show.created_at, show.id.clone()),
+    };
+    let claim = serde_json::to_string(&claim)?;
     let register = Request::new_with_init(
         &format!("https://shop/v1/shops/{}/_register", show.shop_id()),
-        RequestInit::new().with_method(Method::Post).with_body(Some(claim.to_string().into())),
+        RequestInit::new().with_method(Method::Post).with_body(Some(claim.into())),
     )?;
     let claimed = shop_stub(env, show.shop_id())?.fetch_with_request(register).await?;
     if claimed.status_code() >= 300 {
@@ -397,6 +401,11 @@ pub(crate) fn error(status: u16, code: &str, message: impl Into<String>) -> Resu
     reply(status, "application/json", body)
 }
 
+/// A refusal decided in `liveshop-api`.
+pub(crate) fn api_error(e: &liveshop_api::ApiError) -> Result<Response> {
+    error(e.status, e.code, e.message.clone())
+}
+
 pub(crate) fn token_error(e: TokenError) -> Result<Response> {
     error(401, e.code(), e.to_string())
 }
@@ -408,14 +417,7 @@ pub(crate) fn reply(status: u16, content_type: &str, body: Vec<u8>) -> Result<Re
     Ok(Response::from_bytes(body)?.with_status(status).with_headers(headers))
 }
 
-/// A frame as a server-sent event; logged events get the id `<epoch>-<seq>` to resume from
-/// (the shop's live frames have none, so its feed starts over with a full snapshot).
-pub(crate) fn sse_event(frame: &str) -> String {
-    match liveshop_room::protocol::EventFrame::position(frame) {
-        Some((e, s)) => format!("id: {}-{}\ndata: {frame}\n\n", e.0, s.0),
-        None => format!("data: {frame}\n\n"),
-    }
-}
+pub(crate) use liveshop_api::sse_event;
 
 /// An event stream fed by an object: what arrives on `events` goes out as it is, with an empty
 /// comment after every 15 s of silence (the edge node's keep-alive), so proxies keep it open.

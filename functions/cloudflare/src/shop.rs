@@ -18,39 +18,28 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 
 use futures_channel::mpsc::{Sender, channel};
-use liveshop_identity::{Identity, Role};
+use liveshop_api::shop::{
+    Claim, INBOUND_SECRET_ID, ShopifyInbound, check_secret_id, delivery_headers, issued_secret,
+    merchant_only, merchant_update, registered, secret_to_issue, test_payment, verify_liveshop,
+    verify_shopify,
+};
+use liveshop_identity::Identity;
 use liveshop_payments::stripe::{Operation, Step, StripeConfig, StripeResult};
 use liveshop_payments::{PaymentError, RETRY_WAITS_MS};
-use liveshop_room::show::{Credential, ShopRecord, claim_shop};
-use liveshop_shop::api::MAX_BODY_BYTES;
+use liveshop_room::show::ShopRecord;
 use liveshop_shop::guard::{self, AddressGuard};
 use liveshop_shop::outbox::DeliveryRequest;
-use liveshop_shop::shopify::{self, ShopifySettings};
-use liveshop_shop::{Epoch, Input, OrderId, Output, PaymentOutcome, PaymentRequest, test_provider};
+use liveshop_shop::shopify::ShopifySettings;
+use liveshop_shop::{Epoch, Input, OrderId, Output, PaymentOutcome, PaymentRequest};
 use liveshop_webhooks::rotation::SecretRing;
-use liveshop_webhooks::{DEFAULT_TOLERANCE_SECS, EndpointPolicy, Secret, check_endpoint};
+use liveshop_webhooks::{EndpointPolicy, Secret, check_endpoint};
 use serde::Deserialize;
-use serde_json::json;
 use worker::*;
 
-use crate::{error, now_ms, random_u53, reply, secret, sse_event, sse_response, token_error};
-
-/// Who asks to sell from this shop (the Worker's `_register` call for a new show).
-#[derive(Deserialize)]
-struct Claim {
-    who: Identity,
-    /// A platform-wide token (`room: "*"`), else a token for this shop.
-    platform: bool,
-    operator: bool,
-    /// The new show, `(created_at, id)`: the shop lists the shows sold from it, for reports.
-    show: (u64, String),
-}
+use crate::{api_error, error, now_ms, random_u53, reply, secret, sse_event, sse_response, token_error};
 
 /// Request headers the shop sees; everything else stays with the host.
 const FORWARDED_HEADERS: [&str; 1] = ["idempotency-key"];
-/// The `secret_id` of the secret merchants sign inbound updates with (not a `whsec_` name, so no
-/// endpoint can pick it).
-const INBOUND_SECRET_ID: &str = "inbound";
 /// Host record of the shop's Shopify settings.
 const SHOPIFY: &str = "shopify";
 
@@ -112,16 +101,10 @@ impl DurableObject for Shop {
                 let claim: Claim = serde_json::from_slice(&body)?;
                 let stored = inner.host("registered");
                 let record: Option<ShopRecord> = stored.map(|r| serde_json::from_str(&r).unwrap_or_default());
-                let credential = if claim.platform { Credential::Platform } else { Credential::Shop };
-                let claimed = match claim_shop(&claim.who, credential, claim.operator, record.as_ref()) {
-                    Err(e) => return error(403, e.code(), e.to_string()),
-                    Ok(claimed) => claimed,
-                };
-                if claimed.is_some() || record.is_none() {
-                    let owner = claimed.and_then(|c| c.owner);
-                    // The name goes into Stripe's idempotency keys and metadata, as on the
-                    // edge node.
-                    inner.put_host("registered", &json!({ "shop": shop, "owner": owner }).to_string())?;
+                match claim.judge(record.as_ref()) {
+                    Err(e) => return api_error(&e),
+                    Ok(Some(record)) => inner.put_host("registered", &registered(shop, &record))?,
+                    Ok(None) => {}
                 }
                 inner.list_show(claim.show)?;
                 Response::empty()
@@ -130,10 +113,9 @@ impl DurableObject for Shop {
                 let shop = shop.to_string();
                 // As on the edge node, a bad secret id is refused before the shop is looked up.
                 if let (Method::Post, ["webhook-secrets", secret_id]) = (req.method(), rest)
-                    && (!secret_id.starts_with("whsec_") || secret_id.len() > 128)
+                    && let Err(e) = check_secret_id(secret_id)
                 {
-                    let msg = "a secret id is a name starting with whsec_ (at most 128 bytes)";
-                    return error(400, "invalid_argument", msg);
+                    return api_error(&e);
                 }
                 if inner.host("registered").is_none() {
                     return error(404, "shop_not_found", format!("no shop {shop:?}"));
@@ -194,11 +176,10 @@ impl DurableObject for Shop {
     }
 }
 
-/// `413 payload_too_large` for a request body over [`MAX_BODY_BYTES`] (a shop's, a new show's,
-/// a guest's), checked first, as on the edge node.
+/// `413 payload_too_large` for a request body over the shop's limit (a shop's, a new show's, a
+/// guest's), checked first, as on the edge node.
 pub(crate) fn oversized(body: &[u8]) -> Option<Result<Response>> {
-    let msg = || format!("request bodies are limited to {MAX_BODY_BYTES} bytes");
-    (body.len() > MAX_BODY_BYTES).then(|| error(413, "payload_too_large", msg()))
+    liveshop_api::shop::oversized(body.len()).map(|e| api_error(&e))
 }
 
 impl Shop {
@@ -335,39 +316,17 @@ impl Inner {
         if let Some(refusal) = self.refuse_non_merchant(req, shop)? {
             return Ok(refusal);
         }
-        #[derive(Deserialize, Default)]
-        #[serde(deny_unknown_fields)]
-        struct SecretInput {
-            secret: Option<String>,
-        }
-        let input: SecretInput = if body.is_empty() {
-            SecretInput::default()
-        } else {
-            match serde_json::from_slice(body) {
-                Ok(i) => i,
-                Err(e) => return error(400, "invalid_argument", e.to_string()),
-            }
-        };
-        let secret = match input.secret {
-            Some(s) => match Secret::parse(&s) {
-                Ok(s) => s,
-                Err(e) => return error(400, "invalid_argument", e.to_string()),
-            },
-            None => {
-                let mut random = [0u8; liveshop_webhooks::GENERATED_SECRET_LEN];
-                for chunk in random.chunks_mut(6) {
-                    let r = random_u53().to_le_bytes();
-                    chunk.copy_from_slice(&r[..chunk.len()]);
-                }
-                Secret::generate(random)
-            }
+        let mut random = [0u8; liveshop_webhooks::GENERATED_SECRET_LEN];
+        crate::fill_random(&mut random);
+        let secret = match secret_to_issue(body, random) {
+            Ok(secret) => secret,
+            Err(e) => return api_error(&e),
         };
         let now = now_ms();
         let mut ring = self.secrets(secret_id);
         let previous_expires_at = ring.rotate(&secret, now);
         self.put_host(&format!("secret/{secret_id}"), &serde_json::to_string(&ring)?)?;
-        let issued = json!({ "secret_id": secret_id, "secret": secret.encode(), "previous_expires_at": previous_expires_at });
-        Ok(Response::from_json(&issued)?.with_status(201))
+        Ok(Response::from_json(&issued_secret(secret_id, &secret, previous_expires_at))?.with_status(201))
     }
 
     /// The refusal for a caller without a merchant token for `shop`, if it is one.
@@ -379,10 +338,7 @@ impl Inner {
                 Err(e) => return token_error(e).map(Some),
             },
         };
-        if who.role != Role::Merchant {
-            return error(403, "forbidden", "only the merchant may do this").map(Some);
-        }
-        Ok(None)
+        merchant_only(&who).err().map(|e| api_error(&e)).transpose()
     }
 
     /// `PUT /v1/shops/{shop}/inbound-secrets/shopify`: `{secret, currency}` of a Shopify app.
@@ -404,42 +360,20 @@ impl Inner {
     /// `X-Shopify-Event-Id`; other topics are acknowledged and ignored (Shopify retries
     /// anything else).
     async fn inbound_shopify(this: &Rc<Inner>, req: &Request, body: Vec<u8>) -> Result<Response> {
-        use liveshop_webhooks::{WebhookError, shopify::EVENT_ID_HEADER};
-        let Some(settings) =
-            this.host(SHOPIFY).and_then(|t| serde_json::from_str::<ShopifySettings>(&t).ok())
-        else {
-            let e = WebhookError::SecretInvalid;
-            return error(401, e.code(), e.to_string());
-        };
+        let settings = this.host(SHOPIFY).and_then(|t| serde_json::from_str::<ShopifySettings>(&t).ok());
         let headers: Vec<(String, String)> = req.headers().entries().collect();
         let header =
             |name: &str| headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str());
-        if let Err(e) = liveshop_webhooks::shopify::verify(&[settings.secret.as_bytes()], header, &body) {
-            return error(401, e.code(), e.to_string());
-        }
-        let Some(event_id) = header(EVENT_ID_HEADER) else {
-            let e = WebhookError::SignatureMissing { header: EVENT_ID_HEADER };
-            return error(401, e.code(), e.to_string());
-        };
-        let topic = header("x-shopify-topic").unwrap_or_default();
-        match shopify::merchant_event(topic, event_id, &body, settings.currency) {
-            Ok(Some(event)) => Inner::merchant_event(this, "shopify", event).await,
-            Ok(None) => Response::from_json(&json!({ "ignored": topic })),
-            Err(e) => error(400, e.code(), e.to_string()),
+        match verify_shopify(settings.as_ref(), header, &body) {
+            Ok(ShopifyInbound::Apply(event)) => Inner::merchant_event(this, "shopify", event).await,
+            Ok(ShopifyInbound::Ignored(answer)) => Response::from_json(&answer),
+            Err(e) => api_error(&e),
         }
     }
 
     /// A verified merchant update, applied by the shop as `/merchant/events` (once per event id).
     async fn merchant_event(this: &Rc<Inner>, source: &str, body: Vec<u8>) -> Result<Response> {
-        let who = Some(Identity::new(format!("inbound:{source}"), Role::Merchant));
-        let input = Input::Request {
-            who,
-            method: "POST".into(),
-            path: "/merchant/events".into(),
-            headers: vec![],
-            body,
-        };
-        match Inner::run(this, input).await? {
+        match Inner::run(this, merchant_update(source, body).into_input()).await? {
             Some((status, content_type, body)) => reply(status, content_type, body),
             None => error(500, "internal", "the shop produced no reply"),
         }
@@ -465,14 +399,9 @@ impl Inner {
     async fn inbound_liveshop(this: &Rc<Inner>, req: &Request, body: Vec<u8>) -> Result<Response> {
         let now = now_ms();
         let signature = req.headers().get(liveshop_webhooks::liveshop::SIGNATURE_HEADER)?;
-        let header = |name: &str| {
-            signature.as_deref().filter(|_| name == liveshop_webhooks::liveshop::SIGNATURE_HEADER)
-        };
         let secrets = this.signing(INBOUND_SECRET_ID, now);
-        if let Err(e) =
-            liveshop_webhooks::liveshop::verify(&secrets, header, &body, now / 1000, DEFAULT_TOLERANCE_SECS)
-        {
-            return error(401, e.code(), e.to_string());
+        if let Err(e) = verify_liveshop(&secrets, signature.as_deref(), &body, now) {
+            return api_error(&e);
         }
         Inner::merchant_event(this, "liveshop", body).await
     }
@@ -505,7 +434,7 @@ impl Inner {
             let mut payments = Vec::new();
             let mut pay = |req: PaymentRequest, inputs: &mut VecDeque<Input>| match stripe {
                 Some(_) => payments.push(req),
-                None => inputs.extend(outcomes(&req)),
+                None => inputs.extend(test_payment(&req)),
             };
             for req in std::mem::take(&mut live.pending) {
                 pay(req, &mut inputs);
@@ -638,13 +567,9 @@ impl Inner {
         }
         let now = now_ms();
         let keys = self.signing(&req.secret_id, now);
-        let signed =
-            liveshop_webhooks::standard::sign(&keys, &req.event_id, now / 1000, req.payload.as_bytes())
-                .ok()?;
         let headers = Headers::new();
-        headers.set("content-type", "application/json").ok()?;
-        for (name, value) in signed.iter() {
-            headers.set(name, value).ok()?;
+        for (name, value) in delivery_headers(req, &keys, now).ok()? {
+            headers.set(&name, &value).ok()?;
         }
         let mut init = RequestInit::new();
         init.with_method(Method::Post)
@@ -661,18 +586,10 @@ impl Inner {
 /// lists (comma-separated), as the edge node's `[webhooks] allow_private_hosts`.
 fn endpoint_policy(env: &Env) -> EndpointPolicy {
     let hosts = env.var("WEBHOOK_ALLOW_PRIVATE_HOSTS").map(|v| v.to_string()).unwrap_or_default();
-    EndpointPolicy::allowing(hosts.split(',').map(str::trim).filter(|h| !h.is_empty()))
+    liveshop_api::shop::endpoint_policy(&hosts)
 }
 
 /// Host record of the PaymentIntent of an order's charge.
 fn intent_record(order: OrderId) -> String {
     format!("stripe_intent/{order}")
-}
-
-/// What the test provider answers to a charge, as the shop's next inputs.
-fn outcomes(req: &PaymentRequest) -> Vec<Input> {
-    test_provider::respond(req)
-        .into_iter()
-        .map(|outcome| Input::PaymentResult { order: req.order, outcome })
-        .collect()
 }

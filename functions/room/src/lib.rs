@@ -76,6 +76,6 @@ pub use protocol::{
     decode,
 };
 pub use room::{
-    CLOSE_BANNED, FLUSH_MS, Input, LOG_RETAIN, LogRecord, MEDIA_ORIGIN, Output, QUESTION_INTERVAL_MS,
+    Bucket, CLOSE_BANNED, FLUSH_MS, Input, LOG_RETAIN, LogRecord, MEDIA_ORIGIN, Output, QUESTION_INTERVAL_MS,
     RestoreError, Room, SNAPSHOT_EVERY, Write, keys,
 };

@@ -151,10 +151,21 @@ struct Window {
     flush_at: Option<Millis>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Bucket {
+/// Which allowance a user's action draws on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Bucket {
     Command,
     Chat,
+}
+
+impl Bucket {
+    fn pace(self) -> Pace {
+        match self {
+            Bucket::Command => COMMAND_PACE,
+            Bucket::Chat => CHAT_PACE,
+        }
+    }
 }
 
 /// One live show's room. See the crate documentation for the model.
@@ -247,6 +258,29 @@ impl Room {
             .filter(|r| r.seq > last && r.audience.admits(subject, role))
             .map(|r| self.event_frame(r))
             .collect()
+    }
+
+    /// Closes the aggregation window now, whatever its time: for a host that keeps no room
+    /// between events (Spin), where a window left open would be lost with the instance. Its
+    /// measures are logged (`stats`) and its frames released, as at the end of a window.
+    pub fn flush_window(&mut self, now: Millis) {
+        if self.window.flush_at.is_some() {
+            self.flush(now);
+            self.sync_alarm();
+        }
+    }
+
+    /// Each user's allowances not yet refilled at `now`. The room keeps them in memory; a host
+    /// whose instances share no memory (Spin) stores them with the room and hands them back with
+    /// [`Room::load_paces`], so pacing holds across instances.
+    pub fn paces(&self, now: Millis) -> Vec<(String, Bucket, TokenBucket)> {
+        let limited = self.buckets.iter().filter(|((_, b), t)| !t.is_full(b.pace(), now));
+        limited.map(|((who, b), t)| (who.clone(), *b, *t)).collect()
+    }
+
+    /// Takes back what [`Room::paces`] gave.
+    pub fn load_paces(&mut self, paces: Vec<(String, Bucket, TokenBucket)>) {
+        self.buckets.extend(paces.into_iter().map(|(who, b, t)| ((who, b), t)));
     }
 
     /// Distinct viewers now: connected ones and those the host counts on the feed.
@@ -644,10 +678,11 @@ impl Room {
         self.send(conn, &frame);
     }
 
-    fn pace(&mut self, who: &Identity, bucket: Bucket, pace: Pace, now: Millis) -> Result<(), CommandError> {
+    fn pace(&mut self, who: &Identity, bucket: Bucket, now: Millis) -> Result<(), CommandError> {
         if who.role.is_staff() {
             return Ok(());
         }
+        let pace = bucket.pace();
         self.buckets
             .entry((who.subject.clone(), bucket))
             .or_insert_with(|| TokenBucket::full(pace, now))
@@ -661,7 +696,7 @@ impl Room {
         if self.state.banned(&who.subject, who.role) {
             return Err(CommandError::new(ErrorCode::Banned, "you are banned from this room"));
         }
-        self.pace(who, Bucket::Command, COMMAND_PACE, now)?;
+        self.pace(who, Bucket::Command, now)?;
         let one = |seq| Ok(Accepted { seq: Some(seq), held: false });
         match cmd {
             C::ChatSend { text, reply_to } => self.chat(now, who, text, reply_to),
@@ -985,7 +1020,7 @@ impl Room {
             return Err(CommandError::new(code, refusal(code)));
         }
         // Pace last, so a refused message does not cost the sender a token.
-        self.pace(who, Bucket::Chat, CHAT_PACE, now)?;
+        self.pace(who, Bucket::Chat, now)?;
         let message = ChatMessage {
             id: MessageId(self.journal.next_seq().0),
             user: who.subject.clone(),

@@ -253,6 +253,32 @@ fn reactions_are_aggregated_per_window_not_sent_per_tap() {
     assert!(h.of_type(ana, "ack").is_empty(), "signals are not acknowledged");
 }
 
+/// What a host that keeps no room between events (Spin) relies on: the window closes with the
+/// event, and each user's allowance goes out with the room's records and comes back.
+#[test]
+fn a_host_without_memory_closes_windows_at_once_and_carries_allowances() {
+    let mut h = Host::new();
+    let ana = h.connect("ana", Role::Viewer);
+    h.run_for(1000);
+    h.clear();
+    h.raw(ana, r#"{"type":"react","emoji":"🔥"}"#);
+    assert!(h.alarm.is_some(), "a window is open");
+    h.room.flush_window(h.now);
+    h.drain();
+    assert_eq!(h.of_type(ana, "reactions")[0]["counts"], json!({"🔥": 1}));
+    assert_eq!(h.alarm, None, "nothing left for an alarm");
+    for n in 0..40 {
+        h.send(ana, json!({"type": "chat.send", "text": format!("m{n}")}));
+    }
+    let paces = h.room.paces(h.now);
+    assert!(paces.iter().any(|(who, _, _)| who == "ana"), "{paces:?}");
+    let records = h.store.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let mut fresh = liveshop_room::Room::restore(records, liveshop_room::Epoch(7)).unwrap();
+    fresh.load_paces(paces.clone());
+    assert_eq!(fresh.paces(h.now), paces);
+    assert!(h.room.paces(h.now + 3_600_000).is_empty(), "refilled allowances are not carried");
+}
+
 #[test]
 fn a_viewer_votes_once_may_change_while_open_and_sees_final_results() {
     let mut h = Host::new();

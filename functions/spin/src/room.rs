@@ -6,8 +6,9 @@ use std::time::Duration;
 use futures::SinkExt;
 use liveshop_api::ApiError;
 use liveshop_identity::{Identity, Role, TokenError};
+use liveshop_room::filter::TokenBucket;
 use liveshop_room::show::{Credential, Show};
-use liveshop_room::{ConnId, Epoch, Input, Millis, Output, Room, Seq};
+use liveshop_room::{Bucket, ConnId, Epoch, Input, Millis, Output, Room, Seq};
 use spin_sdk::http::box_body;
 
 use crate::store::{self, Blob, StoreError};
@@ -19,6 +20,8 @@ const POLL: Duration = Duration::from_millis(100);
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// The host record of the show.
 const SHOW: &str = "show";
+/// The host record of each user's command and chat allowance.
+const PACES: &str = "paces";
 
 pub(crate) fn key(room: &str) -> String {
     format!("room/{room}")
@@ -63,6 +66,11 @@ fn run(room: &str, make: impl Fn(Millis) -> Vec<Input>) -> Result<Ran, ApiError>
 fn apply(blob: &mut Blob, make: &impl Fn(Millis) -> Vec<Input>) -> Result<Ran, StoreError> {
     let now = now_ms();
     let mut core = restore(blob)?;
+    // Each user's command and chat allowance: the core keeps them in memory, which no
+    // instance keeps.
+    let paces: Vec<(String, Bucket, TokenBucket)> =
+        blob.host.get(PACES).and_then(|t| serde_json::from_str(t).ok()).unwrap_or_default();
+    core.load_paces(paces.clone());
     let mut ran = Ran::default();
     let mut inputs = make(now);
     if blob.alarm_due(now) {
@@ -70,6 +78,8 @@ fn apply(blob: &mut Blob, make: &impl Fn(Millis) -> Vec<Input>) -> Result<Ran, S
     }
     for input in inputs {
         core.handle(now, input);
+        // No instance keeps the room until its aggregation window ends: close it with the event.
+        core.flush_window(now);
         while let Some(output) = core.poll_output() {
             match output {
                 Output::Store(write) => blob.write(write),
@@ -84,7 +94,21 @@ fn apply(blob: &mut Blob, make: &impl Fn(Millis) -> Vec<Input>) -> Result<Ran, S
             }
         }
     }
+    let after = core.paces(now);
+    if after != core_paces_at(paces, now) {
+        blob.set_host(PACES, serde_json::to_string(&after).map_err(|e| StoreError::Core(e.to_string()))?);
+    }
     Ok(ran)
+}
+
+/// The stored allowances still limiting at `now` (what an unchanged table would store).
+fn core_paces_at(
+    paces: Vec<(String, Bucket, TokenBucket)>,
+    now: Millis,
+) -> Vec<(String, Bucket, TokenBucket)> {
+    let mut room = Room::new(Epoch(0));
+    room.load_paces(paces);
+    room.paces(now)
 }
 
 /// An event with no input: the room's alarm runs if it is due.
@@ -342,21 +366,22 @@ pub(crate) async fn events(config: &Config, call: &Call, room: &str) -> Result<R
     let query_position =
         call.query("epoch").and_then(|e| e.parse().ok()).zip(call.query("seq").and_then(|s| s.parse().ok()));
     let resume = last_id.or(query_position).map(|(e, s)| (Epoch(e), Seq(s)));
-    // The connection is not stored: a reader on Spin is not among the room's connections.
-    let mut seen = store::read(&key(room)).await?;
-    let blob = Blob::decode(seen.as_deref())?;
-    let mut core = restore(&blob)?;
-    let now = now_ms();
-    core.handle(now, Input::Connect { conn: ConnId(1), who: who.clone(), connected_at: now, resume });
-    let (mut first, mut closed) = (Vec::new(), false);
-    while let Some(output) = core.poll_output() {
-        match output {
-            Output::Send { frame, .. } => first.push(frame),
-            Output::Close { .. } => closed = true,
-            _ => {}
+    // The connect is an event (staff are admitted by it), but the connection is not stored: a
+    // reader on Spin is not among the room's connections, it follows the stored log.
+    let connect = |now| vec![Input::Connect { conn: ConnId(1), who: who.clone(), connected_at: now, resume }];
+    let Ran { sent: first, closed, .. } = run(room, connect)?;
+    // Where the stream stands: the welcome's position, then that of each event sent.
+    let welcome: serde_json::Value =
+        first.first().and_then(|w| serde_json::from_str(w).ok()).unwrap_or_default();
+    let (mut epoch, mut last) =
+        (Epoch(welcome["epoch"].as_u64().unwrap_or(0)), Seq(welcome["seq"].as_u64().unwrap_or(0)));
+    for frame in &first[1.min(first.len())..] {
+        if let Some((_, seq)) = liveshop_room::protocol::EventFrame::position(frame) {
+            last = last.max(seq);
         }
     }
-    let (mut epoch, mut last) = (core.epoch(), core.seq());
+    // Unknown: the first look restores the room and sends whatever came after the welcome.
+    let mut seen = None;
     let (mut tx, body) = spin_sdk::http::body::stream::<String>();
     let room = room.to_string();
     spin_sdk::wasip3::spawn(async move {
@@ -374,9 +399,9 @@ pub(crate) async fn events(config: &Config, call: &Call, room: &str) -> Result<R
             quiet += POLL;
             let Ok(now) = store::read(&key(&room)).await else { return };
             let mut frames = Vec::new();
-            if now != seen {
-                seen = now;
-                let Ok(core) = Blob::decode(seen.as_deref()).and_then(|b| restore(&b)) else { return };
+            if Some(&now) != seen.as_ref() {
+                seen = Some(now.clone());
+                let Ok(core) = Blob::decode(now.as_deref()).and_then(|b| restore(&b)) else { return };
                 // A room restored into a new epoch cannot be followed: the reader reconnects.
                 if core.epoch() != epoch {
                     return;

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use liveshop_api::ApiError;
 use liveshop_api::shop::{Claim, INBOUND_SECRET_ID, ShopifyInbound};
+use liveshop_room::filter::address_key;
 use liveshop_room::show::ShopRecord;
 use liveshop_shop::guard::AddressGuard;
 use liveshop_shop::outbox::DeliveryRequest;
@@ -223,7 +224,7 @@ pub(crate) async fn route(
             let answer = run(config, shop, |blob| {
                 let keys = secrets(blob, INBOUND_SECRET_ID).signing(now_ms());
                 match liveshop_api::shop::verify_liveshop(&keys, signature.as_deref(), &body, now_ms()) {
-                    Ok(()) => Some(liveshop_api::shop::merchant_update("liveshop", body.clone())),
+                    Ok(()) => Some(liveshop_api::shop::merchant_update("liveshop", body.clone()).into_input()),
                     Err(e) => {
                         refusal.get_or_insert(e);
                         None
@@ -243,7 +244,7 @@ pub(crate) async fn route(
                 let header = |name: &str| call.header(name);
                 match liveshop_api::shop::verify_shopify(settings.as_ref(), header, &body) {
                     Ok(ShopifyInbound::Apply(event)) => {
-                        Some(liveshop_api::shop::merchant_update("shopify", event))
+                        Some(liveshop_api::shop::merchant_update("shopify", event).into_input())
                     }
                     Ok(ShopifyInbound::Ignored(answer)) => {
                         ignored.get_or_insert(answer);
@@ -377,7 +378,7 @@ async fn forward(
                 .and_then(|t| serde_json::from_str::<Vec<_>>(t).ok())
                 .unwrap_or_default(),
         );
-        let attempt = match addr.map(|a| guard.before("", a, &method, &path, now_ms())) {
+        let attempt = match addr.map(|a| guard.before("", address_key(a), &method, &path, now_ms())) {
             Some(Err(refusal)) => {
                 let reply = Some((refusal.status(), "application/json", refusal.body().into_bytes()));
                 return Ok(Ran { reply, ..Ran::default() });
