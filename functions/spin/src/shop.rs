@@ -224,7 +224,9 @@ pub(crate) async fn route(
             let answer = run(config, shop, |blob| {
                 let keys = secrets(blob, INBOUND_SECRET_ID).signing(now_ms());
                 match liveshop_api::shop::verify_liveshop(&keys, signature.as_deref(), &body, now_ms()) {
-                    Ok(()) => Some(liveshop_api::shop::merchant_update("liveshop", body.clone()).into_input()),
+                    Ok(()) => {
+                        Some(liveshop_api::shop::merchant_update("liveshop", body.clone()).into_input())
+                    }
                     Err(e) => {
                         refusal.get_or_insert(e);
                         None
