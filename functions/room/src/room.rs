@@ -21,6 +21,10 @@ use crate::protocol::{
 use crate::state::{DUPLICATE_WINDOW_MS, RoomState, authority, higher};
 use crate::view::RoomView;
 
+mod engagement;
+mod moderation;
+mod stage;
+
 /// A snapshot is written after this many events.
 pub const SNAPSHOT_EVERY: u64 = 256;
 /// Events kept in the log (and in memory) for clients that resume.
@@ -697,280 +701,43 @@ impl Room {
             return Err(CommandError::new(ErrorCode::Banned, "you are banned from this room"));
         }
         self.pace(who, Bucket::Command, now)?;
-        let one = |seq| Ok(Accepted { seq: Some(seq), held: false });
+        // One method per command, grouped by area: chat and moderation (`moderation.rs`), polls,
+        // questions and reactions (`engagement.rs`), the banner, the stream and the products
+        // (`stage.rs`).
         match cmd {
             C::ChatSend { text, reply_to } => self.chat(now, who, text, reply_to),
-            C::ChatDelete { message_id } => {
-                require(who.role.can_moderate())?;
-                if self.state.find_message(message_id).is_none()
-                    && self.state.pinned_message.as_ref().is_none_or(|m| m.id != message_id)
-                {
-                    return Err(not_found("message"));
-                }
-                self.moderate(now, who, ModAction::Delete { message_id });
-                one(self.emit(now, Audience::All, Event::ChatDeleted { message_id }))
-            }
-            C::ChatPin { message_id } => {
-                require(who.role.can_moderate())?;
-                let message = self
-                    .state
-                    .history
-                    .iter()
-                    .find(|p| p.message.id == message_id && p.audience == Audience::All)
-                    .map(|p| p.message.clone())
-                    .ok_or_else(|| not_found("message"))?;
-                one(self.emit(now, Audience::All, Event::ChatPinned { message }))
-            }
-            C::ChatUnpin {} => {
-                require(who.role.can_moderate())?;
-                self.state.pinned_message.as_ref().ok_or_else(|| not_found("pinned message"))?;
-                one(self.emit(now, Audience::All, Event::ChatUnpinned {}))
-            }
-            C::Approve { message_id } => {
-                require(who.role.can_moderate())?;
-                let message = self
-                    .state
-                    .held
-                    .get(&message_id)
-                    .map(|h| h.message.clone())
-                    .ok_or_else(|| not_found("held message"))?;
-                self.moderate(now, who, ModAction::Approve { message_id });
-                let audience = self.audience_of(&message.user, message.role);
-                one(self.emit(now, audience, Event::ChatMessage { message }))
-            }
-            C::Reject { message_id } => {
-                require(who.role.can_moderate())?;
-                self.state.held.get(&message_id).ok_or_else(|| not_found("held message"))?;
-                one(self.moderate(now, who, ModAction::Reject { message_id }))
-            }
-            C::Timeout { user, seconds } => {
-                require(who.role.can_moderate())?;
-                self.check_target(who, &user)?;
-                if !(limits::MIN_TIMEOUT_SECS..=limits::MAX_TIMEOUT_SECS).contains(&seconds) {
-                    return Err(invalid(format!(
-                        "timeouts last {} to {} seconds",
-                        limits::MIN_TIMEOUT_SECS,
-                        limits::MAX_TIMEOUT_SECS
-                    )));
-                }
-                let until = now + u64::from(seconds) * 1000;
-                let seq = self.moderate(now, who, ModAction::Timeout { user: user.clone(), until });
-                let notice = CommandError::new(
-                    ErrorCode::TimedOut,
-                    format!("a moderator timed you out for {seconds} s"),
-                )
-                .retry_after(until - now);
-                for conn in self.bound_conns(&user) {
-                    self.refuse(conn, None, notice.clone());
-                }
-                one(seq)
-            }
-            C::Ban { user } => {
-                require(who.role.can_moderate())?;
-                self.check_target(who, &user)?;
-                if self.state.bans.contains(&user) {
-                    return Err(CommandError::new(ErrorCode::InvalidArgument, "already banned"));
-                }
-                let seq = self.moderate(now, who, ModAction::Ban { user: user.clone() });
-                for conn in self.bound_conns(&user) {
-                    self.refuse(conn, None, CommandError::new(ErrorCode::Banned, "a moderator banned you"));
-                    self.out.push_back(Output::Close { conn, code: CLOSE_BANNED, reason: "banned".into() });
-                    self.remove_conn(now, conn);
-                }
-                one(seq)
-            }
-            C::Unban { user } => {
-                require(who.role.can_moderate())?;
-                if !self.state.bans.contains(&user) && self.state.timed_out_until(&user, now).is_none() {
-                    return Err(not_found("ban or timeout"));
-                }
-                self.may_lift(who, &user)?;
-                one(self.moderate(now, who, ModAction::Unban { user }))
-            }
-            C::ShadowBan { user } => {
-                require(who.role.can_moderate())?;
-                self.check_target(who, &user)?;
-                if self.state.shadow_bans.contains(&user) {
-                    return Err(invalid("already shadow-banned"));
-                }
-                one(self.moderate(now, who, ModAction::ShadowBan { user }))
-            }
-            C::UnshadowBan { user } => {
-                require(who.role.can_moderate())?;
-                if !self.state.shadow_bans.contains(&user) {
-                    return Err(not_found("shadow ban"));
-                }
-                self.may_lift(who, &user)?;
-                one(self.moderate(now, who, ModAction::UnshadowBan { user }))
-            }
-            C::Settings { patch } => {
-                require(who.role.can_moderate())?;
-                let patch = validate_settings(patch)?;
-                let before = self.state.settings.public();
-                let mut seq = self.moderate(now, who, ModAction::Settings { patch });
-                let after = self.state.settings.public();
-                if after != before {
-                    seq = self.emit(now, Audience::All, Event::SettingsChanged { settings: after });
-                }
-                one(seq)
-            }
-            C::React { emoji } => {
-                if !self.state.settings.emojis.contains(&emoji) {
-                    return Err(CommandError::new(
-                        ErrorCode::InvalidEmoji,
-                        "not one of this room's reactions",
-                    ));
-                }
-                *self.window.reactions.entry(emoji).or_default() += 1;
-                self.window.stats.reactions += 1;
-                self.schedule_flush(now);
-                Ok(Accepted::none())
-            }
-            C::PollOpen { question, options } => {
-                require(who.role.can_moderate())?;
-                let question = text_field(&question, limits::MAX_POLL_QUESTION_CHARS, "question")?;
-                if !(limits::MIN_POLL_OPTIONS..=limits::MAX_POLL_OPTIONS).contains(&options.len()) {
-                    return Err(invalid(format!(
-                        "a poll has {} to {} options",
-                        limits::MIN_POLL_OPTIONS,
-                        limits::MAX_POLL_OPTIONS
-                    )));
-                }
-                let options = options
-                    .iter()
-                    .map(|o| text_field(o, limits::MAX_POLL_OPTION_CHARS, "option"))
-                    .collect::<Result<Vec<_>, _>>()?;
-                if self.state.poll.as_ref().is_some_and(|p| p.open) {
-                    return Err(CommandError::new(ErrorCode::PollAlreadyOpen, "close the open poll first"));
-                }
-                let poll = PollInfo { id: PollId(self.journal.next_seq().0), question, options };
-                one(self.emit(now, Audience::All, Event::PollOpened { poll }))
-            }
-            C::PollVote { poll_id, option } => {
-                let poll = self.poll(poll_id)?;
-                if usize::from(option) >= poll.info.options.len() {
-                    return Err(invalid("no such option"));
-                }
-                let counted = who.device.as_ref().and_then(|d| poll.devices.get(d));
-                if poll.votes.get(&who.subject) == Some(&option) && counted.is_none_or(|s| *s == who.subject)
-                {
-                    return Ok(Accepted::none());
-                }
-                self.window.tally_dirty = true;
-                self.schedule_flush(now);
-                let (user, device) = (who.subject.clone(), who.device.clone());
-                let event = Event::PollVoted { poll_id, user: user.clone(), option, device };
-                one(self.emit(now, Audience::User(user), event))
-            }
-            C::PollClose { poll_id } => {
-                require(who.role.can_moderate())?;
-                let counts = self.poll(poll_id)?.counts();
-                let total = counts.iter().sum();
-                one(self.emit(now, Audience::All, Event::PollClosed { poll_id, counts, total }))
-            }
+            C::ChatDelete { message_id } => self.delete_message(now, who, message_id),
+            C::ChatPin { message_id } => self.pin_message(now, who, message_id),
+            C::ChatUnpin {} => self.unpin_message(now, who),
+            C::Approve { message_id } => self.approve(now, who, message_id),
+            C::Reject { message_id } => self.reject(now, who, message_id),
+            C::Timeout { user, seconds } => self.time_out(now, who, user, seconds),
+            C::Ban { user } => self.ban(now, who, user),
+            C::Unban { user } => self.unban(now, who, user),
+            C::ShadowBan { user } => self.shadow_ban(now, who, user),
+            C::UnshadowBan { user } => self.unshadow_ban(now, who, user),
+            C::Settings { patch } => self.change_settings(now, who, patch),
+            C::React { emoji } => self.react(now, emoji),
+            C::PollOpen { question, options } => self.open_poll(now, who, question, options),
+            C::PollVote { poll_id, option } => self.vote(now, who, poll_id, option),
+            C::PollClose { poll_id } => self.close_poll(now, who, poll_id),
             C::QuestionAsk { text } => self.ask(now, who, text),
-            C::QuestionUpvote { question_id } => {
-                let q = self.question(question_id, who)?;
-                if q.upvoters.contains(&who.subject) {
-                    return Err(CommandError::new(ErrorCode::AlreadyUpvoted, "one upvote per question"));
-                }
-                let (upvotes, audience) = (q.question.upvotes + 1, q.audience.clone());
-                let user = who.subject.clone();
-                one(self.emit(now, audience, Event::QuestionUpvoted { question_id, user, upvotes }))
-            }
-            C::QuestionAnswer { question_id } => {
-                require(who.role.can_moderate())?;
-                if self.question(question_id, who)?.question.answered {
-                    return Ok(Accepted::none());
-                }
-                one(self.emit(now, Audience::All, Event::QuestionAnswered { question_id }))
-            }
-            C::QuestionPin { question_id } => {
-                require(who.role.can_moderate())?;
-                self.question(question_id, who)?;
-                one(self.emit(now, Audience::All, Event::QuestionPinned { question_id }))
-            }
-            C::QuestionUnpin {} => {
-                require(who.role.can_moderate())?;
-                self.state.pinned_question.ok_or_else(|| not_found("pinned question"))?;
-                one(self.emit(now, Audience::All, Event::QuestionUnpinned {}))
-            }
-            C::BannerSet { text } => {
-                require(who.role == Role::Host)?;
-                let text = text_field(&text, limits::MAX_BANNER_CHARS, "banner")?;
-                one(self.emit(now, Audience::All, Event::BannerSet { text }))
-            }
-            C::BannerClear {} => {
-                require(who.role == Role::Host)?;
-                self.state.banner.as_ref().ok_or_else(|| not_found("banner"))?;
-                one(self.emit(now, Audience::All, Event::BannerCleared {}))
-            }
-            C::StreamStarted(started) => {
-                require(who.role == Role::Host)?;
-                let playlist = text_field(&started.playlist, limits::MAX_STREAM_TEXT_CHARS, "playlist")?;
-                let codecs = text_field(&started.codecs, limits::MAX_STREAM_TEXT_CHARS, "codecs")?;
-                let started = StreamStarted { playlist, codecs, ..started };
-                one(self.emit(now, Audience::All, Event::StreamStarted(started)))
-            }
-            C::StreamHealth(health) => {
-                require(who.role == Role::Host)?;
-                if health.warnings.len() > limits::MAX_STREAM_WARNINGS {
-                    return Err(invalid(format!("at most {} warnings", limits::MAX_STREAM_WARNINGS)));
-                }
-                let warnings = health
-                    .warnings
-                    .iter()
-                    .map(|w| text_field(w, limits::MAX_STREAM_TEXT_CHARS, "warning"))
-                    .collect::<Result<Vec<_>, _>>()?;
-                // For the dashboard: viewers need to know the stream is there, not its bit rate.
-                let health = Event::StreamHealth(StreamHealth { warnings, ..health });
-                one(self.emit(now, Audience::Staff, health))
-            }
-            C::StreamEnded { duration_ms } => {
-                require(who.role == Role::Host)?;
-                one(self.emit(now, Audience::All, Event::StreamEnded { duration_ms }))
-            }
+            C::QuestionUpvote { question_id } => self.upvote(now, who, question_id),
+            C::QuestionAnswer { question_id } => self.answer_question(now, who, question_id),
+            C::QuestionPin { question_id } => self.pin_question(now, who, question_id),
+            C::QuestionUnpin {} => self.unpin_question(now, who),
+            C::BannerSet { text } => self.set_banner(now, who, text),
+            C::BannerClear {} => self.clear_banner(now, who),
+            C::StreamStarted(started) => self.stream_started(now, who, started),
+            C::StreamHealth(health) => self.stream_health(now, who, health),
+            C::StreamEnded { duration_ms } => self.stream_ended(now, who, duration_ms),
             C::ProductPin { product, countdown_ends_at } => {
-                require(matches!(who.role, Role::Host | Role::Merchant))?;
-                product.validate()?;
-                if countdown_ends_at.is_some_and(|at| at <= now) {
-                    return Err(invalid("countdown_ends_at is in the past"));
-                }
-                let existing = self.state.products.iter().find(|p| p.product.id == product.id);
-                if existing.is_none() && self.state.products.len() >= limits::MAX_PINNED_PRODUCTS {
-                    return Err(CommandError::new(
-                        ErrorCode::TooManyPins,
-                        format!("at most {} products are pinned at once", limits::MAX_PINNED_PRODUCTS),
-                    ));
-                }
-                let sold_out = existing.is_some_and(|p| p.sold_out);
-                let pin = ProductPin { product, countdown_ends_at, sold_out };
-                one(self.emit(now, Audience::All, Event::ProductPinned { pin }))
+                self.pin_product(now, who, product, countdown_ends_at)
             }
-            C::ProductUnpin { product_id } => {
-                require(matches!(who.role, Role::Host | Role::Merchant))?;
-                self.pinned(&product_id)?;
-                one(self.emit(now, Audience::All, Event::ProductUnpinned { product_id }))
-            }
-            C::ProductSoldOut { product_id, sold_out } => {
-                require(matches!(who.role, Role::Host | Role::Merchant))?;
-                if self.pinned(&product_id)?.sold_out == sold_out {
-                    return Ok(Accepted::none());
-                }
-                one(self.emit(now, Audience::All, Event::ProductSoldOut { product_id, sold_out }))
-            }
-            C::ProductImpression { product_id } => {
-                self.pinned(&product_id)?;
-                *self.window.stats.impressions.entry(product_id).or_default() += 1;
-                self.schedule_flush(now);
-                Ok(Accepted::none())
-            }
-            C::ProductClick { product_id } => {
-                self.pinned(&product_id)?;
-                *self.window.stats.clicks.entry(product_id).or_default() += 1;
-                self.schedule_flush(now);
-                Ok(Accepted::none())
-            }
+            C::ProductUnpin { product_id } => self.unpin_product(now, who, product_id),
+            C::ProductSoldOut { product_id, sold_out } => self.mark_sold_out(now, who, product_id, sold_out),
+            C::ProductImpression { product_id } => self.count_impression(now, product_id),
+            C::ProductClick { product_id } => self.count_click(now, product_id),
         }
     }
 
@@ -1045,37 +812,6 @@ impl Room {
         }
     }
 
-    fn ask(&mut self, now: Millis, who: &Identity, text: String) -> Result<Accepted, CommandError> {
-        self.may_speak(who, now)?;
-        let text = text_field(&text, limits::MAX_QUESTION_CHARS, "question")?;
-        if let Some(&at) = self.state.last_asked.get(&who.subject)
-            && now < at + QUESTION_INTERVAL_MS
-        {
-            let e = CommandError::new(ErrorCode::QuestionRateLimited, "one question a minute");
-            return Err(e.retry_after(at + QUESTION_INTERVAL_MS - now));
-        }
-        // Questions have no review queue: a link chat would hold is refused; borderline text
-        // passes (the host reads questions before answering them).
-        match self.judge(&text, who.role.is_staff()) {
-            Verdict::Refuse(code) => return Err(CommandError::new(code, refusal(code))),
-            Verdict::Hold(HoldReason::Link) => {
-                return Err(CommandError::new(ErrorCode::LinkNotAllowed, refusal(ErrorCode::LinkNotAllowed)));
-            }
-            Verdict::Hold(_) | Verdict::Pass => {}
-        }
-        let question = Question {
-            id: QuestionId(self.journal.next_seq().0),
-            user: who.subject.clone(),
-            name: who.name.clone(),
-            text,
-            at: now,
-            upvotes: 0,
-            answered: false,
-        };
-        let audience = self.audience_of(&who.subject, who.role);
-        Ok(Accepted { seq: Some(self.emit(now, audience, Event::QuestionAsked { question })), held: false })
-    }
-
     fn judge(&self, text: &str, staff: bool) -> Verdict {
         let s = &self.state.settings;
         let rules = Rules {
@@ -1111,11 +847,6 @@ impl Room {
         }
     }
 
-    fn moderate(&mut self, now: Millis, who: &Identity, action: ModAction) -> Seq {
-        let event = Event::ModAction { by: who.subject.clone(), by_role: Some(who.role), action };
-        self.emit(now, Audience::Moderators, event)
-    }
-
     /// Records a staff identity the room has not met in this role (or a higher one) yet.
     fn admit_staff(&mut self, now: Millis, who: &Identity) {
         let known = self.state.staff.get(&who.subject).copied();
@@ -1125,40 +856,6 @@ impl Room {
         }
     }
 
-    /// Who may be sanctioned: never oneself, the media origin or a host; moderators and
-    /// merchants only by a host. A target's role is the highest it was ever admitted in,
-    /// whether or not it is online.
-    fn check_target(&self, who: &Identity, user: &str) -> Result<(), CommandError> {
-        if user.is_empty() || user.len() > limits::MAX_USER_BYTES {
-            return Err(invalid("user is 1 to 64 bytes"));
-        }
-        if user == who.subject {
-            return Err(invalid("you cannot sanction yourself"));
-        }
-        if user == MEDIA_ORIGIN {
-            return Err(CommandError::new(ErrorCode::Forbidden, "the media origin cannot be sanctioned"));
-        }
-        let allowed = match self.known_role(user) {
-            None | Some(Role::Viewer) => true,
-            Some(Role::Host) => false,
-            Some(Role::Moderator | Role::Merchant) => who.role == Role::Host,
-        };
-        if allowed {
-            Ok(())
-        } else {
-            Err(CommandError::new(
-                ErrorCode::Forbidden,
-                "staff can only be sanctioned by a host, and hosts by nobody",
-            ))
-        }
-    }
-
-    /// A sanction a host imposed is lifted by a host only; a host lifts anything.
-    fn may_lift(&self, who: &Identity, user: &str) -> Result<(), CommandError> {
-        let by = self.state.sanctioned_by.get(user).copied().unwrap_or(Role::Moderator);
-        require(authority(who.role) >= authority(by))
-    }
-
     /// The highest role `user` is known by here: staff it was ever admitted as, its open
     /// connections and its messages in history.
     fn known_role(&self, user: &str) -> Option<Role> {
@@ -1166,35 +863,6 @@ impl Room {
         let live = self.conns.values().filter(|c| c.who.subject == user).map(|c| c.who.role);
         let said = self.state.history.iter().filter(|p| p.message.user == user).map(|p| p.message.role);
         admitted.into_iter().chain(live).chain(said).reduce(higher)
-    }
-
-    /// `user`'s connections that its sanctions bind, in the roles they came in.
-    fn bound_conns(&self, user: &str) -> Vec<ConnId> {
-        self.conns
-            .iter()
-            .filter(|(_, c)| c.who.subject == user && self.state.sanction_binds(user, c.who.role))
-            .map(|(id, _)| *id)
-            .collect()
-    }
-
-    fn poll(&self, id: PollId) -> Result<&crate::state::Poll, CommandError> {
-        match &self.state.poll {
-            Some(p) if p.info.id == id && p.open => Ok(p),
-            Some(p) if p.info.id == id => Err(CommandError::new(ErrorCode::PollClosed, "the poll is closed")),
-            _ => Err(not_found("poll")),
-        }
-    }
-
-    fn question(&self, id: QuestionId, who: &Identity) -> Result<&crate::state::AskedQuestion, CommandError> {
-        self.state
-            .questions
-            .get(&id)
-            .filter(|q| q.audience.admits(&who.subject, who.role))
-            .ok_or_else(|| not_found("question"))
-    }
-
-    fn pinned(&self, id: &ProductId) -> Result<&ProductPin, CommandError> {
-        self.state.products.iter().find(|p| p.product.id == *id).ok_or_else(|| not_found("pinned product"))
     }
 }
 
@@ -1267,6 +935,11 @@ fn validate_settings(mut p: SettingsPatch) -> Result<SettingsPatch, CommandError
         }
     }
     Ok(p)
+}
+
+/// A command accepted as the event logged at `seq`.
+fn one(seq: Seq) -> Result<Accepted, CommandError> {
+    Ok(Accepted { seq: Some(seq), held: false })
 }
 
 fn http_error(e: CommandError) -> (u16, String) {
