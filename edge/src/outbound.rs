@@ -108,28 +108,21 @@ impl EffectHost for Outbound {
 }
 
 async fn pay(node: &Node, kind: Kind, actor: &str, provider: &Provider, req: PaymentRequest) {
-    let mut waits = liveshop_payments::RETRY_WAITS_MS.iter();
-    let outcomes = loop {
-        match provider.execute(actor, &req).await {
-            Ok(outcomes) => break outcomes,
-            Err(e) if e.retryable() => match waits.next() {
-                Some(wait) => {
-                    tracing::warn!(actor, key = req.idempotency_key, "payment provider: {e}; retrying");
-                    tokio::time::sleep(Duration::from_millis(*wait)).await;
-                }
-                None => {
-                    // The order stays pending; the shop asks again when it next revives.
-                    return tracing::error!(
-                        actor,
-                        key = req.idempotency_key,
-                        "payment provider: {e}; giving up for now"
-                    );
-                }
-            },
-            Err(e) => {
-                return tracing::error!(actor, key = req.idempotency_key, code = e.code(), "payment: {e}");
-            }
+    let retry = |ms, e: &liveshop_payments::PaymentError| {
+        tracing::warn!(actor, key = req.idempotency_key, "payment provider: {e}; retrying");
+        tokio::time::sleep(Duration::from_millis(ms))
+    };
+    let outcomes = match liveshop_payments::drive(|| provider.execute(actor, &req), retry).await {
+        Ok(outcomes) => outcomes,
+        // The order stays pending; the shop asks again when it next revives.
+        Err(e) if e.retryable() => {
+            return tracing::error!(
+                actor,
+                key = req.idempotency_key,
+                "payment provider: {e}; giving up for now"
+            );
         }
+        Err(e) => return tracing::error!(actor, key = req.idempotency_key, code = e.code(), "payment: {e}"),
     };
     for outcome in outcomes {
         report(node, kind, actor, effects::PAYMENT_RESULT, &PaymentResult { order: req.order, outcome })

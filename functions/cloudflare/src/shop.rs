@@ -24,8 +24,8 @@ use liveshop_api::shop::{
     verify_shopify,
 };
 use liveshop_identity::Identity;
+use liveshop_payments::PaymentError;
 use liveshop_payments::stripe::{Operation, Step, StripeConfig, StripeResult};
-use liveshop_payments::{PaymentError, RETRY_WAITS_MS};
 use liveshop_room::show::ShopRecord;
 use liveshop_shop::guard::{self, AddressGuard};
 use liveshop_shop::outbox::DeliveryRequest;
@@ -491,18 +491,13 @@ impl Inner {
     /// idempotency key makes repeats safe), and feeds its outcomes to the shop. A payment given
     /// up on stays pending; the shop asks again when it revives.
     async fn pay(this: &Rc<Inner>, config: &StripeConfig, req: PaymentRequest) {
-        let mut waits = RETRY_WAITS_MS.iter();
-        let outcomes = loop {
-            match this.stripe(config, &req).await {
-                Ok(outcomes) => break outcomes,
-                Err(e) if e.retryable() => match waits.next() {
-                    Some(ms) => Delay::from(std::time::Duration::from_millis(*ms)).await,
-                    None => {
-                        return console_error!("payment {}: {e}; giving up for now", req.idempotency_key);
-                    }
-                },
-                Err(e) => return console_error!("payment {} ({}): {e}", req.idempotency_key, e.code()),
+        let wait = |ms, _: &PaymentError| Delay::from(std::time::Duration::from_millis(ms));
+        let outcomes = match liveshop_payments::drive(|| this.stripe(config, &req), wait).await {
+            Ok(outcomes) => outcomes,
+            Err(e) if e.retryable() => {
+                return console_error!("payment {}: {e}; giving up for now", req.idempotency_key);
             }
+            Err(e) => return console_error!("payment {} ({}): {e}", req.idempotency_key, e.code()),
         };
         for outcome in outcomes {
             // A failed report leaves the payment pending, asked for again at the next revival.

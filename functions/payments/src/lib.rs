@@ -74,6 +74,31 @@ pub mod stripe;
 /// request stays pending until the shop asks again (when it revives).
 pub const RETRY_WAITS_MS: [u64; 5] = [500, 2_000, 5_000, 15_000, 60_000];
 
+/// Carries out one payment request the way every host does: `attempt` makes the call (the test
+/// provider's answer, or a whole `stripe::Operation`); while it fails in a way worth repeating,
+/// it is repeated after each wait of [`RETRY_WAITS_MS`], which the host's `sleep` takes (so this
+/// crate needs no runtime). The last retryable error is returned once the waits run out: the
+/// request stays pending and the shop asks again when it revives. Any other error at once.
+pub async fn drive<A, S>(
+    mut attempt: impl FnMut() -> A,
+    mut sleep: impl FnMut(u64, &PaymentError) -> S,
+) -> Result<Vec<PaymentOutcome>, PaymentError>
+where
+    A: std::future::Future<Output = Result<Vec<PaymentOutcome>, PaymentError>>,
+    S: std::future::Future<Output = ()>,
+{
+    let mut waits = RETRY_WAITS_MS.iter();
+    loop {
+        match attempt().await {
+            Err(e) if e.retryable() => match waits.next() {
+                Some(ms) => sleep(*ms, &e).await,
+                None => return Err(e),
+            },
+            done => return done,
+        }
+    }
+}
+
 /// Why a payment call or a provider webhook did not go through. Each has a stable
 /// [`code`](PaymentError::code) for logs and HTTP answers.
 #[derive(Debug, thiserror::Error)]
@@ -136,6 +161,60 @@ impl PaymentError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Polls a future that never waits on anything (the test's attempts and sleeps are ready).
+    fn ready<T>(f: impl std::future::Future<Output = T>) -> T {
+        let mut f = std::pin::pin!(f);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match f.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(v) => v,
+            std::task::Poll::Pending => panic!("nothing here waits"),
+        }
+    }
+
+    #[test]
+    fn drive_repeats_what_may_succeed_on_schedule_and_stops_at_what_cannot() {
+        let unavailable = || PaymentError::ProviderUnavailable("down".into());
+        // Down twice, then paid: two waits, the schedule's first two.
+        let (mut calls, mut slept) = (0, Vec::new());
+        let paid = ready(drive(
+            || {
+                calls += 1;
+                std::future::ready(if calls <= 2 {
+                    Err(unavailable())
+                } else {
+                    Ok(vec![PaymentOutcome::Paid])
+                })
+            },
+            |ms, _| {
+                slept.push(ms);
+                std::future::ready(())
+            },
+        ));
+        assert_eq!(paid.unwrap(), [PaymentOutcome::Paid]);
+        assert_eq!(slept, RETRY_WAITS_MS[..2]);
+        // Always down: every wait, then the last error (the request stays pending).
+        let mut slept = Vec::new();
+        let gave_up = ready(drive(
+            || std::future::ready(Err(unavailable())),
+            |ms, _| {
+                slept.push(ms);
+                std::future::ready(())
+            },
+        ));
+        assert_eq!(gave_up.unwrap_err().code(), "provider_unavailable");
+        assert_eq!(slept, RETRY_WAITS_MS);
+        // Refused: no repeat at all.
+        let mut calls = 0;
+        let refused = ready(drive(
+            || {
+                calls += 1;
+                std::future::ready(Err(PaymentError::MalformedResponse("?".into())))
+            },
+            |_, _| std::future::ready(()),
+        ));
+        assert_eq!((refused.unwrap_err().code(), calls), ("provider_malformed_response", 1));
+    }
 
     #[test]
     fn every_error_has_its_own_code_and_only_transient_ones_are_retryable() {

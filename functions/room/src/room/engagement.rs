@@ -128,7 +128,12 @@ impl Room {
         one(self.emit(now, Audience::All, Event::QuestionUnpinned {}))
     }
 
-    pub(super) fn ask(&mut self, now: Millis, who: &Identity, text: String) -> Result<Accepted, CommandError> {
+    pub(super) fn ask(
+        &mut self,
+        now: Millis,
+        who: &Identity,
+        text: String,
+    ) -> Result<Accepted, CommandError> {
         self.may_speak(who, now)?;
         let text = text_field(&text, limits::MAX_QUESTION_CHARS, "question")?;
         if let Some(&at) = self.state.last_asked.get(&who.subject)
