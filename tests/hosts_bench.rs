@@ -11,7 +11,7 @@
 //! Room: `LIVESHOP_BENCH_VIEWERS` (200) viewers watch one host send `LIVESHOP_BENCH_MESSAGES`
 //! (150) chat messages at 15 a second; each frame's delivery time is measured from the send
 //! (on Spin, viewers follow the room over server-sent events and the host POSTs). Then
-//! `LIVESHOP_BENCH_SENDERS` (8) clients send 100 commands each as fast as acks come: commands/s.
+//! `LIVESHOP_BENCH_SENDERS` (8) clients POST 100 commands each as fast as acks come: commands/s.
 //!
 //! Flash sale: `LIVESHOP_BENCH_BUYERS` (2,000) buyers, 64 at a time, each add one unit to a cart
 //! and check out, for 100 units: checkouts/s on Spin and on the edge node, and on Spin the
@@ -115,23 +115,26 @@ async fn cold_start(dir: &Path) -> (Duration, Duration) {
     (cold, started.elapsed())
 }
 
-/// Commands acknowledged per second: `senders` clients each send 100 chat messages, the next
-/// as soon as the last is acked.
+/// Commands acknowledged per second: `senders` clients each POST 100 chat messages to
+/// `/commands` (the way every host takes commands, Spin included), the next as soon as the last
+/// is acked.
 async fn commands_per_sec(t: &Target, senders: usize) -> f64 {
     const EACH: usize = 100;
     let show = t.new_show().await;
-    let mut clients = Vec::new();
-    for i in 0..senders {
-        clients.push(t.connect(&show, &format!("s{i}"), Role::Host).await);
-    }
     let start = Instant::now();
-    let tasks: Vec<_> = clients
-        .into_iter()
-        .map(|mut c| {
+    let tasks: Vec<_> = (0..senders)
+        .map(|i| {
+            let (addr, show) = (t.addr, show.clone());
             tokio::spawn(async move {
+                let auth = format!("Bearer {}", token(&show, &format!("s{i}"), Role::Host));
+                let path = format!("/v1/rooms/{show}/commands");
                 for n in 0..EACH {
-                    let ack = c.chat(&format!("burst {n}")).await;
-                    assert_eq!(ack["type"], "ack", "{ack}");
+                    let cmd =
+                        json!({"type": "chat.send", "id": format!("b{n}"), "text": format!("burst {i} {n}")});
+                    let (status, ack) =
+                        common::http(addr, "POST", &path, &[("Authorization", &auth)], &cmd.to_string())
+                            .await;
+                    assert_eq!((status, &ack["type"]), (200, &json!("ack")), "{ack}");
                 }
             })
         })
