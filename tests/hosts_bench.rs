@@ -124,7 +124,7 @@ async fn commands_per_sec(t: &Target, senders: usize) -> f64 {
     let start = Instant::now();
     let tasks: Vec<_> = (0..senders)
         .map(|i| {
-            let (addr, show) = (t.addr, show.clone());
+            let (t, show) = (t.clone(), show.clone());
             tokio::spawn(async move {
                 let auth = format!("Bearer {}", token(&show, &format!("s{i}"), Role::Host));
                 let path = format!("/v1/rooms/{show}/commands");
@@ -132,8 +132,7 @@ async fn commands_per_sec(t: &Target, senders: usize) -> f64 {
                     let cmd =
                         json!({"type": "chat.send", "id": format!("b{n}"), "text": format!("burst {i} {n}")});
                     let (status, ack) =
-                        common::http(addr, "POST", &path, &[("Authorization", &auth)], &cmd.to_string())
-                            .await;
+                        t.http("POST", &path, &[("Authorization", &auth)], &cmd.to_string()).await;
                     assert_eq!((status, &ack["type"]), (200, &json!("ack")), "{ack}");
                 }
             })

@@ -110,6 +110,9 @@ impl SpinHost {
     pub async fn serve(self: Arc<Self>, listener: TcpListener) -> anyhow::Result<()> {
         loop {
             let (stream, peer) = listener.accept().await?;
+            // A streamed body goes out in several writes: without this, each answer waits for
+            // the client's delayed ACK (40 ms).
+            stream.set_nodelay(true)?;
             let host = self.clone();
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |req| host.clone().handle(peer, req));
