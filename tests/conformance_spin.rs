@@ -37,5 +37,6 @@ conformance_cases!(@each Host::spin;
     a_stream_of_events_reaches_a_feed_reader_in_a_few_answers,
     an_empty_feed_round_answers_wait_at_the_same_position,
     feed_answers_are_cacheable_and_revalidated_by_etag,
+    heartbeats_count_feed_viewers_until_they_leave,
     a_nameless_guest_fills_a_cart
 );

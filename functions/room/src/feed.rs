@@ -217,15 +217,16 @@ pub const MAX_ARRIVED: usize = 2_000;
 pub struct RoomFull;
 
 /// A device's visit: when it began and its last beacon.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 struct Visit {
     since: Millis,
     last: Millis,
 }
 
 /// The devices watching one room's feed, as a host counts them from heartbeats, outside the
-/// room: a million heartbeats become one [`AudienceCount`] every [`HAND_OFF_MS`].
-#[derive(Debug, Default)]
+/// room: a million heartbeats become one [`AudienceCount`] every [`HAND_OFF_MS`]. Serializable,
+/// for a host whose instances share no memory (Spin), which stores it between beacons.
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Audience {
     devices: HashMap<String, Visit>,
     /// What to tell the room at the next count, besides the viewers.

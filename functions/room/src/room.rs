@@ -25,6 +25,8 @@ mod engagement;
 mod moderation;
 mod stage;
 
+use stage::Interest;
+
 /// A snapshot is written after this many events.
 pub const SNAPSHOT_EVERY: u64 = 256;
 /// Events kept in the log (and in memory) for clients that resume.
@@ -736,8 +738,8 @@ impl Room {
             }
             C::ProductUnpin { product_id } => self.unpin_product(now, who, product_id),
             C::ProductSoldOut { product_id, sold_out } => self.mark_sold_out(now, who, product_id, sold_out),
-            C::ProductImpression { product_id } => self.count_impression(now, product_id),
-            C::ProductClick { product_id } => self.count_click(now, product_id),
+            C::ProductImpression { product_id } => self.count_product(now, product_id, Interest::Seen),
+            C::ProductClick { product_id } => self.count_product(now, product_id, Interest::Opened),
         }
     }
 

@@ -108,6 +108,7 @@ async fn route(req: Request) -> Result<Reply, ApiError> {
         (&M::GET, ["v1", "rooms", room, "state"]) => room::state(&config, &call, room).await,
         (&M::GET, ["v1", "rooms", room, "feed"]) => room::feed(&call, room).await,
         (&M::GET, ["v1", "rooms", room, "events"]) => room::events(&config, &call, room).await,
+        (&M::POST, ["v1", "rooms", room, "heartbeat"]) => room::heartbeat(&config, &call, room).await,
         (&M::GET, ["v1", "rooms", _, "ws"]) => Err(ApiError::new(
             501,
             "not_supported",

@@ -22,6 +22,38 @@ const KEEP_ALIVE: Duration = Duration::from_secs(15);
 const SHOW: &str = "show";
 /// The host record of each user's command and chat allowance.
 const PACES: &str = "paces";
+/// The host record of the latest frames that are not logged events.
+const LATEST: &str = "latest";
+/// How many of them are kept: a reader that falls further behind misses the oldest (they are
+/// summaries, each superseded by the next).
+const LATEST_KEPT: usize = 16;
+
+/// The latest frames that are not logged events (presence, poll tallies, reactions), numbered,
+/// so an event stream sends each once.
+#[derive(Default, serde::Serialize, serde::Deserialize)]
+struct Latest {
+    next: u64,
+    frames: std::collections::VecDeque<(u64, String)>,
+}
+
+impl Latest {
+    fn of(blob: &Blob) -> Latest {
+        blob.host.get(LATEST).and_then(|t| serde_json::from_str(t).ok()).unwrap_or_default()
+    }
+
+    fn push(&mut self, frame: String) {
+        self.frames.push_back((self.next, frame));
+        self.next += 1;
+        while self.frames.len() > LATEST_KEPT {
+            self.frames.pop_front();
+        }
+    }
+
+    /// The frames numbered from `from` on.
+    fn since(&self, from: u64) -> impl Iterator<Item = &String> {
+        self.frames.iter().filter(move |(n, _)| *n >= from).map(|(_, f)| f)
+    }
+}
 
 pub(crate) fn key(room: &str) -> String {
     format!("room/{room}")
@@ -72,14 +104,20 @@ fn apply(blob: &mut Blob, make: &impl Fn(Millis) -> Vec<Input>) -> Result<Ran, S
         blob.host.get(PACES).and_then(|t| serde_json::from_str(t).ok()).unwrap_or_default();
     core.load_paces(paces.clone());
     let mut ran = Ran::default();
+    let mut latest = Vec::new();
     let mut inputs = make(now);
     if blob.alarm_due(now) {
         inputs.insert(0, Input::Alarm);
     }
     for input in inputs {
+        // A reader on Spin is not a connection the room keeps, so its connect is not counted
+        // into presence; everything else closes the aggregation window with the event, as no
+        // instance keeps the room until the window ends.
+        let counted = !matches!(input, Input::Connect { .. });
         core.handle(now, input);
-        // No instance keeps the room until its aggregation window ends: close it with the event.
-        core.flush_window(now);
+        if counted {
+            core.flush_window(now);
+        }
         while let Some(output) = core.poll_output() {
             match output {
                 Output::Store(write) => blob.write(write),
@@ -89,10 +127,22 @@ fn apply(blob: &mut Blob, make: &impl Fn(Millis) -> Vec<Input>) -> Result<Ran, S
                 }
                 Output::Send { frame, .. } => ran.sent.push(frame),
                 Output::Close { .. } => ran.closed = true,
-                // Readers follow the stored log (`events`, `feed`): nothing is pushed.
-                Output::Broadcast { .. } => {}
+                // Logged events reach readers from the stored log; the rest (presence, tallies,
+                // reactions) is kept as the latest few, for event streams to pass on.
+                Output::Broadcast { frame } => {
+                    if liveshop_room::protocol::EventFrame::position(&frame).is_none() {
+                        latest.push(frame);
+                    }
+                }
             }
         }
+    }
+    if !latest.is_empty() {
+        let mut ring = Latest::of(blob);
+        for frame in latest {
+            ring.push(frame);
+        }
+        blob.set_host(LATEST, serde_json::to_string(&ring).map_err(|e| StoreError::Core(e.to_string()))?);
     }
     let after = core.paces(now);
     if after != core_paces_at(paces, now) {
@@ -357,6 +407,85 @@ impl FeedCache {
     }
 }
 
+/// Heartbeat bodies are tiny: `{}` or `{"leaving": true}`.
+const MAX_BEAT_BYTES: usize = 1024;
+
+pub(crate) fn audience_key(room: &str) -> String {
+    format!("audience/{room}")
+}
+
+/// The host record of a room's feed audience (`liveshop_room::feed::Audience`).
+const AUDIENCE: &str = "audience";
+
+/// `POST /v1/rooms/{room}/heartbeat`: a feed viewer's beacon, by the device its signed cookie
+/// names (a new one without). The room's feed audience is one value of its own, counted under
+/// compare-and-swap and handed to the room every `HAND_OFF_MS` (at a beacon, or from its alarm).
+pub(crate) async fn heartbeat(config: &Config, call: &Call, room: &str) -> Result<Reply, ApiError> {
+    use liveshop_room::feed;
+    show_record(room).await?;
+    if call.body.len() > MAX_BEAT_BYTES {
+        let msg = format!("request bodies are limited to {MAX_BEAT_BYTES} bytes");
+        return Err(ApiError::new(413, "payload_too_large", msg));
+    }
+    let leaving =
+        feed::parse_heartbeat(&call.body).map_err(|e| ApiError::new(400, "invalid_argument", e.message))?;
+    let devices = config.secret.devices();
+    let cookies = call.headers.get_all("cookie").into_iter().filter_map(|v| v.to_str().ok());
+    let known = cookies.into_iter().find_map(|c| devices.from_cookie_header(c));
+    let device =
+        known.clone().unwrap_or_else(|| liveshop_identity::Devices::new_device(crate::random_bytes()));
+    count_audience(room, Some((device.clone(), leaving)))?;
+    let mut answer = reply(204, "application/json", vec![]);
+    if known.is_none() {
+        let cookie = devices.set_cookie(&device, call.header("x-forwarded-proto") == Some("https"));
+        answer
+            .headers_mut()
+            .insert("set-cookie", http::HeaderValue::from_str(&cookie).map_err(|e| internal(e.to_string()))?);
+    }
+    Ok(answer)
+}
+
+/// Counts a beacon (if any) into the room's feed audience, and hands the room the count when
+/// the hand-off is due; the audience's alarm is the next hand-off while anyone watches.
+pub(crate) fn count_audience(room: &str, beat: Option<(String, bool)>) -> Result<(), ApiError> {
+    use liveshop_room::feed::{self, Audience};
+    let counted = store::transact(&audience_key(room), |blob| {
+        let mut audience: Audience =
+            blob.host.get(AUDIENCE).and_then(|t| serde_json::from_str(t).ok()).unwrap_or_default();
+        let now = now_ms();
+        if let Some((device, leaving)) = beat.clone()
+            && audience.beat(device, leaving, now, MAX_FEED_VIEWERS).is_err()
+        {
+            return Ok(Err(ApiError::new(503, "room_full", feed::RoomFull.to_string())));
+        }
+        let due = blob.alarm.is_none_or(|at| at <= now);
+        let count = if due { audience.take(now) } else { None };
+        if due {
+            blob.set_alarm((!audience.is_empty()).then_some(now + feed::HAND_OFF_MS));
+        }
+        blob.set_host(
+            AUDIENCE,
+            serde_json::to_string(&audience).map_err(|e| StoreError::Core(e.to_string()))?,
+        );
+        Ok(Ok(count))
+    })?;
+    if let Some(count) = counted.value? {
+        let body = serde_json::to_vec(&count).map_err(|e| internal(e.to_string()))?;
+        run(room, |_| {
+            vec![Input::Request {
+                who: None,
+                method: "PUT".into(),
+                path: "/audience".into(),
+                body: body.clone(),
+            }]
+        })?;
+    }
+    Ok(())
+}
+
+/// Feed viewers one room counts at most.
+const MAX_FEED_VIEWERS: usize = 1_000_000;
+
 /// `GET /v1/rooms/{room}/events`: the welcome (a snapshot, or what was missed since
 /// `Last-Event-ID`), then every event the caller may see as the stored room logs it.
 pub(crate) async fn events(config: &Config, call: &Call, room: &str) -> Result<Reply, ApiError> {
@@ -382,6 +511,8 @@ pub(crate) async fn events(config: &Config, call: &Call, room: &str) -> Result<R
     }
     // Unknown: the first look restores the room and sends whatever came after the welcome.
     let mut seen = None;
+    // Frames that are not events count from the connect on.
+    let mut from = Latest::of(&Blob::decode(store::read(&key(room)).await?.as_deref())?).next;
     let (mut tx, body) = spin_sdk::http::body::stream::<String>();
     let room = room.to_string();
     spin_sdk::wasip3::spawn(async move {
@@ -401,13 +532,17 @@ pub(crate) async fn events(config: &Config, call: &Call, room: &str) -> Result<R
             let mut frames = Vec::new();
             if Some(&now) != seen.as_ref() {
                 seen = Some(now.clone());
-                let Ok(core) = Blob::decode(now.as_deref()).and_then(|b| restore(&b)) else { return };
+                let Ok(blob) = Blob::decode(now.as_deref()) else { return };
+                let Ok(core) = restore(&blob) else { return };
                 // A room restored into a new epoch cannot be followed: the reader reconnects.
                 if core.epoch() != epoch {
                     return;
                 }
                 frames = core.events_after(&who.subject, who.role, last);
                 (epoch, last) = (core.epoch(), core.seq());
+                let latest = Latest::of(&blob);
+                frames.extend(latest.since(from).cloned());
+                from = latest.next;
             }
             if frames.is_empty() && quiet < KEEP_ALIVE {
                 continue;

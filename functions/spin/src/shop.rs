@@ -413,6 +413,7 @@ pub(crate) async fn run_alarms(config: &Config) -> Result<Reply, ApiError> {
         // The alarm runs first in any event of the actor.
         let ran = match key.split_once('/') {
             Some(("room", room)) => crate::room::touch(room),
+            Some(("audience", room)) => crate::room::count_audience(room, None),
             Some(("shop", shop)) => run(config, shop, |_| None).await.map(drop),
             _ => Ok(()),
         };

@@ -122,26 +122,20 @@ impl Room {
         one(self.emit(now, Audience::All, Event::ProductSoldOut { product_id, sold_out }))
     }
 
-    /// A viewer saw a pinned product: counted for the show's report.
-    pub(super) fn count_impression(
+    /// A viewer saw or opened a pinned product: counted for the show's report.
+    pub(super) fn count_product(
         &mut self,
         now: Millis,
         product_id: ProductId,
+        interest: Interest,
     ) -> Result<Accepted, CommandError> {
         self.pinned(&product_id)?;
-        *self.window.stats.impressions.entry(product_id).or_default() += 1;
-        self.schedule_flush(now);
-        Ok(Accepted::none())
-    }
-
-    /// A viewer opened a pinned product: counted for the show's report.
-    pub(super) fn count_click(
-        &mut self,
-        now: Millis,
-        product_id: ProductId,
-    ) -> Result<Accepted, CommandError> {
-        self.pinned(&product_id)?;
-        *self.window.stats.clicks.entry(product_id).or_default() += 1;
+        let stats = &mut self.window.stats;
+        let counts = match interest {
+            Interest::Seen => &mut stats.impressions,
+            Interest::Opened => &mut stats.clicks,
+        };
+        *counts.entry(product_id).or_default() += 1;
         self.schedule_flush(now);
         Ok(Accepted::none())
     }
@@ -149,4 +143,12 @@ impl Room {
     fn pinned(&self, id: &ProductId) -> Result<&ProductPin, CommandError> {
         self.state.products.iter().find(|p| p.product.id == *id).ok_or_else(|| not_found("pinned product"))
     }
+}
+
+/// How far a viewer went with a pinned product.
+pub(super) enum Interest {
+    /// It was on their screen (an impression).
+    Seen,
+    /// They opened it (a click).
+    Opened,
 }
