@@ -580,6 +580,20 @@ impl SseClient {
         }
     }
 
+    /// Whether the server ends the stream within 10 s (its last chunk, or the connection's
+    /// close), reading past any events until then.
+    pub async fn ends(&mut self) -> bool {
+        let read_to_end = async {
+            while let Ok(Some(line)) = self.lines.next_line().await {
+                // Chunk sizes stand on their own lines; the last chunk is empty.
+                if line.trim() == "0" {
+                    break;
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), read_to_end).await.is_ok()
+    }
+
     pub async fn until_chat(&mut self, text: &str) -> (Option<String>, Value) {
         loop {
             let (id, v) = self.next().await;

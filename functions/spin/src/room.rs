@@ -534,8 +534,9 @@ pub(crate) async fn events(config: &Config, call: &Call, room: &str) -> Result<R
                 seen = Some(now.clone());
                 let Ok(blob) = Blob::decode(now.as_deref()) else { return };
                 let Ok(core) = restore(&blob) else { return };
-                // A room restored into a new epoch cannot be followed: the reader reconnects.
-                if core.epoch() != epoch {
+                // A room restored into a new epoch cannot be followed, and a banned reader is
+                // let go: either reconnects (and is refused, if banned).
+                if core.epoch() != epoch || core.state().banned(&who.subject, who.role) {
                     return;
                 }
                 frames = core.events_after(&who.subject, who.role, last);
@@ -544,16 +545,14 @@ pub(crate) async fn events(config: &Config, call: &Call, room: &str) -> Result<R
                 frames.extend(latest.since(from).cloned());
                 from = latest.next;
             }
-            if frames.is_empty() && quiet < KEEP_ALIVE {
-                continue;
-            }
+            let events: Vec<String> = match frames.is_empty() {
+                true if quiet < KEEP_ALIVE => continue,
+                // A comment, so proxies keep a quiet stream open.
+                true => vec![":\n\n".to_string()],
+                false => frames.iter().map(|f| liveshop_api::sse_event(f)).collect(),
+            };
             quiet = Duration::ZERO;
-            if frames.is_empty() {
-                frames.push(String::new());
-            }
-            for frame in frames {
-                let event =
-                    if frame.is_empty() { ":\n\n".to_string() } else { liveshop_api::sse_event(&frame) };
+            for event in events {
                 if tx.send(event).await.is_err() {
                     return;
                 }
