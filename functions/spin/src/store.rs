@@ -230,8 +230,7 @@ pub fn due_alarms(now: u64) -> Result<Vec<String>, StoreError> {
 /// Lists the actor's alarm as its blob now has it (after the scheduler ran it).
 pub fn relist_alarm(key: &str) -> Result<(), StoreError> {
     let bucket = store::open(STORE).map_err(store_error)?;
-    let cas = atomics::Cas::new(&bucket, key).map_err(store_error)?;
-    let blob = Blob::decode(cas.current().map_err(store_error)?.as_deref())?;
+    let blob = Blob::decode(bucket.get(key).map_err(store_error)?.as_deref())?;
     note_alarm(&bucket, key, blob.alarm)
 }
 
