@@ -38,8 +38,28 @@ conformance_cases!(@each Host::spin;
     an_empty_feed_round_answers_wait_at_the_same_position,
     feed_answers_are_cacheable_and_revalidated_by_etag,
     heartbeats_count_feed_viewers_until_they_leave,
-    a_nameless_guest_fills_a_cart
+    a_nameless_guest_fills_a_cart,
+    bad_feed_queries_and_unknown_shows_are_refused,
+    the_live_product_feed_sends_a_snapshot_then_what_changed,
+    a_shows_report_counts_its_audience_engagement_and_sales
 );
+
+/// Payments through Stripe (the local stand-in of `conformance::fake_stripe`): charges leased and
+/// carried out after the checkout committed, refunds, and signed webhooks settling later charges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stripe_pays_checkouts() {
+    let fake = conformance::fake_stripe::Fake::start().await;
+    let addr = conformance::spin_host(
+        &common::temp_dir("spin-stripe"),
+        &[
+            ("payments_provider", "stripe"),
+            ("stripe_api_base", &fake.base),
+            ("stripe_secret_key", conformance::fake_stripe::SECRET_KEY),
+            ("stripe_webhook_secret", conformance::STRIPE_WEBHOOK_SECRET),
+        ],
+    );
+    conformance::stripe_pays_checkouts(&conformance::Target::without_sockets(addr), &fake).await;
+}
 
 /// What a close code says on a socket: a reader who is banned is let go (the stream ends) and
 /// turned away when it comes back.

@@ -19,7 +19,8 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use liveshop_analytics::{Report, RoomAnswer, ShopAnswer};
-use liveshop_identity::{Identity, Role, TokenError};
+use liveshop_api::report::{ReportAsk, reader};
+use liveshop_identity::{Identity, Role};
 
 use crate::actor::HttpRequest;
 use crate::http::{ApiError, AppState, actor_response, bearer};
@@ -38,31 +39,45 @@ async fn analytics(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, Refusal> {
-    let previous = liveshop_analytics::parse_query(query.as_deref().unwrap_or_default())
-        .map_err(|msg| ApiError::new(StatusCode::BAD_REQUEST, "invalid_argument", msg))?;
-    let (show, who) = reader(&app, &show, &headers)?;
-    let mut report = report(&app, &show, &who).await?;
-    report.previous = earlier(&app, &show, &who, previous).await?;
-    Ok(([(header::CACHE_CONTROL, "no-store")], axum::Json(report)).into_response())
+    answer(&app, &show, None, query.as_deref(), &headers).await
 }
 
 async fn csv(
     State(app): State<Arc<AppState>>,
     Path((show, file)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, Refusal> {
-    let Some(write) = liveshop_analytics::csv_file(&file) else {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such file").into());
-    };
-    let (show, who) = reader(&app, &show, &headers)?;
-    let report = report(&app, &show, &who).await?;
-    let disposition = format!("attachment; filename=\"{}-{file}\"", show.id);
-    let headers = [
-        (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
-        (header::CONTENT_DISPOSITION, disposition),
-        (header::CACHE_CONTROL, "no-store".to_string()),
-    ];
-    Ok((headers, write(&report)).into_response())
+    answer(&app, &show, Some(&file), query.as_deref(), &headers).await
+}
+
+/// The report as JSON (`file` absent) or one of its CSV files.
+async fn answer(
+    app: &AppState,
+    show: &str,
+    file: Option<&str>,
+    query: Option<&str>,
+    headers: &HeaderMap,
+) -> Result<Response, Refusal> {
+    let ask = ReportAsk::parse(file, query.unwrap_or_default()).map_err(ApiError::from)?;
+    let show = app.show(show)?;
+    let verify = |t: &str, scope: &str| app.secret.verify(t, scope, app.now_secs());
+    let who = reader(&show, bearer(headers), verify).inspect_err(|e| {
+        if e.status == 401 {
+            app.node.metrics().refused("token");
+        }
+    });
+    let who = who.map_err(ApiError::from)?;
+    let mut report = report(app, &show, &who).await?;
+    report.previous = earlier(app, &show, &who, ask.previous).await?;
+    let (headers, body) = ask.answer(&show.id, &report);
+    let mut response = body.into_response();
+    for (name, value) in headers {
+        let value = header::HeaderValue::from_str(&value)
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+        response.headers_mut().insert(name, value);
+    }
+    Ok(response)
 }
 
 /// Why there is no report: the node's refusal, or an actor's (in the JSON error shape already).
@@ -84,21 +99,6 @@ impl IntoResponse for Refusal {
             Refusal::Actor(r) => actor_response(r).unwrap_or_else(IntoResponse::into_response),
         }
     }
-}
-
-/// The show and who asks: its host, or the merchant of its shop.
-fn reader(app: &AppState, show: &str, headers: &HeaderMap) -> Result<(Show, Identity), ApiError> {
-    let show = app.show(show)?;
-    let token = bearer(headers).ok_or_else(|| ApiError::from(TokenError::Malformed))?;
-    let who = match app.secret.verify(token, &show.id, app.now_secs()) {
-        Err(TokenError::WrongRoom) if show.shop_id() != show.id => app.verify(token, show.shop_id())?,
-        verified => verified.map_err(|e| app.refused_token(e))?,
-    };
-    if !liveshop_analytics::may_read(who.role) {
-        let msg = "the report is for the show's host and the shop's merchant";
-        return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", msg));
-    }
-    Ok((show, who))
 }
 
 /// The show's report, from its room and its shop.

@@ -141,11 +141,13 @@ impl Host {
 }
 
 /// The Spin app (`functions/spin`) on this repository's Spin host, in this process, with its
-/// key-value store in a temporary file. A task stands in for the scheduler of `docs/spin.md`,
+/// key-value store in a temporary file and `more` variables beside the secret and the webhook
+/// policy. A task stands in for the scheduler of `docs/spin.md`,
 /// calling `POST /v1/alarms` every half second.
-pub fn spin_host(dir: &Path) -> SocketAddr {
+pub fn spin_host(dir: &Path, more: &[(&str, &str)]) -> SocketAddr {
     let (tx, rx) = std::sync::mpsc::channel();
     let dir = dir.to_path_buf();
+    let more: Vec<(String, String)> = more.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         rt.block_on(async move {
@@ -154,7 +156,8 @@ pub fn spin_host(dir: &Path) -> SocketAddr {
                 ("liveshop_secret", SECRET),
                 ("webhook_allow_private_hosts", crate::common::LOOPBACK_RECEIVERS),
             ];
-            let variables = variables.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            let variables =
+                variables.iter().map(|(k, v)| (k.to_string(), v.to_string())).chain(more).collect();
             let host = liveshop_spin_host::SpinHost::new(&app, &dir.join("kv.db"), variables).unwrap();
             let addr = std::sync::Arc::new(host).start("127.0.0.1:0".parse().unwrap()).await.unwrap();
             tx.send(addr).unwrap();
@@ -171,7 +174,7 @@ impl Host {
     /// The Spin app, one per test process.
     pub async fn spin() -> Option<Host> {
         static SHARED: std::sync::OnceLock<SocketAddr> = std::sync::OnceLock::new();
-        let addr = *SHARED.get_or_init(|| spin_host(&temp_dir("spin")));
+        let addr = *SHARED.get_or_init(|| spin_host(&temp_dir("spin"), &[]));
         Some(Host { target: Target::without_sockets(addr) })
     }
 }

@@ -9,7 +9,7 @@
 pub use liveshop_payments::stripe::{
     API_BASE, API_VERSION, StripeConfig, StripeResult, stripe_amount, stripe_webhook,
 };
-use liveshop_payments::stripe::{Call, Operation, Response, Step, check_intent_id};
+use liveshop_payments::stripe::{Call, Response, carry_out, check_intent_id};
 use liveshop_shop::{OrderId, PaymentOutcome, PaymentRequest};
 use serde::Deserialize;
 
@@ -88,13 +88,7 @@ impl Stripe {
         req: &PaymentRequest,
     ) -> Result<Vec<PaymentOutcome>, PaymentError> {
         let known = self.intents.intent(shop, req.order)?;
-        let (mut op, mut step) = Operation::start(&self.config, shop, req, known.as_deref());
-        let done = loop {
-            match step {
-                Step::Send(call) => step = op.receive(self.send(call).await?),
-                Step::Done(done) => break done,
-            }
-        };
+        let done = carry_out(&self.config, shop, req, known.as_deref(), |call| self.send(call)).await?;
         if let Some(intent) = &done.remember {
             self.intents.remember(shop, req.order, intent)?;
         }

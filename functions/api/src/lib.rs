@@ -10,6 +10,7 @@
 //! This is the first part of the shared face; the rest of the routes still live in each host
 //! (`edge/src/http.rs`, `functions/cloudflare/src/lib.rs`), kept in step by `tests/conformance`.
 
+pub mod report;
 pub mod shop;
 
 use liveshop_identity::{Claims, Devices, Identity, Role};
@@ -40,6 +41,11 @@ pub struct ApiError {
 impl ApiError {
     pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> ApiError {
         ApiError { status, code, message: message.into() }
+    }
+
+    /// A refused token: `401` with the token's code.
+    pub fn token(e: liveshop_identity::TokenError) -> ApiError {
+        ApiError::new(401, e.code(), e.to_string())
     }
 
     fn invalid(message: impl Into<String>) -> ApiError {

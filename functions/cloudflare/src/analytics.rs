@@ -1,63 +1,45 @@
 //! A show's report on the Worker, as on the edge node: `GET /v1/shows/{show}/analytics` and its
 //! CSV downloads (`minutes.csv`, `products.csv`), for the show's host and its shop's merchant.
 //! The room and the shop objects answer their halves (`_analytics`, which no client reaches);
-//! `liveshop_analytics` joins them and holds every rule of the routes.
+//! `liveshop_analytics` joins them and `liveshop_api::report` holds the routes' rules.
 //!
 //! `show.report_ready` is not sent from here: it follows the stream's end, and stream events
 //! come from the media origin, which runs beside an edge node, not on Cloudflare.
 
 use liveshop_analytics::{Report, RoomAnswer, ShopAnswer, Summary};
-use liveshop_identity::{Identity, TokenError};
+use liveshop_api::report::{ReportAsk, reader};
+use liveshop_identity::Identity;
 use serde::de::DeserializeOwned;
 use worker::*;
 
 use crate::shows::Show;
-use crate::{bearer, error, now_ms, room_stub, secret, shop_stub, show_record, token_error};
+use crate::{api_error, bearer, now_ms, room_stub, secret, shop_stub, show_record};
 
 /// `GET /v1/shows/{show}/analytics` (`file` absent) or `/v1/shows/{show}/analytics/{file}`.
 pub(crate) async fn get(req: Request, env: &Env, show: &str, file: Option<&str>) -> Result<Response> {
-    let csv = match file.map(liveshop_analytics::csv_file) {
-        Some(None) => return error(404, "not_found", "no such file"),
-        Some(Some(write)) => Some(write),
-        None => None,
-    };
-    let previous = match liveshop_analytics::parse_query(req.url()?.query().unwrap_or_default()) {
-        Ok(n) if csv.is_none() => n,
-        Ok(_) => 0,
-        Err(message) => return error(400, "invalid_argument", message),
+    let ask = match ReportAsk::parse(file, req.url()?.query().unwrap_or_default()) {
+        Ok(ask) => ask,
+        Err(e) => return api_error(&e),
     };
     let show = match show_record(env, show).await? {
         Ok(show) => show,
         Err(refusal) => return Ok(refusal),
     };
-    let Some(token) = bearer(&req) else { return token_error(TokenError::Malformed) };
     let (secret, now) = (secret(env)?, now_ms() / 1000);
-    let who = match secret.verify(&token, &show.id, now) {
-        Err(TokenError::WrongRoom) if show.shop_id() != show.id => secret.verify(&token, show.shop_id(), now),
-        verified => verified,
-    };
-    let who = match who {
+    let who = match reader(&show, bearer(&req).as_deref(), |t, scope| secret.verify(t, scope, now)) {
         Ok(who) => who,
-        Err(e) => return token_error(e),
+        Err(e) => return api_error(&e),
     };
-    if !liveshop_analytics::may_read(who.role) {
-        return error(403, "forbidden", "the report is for the show's host and the shop's merchant");
-    }
     let mut report = match report(env, &show, &who).await? {
         Ok(report) => report,
         Err(refusal) => return Ok(refusal),
     };
-    if let (Some(write), Some(file)) = (csv, file) {
-        let mut response = Response::ok(write(&report))?;
-        let headers = response.headers_mut();
-        headers.set("content-type", "text/csv; charset=utf-8")?;
-        headers.set("content-disposition", &format!("attachment; filename=\"{}-{file}\"", show.id))?;
-        headers.set("cache-control", "no-store")?;
-        return Ok(response);
+    report.previous = earlier(env, &show, &who, ask.previous).await?;
+    let (headers, body) = ask.answer(&show.id, &report);
+    let mut response = Response::from_bytes(body)?;
+    for (name, value) in headers {
+        response.headers_mut().set(name, &value)?;
     }
-    report.previous = earlier(env, &show, &who, previous).await?;
-    let mut response = Response::from_json(&report)?;
-    response.headers_mut().set("cache-control", "no-store")?;
     Ok(response)
 }
 

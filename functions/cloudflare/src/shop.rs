@@ -25,7 +25,7 @@ use liveshop_api::shop::{
 };
 use liveshop_identity::Identity;
 use liveshop_payments::PaymentError;
-use liveshop_payments::stripe::{Operation, Step, StripeConfig, StripeResult};
+use liveshop_payments::stripe::{self, StripeConfig, StripeResult};
 use liveshop_room::show::ShopRecord;
 use liveshop_shop::guard::{self, AddressGuard};
 use liveshop_shop::outbox::DeliveryRequest;
@@ -521,13 +521,7 @@ impl Inner {
             .or_else(|| self.state.id().name())
             .ok_or_else(|| PaymentError::Storage("the shop's name is not stored".into()))?;
         let known = self.host(&intent_record(req.order));
-        let (mut op, mut step) = Operation::start(config, &shop, req, known.as_deref());
-        let done = loop {
-            match step {
-                Step::Send(call) => step = op.receive(crate::payments::send(call).await?),
-                Step::Done(done) => break done,
-            }
-        };
+        let done = stripe::carry_out(config, &shop, req, known.as_deref(), crate::payments::send).await?;
         if let Some(intent) = &done.remember {
             self.remember_intent(req.order, intent).map_err(|e| PaymentError::Storage(e.to_string()))?;
         }

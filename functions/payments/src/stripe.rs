@@ -229,6 +229,27 @@ pub struct Done {
     pub result: Result<Vec<PaymentOutcome>, PaymentError>,
 }
 
+/// Carries out `req` for `shop` with the host's `send`: every call of one [`Operation`] in
+/// turn. A call that gets no answer at all ends it with `send`'s error (nothing to remember).
+pub async fn carry_out<F>(
+    config: &StripeConfig,
+    shop: &str,
+    req: &PaymentRequest,
+    known: Option<&str>,
+    mut send: impl FnMut(Call) -> F,
+) -> Result<Done, PaymentError>
+where
+    F: std::future::Future<Output = Result<Response, PaymentError>>,
+{
+    let (mut op, mut step) = Operation::start(config, shop, req, known);
+    loop {
+        match step {
+            Step::Send(call) => step = op.receive(send(call).await?),
+            Step::Done(done) => return Ok(done),
+        }
+    }
+}
+
 /// One [`PaymentRequest`] being carried out at Stripe.
 pub struct Operation<'a> {
     config: &'a StripeConfig,

@@ -132,6 +132,6 @@ pub use money::{Currency, Money, MoneyError};
 pub use payment::{Capture, PaymentKind, PaymentOutcome, PaymentRequest};
 pub use protocol::{ApiError, ErrorCode, Event};
 pub use shop::{
-    DEAL_RETENTION_MS, INBOUND_TTL_MS, Input, LogRecord, Output, RestoreError, SNAPSHOT_EVERY, Shop, Write,
-    keys,
+    DEAL_RETENTION_MS, INBOUND_TTL_MS, Input, LiveViews, LogRecord, Output, RestoreError, SNAPSHOT_EVERY,
+    Shop, Write, keys,
 };

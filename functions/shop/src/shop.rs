@@ -86,6 +86,9 @@ impl Entry for LogRecord {
 /// shop's log.
 const POLICY: Policy = Policy { snapshot_every: SNAPSHOT_EVERY, retain: 0 };
 
+/// The public view of each product on sale, by id ([`Shop::live_views`]).
+pub type LiveViews = BTreeMap<ProductId, Value>;
+
 /// One merchant's shop. See the crate documentation for the model.
 #[derive(Debug)]
 pub struct Shop {
@@ -98,7 +101,7 @@ pub struct Shop {
     alarm: Option<Option<Millis>>,
     /// Each product's public view as last sent to live clients; empty after a revival, so the
     /// first event then sends everything once.
-    live: BTreeMap<ProductId, Value>,
+    live: LiveViews,
     /// Wrong coupon codes per buyer. Not stored: a revival forgets them (one more burst).
     pub(crate) coupon_failures: Attempts<String>,
     pub(crate) out: VecDeque<Output>,
@@ -222,7 +225,10 @@ impl Shop {
         )
     }
 
-    fn live_views(&self, now: Millis) -> BTreeMap<ProductId, Value> {
+    /// The public view of every product on sale, by id: what live frames are made of. A host that
+    /// follows a stored shop instead of its broadcasts keeps the last views it sent and asks
+    /// [`Shop::live_changes`] for what changed since.
+    pub fn live_views(&self, now: Millis) -> LiveViews {
         let s = &self.state;
         s.products
             .values()
@@ -231,16 +237,23 @@ impl Shop {
             .collect()
     }
 
+    /// The live frame of the products whose view differs between `before` and `after` (with the
+    /// ids no longer on sale), or `None` when nothing changed.
+    pub fn live_changes(before: &LiveViews, after: &LiveViews, now: Millis) -> Option<String> {
+        let changed: Vec<&Value> =
+            after.iter().filter(|(id, v)| before.get(*id) != Some(*v)).map(|(_, v)| v).collect();
+        let removed: Vec<&ProductId> = before.keys().filter(|id| !after.contains_key(*id)).collect();
+        (!changed.is_empty() || !removed.is_empty()).then(|| {
+            to_json(&serde_json::json!({
+                "type": "shop.products", "full": false, "now": now, "products": changed, "removed": removed,
+            }))
+        })
+    }
+
     /// Broadcasts the products whose public view changed in this event.
     fn publish_live(&mut self, now: Millis) {
         let views = self.live_views(now);
-        let changed: Vec<&Value> =
-            views.iter().filter(|(id, v)| self.live.get(*id) != Some(*v)).map(|(_, v)| v).collect();
-        let removed: Vec<&ProductId> = self.live.keys().filter(|id| !views.contains_key(*id)).collect();
-        if !changed.is_empty() || !removed.is_empty() {
-            let frame = to_json(&serde_json::json!({
-                "type": "shop.products", "full": false, "now": now, "products": changed, "removed": removed,
-            }));
+        if let Some(frame) = Shop::live_changes(&self.live, &views, now) {
             self.out.push_back(Output::Broadcast { frame });
         }
         self.live = views;

@@ -18,8 +18,12 @@
 //!   scheduler to call (see `docs/spin.md`).
 //!
 //! Settings are Spin variables (`spin.toml`): `liveshop_secret` (required),
-//! `webhook_allow_private_hosts`, `guest_tokens`, `operators`.
+//! `webhook_allow_private_hosts`, `guest_tokens`, `operators`, and the payment provider's
+//! ([`payments`]).
 
+mod analytics;
+mod follow;
+mod payments;
 mod room;
 mod shop;
 mod store;
@@ -27,7 +31,7 @@ mod store;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use liveshop_api::ApiError;
-use liveshop_identity::{Identity, Secret, TokenError};
+use liveshop_identity::{Identity, Secret};
 use spin_sdk::http::{BoxBody, Request, box_body};
 use spin_sdk::http_service;
 
@@ -114,6 +118,10 @@ async fn route(req: Request) -> Result<Reply, ApiError> {
             "not_supported",
             "Spin has no WebSockets: read /events or /feed and send commands with POST /commands",
         )),
+        (&M::GET, ["v1", "shows", show, "analytics"]) => analytics::get(&config, &call, show, None).await,
+        (&M::GET, ["v1", "shows", show, "analytics", file]) => {
+            analytics::get(&config, &call, show, Some(file)).await
+        }
         (_, ["v1", "shows", show, "shop", rest @ ..]) if !rest.is_empty() => {
             let shop = room::show_record(show).await?.shop_id().to_string();
             shop::route(&config, &call, &shop, Some(show), rest).await
@@ -122,12 +130,7 @@ async fn route(req: Request) -> Result<Reply, ApiError> {
             shop::route(&config, &call, shop, None, rest).await
         }
         (&M::POST, ["v1", "alarms"]) => shop::run_alarms(&config).await,
-        // Payments on Spin go to the test provider: no Stripe webhooks to take (a body over the
-        // limit is still refused first, as everywhere).
-        (&M::POST, ["v1", "payments", "stripe", "webhook"]) => {
-            Err(liveshop_api::shop::oversized(call.body.len())
-                .unwrap_or_else(|| ApiError::new(404, "not_found", "Stripe is not used here")))
-        }
+        (&M::POST, ["v1", "payments", "stripe", "webhook"]) => payments::webhook(&config, &call).await,
         _ => Err(ApiError::new(404, "not_found", "no such endpoint")),
     }
 }
@@ -154,6 +157,8 @@ pub(crate) struct Config {
     pub allow_private_hosts: String,
     pub guest_tokens: bool,
     pub operators: Vec<String>,
+    /// Stripe's settings, or `None` where payments go to the test provider.
+    pub stripe: Option<liveshop_payments::stripe::StripeConfig>,
 }
 
 impl Config {
@@ -173,21 +178,18 @@ impl Config {
                 .map(|o| o.trim().to_string())
                 .filter(|o| !o.is_empty())
                 .collect(),
+            stripe: payments::stripe_config().await?,
         })
     }
 
     pub fn verify(&self, token: &str, scope: &str) -> Result<Identity, ApiError> {
-        self.secret.verify(token, scope, now_ms() / 1000).map_err(token_error)
+        self.secret.verify(token, scope, now_ms() / 1000).map_err(ApiError::token)
     }
 
     /// The caller, from `?token=` or a bearer token, if either was sent.
     pub fn caller(&self, call: &Call, scope: &str) -> Result<Option<Identity>, ApiError> {
         call.query("token").as_deref().or(call.bearer()).map(|t| self.verify(t, scope)).transpose()
     }
-}
-
-pub(crate) fn token_error(e: TokenError) -> ApiError {
-    ApiError::new(401, e.code(), e.to_string())
 }
 
 pub(crate) fn internal(message: impl Into<String>) -> ApiError {

@@ -3,21 +3,16 @@
 
 use std::time::Duration;
 
-use futures::SinkExt;
 use liveshop_api::ApiError;
 use liveshop_identity::{Identity, Role, TokenError};
 use liveshop_room::filter::TokenBucket;
 use liveshop_room::show::{Credential, Show};
 use liveshop_room::{Bucket, ConnId, Epoch, Input, Millis, Output, Room, Seq};
-use spin_sdk::http::box_body;
 
+use crate::follow::POLL;
 use crate::store::{self, Blob, StoreError};
-use crate::{Call, Config, Reply, internal, json, now_ms, random_u53, reply, token_error};
+use crate::{Call, Config, Reply, internal, json, now_ms, random_u53, reply};
 
-/// How often a waiting feed request or an event stream looks at the stored room again.
-const POLL: Duration = Duration::from_millis(100);
-/// An event stream's comment after this much silence, so proxies keep it open.
-const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// The host record of the show.
 const SHOW: &str = "show";
 /// The host record of each user's command and chat allowance.
@@ -184,14 +179,14 @@ pub(crate) async fn create_show(config: &Config, call: &Call) -> Result<Reply, A
         return Err(refusal);
     }
     let now = now_ms();
-    let token = call.bearer().ok_or_else(|| token_error(TokenError::Malformed))?;
+    let token = call.bearer().ok_or_else(|| ApiError::token(TokenError::Malformed))?;
     let show = serde_json::from_slice(&call.body)
         .map_err(|e| e.to_string())
         .and_then(|n| Show::new(n, now))
         .map_err(|message| ApiError::new(400, "invalid_argument", message))?;
     let (who, platform) = match config.secret.verify(token, "*", now / 1000) {
         Err(TokenError::WrongRoom) => (config.verify(token, show.shop_id())?, false),
-        verified => (verified.map_err(token_error)?, true),
+        verified => (verified.map_err(ApiError::token)?, true),
     };
     let credential = if platform { Credential::Platform } else { Credential::Shop };
     liveshop_room::show::may_create(&who, credential)
@@ -270,7 +265,7 @@ pub(crate) async fn guest(config: &Config, call: &Call, room: &str) -> Result<Re
 
 /// `POST /v1/rooms/{room}/commands`: one client frame as the body; the answer is its `ack`.
 pub(crate) fn command(config: &Config, call: &Call, room: &str) -> Result<Reply, ApiError> {
-    let token = call.bearer().ok_or_else(|| token_error(TokenError::Malformed))?;
+    let token = call.bearer().ok_or_else(|| ApiError::token(TokenError::Malformed))?;
     let who = config.verify(token, room)?;
     if call.body.len() > liveshop_api::MAX_COMMAND_BYTES {
         let msg = format!("commands are limited to {} bytes", liveshop_api::MAX_COMMAND_BYTES);
@@ -298,8 +293,13 @@ pub(crate) async fn state(config: &Config, call: &Call, room: &str) -> Result<Re
 
 /// The core's answer to a feed request.
 fn ask_feed(room: &str, path: &str) -> Result<(u16, Vec<u8>), ApiError> {
+    ask(room, None, path)
+}
+
+/// The core's answer to `GET path` from `who`.
+pub(crate) fn ask(room: &str, who: Option<Identity>, path: &str) -> Result<(u16, Vec<u8>), ApiError> {
     let ran = run(room, |_| {
-        vec![Input::Request { who: None, method: "GET".into(), path: path.into(), body: vec![] }]
+        vec![Input::Request { who: who.clone(), method: "GET".into(), path: path.into(), body: vec![] }]
     })?;
     let (status, _, body) = ran.reply.ok_or_else(|| internal("the room produced no reply"))?;
     Ok((status, body))
@@ -434,7 +434,7 @@ pub(crate) async fn heartbeat(config: &Config, call: &Call, room: &str) -> Resul
     let known = cookies.into_iter().find_map(|c| devices.from_cookie_header(c));
     let device =
         known.clone().unwrap_or_else(|| liveshop_identity::Devices::new_device(crate::random_bytes()));
-    count_audience(room, Some((device.clone(), leaving)))?;
+    count_audience(room, Some((device.clone(), leaving)), false)?;
     let mut answer = reply(204, "application/json", vec![]);
     if known.is_none() {
         let cookie = devices.set_cookie(&device, call.header("x-forwarded-proto") == Some("https"));
@@ -446,8 +446,13 @@ pub(crate) async fn heartbeat(config: &Config, call: &Call, room: &str) -> Resul
 }
 
 /// Counts a beacon (if any) into the room's feed audience, and hands the room the count when
-/// the hand-off is due; the audience's alarm is the next hand-off while anyone watches.
-pub(crate) fn count_audience(room: &str, beat: Option<(String, bool)>) -> Result<(), ApiError> {
+/// the hand-off is due (or `at_once`); the audience's alarm is the next hand-off while anyone
+/// watches.
+pub(crate) fn count_audience(
+    room: &str,
+    beat: Option<(String, bool)>,
+    at_once: bool,
+) -> Result<(), ApiError> {
     use liveshop_room::feed::{self, Audience};
     let counted = store::transact(&audience_key(room), |blob| {
         let mut audience: Audience =
@@ -458,7 +463,7 @@ pub(crate) fn count_audience(room: &str, beat: Option<(String, bool)>) -> Result
         {
             return Ok(Err(ApiError::new(503, "room_full", feed::RoomFull.to_string())));
         }
-        let due = blob.alarm.is_none_or(|at| at <= now);
+        let due = at_once || blob.alarm.is_none_or(|at| at <= now);
         let count = if due { audience.take(now) } else { None };
         if due {
             blob.set_alarm((!audience.is_empty()).then_some(now + feed::HAND_OFF_MS));
@@ -490,7 +495,7 @@ const MAX_FEED_VIEWERS: usize = 1_000_000;
 /// `Last-Event-ID`), then every event the caller may see as the stored room logs it.
 pub(crate) async fn events(config: &Config, call: &Call, room: &str) -> Result<Reply, ApiError> {
     show_record(room).await?;
-    let who = config.caller(call, room)?.ok_or_else(|| token_error(TokenError::Malformed))?;
+    let who = config.caller(call, room)?.ok_or_else(|| ApiError::token(TokenError::Malformed))?;
     let last_id = liveshop_api::last_event_id(call.header("last-event-id"));
     let query_position =
         call.query("epoch").and_then(|e| e.parse().ok()).zip(call.query("seq").and_then(|s| s.parse().ok()));
@@ -509,60 +514,35 @@ pub(crate) async fn events(config: &Config, call: &Call, room: &str) -> Result<R
             last = last.max(seq);
         }
     }
-    // Unknown: the first look restores the room and sends whatever came after the welcome.
-    let mut seen = None;
+    // A viewer reading the stream counts among the room's audience as feed viewers do (by
+    // beacons, here from the stream itself), told to the room at once when it comes and goes.
+    let (reader, room_id) = (format!("reader:{}", who.subject), room.to_string());
+    let counted = who.role == Role::Viewer && !closed;
+    if counted {
+        count_audience(room, Some((reader.clone(), false)), true)?;
+    }
     // Frames that are not events count from the connect on.
     let mut from = Latest::of(&Blob::decode(store::read(&key(room)).await?.as_deref())?).next;
-    let (mut tx, body) = spin_sdk::http::body::stream::<String>();
-    let room = room.to_string();
-    spin_sdk::wasip3::spawn(async move {
-        for frame in first {
-            if tx.send(liveshop_api::sse_event(&frame)).await.is_err() {
-                return;
-            }
+    let follow = move |blob: &Blob| {
+        let core = restore(blob).ok()?;
+        // A room restored into a new epoch cannot be followed, and a banned reader is let go:
+        // either reconnects (and is refused, if banned).
+        if core.epoch() != epoch || core.state().banned(&who.subject, who.role) {
+            return None;
         }
-        if closed {
-            return;
+        let mut frames = core.events_after(&who.subject, who.role, last);
+        (epoch, last) = (core.epoch(), core.seq());
+        let latest = Latest::of(blob);
+        frames.extend(latest.since(from).cloned());
+        from = latest.next;
+        Some(frames)
+    };
+    let present = move |leaving: bool| {
+        if counted && let Err(e) = count_audience(&room_id, Some((reader.clone(), leaving)), leaving) {
+            eprintln!("the audience of {room_id}: {}", e.message);
         }
-        let mut quiet = Duration::ZERO;
-        loop {
-            spin_sdk::time::sleep(POLL).await;
-            quiet += POLL;
-            let Ok(now) = store::read(&key(&room)).await else { return };
-            let mut frames = Vec::new();
-            if Some(&now) != seen.as_ref() {
-                seen = Some(now.clone());
-                let Ok(blob) = Blob::decode(now.as_deref()) else { return };
-                let Ok(core) = restore(&blob) else { return };
-                // A room restored into a new epoch cannot be followed, and a banned reader is
-                // let go: either reconnects (and is refused, if banned).
-                if core.epoch() != epoch || core.state().banned(&who.subject, who.role) {
-                    return;
-                }
-                frames = core.events_after(&who.subject, who.role, last);
-                (epoch, last) = (core.epoch(), core.seq());
-                let latest = Latest::of(&blob);
-                frames.extend(latest.since(from).cloned());
-                from = latest.next;
-            }
-            let events: Vec<String> = match frames.is_empty() {
-                true if quiet < KEEP_ALIVE => continue,
-                // A comment, so proxies keep a quiet stream open.
-                true => vec![":\n\n".to_string()],
-                false => frames.iter().map(|f| liveshop_api::sse_event(f)).collect(),
-            };
-            quiet = Duration::ZERO;
-            for event in events {
-                if tx.send(event).await.is_err() {
-                    return;
-                }
-            }
-        }
-    });
-    Ok(http::Response::builder()
-        .status(200)
-        .header("content-type", "text/event-stream")
-        .header("cache-control", "no-cache")
-        .body(box_body(body))
-        .expect("a valid response"))
+    };
+    // Unknown (`None`): the first look restores the room and sends whatever came after the
+    // welcome.
+    Ok(crate::follow::stream(key(room), first, None, (!closed).then_some(follow), present))
 }

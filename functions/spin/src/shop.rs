@@ -1,19 +1,21 @@
 //! The shop routes on Spin: the shop's own API (through a show or the shop), its webhook and
-//! inbound secrets, signed merchant updates, and the webhooks it sends. Payments go to the
-//! built-in test provider, whose answers are the event's next inputs (Stripe needs a host that
-//! keeps a charge's progress outside the event: the edge node or the Worker).
+//! inbound secrets, signed merchant updates, the webhooks it sends and the payments it asks for.
+//! The test provider's answers are the event's next inputs; Stripe's charges are leased in the
+//! shop's value and carried out once the event committed (see [`crate::payments`]).
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use liveshop_api::ApiError;
 use liveshop_api::shop::{Claim, INBOUND_SECRET_ID, ShopifyInbound};
+use liveshop_identity::Identity;
+use liveshop_payments::stripe::{self, StripeConfig, StripeResult};
 use liveshop_room::filter::address_key;
 use liveshop_room::show::ShopRecord;
 use liveshop_shop::guard::AddressGuard;
 use liveshop_shop::outbox::DeliveryRequest;
 use liveshop_shop::shopify::ShopifySettings;
-use liveshop_shop::{Epoch, Input, Output, Shop};
+use liveshop_shop::{Epoch, Input, OrderId, Output, PaymentRequest, Shop};
 use liveshop_webhooks::rotation::SecretRing;
 
 use crate::store::{self, Blob, StoreError};
@@ -27,6 +29,10 @@ const SHOWS: &str = "shows";
 const SHOPIFY: &str = "shopify";
 const COUPON_GUARD: &str = "coupon-guard";
 const COUPON_FAILURES: &str = "coupon-failures";
+/// Stripe charges being carried out: the order, and until when (ms) its lease runs.
+const CHARGE_LEASES: &str = "charge-leases";
+/// How long a request that leased a charge has to carry it out before another may ask again.
+const CHARGE_LEASE_MS: u64 = 60_000;
 /// How many times the request's event was applied again because another instance had written
 /// the shop first (the compare-and-swap's retries): what the flash-sale bench counts.
 pub const RETRIES_HEADER: &str = "liveshop-retries";
@@ -69,23 +75,39 @@ pub(crate) fn register(shop: &str, claim: &Claim) -> Result<(), ApiError> {
     registered.value
 }
 
-/// What one event of the shop gave out, and the webhooks to send after it committed (with the
-/// keys that sign each).
+/// Host record of the PaymentIntent of an order's charge.
+fn intent_record(order: OrderId) -> String {
+    format!("stripe_intent/{order}")
+}
+
+/// Records `intent` as the charge of `order`; the first one recorded stays.
+fn remember_intent(blob: &mut Blob, order: OrderId, intent: &str) {
+    let record = intent_record(order);
+    if !blob.host.contains_key(&record) {
+        blob.set_host(&record, intent.to_string());
+    }
+}
+
+/// What one event of the shop gave out, and what to do after it committed: the webhooks to
+/// send (with the keys that sign each) and the Stripe payments leased to this request (with the
+/// intent known for the order).
 #[derive(Default)]
 struct Ran {
     reply: Option<(u16, &'static str, Vec<u8>)>,
     deliveries: Vec<(DeliveryRequest, Vec<liveshop_webhooks::Secret>)>,
+    payments: Vec<(PaymentRequest, Option<String>)>,
 }
 
-/// Applies `make`'s input to a registered shop (after its alarm if due, and after the test
-/// provider's answers to charges asked for before), commits under compare-and-swap, then sends
-/// the webhooks the event queued and reports what became of them.
-async fn run(
+/// Applies `make`'s inputs to a registered shop (after its alarm if due, and after charges asked
+/// for before), commits under compare-and-swap, then sends the webhooks the event queued and the
+/// payments it leased, and reports what became of them.
+async fn run<I: IntoIterator<Item = Input>>(
     config: &Config,
     shop: &str,
-    mut make: impl FnMut(&mut Blob) -> Option<Input>,
+    mut make: impl FnMut(&mut Blob) -> I,
 ) -> Result<Option<(u16, &'static str, Vec<u8>)>, ApiError> {
-    Ok(commit(config, shop, |blob| apply(blob, &mut make)).await?.0)
+    let stripe = config.stripe.as_ref();
+    Ok(commit(config, shop, |blob| apply(blob, stripe, &mut make)).await?.0)
 }
 
 /// Runs `event` on a registered shop under compare-and-swap, then sends the webhooks it queued;
@@ -103,26 +125,66 @@ async fn commit(
     })?;
     let ran = committed.value?;
     deliver(config, shop, ran.deliveries).await;
+    if let Some(stripe) = &config.stripe {
+        pay(config, stripe, shop, ran.payments).await;
+    }
     Ok((ran.reply, committed.conflicts))
 }
 
-fn apply(blob: &mut Blob, make: &mut impl FnMut(&mut Blob) -> Option<Input>) -> Result<Ran, StoreError> {
+/// Where a payment the shop asks for goes: the test provider's answers are the event's next
+/// inputs; a Stripe payment is leased to this request, to carry out once the event committed.
+struct Payer {
+    stripe: bool,
+    now: u64,
+    leases: BTreeMap<String, u64>,
+}
+
+impl Payer {
+    fn ask(&mut self, req: PaymentRequest, blob: &Blob, inputs: &mut VecDeque<Input>, ran: &mut Ran) {
+        if !self.stripe {
+            return inputs.extend(liveshop_api::shop::test_payment(&req));
+        }
+        self.leases.insert(req.order.to_string(), self.now + CHARGE_LEASE_MS);
+        let known = blob.host.get(&intent_record(req.order)).cloned();
+        ran.payments.push((req, known));
+    }
+
+    /// Whether a payment asked for before is free to ask again: always for the test provider; for
+    /// Stripe when no request holds it (none did, or its lease ran out).
+    fn free(&self, req: &PaymentRequest) -> bool {
+        !self.stripe || self.leases.get(&req.order.to_string()).is_none_or(|until| *until <= self.now)
+    }
+}
+
+fn restore(blob: &Blob) -> Result<Shop, StoreError> {
+    Shop::restore(blob.records(), Epoch(random_u53()))
+        .map_err(|e| StoreError::Core(format!("cannot restore a shop: {e}")))
+}
+
+fn apply<I: IntoIterator<Item = Input>>(
+    blob: &mut Blob,
+    stripe: Option<&StripeConfig>,
+    make: &mut impl FnMut(&mut Blob) -> I,
+) -> Result<Ran, StoreError> {
     let now = now_ms();
-    let mut core = Shop::restore(blob.records(), Epoch(random_u53()))
-        .map_err(|e| StoreError::Core(format!("cannot restore a shop: {e}")))?;
+    let mut core = restore(blob)?;
+    let mut ran = Ran::default();
+    let leases = blob.host.get(CHARGE_LEASES).and_then(|t| serde_json::from_str(t).ok()).unwrap_or_default();
+    let mut payer = Payer { stripe: stripe.is_some(), now, leases };
     let mut inputs: VecDeque<Input> = VecDeque::new();
     if blob.alarm_due(now) {
         inputs.push_back(Input::Alarm);
     }
     for req in core.pending_payments() {
-        inputs.extend(liveshop_api::shop::test_payment(&req));
+        if payer.free(&req) {
+            payer.ask(req, blob, &mut inputs, &mut ran);
+        }
     }
     inputs.extend(make(blob));
     // Wrong coupon codes per buyer: the core keeps them in memory, which no instance keeps.
     let failures: Vec<(String, u64)> =
         blob.host.get(COUPON_FAILURES).and_then(|t| serde_json::from_str(t).ok()).unwrap_or_default();
     core.load_coupon_failures(failures.clone());
-    let mut ran = Ran::default();
     while let Some(input) = inputs.pop_front() {
         core.handle(now, input);
         while let Some(output) = core.poll_output() {
@@ -132,7 +194,7 @@ fn apply(blob: &mut Blob, make: &mut impl FnMut(&mut Blob) -> Option<Input>) -> 
                 Output::Reply { status, content_type, body } => {
                     ran.reply.get_or_insert((status, content_type, body));
                 }
-                Output::Payment(req) => inputs.extend(liveshop_api::shop::test_payment(&req)),
+                Output::Payment(req) => payer.ask(req, blob, &mut inputs, &mut ran),
                 Output::Deliver(req) => {
                     let keys = secrets(blob, &req.secret_id).signing(now);
                     ran.deliveries.push((req, keys));
@@ -142,6 +204,9 @@ fn apply(blob: &mut Blob, make: &mut impl FnMut(&mut Blob) -> Option<Input>) -> 
             }
         }
     }
+    if payer.stripe {
+        keep_leases(blob, &core, payer.leases, now)?;
+    }
     let after = core.coupon_failures(now);
     if after != failures.into_iter().filter(|(_, t)| *t > now).collect::<Vec<_>>() {
         blob.set_host(
@@ -150,6 +215,105 @@ fn apply(blob: &mut Blob, make: &mut impl FnMut(&mut Blob) -> Option<Input>) -> 
         );
     }
     Ok(ran)
+}
+
+/// Keeps the leases of payments still open, and wakes the shop when the first one ends (so a
+/// charge Stripe did not answer, or settles later, is asked for again).
+fn keep_leases(
+    blob: &mut Blob,
+    core: &Shop,
+    mut leases: BTreeMap<String, u64>,
+    now: u64,
+) -> Result<(), StoreError> {
+    let open: Vec<String> = core.pending_payments().iter().map(|r| r.order.to_string()).collect();
+    leases.retain(|order, _| open.contains(order));
+    let stored: BTreeMap<String, u64> =
+        blob.host.get(CHARGE_LEASES).and_then(|t| serde_json::from_str(t).ok()).unwrap_or_default();
+    if leases != stored {
+        blob.set_host(
+            CHARGE_LEASES,
+            serde_json::to_string(&leases).map_err(|e| StoreError::Core(e.to_string()))?,
+        );
+    }
+    if let Some(end) = leases.values().min().copied() {
+        let at = blob.alarm.filter(|at| *at > now).map_or(end, |at| at.min(end));
+        blob.set_alarm(Some(at));
+    }
+    Ok(())
+}
+
+/// Carries out the payments an event leased, at Stripe, and applies each one's outcome (and the
+/// intent to remember) as the shop's next event. One that gets no answer stays pending, asked
+/// for again when its lease ends.
+async fn pay(
+    config: &Config,
+    stripe: &StripeConfig,
+    shop: &str,
+    payments: Vec<(PaymentRequest, Option<String>)>,
+) {
+    for (req, known) in payments {
+        let send = crate::payments::send;
+        let (remember, outcomes) = match stripe::carry_out(stripe, shop, &req, known.as_deref(), send).await {
+            Ok(done) => match done.result {
+                Ok(outcomes) => (done.remember, outcomes),
+                Err(e) => {
+                    eprintln!("payment {} ({}): {e}", req.idempotency_key, e.code());
+                    (done.remember, Vec::new())
+                }
+            },
+            Err(e) => {
+                eprintln!("payment {}: {e}; asked again when its lease ends", req.idempotency_key);
+                continue;
+            }
+        };
+        if remember.is_none() && outcomes.is_empty() {
+            continue;
+        }
+        let order = req.order;
+        let results = |blob: &mut Blob| {
+            if let Some(intent) = &remember {
+                remember_intent(blob, order, intent);
+            }
+            outcomes.iter().map(|o| Input::PaymentResult { order, outcome: o.clone() }).collect::<Vec<_>>()
+        };
+        // A report that fails leaves the payment pending, asked for again when its lease ends.
+        if let Err(e) = Box::pin(run(config, shop, results)).await {
+            eprintln!("payment {}: its outcome was not applied: {}", req.idempotency_key, e.message);
+        }
+    }
+}
+
+/// The core's answer to `GET path` from `who`.
+pub(crate) async fn ask(
+    config: &Config,
+    shop: &str,
+    who: Identity,
+    path: &str,
+) -> Result<(u16, Vec<u8>), ApiError> {
+    let request = |_: &mut Blob| {
+        let (method, path) = ("GET".into(), path.to_string());
+        Some(Input::Request { who: Some(who.clone()), method, path, headers: vec![], body: vec![] })
+    };
+    let (status, _, body) =
+        run(config, shop, request).await?.ok_or_else(|| internal("the shop produced no reply"))?;
+    Ok((status, body))
+}
+
+/// The shows sold from `shop`, with when each was created.
+pub(crate) async fn shows(shop: &str) -> Result<Vec<(u64, String)>, ApiError> {
+    let blob = Blob::decode(store::read(&key(shop)).await?.as_deref())?;
+    Ok(blob.host.get(SHOWS).and_then(|t| serde_json::from_str(t).ok()).unwrap_or_default())
+}
+
+/// A Stripe webhook's news (verified by [`crate::payments::webhook`]) applied to its order.
+pub(crate) async fn settle(config: &Config, result: StripeResult) -> Result<Reply, ApiError> {
+    let StripeResult { shop, order, outcome, intent } = result;
+    run(config, &shop, |blob| {
+        remember_intent(blob, order, &intent);
+        Some(Input::PaymentResult { order, outcome: outcome.clone() })
+    })
+    .await?;
+    Ok(reply(200, "application/json", Vec::new()))
 }
 
 /// Sends each webhook once, signed, and tells the shop what came of it (a failed attempt is
@@ -264,8 +428,27 @@ pub(crate) async fn route(
                 None => answer_or(answer, refusal),
             }
         }
+        (&M::GET, ["live"], _) => live(shop).await,
         _ => forward(config, call, shop, show, rest).await,
     }
+}
+
+/// `GET .../live`: the products on sale as server-sent events: all of them first, then what
+/// changed each time the stored shop did. A reconnect starts over from all of them.
+async fn live(shop: &str) -> Result<Reply, ApiError> {
+    let value = store::read(&key(shop)).await?;
+    let mut core = restore(&Blob::decode(value.as_deref())?)?;
+    let now = now_ms();
+    let first = core.live_snapshot(now);
+    let mut views = core.live_views(now);
+    let follow = move |blob: &Blob| {
+        let now = now_ms();
+        let after = restore(blob).ok()?.live_views(now);
+        let frame = Shop::live_changes(&views, &after, now);
+        views = after;
+        Some(frame.into_iter().collect())
+    };
+    Ok(crate::follow::stream(key(shop), vec![first], Some(value), Some(follow), |_| {}))
 }
 
 /// The core's answer, or the refusal the host made instead of asking it.
@@ -388,7 +571,7 @@ async fn forward(
             Some(Ok(attempt)) => attempt,
             None => None,
         };
-        let ran = apply(blob, &mut input)?;
+        let ran = apply(blob, config.stripe.as_ref(), &mut input)?;
         if let Some(attempt) = attempt {
             let (status, body) = ran.reply.as_ref().map_or((500, &[][..]), |(s, _, b)| (*s, &b[..]));
             guard.after(attempt, status, body);
@@ -413,7 +596,7 @@ pub(crate) async fn run_alarms(config: &Config) -> Result<Reply, ApiError> {
         // The alarm runs first in any event of the actor.
         let ran = match key.split_once('/') {
             Some(("room", room)) => crate::room::touch(room),
-            Some(("audience", room)) => crate::room::count_audience(room, None),
+            Some(("audience", room)) => crate::room::count_audience(room, None, false),
             Some(("shop", shop)) => run(config, shop, |_| None).await.map(drop),
             _ => Ok(()),
         };
