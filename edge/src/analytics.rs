@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use liveshop_analytics::{Report, RoomAnswer, ShopAnswer};
@@ -23,7 +23,7 @@ use liveshop_api::report::{ReportAsk, reader};
 use liveshop_identity::{Identity, Role};
 
 use crate::actor::HttpRequest;
-use crate::http::{ApiError, AppState, actor_response, bearer};
+use crate::http::{ApiError, AppState, Presented, actor_response};
 use crate::node::Kind;
 use crate::shows::Show;
 
@@ -37,18 +37,18 @@ async fn analytics(
     State(app): State<Arc<AppState>>,
     Path(show): Path<String>,
     RawQuery(query): RawQuery,
-    headers: HeaderMap,
+    token: Presented,
 ) -> Result<Response, Refusal> {
-    answer(&app, &show, None, query.as_deref(), &headers).await
+    answer(&app, &show, None, query.as_deref(), &token).await
 }
 
 async fn csv(
     State(app): State<Arc<AppState>>,
     Path((show, file)): Path<(String, String)>,
     RawQuery(query): RawQuery,
-    headers: HeaderMap,
+    token: Presented,
 ) -> Result<Response, Refusal> {
-    answer(&app, &show, Some(&file), query.as_deref(), &headers).await
+    answer(&app, &show, Some(&file), query.as_deref(), &token).await
 }
 
 /// The report as JSON (`file` absent) or one of its CSV files.
@@ -57,12 +57,12 @@ async fn answer(
     show: &str,
     file: Option<&str>,
     query: Option<&str>,
-    headers: &HeaderMap,
+    token: &Presented,
 ) -> Result<Response, Refusal> {
     let ask = ReportAsk::parse(file, query.unwrap_or_default()).map_err(ApiError::from)?;
     let show = app.show(show)?;
     let verify = |t: &str, scope: &str| app.secret.verify(t, scope, app.now_secs());
-    let who = reader(&show, bearer(headers), verify).inspect_err(|e| {
+    let who = reader(&show, token.0.as_deref(), verify).inspect_err(|e| {
         if e.status == 401 {
             app.node.metrics().refused("token");
         }

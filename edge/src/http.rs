@@ -10,13 +10,15 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::{SinkExt, Stream, StreamExt, stream};
+use liveshop_api::{Caller, Credentials};
 use liveshop_identity::{DEVICE_ID_BYTES, Devices, Identity, Role, Secret, TokenError};
 use liveshop_room::filter::{Pace, TokenBucket};
 use liveshop_room::pages::Page;
@@ -245,6 +247,14 @@ impl AppState {
         self.secret.verify(token, room, self.now_secs()).map_err(|e| self.refused_token(e))
     }
 
+    /// Who presents `token` for `scope` (a room, a shop, a show); refused tokens are counted.
+    pub(crate) fn caller(&self, token: &Presented, scope: &str) -> Result<Caller, ApiError> {
+        Caller::of(token.0.as_deref(), |t| self.secret.verify(t, scope, self.now_secs())).map_err(|e| {
+            self.node.metrics().refused("token");
+            e.into()
+        })
+    }
+
     pub(crate) fn refused_token(&self, e: TokenError) -> ApiError {
         self.node.metrics().refused("token");
         ApiError::from(e)
@@ -284,6 +294,49 @@ impl AppState {
         let secure = self.config.base_url().starts_with("https://");
         HeaderValue::from_str(&self.secret.devices().set_cookie(device, secure))
             .expect("a cookie of hex and base64url")
+    }
+}
+
+/// The token a request presents, read once ([`liveshop_api::Credentials`]): `?token=`, a
+/// WebSocket subprotocol beside `liveshop.v1`, or `Authorization: Bearer`.
+pub(crate) struct Presented(pub Option<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Presented {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Infallible> {
+        let header = |name| parts.headers.get(name).and_then(|v: &HeaderValue| v.to_str().ok());
+        let credentials = Credentials {
+            authorization: header(header::AUTHORIZATION),
+            query: parts.uri.query(),
+            protocols: header(header::SEC_WEBSOCKET_PROTOCOL),
+        };
+        Ok(Presented(credentials.token().map(str::to_string)))
+    }
+}
+
+/// A `/v1/rooms/{room}/...` route's room and its caller, verified for that room (as axum's JWT
+/// example's `Claims` extractor): handlers get who calls, not a token to check.
+pub(crate) struct RoomCaller {
+    pub room: String,
+    pub caller: Caller,
+}
+
+#[derive(Deserialize)]
+struct RoomPath {
+    room: String,
+}
+
+impl FromRequestParts<Arc<AppState>> for RoomCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<AppState>) -> Result<Self, ApiError> {
+        let Path(RoomPath { room }) = Path::<RoomPath>::from_request_parts(parts, app)
+            .await
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_argument", e.body_text()))?;
+        let Ok(presented) = Presented::from_request_parts(parts, app).await;
+        let caller = app.caller(&presented, &room)?;
+        Ok(RoomCaller { room, caller })
     }
 }
 
@@ -329,19 +382,15 @@ async fn metrics(State(app): State<Arc<AppState>>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, ct)], text)
 }
 
-pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
-    liveshop_api::bearer(headers.get(header::AUTHORIZATION)?.to_str().ok()?)
-}
-
 /// `POST /v1/shows`: hosts and merchants with a platform-wide token (`room: "*"`) create shows
 /// selling from shops they own (or any shop, for the config's `operators`); merchants with a
 /// token for a shop create shows selling from it (`liveshop_room::show::claim_shop`).
 async fn create_show(
     State(app): State<Arc<AppState>>,
-    headers: HeaderMap,
+    Presented(token): Presented,
     Limited(body): Limited<MAX_BODY_BYTES>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let token = bearer(&headers).ok_or_else(|| ApiError::from(TokenError::Malformed))?;
+    let token = token.as_deref().ok_or_else(|| ApiError::from(TokenError::Malformed))?;
     let new: NewShow = serde_json::from_slice(&body)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_argument", e.to_string()))?;
     let show = Show::new(new, app.env.now()).map_err(ShowError::Invalid)?;
@@ -411,9 +460,9 @@ async fn guest_token(
     Ok(([(header::SET_COOKIE, app.device_cookie(&device))], body).into_response())
 }
 
+/// Where a socket or stream resumes (`?token=` is the caller's, [`Presented`]).
 #[derive(Deserialize, Default)]
 struct ConnectQuery {
-    token: Option<String>,
     epoch: Option<u64>,
     seq: Option<u64>,
 }
@@ -422,7 +471,7 @@ struct ConnectQuery {
 /// value offered beside `liveshop.v1`.
 async fn websocket(
     State(app): State<Arc<AppState>>,
-    Path(room): Path<String>,
+    RoomCaller { room, caller }: RoomCaller,
     Query(q): Query<ConnectQuery>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
@@ -433,13 +482,7 @@ async fn websocket(
         ws.map_err(|e| ApiError::new(StatusCode::UPGRADE_REQUIRED, "upgrade_required", e.body_text()))?;
     app.admit(app.client_ip(addr, &headers))?;
     app.show(&room)?;
-    let from_protocol = headers
-        .get(header::SEC_WEBSOCKET_PROTOCOL)
-        .and_then(|v| v.to_str().ok())
-        .and_then(liveshop_api::token_from_protocols)
-        .map(str::to_string);
-    let token = q.token.or(from_protocol).ok_or_else(|| ApiError::from(TokenError::Malformed))?;
-    let who = app.verify(&token, &room)?;
+    let who = caller.required()?;
     let sub = app.node.connect(Kind::Room, &room, who, q.epoch.zip(q.seq)).await?;
     let pace = Pace {
         burst: app.config.frames_per_conn_per_sec * 2,
@@ -517,19 +560,14 @@ async fn serve_websocket(socket: WebSocket, mut sub: Subscription, pace: Pace, e
 /// ids are `<epoch>-<seq>`, resumable with `Last-Event-ID`.
 async fn events(
     State(app): State<Arc<AppState>>,
-    Path(room): Path<String>,
+    RoomCaller { room, caller }: RoomCaller,
     Query(q): Query<ConnectQuery>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
     app.admit(app.client_ip(addr, &headers))?;
     app.show(&room)?;
-    let token = q
-        .token
-        .as_deref()
-        .or_else(|| bearer(&headers))
-        .ok_or_else(|| ApiError::from(TokenError::Malformed))?;
-    let who = app.verify(token, &room)?;
+    let who = caller.required()?;
     let last_id = liveshop_api::last_event_id(headers.get("last-event-id").and_then(|v| v.to_str().ok()));
     let sub = app.node.connect(Kind::Room, &room, who, last_id.or(q.epoch.zip(q.seq))).await?;
     Ok(sse(sub))
@@ -567,14 +605,13 @@ fn sse_event(frame: &str) -> SseEvent {
 /// room's pacing per user (which new guest tokens would otherwise reset).
 async fn command(
     State(app): State<Arc<AppState>>,
-    Path(room): Path<String>,
+    RoomCaller { room, caller }: RoomCaller,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     app.pace(Limit::Commands, app.client_ip(addr, &headers))?;
-    let token = bearer(&headers).ok_or_else(|| ApiError::from(TokenError::Malformed))?;
-    let who = app.verify(token, &room)?;
+    let who = caller.required()?;
     app.show(&room)?;
     let body = command_body(body).await?;
     room_command(&app, &room, who, body.to_vec()).await
@@ -682,18 +719,15 @@ async fn relay_stream_event(app: &AppState, body: &[u8]) -> Result<Response, Api
 /// `GET /v1/rooms/{room}/state`: the room as the caller (or an anonymous viewer) sees it.
 async fn room_state(
     State(app): State<Arc<AppState>>,
-    Path(room): Path<String>,
-    Query(q): Query<ConnectQuery>,
+    RoomCaller { room, caller: Caller(who) }: RoomCaller,
+    // The sockets' query, refused as theirs is when malformed.
+    Query(_): Query<ConnectQuery>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     // Each read is an event of the room (it may revive it), so it is paced like a connection.
     app.admit(app.client_ip(addr, &headers))?;
     app.show(&room)?;
-    let who = match q.token.as_deref().or_else(|| bearer(&headers)) {
-        Some(t) => Some(app.verify(t, &room)?),
-        None => None,
-    };
     let req = HttpRequest { method: "GET".into(), path: "/state".into(), body: vec![], who, headers: vec![] };
     actor_response(app.node.request(Kind::Room, &room, req).await?)
 }

@@ -21,11 +21,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post, put};
 use axum::{Json, Router};
+use liveshop_api::Caller;
 use liveshop_api::shop::{INBOUND_SECRET_ID, ShopifyInbound};
 use liveshop_identity::{Identity, Role};
 use liveshop_room::filter::address_key;
@@ -37,7 +38,7 @@ use liveshop_webhooks::GENERATED_SECRET_LEN;
 use serde_json::{Value, json};
 
 use crate::actor::{HttpRequest, HttpResponse};
-use crate::http::{ApiError, AppState, Limited, actor_response, bearer, read_body, sse};
+use crate::http::{ApiError, AppState, Limited, Presented, actor_response, read_body, sse};
 use crate::node::Kind;
 
 /// Record kind of a shop's Shopify settings (sealed: they hold the app's secret).
@@ -83,22 +84,9 @@ impl AppState {
         }
     }
 
-    /// The caller, from a bearer token for `scope` (the shop or the show), if one was sent.
-    fn caller(
-        &self,
-        headers: &HeaderMap,
-        token: Option<&str>,
-        scope: &str,
-    ) -> Result<Option<Identity>, ApiError> {
-        token.or_else(|| bearer(headers)).map(|t| self.verify(t, scope)).transpose()
-    }
-
-    fn merchant(&self, headers: &HeaderMap, shop: &str) -> Result<Identity, ApiError> {
-        let who = self.caller(headers, None, shop)?.ok_or_else(|| {
-            ApiError::new(StatusCode::UNAUTHORIZED, "token_malformed", "a merchant token is required")
-        })?;
-        liveshop_api::shop::merchant_only(&who)?;
-        Ok(who)
+    /// The merchant of `shop`, from the token presented, or the refusal.
+    fn merchant(&self, token: &Presented, shop: &str) -> Result<Identity, ApiError> {
+        Ok(self.caller(token, shop)?.merchant()?)
     }
 }
 
@@ -123,12 +111,10 @@ async fn shop_api(
     State(app): State<Arc<AppState>>,
     Path((shop, _)): Path<(String, String)>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
+    token: Presented,
+    req: Request,
 ) -> Result<Response, ApiError> {
-    shop_request(&app, Addressed::Shop(shop), addr, method, uri, headers, body).await
+    shop_request(&app, Addressed::Shop(shop), addr, &token, req).await
 }
 
 /// `ANY /v1/shows/{show}/shop/{path}`: the show's shop, with the show's tokens.
@@ -136,25 +122,23 @@ async fn show_shop_api(
     State(app): State<Arc<AppState>>,
     Path((show, _)): Path<(String, String)>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
+    token: Presented,
+    req: Request,
 ) -> Result<Response, ApiError> {
-    shop_request(&app, Addressed::Show(show), addr, method, uri, headers, body).await
+    shop_request(&app, Addressed::Show(show), addr, &token, req).await
 }
 
 async fn shop_request(
     app: &AppState,
     by: Addressed,
     addr: SocketAddr,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
+    token: &Presented,
+    req: Request,
 ) -> Result<Response, ApiError> {
+    let (parts, body) = req.into_parts();
+    let (method, uri, headers) = (parts.method, parts.uri, parts.headers);
     let (shop, scope, base) = app.addressed(&by)?;
-    let who = app.caller(&headers, None, &scope)?;
+    let Caller(who) = app.caller(token, &scope)?;
     forward(app, addr, (&shop, by.show()), who, method, below(&uri, &base), &headers, body).await
 }
 
@@ -265,32 +249,32 @@ async fn live(app: &AppState, ip: IpAddr, shop: &str) -> Result<Response, ApiErr
 async fn rotate_secret(
     State(app): State<Arc<AppState>>,
     Path((shop, secret_id)): Path<(String, String)>,
-    headers: HeaderMap,
+    token: Presented,
     Limited(body): Limited<MAX_BODY_BYTES>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     liveshop_api::shop::check_secret_id(&secret_id)?;
-    issue_secret(&app, &shop, &secret_id, &headers, &body)
+    issue_secret(&app, &shop, &secret_id, &token, &body)
 }
 
 /// `POST /v1/shops/{shop}/inbound-secrets/liveshop`.
 async fn rotate_inbound_secret(
     State(app): State<Arc<AppState>>,
     Path(shop): Path<String>,
-    headers: HeaderMap,
+    token: Presented,
     Limited(body): Limited<MAX_BODY_BYTES>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    issue_secret(&app, &shop, INBOUND_SECRET_ID, &headers, &body)
+    issue_secret(&app, &shop, INBOUND_SECRET_ID, &token, &body)
 }
 
 fn issue_secret(
     app: &AppState,
     shop: &str,
     secret_id: &str,
-    headers: &HeaderMap,
+    token: &Presented,
     body: &[u8],
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     app.known_shop(shop)?;
-    app.merchant(headers, shop)?;
+    app.merchant(token, shop)?;
     let mut random = [0u8; GENERATED_SECRET_LEN];
     app.env.fill_random(&mut random);
     let secret = liveshop_api::shop::secret_to_issue(body, random)?;
@@ -302,11 +286,11 @@ fn issue_secret(
 async fn set_shopify(
     State(app): State<Arc<AppState>>,
     Path(shop): Path<String>,
-    headers: HeaderMap,
+    token: Presented,
     Limited(body): Limited<MAX_BODY_BYTES>,
 ) -> Result<StatusCode, ApiError> {
     app.known_shop(&shop)?;
-    app.merchant(&headers, &shop)?;
+    app.merchant(&token, &shop)?;
     let settings = ShopifySettings::parse(&body).map_err(shopify_error)?;
     app.sealed.put(SHOPIFY, &shop, &serde_json::to_string(&settings).expect("serializes"))?;
     Ok(StatusCode::NO_CONTENT)

@@ -10,13 +10,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Json, Router};
 use liveshop_identity::{Role, TokenError};
 use serde::{Deserialize, Serialize};
 
-use crate::http::{ApiError, AppState, Limited, bearer};
+use crate::http::{ApiError, AppState, Limited, Presented};
 use crate::shows::Show;
 
 /// The media origin the node runs in its own process ([`AppState::mount_live_streams`]): what
@@ -71,15 +71,15 @@ const MAX_ROTATE_BODY: usize = 1024;
 async fn rotate(
     State(app): State<Arc<AppState>>,
     Path(show): Path<String>,
-    headers: HeaderMap,
+    token: Presented,
     Limited(body): Limited<MAX_ROTATE_BODY>,
 ) -> Result<Json<Rotated>, ApiError> {
     let forbidden =
         || ApiError::new(StatusCode::FORBIDDEN, "forbidden", "only the show's host rotates its stream key");
-    let token = bearer(&headers).ok_or_else(|| ApiError::from(TokenError::Malformed))?;
     // Another show's valid token is a caller without the right, not a bad token.
     let who = app
-        .verify(token, &show)
+        .caller(&token, &show)
+        .and_then(|c| Ok(c.required()?))
         .map_err(|e| if e.code == TokenError::WrongRoom.code() { forbidden() } else { e })?;
     if who.role != Role::Host {
         return Err(forbidden());

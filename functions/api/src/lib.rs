@@ -13,7 +13,7 @@
 pub mod report;
 pub mod shop;
 
-use liveshop_identity::{Claims, Devices, Identity, Role};
+use liveshop_identity::{Claims, Devices, Identity, Role, TokenError};
 use liveshop_room::show::Show;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -44,7 +44,7 @@ impl ApiError {
     }
 
     /// A refused token: `401` with the token's code.
-    pub fn token(e: liveshop_identity::TokenError) -> ApiError {
+    pub fn token(e: TokenError) -> ApiError {
         ApiError::new(401, e.code(), e.to_string())
     }
 
@@ -72,6 +72,58 @@ pub fn bearer(authorization: &str) -> Option<&str> {
 /// headers on a WebSocket): the offered value shaped like a JWT.
 pub fn token_from_protocols(offered: &str) -> Option<&str> {
     offered.split(',').map(str::trim).find(|p| p.matches('.').count() == 2 && *p != PROTOCOL)
+}
+
+/// Where a request may carry its token, as the host read them from its request type.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Credentials<'a> {
+    /// The `Authorization` header's value.
+    pub authorization: Option<&'a str>,
+    /// The raw query string, whose `token=` serves clients that cannot set headers (a browser's
+    /// `EventSource` and WebSocket).
+    pub query: Option<&'a str>,
+    /// The `Sec-WebSocket-Protocol` header's value.
+    pub protocols: Option<&'a str>,
+}
+
+impl<'a> Credentials<'a> {
+    /// The token presented: `?token=`, else a subprotocol offered beside [`PROTOCOL`], else
+    /// `Authorization: Bearer`. (Tokens are base64url and dots: nothing to percent-decode.)
+    pub fn token(&self) -> Option<&'a str> {
+        let query = self.query.and_then(|q| q.split('&').find_map(|p| p.strip_prefix("token=")));
+        query
+            .or_else(|| self.protocols.and_then(token_from_protocols))
+            .or_else(|| self.authorization.and_then(bearer))
+    }
+}
+
+/// Who calls a route of one room or shop: the identity the presented token proves there, or
+/// nobody when none was presented (a bad token is refused, never taken as nobody). Every host
+/// makes it once per request, before its handler looks at anything the caller may not see.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Caller(pub Option<Identity>);
+
+impl Caller {
+    /// `token` checked by `verify` (the host's secret, for the route's room or shop).
+    pub fn of(
+        token: Option<&str>,
+        verify: impl FnOnce(&str) -> Result<Identity, TokenError>,
+    ) -> Result<Caller, ApiError> {
+        token.map(verify).transpose().map(Caller).map_err(ApiError::token)
+    }
+
+    /// Who calls, for a route that needs someone: `401 token_malformed` without a token.
+    pub fn required(self) -> Result<Identity, ApiError> {
+        self.0.ok_or_else(|| ApiError::token(TokenError::Malformed))
+    }
+
+    /// The merchant of the shop, for its secrets and settings.
+    pub fn merchant(self) -> Result<Identity, ApiError> {
+        let who =
+            self.0.ok_or_else(|| ApiError::new(401, "token_malformed", "a merchant token is required"))?;
+        shop::merchant_only(&who)?;
+        Ok(who)
+    }
 }
 
 /// Whether the client offered [`PROTOCOL`]: the answer then names it.
@@ -174,6 +226,33 @@ mod tests {
         for bad in [None, Some("7"), Some("7-x"), Some("-1-2"), Some("")] {
             assert_eq!(last_event_id(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_caller_is_who_the_token_presented_proves_or_nobody() {
+        let secret = liveshop_identity::Secret::new(b"a test secret that is long enough".to_vec()).unwrap();
+        let token = |room: &str| secret.mint(&Claims::new("ana", room, Role::Viewer, 2_000)).unwrap();
+        let (mine, other) = (token("demo"), token("other"));
+        let bearer = format!("Bearer {other}");
+        let query = format!("epoch=1&token={mine}");
+        let offer = format!("liveshop.v1, {mine}");
+        // The query wins over a subprotocol, which wins over the header.
+        let all = Credentials { authorization: Some(&bearer), query: Some(&query), protocols: Some(&offer) };
+        assert_eq!(all.token(), Some(mine.as_str()));
+        let header_only = Credentials { authorization: Some(&bearer), ..Credentials::default() };
+        assert_eq!(header_only.token(), Some(other.as_str()));
+        let offered = Credentials { protocols: Some(&offer), ..Credentials::default() };
+        assert_eq!(offered.token(), Some(mine.as_str()));
+        assert_eq!(Credentials { query: Some("epoch=1"), ..Credentials::default() }.token(), None);
+
+        let verify = |t: &str| secret.verify(t, "demo", 1_000);
+        let ana = Caller::of(Some(&mine), verify).unwrap();
+        assert_eq!(ana.clone().required().unwrap().subject, "ana");
+        assert_eq!(ana.merchant().unwrap_err().code, "forbidden");
+        assert_eq!(Caller::of(Some(&other), verify).unwrap_err().code, "token_wrong_room");
+        let nobody = Caller::of(None, verify).unwrap();
+        assert_eq!(nobody, Caller(None));
+        assert_eq!(nobody.required().unwrap_err().code, "token_malformed");
     }
 
     #[test]

@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 use worker::*;
 
 use crate::shows::Show;
-use crate::{api_error, bearer, now_ms, room_stub, secret, shop_stub, show_record};
+use crate::{api_error, now_ms, presented, room_stub, secret, shop_stub, show_record};
 
 /// `GET /v1/shows/{show}/analytics` (`file` absent) or `/v1/shows/{show}/analytics/{file}`.
 pub(crate) async fn get(req: Request, env: &Env, show: &str, file: Option<&str>) -> Result<Response> {
@@ -26,7 +26,7 @@ pub(crate) async fn get(req: Request, env: &Env, show: &str, file: Option<&str>)
         Err(refusal) => return Ok(refusal),
     };
     let (secret, now) = (secret(env)?, now_ms() / 1000);
-    let who = match reader(&show, bearer(&req).as_deref(), |t, scope| secret.verify(t, scope, now)) {
+    let who = match reader(&show, presented(&req).as_deref(), |t, scope| secret.verify(t, scope, now)) {
         Ok(who) => who,
         Err(e) => return api_error(&e),
     };

@@ -34,6 +34,7 @@
 //! The API is the edge node's (`edge/src/http.rs`, `edge/src/shop_http.rs`, `docs/protocol.md`);
 //! `tests/conformance*` runs one suite against both hosts. See `docs/cloudflare.md`.
 
+use liveshop_api::{ApiError, Caller};
 use liveshop_identity::{Identity, Role, Secret, TokenError};
 use liveshop_room::pages::{COMMON_HEADERS, Page};
 use liveshop_room::show::Credential;
@@ -210,7 +211,7 @@ async fn create_show(mut req: Request, env: &Env) -> Result<Response> {
     }
     let secret = secret(env)?;
     let now = now_ms();
-    let Some(token) = bearer(&req) else { return token_error(TokenError::Malformed) };
+    let Some(token) = presented(&req) else { return token_error(TokenError::Malformed) };
     let show =
         match serde_json::from_slice(&body).map_err(|e| e.to_string()).and_then(|n| shows::Show::new(n, now))
         {
@@ -306,18 +307,24 @@ pub(crate) fn setting(env: &Env, name: &str, default: u64) -> u64 {
     env.var(name).ok().and_then(|v| v.to_string().parse().ok()).unwrap_or(default)
 }
 
-pub(crate) fn bearer(req: &Request) -> Option<String> {
-    let h = req.headers().get("authorization").ok()??;
-    liveshop_api::bearer(&h).map(str::to_string)
+/// The token the request presents, read once ([`liveshop_api::Credentials`]): `?token=`, a
+/// WebSocket subprotocol beside `liveshop.v1`, or `Authorization: Bearer`.
+pub(crate) fn presented(req: &Request) -> Option<String> {
+    let header = |name: &str| req.headers().get(name).ok().flatten();
+    let (authorization, protocols) = (header("authorization"), header("sec-websocket-protocol"));
+    let url = req.url().ok();
+    let credentials = liveshop_api::Credentials {
+        authorization: authorization.as_deref(),
+        query: url.as_ref().and_then(|u| u.query()),
+        protocols: protocols.as_deref(),
+    };
+    credentials.token().map(str::to_string)
 }
 
-/// The caller, from `?token=` or a bearer token, if either was sent.
-pub(crate) fn caller(
-    req: &Request,
-    secret: &Secret,
-    scope: &str,
-) -> std::result::Result<Option<Identity>, TokenError> {
-    query(req, "token").or_else(|| bearer(req)).map(|t| secret.verify(&t, scope, now_ms() / 1000)).transpose()
+/// Who calls, for `scope` (a room, a shop, a show): the token presented, verified.
+pub(crate) fn caller(req: &Request, env: &Env, scope: &str) -> Result<std::result::Result<Caller, ApiError>> {
+    let secret = secret(env)?;
+    Ok(Caller::of(presented(req).as_deref(), |t| secret.verify(t, scope, now_ms() / 1000)))
 }
 
 pub(crate) fn query(req: &Request, name: &str) -> Option<String> {

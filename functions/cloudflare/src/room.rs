@@ -10,7 +10,8 @@ use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use futures_channel::mpsc::{Sender, channel};
-use liveshop_identity::{Identity, TokenError};
+use liveshop_api::Caller;
+use liveshop_identity::Identity;
 use liveshop_room::filter::TokenBucket;
 use liveshop_room::{ConnId, Epoch, Input, Millis, Output};
 use serde::{Deserialize, Serialize};
@@ -20,8 +21,7 @@ use crate::fanout::Item;
 use crate::feed::{self, Parked};
 use crate::shows::Show;
 use crate::{
-    bearer, error, frame_check, now_ms, query, random_u53, reply, secret, setting, sse_event, sse_response,
-    token_error,
+    api_error, error, frame_check, now_ms, query, random_u53, reply, secret, setting, sse_event, sse_response,
 };
 
 /// What a socket carries through hibernation.
@@ -228,15 +228,11 @@ impl Room {
         if self.show().is_none() {
             return self.no_show(&["v1", "rooms", room]);
         }
-        let offered = req.headers().get("sec-websocket-protocol")?.unwrap_or_default();
-        let from_protocol = liveshop_api::token_from_protocols(&offered).map(str::to_string);
-        let Some(token) = query(req, "token").or(from_protocol) else {
-            return token_error(TokenError::Malformed);
-        };
-        let who = match secret(&self.env)?.verify(&token, room, now_ms() / 1000) {
+        let who = match crate::caller(req, &self.env, room)?.and_then(Caller::required) {
             Ok(who) => who,
-            Err(e) => return token_error(e),
+            Err(e) => return api_error(&e),
         };
+        let offered = req.headers().get("sec-websocket-protocol")?.unwrap_or_default();
         if req.headers().get("upgrade")?.is_none_or(|u| !u.eq_ignore_ascii_case("websocket")) {
             return error(426, "upgrade_required", "this endpoint speaks WebSocket");
         }
@@ -378,10 +374,9 @@ impl Room {
         if self.show().is_none() {
             return self.no_show(&["v1", "rooms", room]);
         }
-        let who = match crate::caller(req, &secret(&self.env)?, room) {
-            Ok(Some(who)) => who,
-            Ok(None) => return token_error(TokenError::Malformed),
-            Err(e) => return token_error(e),
+        let who = match crate::caller(req, &self.env, room)?.and_then(Caller::required) {
+            Ok(who) => who,
+            Err(e) => return api_error(&e),
         };
         let last_id = liveshop_api::last_event_id(req.headers().get("last-event-id")?.as_deref());
         let query_position = query(req, "epoch")
@@ -474,10 +469,9 @@ impl Room {
 
     /// `POST /v1/rooms/{room}/commands`: one client frame as the body; the answer is its `ack`.
     async fn command(&self, req: &Request, room: &str, body: Vec<u8>) -> Result<Response> {
-        let Some(token) = bearer(req) else { return token_error(TokenError::Malformed) };
-        let who = match secret(&self.env)?.verify(&token, room, now_ms() / 1000) {
+        let who = match crate::caller(req, &self.env, room)?.and_then(Caller::required) {
             Ok(who) => who,
-            Err(e) => return token_error(e),
+            Err(e) => return api_error(&e),
         };
         if self.show().is_none() {
             return self.no_show(&["v1", "rooms", room]);
@@ -496,9 +490,9 @@ impl Room {
         if self.show().is_none() {
             return self.no_show(&["v1", "rooms", room]);
         }
-        let who = match crate::caller(req, &secret(&self.env)?, room) {
-            Ok(who) => who,
-            Err(e) => return token_error(e),
+        let who = match crate::caller(req, &self.env, room)? {
+            Ok(Caller(who)) => who,
+            Err(e) => return api_error(&e),
         };
         self.answer(|_| Input::Request { who, method: "GET".into(), path: "/state".into(), body: vec![] })
             .await

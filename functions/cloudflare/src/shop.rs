@@ -18,10 +18,10 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 
 use futures_channel::mpsc::{Sender, channel};
+use liveshop_api::Caller;
 use liveshop_api::shop::{
     Claim, INBOUND_SECRET_ID, ShopifyInbound, check_secret_id, delivery_headers, issued_secret,
-    merchant_only, merchant_update, registered, secret_to_issue, test_payment, verify_liveshop,
-    verify_shopify,
+    merchant_update, registered, secret_to_issue, test_payment, verify_liveshop, verify_shopify,
 };
 use liveshop_identity::Identity;
 use liveshop_payments::PaymentError;
@@ -36,7 +36,7 @@ use liveshop_webhooks::{EndpointPolicy, Secret, check_endpoint};
 use serde::Deserialize;
 use worker::*;
 
-use crate::{api_error, error, now_ms, random_u53, reply, secret, sse_event, sse_response, token_error};
+use crate::{api_error, error, now_ms, random_u53, reply, sse_event, sse_response};
 
 /// Request headers the shop sees; everything else stays with the host.
 const FORWARDED_HEADERS: [&str; 1] = ["idempotency-key"];
@@ -192,10 +192,9 @@ impl Shop {
         path: String,
         body: Vec<u8>,
     ) -> Result<Response> {
-        let secret = secret(&self.inner.env)?;
-        let who = match crate::bearer(req).map(|t| secret.verify(&t, scope, now_ms() / 1000)).transpose() {
-            Ok(who) => who,
-            Err(e) => return token_error(e),
+        let who = match crate::caller(req, &self.inner.env, scope)? {
+            Ok(Caller(who)) => who,
+            Err(e) => return api_error(&e),
         };
         // Anonymous reads wake the shop too: paced per address like connections.
         if who.is_none()
@@ -331,14 +330,11 @@ impl Inner {
 
     /// The refusal for a caller without a merchant token for `shop`, if it is one.
     fn refuse_non_merchant(&self, req: &Request, shop: &str) -> Result<Option<Response>> {
-        let who = match crate::bearer(req) {
-            None => return error(401, "token_malformed", "a merchant token is required").map(Some),
-            Some(t) => match secret(&self.env)?.verify(&t, shop, now_ms() / 1000) {
-                Ok(who) => who,
-                Err(e) => return token_error(e).map(Some),
-            },
-        };
-        merchant_only(&who).err().map(|e| api_error(&e)).transpose()
+        crate::caller(req, &self.env, shop)?
+            .and_then(Caller::merchant)
+            .err()
+            .map(|e| api_error(&e))
+            .transpose()
     }
 
     /// `PUT /v1/shops/{shop}/inbound-secrets/shopify`: `{secret, currency}` of a Shopify app.

@@ -20,7 +20,7 @@ pub(crate) async fn get(
 ) -> Result<Reply, ApiError> {
     let ask = ReportAsk::parse(file, &call.query)?;
     let show = crate::room::show_record(show).await?;
-    let who = liveshop_api::report::reader(&show, call.bearer(), |t, scope| {
+    let who = liveshop_api::report::reader(&show, call.token(), |t, scope| {
         config.secret.verify(t, scope, crate::now_ms() / 1000)
     })?;
     let mut report = match report(config, &show, &who).await {

@@ -30,7 +30,7 @@ mod store;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use liveshop_api::ApiError;
+use liveshop_api::{ApiError, Caller};
 use liveshop_identity::{Identity, Secret};
 use spin_sdk::http::{BoxBody, Request, box_body};
 use spin_sdk::http_service;
@@ -71,8 +71,11 @@ impl Call {
             .map(|(_, v)| v.to_string())
     }
 
-    pub fn bearer(&self) -> Option<&str> {
-        self.header("authorization").and_then(liveshop_api::bearer)
+    /// The token presented, read once ([`liveshop_api::Credentials`]).
+    pub fn token(&self) -> Option<&str> {
+        let query = (!self.query.is_empty()).then_some(self.query.as_str());
+        liveshop_api::Credentials { authorization: self.header("authorization"), query, protocols: None }
+            .token()
     }
 
     /// The client's address, as Spin gives it (`spin-client-addr`), for per-address limits.
@@ -186,9 +189,9 @@ impl Config {
         self.secret.verify(token, scope, now_ms() / 1000).map_err(ApiError::token)
     }
 
-    /// The caller, from `?token=` or a bearer token, if either was sent.
-    pub fn caller(&self, call: &Call, scope: &str) -> Result<Option<Identity>, ApiError> {
-        call.query("token").as_deref().or(call.bearer()).map(|t| self.verify(t, scope)).transpose()
+    /// Who calls, for `scope` (a room, a shop, a show): the token presented, verified.
+    pub fn caller(&self, call: &Call, scope: &str) -> Result<Caller, ApiError> {
+        Caller::of(call.token(), |t| self.secret.verify(t, scope, now_ms() / 1000))
     }
 }
 

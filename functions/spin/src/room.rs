@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use liveshop_api::ApiError;
+use liveshop_api::{ApiError, Caller};
 use liveshop_identity::{Identity, Role, TokenError};
 use liveshop_room::filter::TokenBucket;
 use liveshop_room::show::{Credential, Show};
@@ -179,7 +179,7 @@ pub(crate) async fn create_show(config: &Config, call: &Call) -> Result<Reply, A
         return Err(refusal);
     }
     let now = now_ms();
-    let token = call.bearer().ok_or_else(|| ApiError::token(TokenError::Malformed))?;
+    let token = call.token().ok_or_else(|| ApiError::token(TokenError::Malformed))?;
     let show = serde_json::from_slice(&call.body)
         .map_err(|e| e.to_string())
         .and_then(|n| Show::new(n, now))
@@ -265,8 +265,7 @@ pub(crate) async fn guest(config: &Config, call: &Call, room: &str) -> Result<Re
 
 /// `POST /v1/rooms/{room}/commands`: one client frame as the body; the answer is its `ack`.
 pub(crate) fn command(config: &Config, call: &Call, room: &str) -> Result<Reply, ApiError> {
-    let token = call.bearer().ok_or_else(|| ApiError::token(TokenError::Malformed))?;
-    let who = config.verify(token, room)?;
+    let who = config.caller(call, room)?.required()?;
     if call.body.len() > liveshop_api::MAX_COMMAND_BYTES {
         let msg = format!("commands are limited to {} bytes", liveshop_api::MAX_COMMAND_BYTES);
         return Err(ApiError::new(413, "payload_too_large", msg));
@@ -285,7 +284,7 @@ pub(crate) fn command(config: &Config, call: &Call, room: &str) -> Result<Reply,
 /// `GET /v1/rooms/{room}/state`: the room as the caller (or an anonymous viewer) sees it.
 pub(crate) async fn state(config: &Config, call: &Call, room: &str) -> Result<Reply, ApiError> {
     show_record(room).await?;
-    let who = config.caller(call, room)?;
+    let Caller(who) = config.caller(call, room)?;
     answer(run(room, |_| {
         vec![Input::Request { who: who.clone(), method: "GET".into(), path: "/state".into(), body: vec![] }]
     })?)
@@ -495,7 +494,7 @@ const MAX_FEED_VIEWERS: usize = 1_000_000;
 /// `Last-Event-ID`), then every event the caller may see as the stored room logs it.
 pub(crate) async fn events(config: &Config, call: &Call, room: &str) -> Result<Reply, ApiError> {
     show_record(room).await?;
-    let who = config.caller(call, room)?.ok_or_else(|| ApiError::token(TokenError::Malformed))?;
+    let who = config.caller(call, room)?.required()?;
     let last_id = liveshop_api::last_event_id(call.header("last-event-id"));
     let query_position =
         call.query("epoch").and_then(|e| e.parse().ok()).zip(call.query("seq").and_then(|s| s.parse().ok()));

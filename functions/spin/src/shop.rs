@@ -6,8 +6,8 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
-use liveshop_api::ApiError;
 use liveshop_api::shop::{Claim, INBOUND_SECRET_ID, ShopifyInbound};
+use liveshop_api::{ApiError, Caller};
 use liveshop_identity::Identity;
 use liveshop_payments::stripe::{self, StripeConfig, StripeResult};
 use liveshop_room::filter::address_key;
@@ -473,11 +473,9 @@ fn shop_reply(status: u16, content_type: &str, body: Vec<u8>) -> Reply {
     out
 }
 
-/// The merchant of `shop`, from the bearer token, or the refusal.
+/// The merchant of `shop`, from the token presented, or the refusal.
 fn merchant(config: &Config, call: &Call, shop: &str) -> Result<(), ApiError> {
-    let token =
-        call.bearer().ok_or_else(|| ApiError::new(401, "token_malformed", "a merchant token is required"))?;
-    liveshop_api::shop::merchant_only(&config.verify(token, shop)?)
+    config.caller(call, shop)?.merchant().map(drop)
 }
 
 /// `POST .../webhook-secrets/{secret_id}` and `POST .../inbound-secrets/liveshop`: the answer
@@ -526,7 +524,7 @@ async fn forward(
     rest: &[&str],
 ) -> Result<Reply, ApiError> {
     let scope = show.unwrap_or(shop);
-    let who = call.bearer().map(|t| config.verify(t, scope)).transpose()?;
+    let Caller(who) = config.caller(call, scope)?;
     let mut path = format!("/{}", rest.join("/"));
     if !call.query.is_empty() {
         path = format!("{path}?{}", call.query);
