@@ -11,6 +11,7 @@
 //! (`edge/src/http.rs`, `functions/cloudflare/src/lib.rs`), kept in step by `tests/conformance`.
 
 pub mod report;
+pub mod route;
 pub mod shop;
 
 use liveshop_identity::{Claims, Devices, Identity, Role, TokenError};

@@ -34,6 +34,7 @@
 //! The API is the edge node's (`edge/src/http.rs`, `edge/src/shop_http.rs`, `docs/protocol.md`);
 //! `tests/conformance*` runs one suite against both hosts. See `docs/cloudflare.md`.
 
+use liveshop_api::route::{Paced, RoomRoute, Route, ShopOf, ShopRoute};
 use liveshop_api::{ApiError, Caller};
 use liveshop_identity::{Identity, Role, Secret, TokenError};
 use liveshop_room::pages::{COMMON_HEADERS, Page};
@@ -60,10 +61,8 @@ pub use shop::Shop;
 #[event(fetch)]
 async fn fetch(mut req: Request, env: Env, ctx: Context) -> Result<Response> {
     let url = req.url()?;
-    let segments: Vec<String> =
-        url.path_segments().map(|s| s.map(String::from).collect()).unwrap_or_default();
-    let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
-    if let Some(limit) = paced(&req, &env, &segs)?
+    let route = Route::of(req.method().as_ref(), url.path());
+    if let Some(limit) = paced(&req, &env, route)?
         && let Some(refusal) = pacing::take(&env, &req, limit).await?
     {
         // Read before refusing; see the room's fetch.
@@ -71,7 +70,7 @@ async fn fetch(mut req: Request, env: Env, ctx: Context) -> Result<Response> {
         return with_headers(refusal, &COMMON_HEADERS);
     }
     let counted = pacing::Caller::of(&req)?;
-    let response = match route(req, &env, &ctx, &segs).await {
+    let response = match self::route(req, &env, &ctx, route).await {
         Ok(response) => response,
         // What no route answered itself (storage, a bad setting such as PAYMENTS_PROVIDER) is
         // still JSON with a stable code, not the runtime's plain-text 500.
@@ -81,7 +80,9 @@ async fn fetch(mut req: Request, env: Env, ctx: Context) -> Result<Response> {
         }
     };
     // Signed inbound requests refuse signatures, not tokens.
-    if response.status_code() == 401 && !matches!(segs.as_slice(), ["v1", "shops", _, "inbound", ..]) {
+    let signed =
+        matches!(route, Some(Route::Shop(_, ShopRoute::InboundLiveshop | ShopRoute::InboundShopify)));
+    if response.status_code() == 401 && !signed {
         counted.refused(&env, &ctx, "token")?;
     }
     with_headers(response, &COMMON_HEADERS)
@@ -100,32 +101,27 @@ fn with_headers(response: Response, extra: &[(&str, &str)]) -> Result<Response> 
     Ok(response.with_headers(headers))
 }
 
-async fn route(mut req: Request, env: &Env, ctx: &Context, segs: &[&str]) -> Result<Response> {
-    match (req.method(), segs) {
-        (Method::Get, [""]) => Response::redirect_with_status(req.url()?.join("/watch/demo")?, 307),
-        (Method::Get, ["healthz"]) => Response::from_json(&json!({ "status": "ok" })),
-        (Method::Get, ["metrics"]) => pacing::metrics(env).await,
-        (Method::Get, ["watch", show]) => {
+async fn route(mut req: Request, env: &Env, ctx: &Context, route: Option<Route<'_>>) -> Result<Response> {
+    let Some(route) = route else {
+        req.bytes().await?;
+        return error(404, "not_found", "no such endpoint");
+    };
+    match route {
+        Route::Home => Response::redirect_with_status(req.url()?.join("/watch/demo")?, 307),
+        Route::Health => Response::from_json(&json!({ "status": "ok" })),
+        Route::Metrics => pacing::metrics(env).await,
+        Route::Page(Page::Viewer, show) => {
             let show = show_record(env, show).await?.ok();
             page(env, Page::Viewer, show.as_ref()).await
         }
-        (Method::Get, ["dashboard", _]) => page(env, Page::Dashboard, None).await,
-        (Method::Get, ["shows", _, "report"]) => page(env, Page::Report, None).await,
-        (Method::Post, ["v1", "shows"]) => create_show(req, env).await,
-        (Method::Get, ["v1", "shows", show]) => room_stub(env, show)?.fetch_with_request(req).await,
-        (Method::Get, ["v1", "shows", show, "analytics"]) => analytics::get(req, env, show, None).await,
-        (Method::Get, ["v1", "shows", show, "analytics", file]) => {
-            analytics::get(req, env, show, Some(file)).await
-        }
-        (Method::Get, ["v1", "rooms", room, "feed"]) => feed::get(req, env, ctx, room).await,
-        (Method::Post, ["v1", "rooms", room, "heartbeat"]) => {
-            audience::stub(env, room)?.fetch_with_request(req).await
-        }
-        // `_`-actions are fan-out objects' calls to their room.
-        (_, ["v1", "rooms", room, action]) if !action.starts_with('_') => {
-            room_stub(env, room)?.fetch_with_request(req).await
-        }
-        (_, ["v1", "shows", show, "shop", _, ..]) => {
+        Route::Page(other, _) => page(env, other, None).await,
+        Route::CreateShow => create_show(req, env).await,
+        Route::Show(show) => room_stub(env, show)?.fetch_with_request(req).await,
+        Route::Report(show, file) => analytics::get(req, env, show, file).await,
+        Route::Room(room, RoomRoute::Feed) => feed::get(req, env, ctx, room).await,
+        Route::Room(room, RoomRoute::Heartbeat) => audience::stub(env, room)?.fetch_with_request(req).await,
+        Route::Room(room, _) => room_stub(env, room)?.fetch_with_request(req).await,
+        Route::Shop(ShopOf::Show(show), _) => {
             let shop = match show_record(env, show).await? {
                 Ok(s) => s.shop_id().to_string(),
                 Err(response) => {
@@ -136,36 +132,35 @@ async fn route(mut req: Request, env: &Env, ctx: &Context, segs: &[&str]) -> Res
             };
             shop_stub(env, &shop)?.fetch_with_request(req).await
         }
-        (Method::Post, ["v1", "payments", "stripe", "webhook"]) => payments::webhook(req, env).await,
-        // `_`-paths are the Worker's own calls to the shop (see `create_show`).
-        (_, ["v1", "shops", shop, first, ..]) if !first.starts_with('_') => {
-            shop_stub(env, shop)?.fetch_with_request(req).await
-        }
-        _ => {
+        Route::Shop(ShopOf::Shop(shop), _) => shop_stub(env, shop)?.fetch_with_request(req).await,
+        Route::StripeWebhook => payments::webhook(req, env).await,
+        // Durable Objects keep their own alarms.
+        Route::Alarms => {
             req.bytes().await?;
             error(404, "not_found", "no such endpoint")
         }
     }
 }
 
-/// The per-address limit the edge node paces this request by before anything else: new
-/// connections, room reads and guest tokens (each may wake a room), commands over HTTP and
-/// feed heartbeats.
+/// The per-address limit the edge node paces this request by before anything else
+/// ([`Route::paced`]): a socket route only for an upgrade, guest tokens only where given.
 /// (The shop object paces its live feed and anonymous reads itself, after the shop is found, as
-/// the edge node does; the room paces guest tokens for new devices.)
-fn paced(req: &Request, env: &Env, segs: &[&str]) -> Result<Option<pacing::Limit>> {
-    let connection = match (req.method(), segs) {
-        (Method::Post, ["v1", "rooms", _, "commands"]) => return Ok(Some(pacing::Limit::Commands)),
-        // Feed reads are paced when they miss the cache (`feed::get`).
-        (Method::Post, ["v1", "rooms", _, "heartbeat"]) => return Ok(Some(pacing::Limit::Reads)),
-        (Method::Get, ["v1", "rooms", _, "ws"]) => {
-            req.headers().get("upgrade")?.is_some_and(|u| u.eq_ignore_ascii_case("websocket"))
+/// the edge node does; the room paces guest tokens for new devices; feed reads are paced when
+/// they miss the cache, `feed::get`.)
+fn paced(req: &Request, env: &Env, route: Option<Route<'_>>) -> Result<Option<pacing::Limit>> {
+    let Some(route) = route else { return Ok(None) };
+    Ok(match (route, route.paced()) {
+        (Route::Room(_, RoomRoute::Socket), _)
+            if req.headers().get("upgrade")?.is_none_or(|u| !u.eq_ignore_ascii_case("websocket")) =>
+        {
+            None
         }
-        (Method::Get, ["v1", "rooms", _, "events" | "state"]) => true,
-        (Method::Post, ["v1", "rooms", _, "guest"]) => setting(env, "GUEST_TOKENS", 1) != 0,
-        _ => false,
-    };
-    Ok(connection.then_some(pacing::Limit::Connections))
+        (Route::Room(_, RoomRoute::Guest), _) if setting(env, "GUEST_TOKENS", 1) == 0 => None,
+        (_, Some(Paced::Commands)) => Some(pacing::Limit::Commands),
+        (_, Some(Paced::Reads)) => Some(pacing::Limit::Reads),
+        (_, Some(Paced::Connections)) => Some(pacing::Limit::Connections),
+        (_, None) => None,
+    })
 }
 
 /// `GET /watch/{show}` and `GET /dashboard/{show}`: the pages of `web/`, which `build.sh` puts

@@ -30,6 +30,7 @@ mod store;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use liveshop_api::route::{RoomRoute, Route, ShopOf};
 use liveshop_api::{ApiError, Caller};
 use liveshop_identity::{Identity, Secret};
 use spin_sdk::http::{BoxBody, Request, box_body};
@@ -102,39 +103,42 @@ async fn route(req: Request) -> Result<Reply, ApiError> {
         headers: parts.headers,
         body,
     };
-    let path = call.path.clone();
-    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let config = Config::load().await?;
-    use http::Method as M;
-    match (&call.method, segs.as_slice()) {
-        (&M::GET, ["healthz"]) => Ok(json(200, &serde_json::json!({ "status": "ok" }))),
-        (&M::POST, ["v1", "shows"]) => room::create_show(&config, &call).await,
-        (&M::GET, ["v1", "shows", show]) => room::get_show(show).await,
-        (&M::POST, ["v1", "rooms", room, "guest"]) => room::guest(&config, &call, room).await,
-        (&M::POST, ["v1", "rooms", room, "commands"]) => room::command(&config, &call, room),
-        (&M::GET, ["v1", "rooms", room, "state"]) => room::state(&config, &call, room).await,
-        (&M::GET, ["v1", "rooms", room, "feed"]) => room::feed(&call, room).await,
-        (&M::GET, ["v1", "rooms", room, "events"]) => room::events(&config, &call, room).await,
-        (&M::POST, ["v1", "rooms", room, "heartbeat"]) => room::heartbeat(&config, &call, room).await,
-        (&M::GET, ["v1", "rooms", _, "ws"]) => Err(ApiError::new(
-            501,
-            "not_supported",
-            "Spin has no WebSockets: read /events or /feed and send commands with POST /commands",
-        )),
-        (&M::GET, ["v1", "shows", show, "analytics"]) => analytics::get(&config, &call, show, None).await,
-        (&M::GET, ["v1", "shows", show, "analytics", file]) => {
-            analytics::get(&config, &call, show, Some(file)).await
+    let not_found = || ApiError::new(404, "not_found", "no such endpoint");
+    let path = call.path.clone();
+    let route = Route::of(call.method.as_str(), &path).ok_or_else(not_found)?;
+    match route {
+        Route::Health => Ok(json(200, &serde_json::json!({ "status": "ok" }))),
+        Route::CreateShow => room::create_show(&config, &call).await,
+        Route::Show(show) => room::get_show(show).await,
+        Route::Report(show, file) => analytics::get(&config, &call, show, file).await,
+        Route::Room(room, what) => match what {
+            RoomRoute::Guest => room::guest(&config, &call, room).await,
+            RoomRoute::Commands => room::command(&config, &call, room),
+            RoomRoute::State => room::state(&config, &call, room).await,
+            RoomRoute::Feed => room::feed(&call, room).await,
+            RoomRoute::Events => room::events(&config, &call, room).await,
+            RoomRoute::Heartbeat => room::heartbeat(&config, &call, room).await,
+            RoomRoute::Socket => Err(ApiError::new(
+                501,
+                "not_supported",
+                "Spin has no WebSockets: read /events or /feed and send commands with POST /commands",
+            )),
+        },
+        Route::Shop(by, what) => {
+            let (shop, show, base) = match by {
+                ShopOf::Show(show) => {
+                    let shop = room::show_record(show).await?.shop_id().to_string();
+                    (shop, Some(show), format!("/v1/shows/{show}/shop"))
+                }
+                ShopOf::Shop(shop) => (shop.to_string(), None, format!("/v1/shops/{shop}")),
+            };
+            shop::route(&config, &call, (&shop, show), what, &path[base.len()..]).await
         }
-        (_, ["v1", "shows", show, "shop", rest @ ..]) if !rest.is_empty() => {
-            let shop = room::show_record(show).await?.shop_id().to_string();
-            shop::route(&config, &call, &shop, Some(show), rest).await
-        }
-        (_, ["v1", "shops", shop, rest @ ..]) if !rest.is_empty() => {
-            shop::route(&config, &call, shop, None, rest).await
-        }
-        (&M::POST, ["v1", "alarms"]) => shop::run_alarms(&config).await,
-        (&M::POST, ["v1", "payments", "stripe", "webhook"]) => payments::webhook(&config, &call).await,
-        _ => Err(ApiError::new(404, "not_found", "no such endpoint")),
+        Route::Alarms => shop::run_alarms(&config).await,
+        Route::StripeWebhook => payments::webhook(&config, &call).await,
+        // The pages and metrics are the edge node's and the Worker's (docs/spin.md).
+        Route::Home | Route::Metrics | Route::Page(..) => Err(not_found()),
     }
 }
 

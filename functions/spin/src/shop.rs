@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
+use liveshop_api::route::ShopRoute;
 use liveshop_api::shop::{Claim, INBOUND_SECRET_ID, ShopifyInbound};
 use liveshop_api::{ApiError, Caller};
 use liveshop_identity::Identity;
@@ -358,16 +359,15 @@ async fn send(req: &DeliveryRequest, keys: &[liveshop_webhooks::Secret]) -> Opti
 pub(crate) async fn route(
     config: &Config,
     call: &Call,
-    shop: &str,
-    show: Option<&str>,
-    rest: &[&str],
+    (shop, show): (&str, Option<&str>),
+    what: ShopRoute<'_>,
+    below: &str,
 ) -> Result<Reply, ApiError> {
-    use http::Method as M;
     if let Some(refusal) = liveshop_api::shop::oversized(call.body.len()) {
         return Err(refusal);
     }
     // As on the other hosts, a bad secret id is refused first, then an unknown shop.
-    if let (&M::POST, ["webhook-secrets", secret_id]) = (&call.method, rest) {
+    if let ShopRoute::WebhookSecret(secret_id) = what {
         liveshop_api::shop::check_secret_id(secret_id)?;
     }
     if show.is_none()
@@ -375,13 +375,11 @@ pub(crate) async fn route(
     {
         return Err(no_shop(shop));
     }
-    match (&call.method, rest, show) {
-        (&M::POST, ["webhook-secrets", secret_id], None) => issue_secret(config, call, shop, secret_id),
-        (&M::POST, ["inbound-secrets", "liveshop"], None) => {
-            issue_secret(config, call, shop, INBOUND_SECRET_ID)
-        }
-        (&M::PUT, ["inbound-secrets", "shopify"], None) => set_shopify(config, call, shop),
-        (&M::POST, ["inbound", "liveshop"], None) => {
+    match what {
+        ShopRoute::WebhookSecret(secret_id) => issue_secret(config, call, shop, secret_id),
+        ShopRoute::InboundSecret => issue_secret(config, call, shop, INBOUND_SECRET_ID),
+        ShopRoute::ShopifySettings => set_shopify(config, call, shop),
+        ShopRoute::InboundLiveshop => {
             let body = call.body.clone();
             let signature = call.header(liveshop_webhooks::liveshop::SIGNATURE_HEADER).map(str::to_string);
             let mut refusal = None;
@@ -400,7 +398,7 @@ pub(crate) async fn route(
             .await?;
             answer_or(answer, refusal)
         }
-        (&M::POST, ["inbound", "shopify"], None) => {
+        ShopRoute::InboundShopify => {
             let body = call.body.clone();
             let mut refusal = None;
             let mut ignored = None;
@@ -428,8 +426,8 @@ pub(crate) async fn route(
                 None => answer_or(answer, refusal),
             }
         }
-        (&M::GET, ["live"], _) => live(shop).await,
-        _ => forward(config, call, shop, show, rest).await,
+        ShopRoute::Live => live(shop).await,
+        ShopRoute::Api => forward(config, call, shop, show, below).await,
     }
 }
 
@@ -521,11 +519,11 @@ async fn forward(
     call: &Call,
     shop: &str,
     show: Option<&str>,
-    rest: &[&str],
+    below: &str,
 ) -> Result<Reply, ApiError> {
     let scope = show.unwrap_or(shop);
     let Caller(who) = config.caller(call, scope)?;
-    let mut path = format!("/{}", rest.join("/"));
+    let mut path = below.to_string();
     if !call.query.is_empty() {
         path = format!("{path}?{}", call.query);
     }
