@@ -22,7 +22,6 @@ use liveshop_api::{Caller, Credentials};
 use liveshop_identity::{DEVICE_ID_BYTES, Devices, Identity, Role, Secret, TokenError};
 use liveshop_room::filter::{Pace, TokenBucket};
 use liveshop_room::pages::Page;
-use liveshop_room::protocol::Command;
 use liveshop_shop::api::MAX_BODY_BYTES;
 use liveshop_webhooks::{DEFAULT_TOLERANCE_SECS, ReplayGuard, WebhookError};
 use serde::Deserialize;
@@ -660,14 +659,6 @@ async fn room_command(
     actor_response(app.node.request(Kind::Room, room, req).await?)
 }
 
-/// The body of `POST /v1/stream-events`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct StreamEventPost {
-    show: String,
-    event: Command,
-}
-
 /// `POST /v1/stream-events`: a `stream.*` event from the media origin, `{"show", "event"}`,
 /// signed with Standard Webhooks headers and the key derived from the node's secret
 /// ([`crate::server::stream_event_secret`]). Each event id is taken once; the event goes to the
@@ -693,27 +684,26 @@ async fn stream_event(
     answer
 }
 
-/// A verified stream event to its show's room.
+/// A verified stream event to its show's room, as it came: the room reads it (once) and
+/// refuses what the origin may not say.
 async fn relay_stream_event(app: &AppState, body: &[u8]) -> Result<Response, ApiError> {
-    let post: StreamEventPost = serde_json::from_slice(body)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_argument", e.to_string()))?;
-    // The key stands for the origin, which may say how a stream is doing and nothing else.
-    if !matches!(
-        post.event,
-        Command::StreamStarted(_) | Command::StreamHealth(_) | Command::StreamEnded { .. }
-    ) {
-        let msg = "only stream.started, stream.health and stream.ended";
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_argument", msg));
-    }
+    let post = liveshop_api::StreamEventPost::parse(body)?;
     app.show(&post.show)?;
-    let ended = matches!(post.event, Command::StreamEnded { .. });
-    let event = serde_json::to_vec(&post.event).expect("a command serializes");
-    let answer =
-        room_command(app, &post.show, Identity::new(liveshop_room::MEDIA_ORIGIN, Role::Host), event).await;
-    if ended && answer.as_ref().is_ok_and(|r| r.status().is_success()) {
+    let req = HttpRequest {
+        method: "POST".into(),
+        path: liveshop_room::STREAM_EVENTS_PATH.into(),
+        body: post.event.get().as_bytes().to_vec(),
+        who: Some(Identity::new(liveshop_room::MEDIA_ORIGIN, Role::Host)),
+        headers: vec![],
+    };
+    let answer = app.node.request(Kind::Room, &post.show, req).await?;
+    let taken: Option<liveshop_room::StreamEventTaken> =
+        (answer.status == 200).then(|| serde_json::from_slice(&answer.body).ok()).flatten();
+    let response = actor_response(answer)?;
+    if taken.is_some_and(|t| t.ended) {
         crate::analytics::report_ready(app, &post.show).await;
     }
-    answer
+    Ok(response)
 }
 
 /// `GET /v1/rooms/{room}/state`: the room as the caller (or an anonymous viewer) sees it.

@@ -148,6 +148,22 @@ pub fn last_event_id(value: Option<&str>) -> Option<(u64, u64)> {
     Some((epoch.parse().ok()?, seq.parse().ok()?))
 }
 
+/// `POST /v1/stream-events`' body, `{"show", "event"}`: the envelope is read here, the event
+/// stays as it came, for the show's room to parse once (`liveshop_room::STREAM_EVENTS_PATH`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamEventPost<'a> {
+    pub show: String,
+    #[serde(borrow)]
+    pub event: &'a serde_json::value::RawValue,
+}
+
+impl<'a> StreamEventPost<'a> {
+    pub fn parse(body: &'a [u8]) -> Result<StreamEventPost<'a>, ApiError> {
+        serde_json::from_slice(body).map_err(|e| ApiError::invalid(e.to_string()))
+    }
+}
+
 /// A guest token's request body: `{}` or `{"name": "..."}`; the name normalized, or why not.
 pub fn guest_name(body: &[u8]) -> Result<Option<String>, ApiError> {
     #[derive(Deserialize)]
@@ -254,6 +270,19 @@ mod tests {
         let nobody = Caller::of(None, verify).unwrap();
         assert_eq!(nobody, Caller(None));
         assert_eq!(nobody.required().unwrap_err().code, "token_malformed");
+    }
+
+    #[test]
+    fn a_stream_event_is_passed_on_as_it_came() {
+        let body = br#"{"show": "spring", "event": {"type":"stream.ended",  "duration_ms": 4200}}"#;
+        let post = StreamEventPost::parse(body).unwrap();
+        assert_eq!(
+            (post.show.as_str(), post.event.get()),
+            ("spring", r#"{"type":"stream.ended",  "duration_ms": 4200}"#)
+        );
+        for bad in [&br#"{"show": "spring"}"#[..], br#"{"show": "s", "event": {}, "x": 1}"#, b"{"] {
+            assert_eq!(StreamEventPost::parse(bad).unwrap_err().code, "invalid_argument");
+        }
     }
 
     #[test]

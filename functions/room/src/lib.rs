@@ -77,5 +77,5 @@ pub use protocol::{
 };
 pub use room::{
     Bucket, CLOSE_BANNED, FLUSH_MS, Input, LOG_RETAIN, LogRecord, MEDIA_ORIGIN, Output, QUESTION_INTERVAL_MS,
-    RestoreError, Room, SNAPSHOT_EVERY, Write, keys,
+    RestoreError, Room, SNAPSHOT_EVERY, STREAM_EVENTS_PATH, StreamEventTaken, Write, keys,
 };

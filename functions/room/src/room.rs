@@ -39,6 +39,18 @@ pub const QUESTION_INTERVAL_MS: Millis = 60_000;
 pub const CLOSE_BANNED: u16 = 4003;
 /// The subject the media origin's stream events come from: it can never be sanctioned.
 pub const MEDIA_ORIGIN: &str = "media-origin";
+/// The room's route for the media origin's stream events (`POST`, the body one `stream.*`
+/// command as the origin sent it): the host relays the event without reading it, and the room
+/// parses it once. The answer is a [`StreamEventTaken`].
+pub const STREAM_EVENTS_PATH: &str = "/stream-events";
+
+/// The room's answer to a stream event it took: the seq it logged, and whether the stream ended
+/// (the host then has the show's report announced).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamEventTaken {
+    pub seq: Option<Seq>,
+    pub ended: bool,
+}
 
 /// Every command from a viewer: a generous burst, ten a second sustained.
 const COMMAND_PACE: Pace = Pace { burst: 30, refill_every_ms: 100 };
@@ -495,6 +507,16 @@ impl Room {
                     self.admit_staff(now, &who);
                     (200, to_json(&serde_json::json!({ "staff": who.subject, "role": who.role })))
                 }
+            },
+            ("POST", STREAM_EVENTS_PATH) => match who {
+                Some(who) if who.subject == MEDIA_ORIGIN && who.role == Role::Host => {
+                    self.admit_staff(now, &who);
+                    self.stream_event(now, &who, body)
+                }
+                _ => http_error(CommandError::new(
+                    ErrorCode::Forbidden,
+                    "only the media origin sends stream events",
+                )),
             },
             ("POST", "/commands") => match who {
                 None => http_error(CommandError::new(ErrorCode::Forbidden, "a token is required")),

@@ -591,6 +591,33 @@ fn an_early_or_stale_alarm_does_not_lose_the_next_one() {
 }
 
 #[test]
+fn stream_events_come_from_the_media_origin_say_only_how_a_stream_is_doing_and_tell_its_end() {
+    let mut h = Host::new();
+    let viewer = h.connect("ana", Role::Viewer);
+    let origin = Identity::new(liveshop_room::MEDIA_ORIGIN, Role::Host);
+    let mut event = |who: Option<Identity>, body: serde_json::Value| {
+        h.input(liveshop_room::Input::Request {
+            who,
+            method: "POST".into(),
+            path: liveshop_room::STREAM_EVENTS_PATH.into(),
+            body: body.to_string().into_bytes(),
+        });
+        h.replies.last().unwrap().clone()
+    };
+    let ended = json!({"type": "stream.ended", "duration_ms": 4200});
+    let (status, answer) = event(Some(Identity::new("host", Role::Host)), ended.clone());
+    assert_eq!((status, answer["error"]["code"].as_str()), (403, Some("forbidden")), "only the origin");
+    let (status, answer) = event(Some(origin.clone()), json!({"type": "chat.send", "text": "buy now"}));
+    assert_eq!((status, answer["error"]["code"].as_str()), (400, Some("invalid_argument")), "{answer}");
+    let (status, answer) = event(Some(origin.clone()), json!({"type": "stream.health", "nope": 1}));
+    assert_eq!(status, 400, "{answer}");
+    let (status, answer) = event(Some(origin), ended);
+    assert_eq!((status, answer["ended"].as_bool()), (200, Some(true)), "{answer}");
+    assert!(answer["seq"].is_u64(), "{answer}");
+    assert!(h.frames(viewer).iter().any(|f| f["type"] == "stream.ended"));
+}
+
+#[test]
 fn a_banned_user_can_do_nothing_and_moderators_cannot_sanction_the_host() {
     let mut h = Host::new();
     let host = h.connect("host", Role::Host);

@@ -25,6 +25,27 @@ impl Room {
     }
 
     /// The media origin says the stream is live, and where it plays.
+    /// A stream event of the media origin ([`STREAM_EVENTS_PATH`]): one `stream.*` command,
+    /// parsed here and nowhere before. The origin's key says how a stream is doing and nothing
+    /// else, so any other command is refused.
+    pub(super) fn stream_event(&mut self, now: Millis, who: &Identity, body: &[u8]) -> (u16, String) {
+        let command: Command = match serde_json::from_slice(body) {
+            Ok(command) => command,
+            Err(e) => return http_error(invalid(e.to_string())),
+        };
+        let ended = matches!(command, Command::StreamEnded { .. });
+        if !matches!(
+            command,
+            Command::StreamStarted(_) | Command::StreamHealth(_) | Command::StreamEnded { .. }
+        ) {
+            return http_error(invalid("only stream.started, stream.health and stream.ended"));
+        }
+        match self.command(now, who, command) {
+            Ok(a) => (200, to_json(&StreamEventTaken { seq: a.seq, ended })),
+            Err(e) => http_error(e),
+        }
+    }
+
     pub(super) fn stream_started(
         &mut self,
         now: Millis,
