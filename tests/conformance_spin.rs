@@ -10,6 +10,7 @@ use conformance::Host;
 conformance_cases!(@each Host::spin;
     chat_reaches_every_viewer_in_order,
     a_viewer_who_resumes_gets_exactly_what_it_missed,
+    moderators_delete_time_out_and_ban,
     moderators_cannot_sanction_staff_even_offline,
     polls_count_one_vote_per_viewer,
     questions_are_asked_upvoted_once_answered_and_pinned,
@@ -59,25 +60,4 @@ async fn stripe_pays_checkouts() {
         ],
     );
     conformance::stripe_pays_checkouts(&conformance::Target::without_sockets(addr), &fake).await;
-}
-
-/// What a close code says on a socket: a reader who is banned is let go (the stream ends) and
-/// turned away when it comes back.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_banned_reader_is_let_go_and_turned_away() {
-    use liveshop_identity::Role;
-    let t = Host::spin().await.unwrap().target;
-    let show = t.new_show().await;
-    let eve = common::token(&show, "eve", Role::Viewer);
-    let mut stream = common::SseClient::connect(t.addr, &show, &eve, None).await;
-    assert_eq!(stream.next().await.1["type"], "welcome");
-    let auth = format!("Bearer {}", common::token(&show, "mod", Role::Moderator));
-    let ban = serde_json::json!({"type": "mod.ban", "id": "b", "user": "eve"}).to_string();
-    let (status, ack) =
-        t.http("POST", &format!("/v1/rooms/{show}/commands"), &[("Authorization", &auth)], &ban).await;
-    assert_eq!((status, &ack["type"]), (200, &serde_json::json!("ack")), "{ack}");
-    assert!(stream.ends().await, "the banned reader's stream ends");
-    let mut again = common::SseClient::connect(t.addr, &show, &eve, None).await;
-    assert_eq!(again.next().await.1["code"], "banned");
-    assert!(again.ends().await, "and a new one ends after saying why");
 }

@@ -62,12 +62,7 @@ async fn answer(
     let ask = ReportAsk::parse(file, query.unwrap_or_default()).map_err(ApiError::from)?;
     let show = app.show(show)?;
     let verify = |t: &str, scope: &str| app.secret.verify(t, scope, app.now_secs());
-    let who = reader(&show, token.0.as_deref(), verify).inspect_err(|e| {
-        if e.status == 401 {
-            app.node.metrics().refused("token");
-        }
-    });
-    let who = who.map_err(ApiError::from)?;
+    let who = reader(&show, token.0.as_deref(), verify).map_err(|e| app.refusal(e))?;
     let mut report = report(app, &show, &who).await?;
     report.previous = earlier(app, &show, &who, ask.previous).await?;
     let (headers, body) = ask.answer(&show.id, &report);

@@ -33,7 +33,7 @@ use crate::node::{Delivery, Kind, Node, NodeError, Subscription};
 use crate::outbound::WebhookSecrets;
 use crate::pacing::{Limit, Pacer};
 use crate::payments::Stripe;
-use crate::shows::{Credential, NewShow, Show, ShowError, Shows};
+use crate::shows::{NewShow, Show, ShowError, Shows};
 use crate::sqlite::Db;
 
 /// Close code for a connection that sends frames faster than allowed.
@@ -242,21 +242,23 @@ impl AppState {
         })
     }
 
-    pub(crate) fn verify(&self, token: &str, room: &str) -> Result<Identity, ApiError> {
-        self.secret.verify(token, room, self.now_secs()).map_err(|e| self.refused_token(e))
-    }
-
     /// Who presents `token` for `scope` (a room, a shop, a show); refused tokens are counted.
     pub(crate) fn caller(&self, token: &Presented, scope: &str) -> Result<Caller, ApiError> {
-        Caller::of(token.0.as_deref(), |t| self.secret.verify(t, scope, self.now_secs())).map_err(|e| {
-            self.node.metrics().refused("token");
-            e.into()
-        })
+        Caller::of(token.0.as_deref(), |t| self.secret.verify(t, scope, self.now_secs()))
+            .map_err(|e| self.refusal(e))
     }
 
     pub(crate) fn refused_token(&self, e: TokenError) -> ApiError {
         self.node.metrics().refused("token");
         ApiError::from(e)
+    }
+
+    /// A refusal of the shared HTTP face (`liveshop_api`); refused tokens are counted.
+    pub(crate) fn refusal(&self, e: liveshop_api::ApiError) -> ApiError {
+        if e.status == 401 {
+            self.node.metrics().refused("token");
+        }
+        e.into()
     }
 
     /// Lets `POST /v1/shows/{show}/stream-key` end live sessions at the media origin that this
@@ -389,16 +391,13 @@ async fn create_show(
     Presented(token): Presented,
     Limited(body): Limited<MAX_BODY_BYTES>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let token = token.as_deref().ok_or_else(|| ApiError::from(TokenError::Malformed))?;
+    let token = token.ok_or_else(|| app.refused_token(TokenError::Malformed))?;
     let new: NewShow = serde_json::from_slice(&body)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_argument", e.to_string()))?;
     let show = Show::new(new, app.env.now()).map_err(ShowError::Invalid)?;
-    // A platform-wide token, or a merchant token for the shop the show sells from.
-    let (who, credential) = match app.secret.verify(token, "*", app.now_secs()) {
-        Err(TokenError::WrongRoom) => (app.verify(token, show.shop_id())?, Credential::Shop),
-        verified => (verified.map_err(|e| app.refused_token(e))?, Credential::Platform),
-    };
-    liveshop_room::show::may_create(&who, credential).map_err(ShowError::Claim)?;
+    let verify = |t: &str, scope: &str| app.secret.verify(t, scope, app.now_secs());
+    let (who, credential) =
+        liveshop_api::show_creator(&token, show.shop_id(), verify).map_err(|e| app.refusal(e))?;
     // Before the shop is claimed: a show that exists must not leave a claim behind.
     if app.shows.get(&show.id).is_ok() {
         return Err(ShowError::Exists(show.id).into());

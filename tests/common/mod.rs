@@ -320,6 +320,15 @@ impl Client {
         code
     }
 
+    /// Whether the server ends a stream followed over server-sent events (which have no close
+    /// codes).
+    pub async fn ends(&mut self) -> bool {
+        match &mut self.link {
+            Link::Sse(link) => link.events.ends().await,
+            Link::Ws(_) => panic!("a socket ends with a close code: use close_code"),
+        }
+    }
+
     pub fn of_type(&self, ty: &str) -> Vec<&Value> {
         self.frames.iter().filter(|f| f["type"] == ty).collect()
     }

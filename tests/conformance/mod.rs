@@ -479,6 +479,16 @@ pub async fn moderators_delete_time_out_and_ban(t: &Target) {
     assert_eq!(silenced["code"], "timed_out", "{silenced}");
     assert!(silenced["retry_after_ms"].as_u64().unwrap() > 0);
     assert_eq!(m.command(json!({"type": "mod.ban", "user": "eve"})).await["type"], "ack");
+    if !t.sockets {
+        // Server-sent events have no close codes: the banned reader's stream ends, and a new one
+        // says why and ends too.
+        assert!(eve.ends().await, "the banned reader's stream ends");
+        let eve = token(&show, "eve", Role::Viewer);
+        let mut again = crate::common::SseClient::connect(t.addr, &show, &eve, None).await;
+        assert_eq!(again.next().await.1["code"], "banned");
+        assert!(again.ends().await, "and a new one ends after saying why");
+        return;
+    }
     assert_eq!(eve.close_code().await, Some(4003));
     let mut again = tokio_tungstenite::connect_async(t.ws_url(&show, &token(&show, "eve", Role::Viewer)))
         .await

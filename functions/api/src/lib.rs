@@ -15,7 +15,7 @@ pub mod route;
 pub mod shop;
 
 use liveshop_identity::{Claims, Devices, Identity, Role, TokenError};
-use liveshop_room::show::Show;
+use liveshop_room::show::{Credential, Show};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -216,6 +216,24 @@ pub fn host_claims(creator: &Identity, show: &Show, now_secs: u64) -> Claims {
     Claims::new(&creator.subject, &show.id, Role::Host, now_secs + HOST_TOKEN_SECS)
 }
 
+/// Who creates a show that sells from `shop`, and with which credential: a platform-wide token
+/// (room `*`), or else a token for the shop; refused unless their role may create shows with it
+/// (`liveshop_room::show::may_create`). `verify` checks a token for a scope.
+pub fn show_creator(
+    token: &str,
+    shop: &str,
+    verify: impl Fn(&str, &str) -> Result<Identity, TokenError>,
+) -> Result<(Identity, Credential), ApiError> {
+    let (who, credential) = match verify(token, "*") {
+        Err(TokenError::WrongRoom) => (verify(token, shop), Credential::Shop),
+        verified => (verified, Credential::Platform),
+    };
+    let who = who.map_err(ApiError::token)?;
+    liveshop_room::show::may_create(&who, credential)
+        .map_err(|e| ApiError::new(403, e.code(), e.to_string()))?;
+    Ok((who, credential))
+}
+
 /// `POST /v1/shows`'s answer: the show, its host token and the pages' addresses under `base`.
 pub fn created_show(base: &str, show: &Show, host_token: &str) -> Value {
     json!({
@@ -270,6 +288,19 @@ mod tests {
         let nobody = Caller::of(None, verify).unwrap();
         assert_eq!(nobody, Caller(None));
         assert_eq!(nobody.required().unwrap_err().code, "token_malformed");
+    }
+
+    #[test]
+    fn shows_are_created_with_a_platform_token_or_a_merchant_token_for_the_shop() {
+        let secret = liveshop_identity::Secret::new(b"a test secret that is long enough".to_vec()).unwrap();
+        let token = |room: &str, role| secret.mint(&Claims::new("ana", room, role, 2_000)).unwrap();
+        let verify = |t: &str, scope: &str| secret.verify(t, scope, 1_000);
+        let creator = |t: String| show_creator(&t, "acme", verify).map(|(who, c)| (who.role, c));
+        assert_eq!(creator(token("*", Role::Host)), Ok((Role::Host, Credential::Platform)));
+        assert_eq!(creator(token("acme", Role::Merchant)), Ok((Role::Merchant, Credential::Shop)));
+        assert_eq!(creator(token("acme", Role::Host)).unwrap_err().status, 403, "a shop's host");
+        assert_eq!(creator(token("*", Role::Viewer)).unwrap_err().status, 403);
+        assert_eq!(creator(token("other", Role::Merchant)).unwrap_err().code, "token_wrong_room");
     }
 
     #[test]

@@ -213,19 +213,12 @@ async fn create_show(mut req: Request, env: &Env) -> Result<Response> {
             Ok(show) => show,
             Err(message) => return error(400, "invalid_argument", message),
         };
-    // A platform-wide token, or a merchant token for the shop the show sells from.
-    let (who, platform) = match secret.verify(&token, "*", now / 1000) {
-        Err(TokenError::WrongRoom) => (secret.verify(&token, show.shop_id(), now / 1000), false),
-        verified => (verified, true),
+    let verify = |t: &str, scope: &str| secret.verify(t, scope, now / 1000);
+    let (who, credential) = match liveshop_api::show_creator(&token, show.shop_id(), verify) {
+        Ok(creator) => creator,
+        Err(e) => return api_error(&e),
     };
-    let who = match who {
-        Ok(who) => who,
-        Err(e) => return token_error(e),
-    };
-    let credential = if platform { Credential::Platform } else { Credential::Shop };
-    if let Err(e) = liveshop_room::show::may_create(&who, credential) {
-        return error(403, e.code(), e.to_string());
-    }
+    let platform = credential == Credential::Platform;
     // Before the shop is claimed: a show that exists must not leave a claim behind.
     if show_record(env, &show.id).await?.is_ok() {
         return error(409, "show_exists", format!("a show {:?} exists already", show.id));

@@ -32,7 +32,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use liveshop_api::route::{RoomRoute, Route, ShopOf};
 use liveshop_api::{ApiError, Caller};
-use liveshop_identity::{Identity, Secret};
+use liveshop_identity::Secret;
 use spin_sdk::http::{BoxBody, Request, box_body};
 use spin_sdk::http_service;
 
@@ -187,10 +187,6 @@ impl Config {
                 .collect(),
             stripe: payments::stripe_config().await?,
         })
-    }
-
-    pub fn verify(&self, token: &str, scope: &str) -> Result<Identity, ApiError> {
-        self.secret.verify(token, scope, now_ms() / 1000).map_err(ApiError::token)
     }
 
     /// Who calls, for `scope` (a room, a shop, a show): the token presented, verified.

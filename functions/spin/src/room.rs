@@ -184,13 +184,9 @@ pub(crate) async fn create_show(config: &Config, call: &Call) -> Result<Reply, A
         .map_err(|e| e.to_string())
         .and_then(|n| Show::new(n, now))
         .map_err(|message| ApiError::new(400, "invalid_argument", message))?;
-    let (who, platform) = match config.secret.verify(token, "*", now / 1000) {
-        Err(TokenError::WrongRoom) => (config.verify(token, show.shop_id())?, false),
-        verified => (verified.map_err(ApiError::token)?, true),
-    };
-    let credential = if platform { Credential::Platform } else { Credential::Shop };
-    liveshop_room::show::may_create(&who, credential)
-        .map_err(|e| ApiError::new(403, e.code(), e.to_string()))?;
+    let verify = |t: &str, scope: &str| config.secret.verify(t, scope, now / 1000);
+    let (who, credential) = liveshop_api::show_creator(token, show.shop_id(), verify)?;
+    let platform = credential == Credential::Platform;
     let exists = || ApiError::new(409, "show_exists", format!("a show {:?} exists already", show.id));
     // Before the shop is claimed: a show that exists must not leave a claim behind.
     if show_record(&show.id).await.is_ok() {
