@@ -1,14 +1,13 @@
 //! # liveshop-api: the HTTP face every host serves, written once
 //!
-//! The edge node (axum) and the Worker (workers-rs) answer the same routes with the same rules;
-//! what does not depend on how a host reads a request or stores a thing lives here, so the hosts
-//! only adapt it: the limits and their defaults, the JSON error shape, where a token may come
-//! from (a bearer header, `?token=`, a WebSocket subprotocol) and a stream's resume position, the
-//! guest tokens of `POST /v1/rooms/{room}/guest`, and the answer to `POST /v1/shows`. No IO, no
-//! clock: the current time comes in.
-//!
-//! This is the first part of the shared face; the rest of the routes still live in each host
-//! (`edge/src/http.rs`, `functions/cloudflare/src/lib.rs`), kept in step by `tests/conformance`.
+//! The edge node (axum), the Worker (workers-rs) and the Spin app (spin-sdk) answer the same
+//! routes with the same rules; what does not depend on how a host reads a request or stores a
+//! thing lives here, so the hosts only adapt it: the routes ([`route`]) and who calls them
+//! ([`Credentials`], [`Caller`]), the limits and their defaults, the JSON error shape, a stream's
+//! resume position and SSE framing, guest tokens, who may create a show and the answer to
+//! `POST /v1/shows`, the media origin's stream events, report requests ([`report`]) and the shop
+//! routes' rules ([`shop`]). No IO, no clock: the current time comes in. `tests/conformance`
+//! holds the three hosts to the same answers.
 
 pub mod report;
 pub mod route;
