@@ -42,7 +42,9 @@ conformance_cases!(@each Host::spin;
     a_nameless_guest_fills_a_cart,
     bad_feed_queries_and_unknown_shows_are_refused,
     the_live_product_feed_sends_a_snapshot_then_what_changed,
-    a_shows_report_counts_its_audience_engagement_and_sales
+    a_shows_report_counts_its_audience_engagement_and_sales,
+    the_web_pages_are_served,
+    the_pages_carry_their_security_headers
 );
 
 /// Payments through Stripe (the local stand-in of `conformance::fake_stripe`): charges leased and

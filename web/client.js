@@ -1,7 +1,8 @@
 // The liveshop client-room protocol (docs/protocol.md), shared by the viewer page and the host
-// dashboard. A RoomClient connects over WebSocket, keeps the last (epoch, seq) it saw, reconnects
-// with backoff and resumes, matches acks and errors to the commands that caused them, and hands
-// every other frame to listeners by its `type`. A FeedClient reads the room's public feed over
+// dashboard. A RoomClient connects over WebSocket (on a host without WebSockets, such as Spin,
+// over server-sent events, sending commands as `POST /commands`), keeps the last (epoch, seq) it
+// saw, reconnects with backoff and resumes, matches acks and errors to the commands that caused
+// them, and hands every other frame to listeners by its `type`. A FeedClient reads the room's public feed over
 // plain HTTP (cacheable by a CDN) for a viewer who has not said who they are, and hands out the
 // same frames: a page listens to either the same way.
 //
@@ -16,6 +17,16 @@
 
 /** Close code the room uses for a banned user. */
 export const CLOSE_BANNED = 4003;
+
+/** A frame's JSON, or null (said on the console) when it is not JSON. */
+function readFrame(data) {
+  try {
+    return JSON.parse(data);
+  } catch {
+    console.warn('liveshop: unreadable frame', data);
+    return null;
+  }
+}
 
 /** Frames that reflect the latest state and are not replayed on resume. */
 const LATEST_STATE = new Set(['reactions', 'poll.tally', 'presence']);
@@ -109,6 +120,10 @@ export class RoomClient extends Frames {
     this.you = null;
     this._pending = new Map();
     this._ws = null;
+    /** A host without WebSockets (Spin) says so; then the room comes over server-sent events
+     * and commands go as `POST /commands`. */
+    this._transport = 'ws';
+    this._es = null;
     this._attempt = 0;
     this._timer = null;
     this._stopped = false;
@@ -129,6 +144,8 @@ export class RoomClient extends Frames {
     clearTimeout(this._timer);
     window.removeEventListener('online', this._onOnline);
     if (this._ws) this._ws.close(1000, 'bye');
+    if (this._es) this._es.close();
+    this._es = null;
     this._setStatus('closed');
   }
 
@@ -149,6 +166,7 @@ export class RoomClient extends Frames {
     }
     this._welcomed = false;
     this._setStatus(this._attempt === 0 ? 'connecting' : 'reconnecting');
+    if (this._transport === 'sse') return this._openEvents();
     let ws;
     try {
       ws = new WebSocket(this.url());
@@ -159,22 +177,18 @@ export class RoomClient extends Frames {
     this._ws = ws;
     ws.onopen = () => { this._failedOpens = 0; };
     ws.onmessage = (m) => {
-      if (this._ws !== ws) return;
-      let frame;
-      try {
-        frame = JSON.parse(m.data);
-      } catch {
-        console.warn('liveshop: unreadable frame', m.data);
-        return;
-      }
-      this._frame(frame);
+      const frame = this._ws === ws && readFrame(m.data);
+      if (frame) this._frame(frame);
     };
     ws.onclose = (ev) => {
       if (this._ws !== ws) return;
       this._ws = null;
       // A socket that never opened was refused (a bad token is refused with HTTP 401 before the
       // upgrade, which a browser cannot see) or could not reach the host.
-      if (!this._welcomed && ev.code === 1006) this._failedOpens += 1;
+      if (!this._welcomed && ev.code === 1006) {
+        this._failedOpens += 1;
+        this._probeSockets();
+      }
       this._failPending({ code: 'disconnected', message: 'the connection dropped; try again' });
       if (ev.code === CLOSE_BANNED) {
         this._stopped = true;
@@ -191,8 +205,79 @@ export class RoomClient extends Frames {
     };
   }
 
+  /** After a socket that never opened: a host without WebSockets answers `501 not_supported`
+   * to the socket's address, and the room is then followed over server-sent events. */
+  _probeSockets() {
+    if (this._transport !== 'ws' || this._probing) return;
+    this._probing = fetch(`${this.origin}/v1/rooms/${encodeURIComponent(this.show)}/ws`)
+      .then((res) => {
+        if (res.status !== 501 || this._transport !== 'ws') return;
+        this._transport = 'sse';
+        if (!this._stopped && !this._ws) this._reconnectSoon(0);
+      })
+      .catch(() => {})
+      .finally(() => { this._probing = null; });
+  }
+
+  _openEvents() {
+    const params = new URLSearchParams({ token: this.token });
+    if (this.epoch !== null && this.seq !== null) {
+      params.set('epoch', this.epoch);
+      params.set('seq', this.seq);
+    }
+    const es = new EventSource(`${this.origin}/v1/rooms/${encodeURIComponent(this.show)}/events?${params}`);
+    this._es = es;
+    es.onmessage = (m) => {
+      const frame = this._es === es && readFrame(m.data);
+      if (!frame) return;
+      // Without close codes, a banned reader is told so in a frame and the stream ends.
+      if (frame.type === 'error' && !frame.id && frame.code === 'banned') {
+        return this._ended({ code: CLOSE_BANNED, reason: frame.message });
+      }
+      this._frame(frame);
+    };
+    // A host with close codes says them in a last `close` event.
+    es.addEventListener('close', (m) => {
+      if (this._es !== es) return;
+      let close = {};
+      try { close = JSON.parse(m.data); } catch { /* as a dropped stream */ }
+      this._ended(close);
+    });
+    // EventSource would reconnect by itself, from its last event id; this client resumes from
+    // what it has seen, with the same backoff as sockets.
+    es.onerror = () => {
+      if (this._es !== es) return;
+      this._ended({});
+    };
+  }
+
+  /** The event stream ended: banned, refused, or dropped (then reconnect). */
+  _ended({ code, reason }) {
+    if (this._es) this._es.close();
+    this._es = null;
+    this._failPending({ code: 'disconnected', message: 'the connection dropped; try again' });
+    if (code === CLOSE_BANNED) {
+      this._stopped = true;
+      this._setStatus('banned', { code: 'banned', message: reason || 'you are banned from this room' });
+      return;
+    }
+    this._reconnectSoon();
+  }
+
+  /** One command over HTTP (a host without WebSockets): its answer is the ack or the error. */
+  async _post(command) {
+    const res = await fetch(`${this.origin}/v1/rooms/${encodeURIComponent(this.show)}/commands`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${this.token}`, 'content-type': 'application/json' },
+      body: JSON.stringify(command),
+    });
+    const body = await res.json().catch(() => ({}));
+    if (res.ok && body.type !== 'error') return body;
+    throw new RoomError(body.error ?? (body.code ? body : { code: 'http_' + res.status, message: res.statusText }));
+  }
+
   _reconnectSoon(delay) {
-    if (this._stopped || this._ws) return;
+    if (this._stopped || this._ws || this._es) return;
     clearTimeout(this._timer);
     if (delay === undefined) {
       // 0.5 s, 1 s, 2 s ... up to 15 s, with jitter so a room's viewers do not return at once.
@@ -257,7 +342,9 @@ export class RoomClient extends Frames {
   }
 
   get connected() {
-    return !!this._ws && this._ws.readyState === WebSocket.OPEN && this._welcomed;
+    const open = (!!this._ws && this._ws.readyState === WebSocket.OPEN)
+      || (!!this._es && this._es.readyState === EventSource.OPEN);
+    return open && this._welcomed;
   }
 
   /**
@@ -269,6 +356,7 @@ export class RoomClient extends Frames {
       return Promise.reject(new RoomError({ code: 'offline', message: 'not connected to the room yet' }));
     }
     const id = commandId();
+    if (this._es) return this._post({ type, id, ...fields });
     return new Promise((resolve, reject) => {
       const timer = setTimeout(
         () => this._settle(id, null, new RoomError({ code: 'no_answer', message: 'the room did not answer' })),
@@ -282,6 +370,10 @@ export class RoomClient extends Frames {
   /** Sends a signal (react, product.impression, product.click): no id, no ack. False if offline. */
   signal(type, fields = {}) {
     if (!this.connected) return false;
+    if (this._es) {
+      this._post({ type, ...fields }).catch(() => {});
+      return true;
+    }
     this._ws.send(JSON.stringify({ type, ...fields }));
     return true;
   }

@@ -828,21 +828,11 @@ async fn vendor_file(
     Ok(([(header::CONTENT_TYPE, ct), (header::CACHE_CONTROL, "public, max-age=3600")], body).into_response())
 }
 
-/// The web pages, built into the binary so the node is one file.
+/// The web pages, built into the binary so the node is one file (`liveshop_api::web`).
 fn page(file: &str) -> Response {
-    let (body, ct): (&'static str, &str) = match file {
-        "viewer.html" => (include_str!("../../web/viewer.html"), "text/html; charset=utf-8"),
-        "dashboard.html" => (include_str!("../../web/dashboard.html"), "text/html; charset=utf-8"),
-        "viewer.js" => (include_str!("../../web/viewer.js"), "text/javascript; charset=utf-8"),
-        "dashboard.js" => (include_str!("../../web/dashboard.js"), "text/javascript; charset=utf-8"),
-        "client.js" => (include_str!("../../web/client.js"), "text/javascript; charset=utf-8"),
-        "shop.js" => (include_str!("../../web/shop.js"), "text/javascript; charset=utf-8"),
-        "deals.js" => (include_str!("../../web/deals.js"), "text/javascript; charset=utf-8"),
-        "report.html" => (include_str!("../../web/report.html"), "text/html; charset=utf-8"),
-        "report.js" => (include_str!("../../web/report.js"), "text/javascript; charset=utf-8"),
-        "charts.js" => (include_str!("../../web/charts.js"), "text/javascript; charset=utf-8"),
-        "style.css" => (include_str!("../../web/style.css"), "text/css; charset=utf-8"),
-        _ => return ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such file").into_response(),
-    };
-    ([(header::CONTENT_TYPE, ct), (header::CACHE_CONTROL, "no-cache")], body).into_response()
+    match liveshop_api::web::file(file) {
+        Some(f) => ([(header::CONTENT_TYPE, f.content_type), (header::CACHE_CONTROL, "no-cache")], f.body)
+            .into_response(),
+        None => ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such file").into_response(),
+    }
 }

@@ -17,6 +17,10 @@ pub enum Route<'a> {
     Metrics,
     /// `GET /watch/{show}`, `/dashboard/{show}`, `/shows/{show}/report`.
     Page(Page, &'a str),
+    /// `GET /web/{file}`: the pages' scripts and styles (`crate::web`).
+    Web(&'a str),
+    /// `GET /web/vendor/{file}`: the third-party code the pages load, from npm.
+    Vendor(&'a str),
     /// `POST /v1/shows`.
     CreateShow,
     /// `GET /v1/shows/{show}`.
@@ -107,6 +111,8 @@ impl<'a> Route<'a> {
             ("GET", ["watch", show]) => Route::Page(Page::Viewer, show),
             ("GET", ["dashboard", show]) => Route::Page(Page::Dashboard, show),
             ("GET", ["shows", show, "report"]) => Route::Page(Page::Report, show),
+            ("GET", ["web", "vendor", file]) => Route::Vendor(file),
+            ("GET", ["web", file]) => Route::Web(file),
             ("POST", ["v1", "shows"]) => Route::CreateShow,
             ("GET", ["v1", "shows", show]) => Route::Show(show),
             ("GET", ["v1", "shows", show, "analytics"]) => Route::Report(show, None),

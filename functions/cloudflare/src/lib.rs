@@ -134,8 +134,9 @@ async fn route(mut req: Request, env: &Env, ctx: &Context, route: Option<Route<'
         }
         Route::Shop(ShopOf::Shop(shop), _) => shop_stub(env, shop)?.fetch_with_request(req).await,
         Route::StripeWebhook => payments::webhook(req, env).await,
-        // Durable Objects keep their own alarms.
-        Route::Alarms => {
+        // Durable Objects keep their own alarms; the pages' files are static assets, served
+        // before the Worker (a file that is not there comes here).
+        Route::Alarms | Route::Web(_) | Route::Vendor(_) => {
             req.bytes().await?;
             error(404, "not_found", "no such endpoint")
         }

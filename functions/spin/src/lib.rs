@@ -33,6 +33,7 @@ use http_body_util::{BodyExt, Full};
 use liveshop_api::route::{RoomRoute, Route, ShopOf};
 use liveshop_api::{ApiError, Caller};
 use liveshop_identity::Secret;
+use liveshop_room::pages::Page;
 use spin_sdk::http::{BoxBody, Request, box_body};
 use spin_sdk::http_service;
 
@@ -137,8 +138,28 @@ async fn route(req: Request) -> Result<Reply, ApiError> {
         }
         Route::Alarms => shop::run_alarms(&config).await,
         Route::StripeWebhook => payments::webhook(&config, &call).await,
-        // The pages and metrics are the edge node's and the Worker's (docs/spin.md).
-        Route::Home | Route::Metrics | Route::Page(..) => Err(not_found()),
+        Route::Home => Ok(http::Response::builder()
+            .status(307)
+            .header("location", "/watch/demo")
+            .body(box_body(Full::new(Bytes::new()).map_err(|e| match e {})))
+            .expect("a valid redirect")),
+        Route::Page(page, show) => {
+            // Only the viewer page of a show that exists may be framed, by its embed origins.
+            let show = match page {
+                Page::Viewer => room::show_record(show).await.ok(),
+                _ => None,
+            };
+            let policy = liveshop_room::pages::content_security_policy(page, show.as_ref());
+            Ok(web_reply(liveshop_api::web::page(page), &policy))
+        }
+        Route::Web(name) => match liveshop_api::web::file(name) {
+            Some(file) if file.html => Ok(web_reply(file, liveshop_room::pages::RAW_PAGE_POLICY)),
+            Some(file) => Ok(web_reply(file, "")),
+            None => Err(ApiError::new(404, "not_found", "no such file")),
+        },
+        // uPlot comes from npm (web/package.json): serve web/node_modules beside the app, or do
+        // without the dashboard's charts. Metrics are the edge node's and the Worker's.
+        Route::Vendor(_) | Route::Metrics => Err(not_found()),
     }
 }
 
@@ -216,6 +237,16 @@ pub(crate) fn reply(status: u16, content_type: &str, body: Vec<u8>) -> Reply {
         .header("content-type", content_type)
         .body(box_body(Full::new(Bytes::from(body)).map_err(|e| match e {})))
         .expect("a valid status and header")
+}
+
+/// A file of `web/`, with its Content-Security-Policy (none for scripts and styles).
+fn web_reply(file: liveshop_api::web::WebFile, policy: &str) -> Reply {
+    let mut out = reply(200, file.content_type, file.body.as_bytes().to_vec());
+    out.headers_mut().insert("cache-control", http::HeaderValue::from_static("no-cache"));
+    if let (false, Ok(policy)) = (policy.is_empty(), http::HeaderValue::from_str(policy)) {
+        out.headers_mut().insert("content-security-policy", policy);
+    }
+    out
 }
 
 pub(crate) fn json(status: u16, value: &impl serde::Serialize) -> Reply {
