@@ -209,7 +209,9 @@ export class RoomClient extends Frames {
    * to the socket's address, and the room is then followed over server-sent events. */
   _probeSockets() {
     if (this._transport !== 'ws' || this._probing) return;
-    this._probing = fetch(`${this.origin}/v1/rooms/${encodeURIComponent(this.show)}/ws`)
+    // With the token, so a host with sockets answers `426` and counts no refused token.
+    const url = `${this.origin}/v1/rooms/${encodeURIComponent(this.show)}/ws?token=${encodeURIComponent(this.token)}`;
+    this._probing = fetch(url)
       .then((res) => {
         if (res.status !== 501 || this._transport !== 'ws') return;
         this._transport = 'sse';
@@ -227,6 +229,7 @@ export class RoomClient extends Frames {
     }
     const es = new EventSource(`${this.origin}/v1/rooms/${encodeURIComponent(this.show)}/events?${params}`);
     this._es = es;
+    es.onopen = () => { this._failedOpens = 0; };
     es.onmessage = (m) => {
       const frame = this._es === es && readFrame(m.data);
       if (!frame) return;
@@ -247,6 +250,9 @@ export class RoomClient extends Frames {
     // what it has seen, with the same backoff as sockets.
     es.onerror = () => {
       if (this._es !== es) return;
+      // A stream that never welcomed us was refused (a bad token answers 401, which an
+      // EventSource cannot read) or could not reach the host: the pages count these.
+      if (!this._welcomed) this._failedOpens += 1;
       this._ended({});
     };
   }
@@ -266,11 +272,18 @@ export class RoomClient extends Frames {
 
   /** One command over HTTP (a host without WebSockets): its answer is the ack or the error. */
   async _post(command) {
-    const res = await fetch(`${this.origin}/v1/rooms/${encodeURIComponent(this.show)}/commands`, {
-      method: 'POST',
-      headers: { authorization: `Bearer ${this.token}`, 'content-type': 'application/json' },
-      body: JSON.stringify(command),
-    });
+    let res;
+    try {
+      res = await fetch(`${this.origin}/v1/rooms/${encodeURIComponent(this.show)}/commands`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${this.token}`, 'content-type': 'application/json' },
+        body: JSON.stringify(command),
+        signal: AbortSignal.timeout(this.commandTimeoutMs),
+      });
+    } catch (e) {
+      const code = e.name === 'TimeoutError' ? 'no_answer' : 'disconnected';
+      throw new RoomError({ code, message: code === 'no_answer' ? 'the room did not answer' : 'the connection dropped; try again' });
+    }
     const body = await res.json().catch(() => ({}));
     if (res.ok && body.type !== 'error') return body;
     throw new RoomError(body.error ?? (body.code ? body : { code: 'http_' + res.status, message: res.statusText }));

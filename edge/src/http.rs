@@ -18,6 +18,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::{SinkExt, Stream, StreamExt, stream};
+use liveshop_api::route::{Paced, Route};
 use liveshop_api::{Caller, Credentials};
 use liveshop_identity::{DEVICE_ID_BYTES, Devices, Identity, Role, Secret, TokenError};
 use liveshop_room::filter::{Pace, TokenBucket};
@@ -298,8 +299,9 @@ impl AppState {
     }
 }
 
-/// The token a request presents, read once ([`liveshop_api::Credentials`]): `?token=`, a
-/// WebSocket subprotocol beside `liveshop.v1`, or `Authorization: Bearer`.
+/// The token a request presents, read once ([`liveshop_api::Credentials`]): `?token=` or a
+/// WebSocket subprotocol beside `liveshop.v1` where the route takes them, or
+/// `Authorization: Bearer`.
 pub(crate) struct Presented(pub Option<String>);
 
 impl<S: Send + Sync> FromRequestParts<S> for Presented {
@@ -312,12 +314,14 @@ impl<S: Send + Sync> FromRequestParts<S> for Presented {
             query: parts.uri.query(),
             protocols: header(header::SEC_WEBSOCKET_PROTOCOL),
         };
-        Ok(Presented(credentials.token().map(str::to_string)))
+        let route = Route::of(parts.method.as_str(), parts.uri.path());
+        Ok(Presented(credentials.for_route(route).token().map(str::to_string)))
     }
 }
 
-/// A `/v1/rooms/{room}/...` route's room and its caller, verified for that room (as axum's JWT
-/// example's `Claims` extractor): handlers get who calls, not a token to check.
+/// A `/v1/rooms/{room}/...` route's gate, as axum's JWT example's `Claims` extractor: the
+/// client's address paced by the route's allowance ([`Route::paced`]), the show found, and the
+/// caller verified for its room, in that order. Handlers get who calls, not a token to check.
 pub(crate) struct RoomCaller {
     pub room: String,
     pub caller: Caller,
@@ -335,6 +339,18 @@ impl FromRequestParts<Arc<AppState>> for RoomCaller {
         let Path(RoomPath { room }) = Path::<RoomPath>::from_request_parts(parts, app)
             .await
             .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_argument", e.body_text()))?;
+        let paced = Route::of(parts.method.as_str(), parts.uri.path()).and_then(|r| r.paced());
+        if let (Some(paced), Some(ConnectInfo(peer))) =
+            (paced, parts.extensions.get::<ConnectInfo<SocketAddr>>())
+        {
+            let limit = match paced {
+                Paced::Connections => Limit::Connections,
+                Paced::Commands => Limit::Commands,
+                Paced::Reads => Limit::Reads,
+            };
+            app.pace(limit, app.client_ip(*peer, &parts.headers))?;
+        }
+        app.show(&room)?;
         let Ok(presented) = Presented::from_request_parts(parts, app).await;
         let caller = app.caller(&presented, &room)?;
         Ok(RoomCaller { room, caller })
@@ -471,15 +487,11 @@ async fn websocket(
     State(app): State<Arc<AppState>>,
     RoomCaller { room, caller }: RoomCaller,
     Query(q): Query<ConnectQuery>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     // A plain GET gets the JSON error every endpoint gives, not axum's text.
     let ws =
         ws.map_err(|e| ApiError::new(StatusCode::UPGRADE_REQUIRED, "upgrade_required", e.body_text()))?;
-    app.admit(app.client_ip(addr, &headers))?;
-    app.show(&room)?;
     let who = caller.required()?;
     let sub = app.node.connect(Kind::Room, &room, who, q.epoch.zip(q.seq)).await?;
     let pace = Pace {
@@ -560,11 +572,8 @@ async fn events(
     State(app): State<Arc<AppState>>,
     RoomCaller { room, caller }: RoomCaller,
     Query(q): Query<ConnectQuery>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
-    app.admit(app.client_ip(addr, &headers))?;
-    app.show(&room)?;
     let who = caller.required()?;
     let last_id = liveshop_api::last_event_id(headers.get("last-event-id").and_then(|v| v.to_str().ok()));
     let sub = app.node.connect(Kind::Room, &room, who, last_id.or(q.epoch.zip(q.seq))).await?;
@@ -604,13 +613,9 @@ fn sse_event(frame: &str) -> SseEvent {
 async fn command(
     State(app): State<Arc<AppState>>,
     RoomCaller { room, caller }: RoomCaller,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    app.pace(Limit::Commands, app.client_ip(addr, &headers))?;
     let who = caller.required()?;
-    app.show(&room)?;
     let body = command_body(body).await?;
     room_command(&app, &room, who, body.to_vec()).await
 }
@@ -711,12 +716,8 @@ async fn room_state(
     RoomCaller { room, caller: Caller(who) }: RoomCaller,
     // The sockets' query, refused as theirs is when malformed.
     Query(_): Query<ConnectQuery>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    // Each read is an event of the room (it may revive it), so it is paced like a connection.
-    app.admit(app.client_ip(addr, &headers))?;
-    app.show(&room)?;
+    // Each read is an event of the room (it may revive it): the gate paced it as a connection.
     let req = HttpRequest { method: "GET".into(), path: "/state".into(), body: vec![], who, headers: vec![] };
     actor_response(app.node.request(Kind::Room, &room, req).await?)
 }

@@ -88,6 +88,15 @@ pub struct Credentials<'a> {
 }
 
 impl<'a> Credentials<'a> {
+    /// Only what a request for `route` may carry its token in: the URL and the subprotocol only
+    /// where [`route::Route::token_in_url`] says so, else the header alone.
+    pub fn for_route(self, route: Option<route::Route>) -> Credentials<'a> {
+        match route {
+            Some(r) if r.token_in_url() => self,
+            _ => Credentials { authorization: self.authorization, query: None, protocols: None },
+        }
+    }
+
     /// The token presented: `?token=`, else a subprotocol offered beside [`PROTOCOL`], else
     /// `Authorization: Bearer`. (Tokens are base64url and dots: nothing to percent-decode.)
     pub fn token(&self) -> Option<&'a str> {
@@ -279,6 +288,14 @@ mod tests {
         let offered = Credentials { protocols: Some(&offer), ..Credentials::default() };
         assert_eq!(offered.token(), Some(mine.as_str()));
         assert_eq!(Credentials { query: Some("epoch=1"), ..Credentials::default() }.token(), None);
+        // Off the routes browsers open without headers, only the header counts.
+        let commands = route::Route::of("POST", "/v1/rooms/demo/commands");
+        assert_eq!(all.for_route(commands).token(), Some(other.as_str()));
+        assert_eq!(offered.for_route(commands).token(), None);
+        assert_eq!(
+            all.for_route(route::Route::of("GET", "/v1/rooms/demo/events")).token(),
+            Some(mine.as_str())
+        );
 
         let verify = |t: &str| secret.verify(t, "demo", 1_000);
         let ana = Caller::of(Some(&mine), verify).unwrap();

@@ -99,11 +99,6 @@ impl<'a> Route<'a> {
     /// The route of `method` and `path` (without the query), if there is one.
     pub fn of(method: &str, path: &'a str) -> Option<Route<'a>> {
         let segs: Vec<&str> = path.strip_prefix('/')?.split('/').collect();
-        // Paths with a segment starting with `_` are hosts' own calls between their actors,
-        // which no client reaches.
-        if segs.iter().any(|s| s.starts_with('_')) {
-            return None;
-        }
         Some(match (method, segs.as_slice()) {
             ("GET", [""]) => Route::Home,
             ("GET", ["healthz"]) => Route::Health,
@@ -118,17 +113,29 @@ impl<'a> Route<'a> {
             ("GET", ["v1", "shows", show, "analytics"]) => Route::Report(show, None),
             ("GET", ["v1", "shows", show, "analytics", file]) => Route::Report(show, Some(file)),
             (_, ["v1", "rooms", room, action]) => Route::Room(room, RoomRoute::of(method, action)?),
-            (_, ["v1", "shows", show, "shop", rest @ ..]) if !rest.is_empty() => {
+            // A first segment starting with `_` is a host's own call to its shop actor, which
+            // no client reaches (rooms' have no route here at all).
+            (_, ["v1", "shows", show, "shop", rest @ ..])
+                if rest.first().is_some_and(|s| !s.starts_with('_')) =>
+            {
                 Route::Shop(ShopOf::Show(show), ShopRoute::of(method, rest, false))
             }
-            (_, ["v1", "shops", shop, rest @ ..]) if !rest.is_empty() => {
+            (_, ["v1", "shops", shop, rest @ ..]) if rest.first().is_some_and(|s| !s.starts_with('_')) => {
                 Route::Shop(ShopOf::Shop(shop), ShopRoute::of(method, rest, true))
             }
             ("POST", ["v1", "payments", "stripe", "webhook"]) => Route::StripeWebhook,
             ("POST", ["v1", "alarms"]) => Route::Alarms,
             _ => return None,
         })
-        .filter(|route| route.named().is_none_or(|id| !id.is_empty()))
+        .filter(|route| route.named().is_none_or(|id| !id.is_empty() && !id.starts_with('_')))
+    }
+
+    /// Whether a client may carry its token in the URL (`?token=`, and for the socket a
+    /// subprotocol): only on what browsers open without headers (a WebSocket, an `EventSource`)
+    /// and the state read beside them. Everywhere else the token is `Authorization: Bearer`
+    /// only, so no token that can create shows or rotate secrets ends up in a log or a history.
+    pub fn token_in_url(&self) -> bool {
+        matches!(self, Route::Room(_, RoomRoute::Socket | RoomRoute::Events | RoomRoute::State))
     }
 
     /// The show, room or shop the path names, if any.
@@ -210,11 +217,19 @@ mod tests {
         );
         assert_eq!(r("GET", "/v1/shows/a/shop/live"), Some(Route::Shop(ShopOf::Show("a"), ShopRoute::Live)));
         assert_eq!(r("GET", "/v1/shops/s/products/p"), Some(Route::Shop(ShopOf::Shop("s"), ShopRoute::Api)));
-        let internal = ["/v1/rooms/_f/ws", "/v1/shops/s/_register", "/v1/shows//analytics", "/v1/shops/s"];
+        let internal = [
+            "/v1/rooms/_f/ws",
+            "/v1/shops/s/_register",
+            "/v1/shows/a/shop/_x",
+            "/v1/shows//analytics",
+            "/v1/shops/s",
+        ];
         for internal in internal {
             assert_eq!(r("GET", internal), None, "{internal}");
         }
         assert_eq!(r("GET", "no-slash"), None);
+        // Merchants' own ids may start with `_`.
+        assert_eq!(r("PUT", "/v1/shops/s/products/_x"), Some(Route::Shop(ShopOf::Shop("s"), ShopRoute::Api)));
     }
 
     #[test]

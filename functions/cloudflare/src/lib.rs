@@ -296,8 +296,9 @@ pub(crate) fn setting(env: &Env, name: &str, default: u64) -> u64 {
     env.var(name).ok().and_then(|v| v.to_string().parse().ok()).unwrap_or(default)
 }
 
-/// The token the request presents, read once ([`liveshop_api::Credentials`]): `?token=`, a
-/// WebSocket subprotocol beside `liveshop.v1`, or `Authorization: Bearer`.
+/// The token the request presents, read once ([`liveshop_api::Credentials`]): `?token=` or a
+/// WebSocket subprotocol beside `liveshop.v1` where the route takes them, or
+/// `Authorization: Bearer`.
 pub(crate) fn presented(req: &Request) -> Option<String> {
     let header = |name: &str| req.headers().get(name).ok().flatten();
     let (authorization, protocols) = (header("authorization"), header("sec-websocket-protocol"));
@@ -307,7 +308,8 @@ pub(crate) fn presented(req: &Request) -> Option<String> {
         query: url.as_ref().and_then(|u| u.query()),
         protocols: protocols.as_deref(),
     };
-    credentials.token().map(str::to_string)
+    let route = url.as_ref().and_then(|u| Route::of(req.method().as_ref(), u.path()));
+    credentials.for_route(route).token().map(str::to_string)
 }
 
 /// Who calls, for `scope` (a room, a shop, a show): the token presented, verified.

@@ -183,7 +183,7 @@ pub(crate) fn oversized(body: &[u8]) -> Option<Result<Response>> {
 }
 
 impl Shop {
-    /// The shop API: the caller from a bearer token for `scope` (the shop or the show), and the
+    /// The shop API: the caller from the token for `scope` (the shop or the show), and the
     /// show the request came through, if it did.
     async fn forward(
         &self,

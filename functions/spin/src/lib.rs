@@ -76,8 +76,9 @@ impl Call {
     /// The token presented, read once ([`liveshop_api::Credentials`]).
     pub fn token(&self) -> Option<&str> {
         let query = (!self.query.is_empty()).then_some(self.query.as_str());
-        liveshop_api::Credentials { authorization: self.header("authorization"), query, protocols: None }
-            .token()
+        let credentials =
+            liveshop_api::Credentials { authorization: self.header("authorization"), query, protocols: None };
+        credentials.for_route(Route::of(self.method.as_str(), &self.path)).token()
     }
 
     /// The client's address, as Spin gives it (`spin-client-addr`), for per-address limits.

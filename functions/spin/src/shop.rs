@@ -16,7 +16,7 @@ use liveshop_room::show::ShopRecord;
 use liveshop_shop::guard::AddressGuard;
 use liveshop_shop::outbox::DeliveryRequest;
 use liveshop_shop::shopify::ShopifySettings;
-use liveshop_shop::{Epoch, Input, OrderId, Output, PaymentRequest, Shop};
+use liveshop_shop::{Epoch, Input, OrderId, Output, PaymentKind, PaymentRequest, Shop};
 use liveshop_webhooks::rotation::SecretRing;
 
 use crate::store::{self, Blob, StoreError};
@@ -206,7 +206,12 @@ fn apply<I: IntoIterator<Item = Input>>(
         }
     }
     if payer.stripe {
-        keep_leases(blob, &core, payer.leases, now)?;
+        // A charge this very event settled (Stripe's webhook, a cancel) is not asked for again.
+        let open: Vec<OrderId> = core.pending_payments().iter().map(|r| r.order).collect();
+        ran.payments.retain(|(req, _)| {
+            !matches!(req.kind, PaymentKind::Charge | PaymentKind::Capture) || open.contains(&req.order)
+        });
+        keep_leases(blob, &open, payer.leases, now)?;
     }
     let after = core.coupon_failures(now);
     if after != failures.into_iter().filter(|(_, t)| *t > now).collect::<Vec<_>>() {
@@ -222,11 +227,11 @@ fn apply<I: IntoIterator<Item = Input>>(
 /// charge Stripe did not answer, or settles later, is asked for again).
 fn keep_leases(
     blob: &mut Blob,
-    core: &Shop,
+    open: &[OrderId],
     mut leases: BTreeMap<String, u64>,
     now: u64,
 ) -> Result<(), StoreError> {
-    let open: Vec<String> = core.pending_payments().iter().map(|r| r.order.to_string()).collect();
+    let open: Vec<String> = open.iter().map(OrderId::to_string).collect();
     leases.retain(|order, _| open.contains(order));
     let stored: BTreeMap<String, u64> =
         blob.host.get(CHARGE_LEASES).and_then(|t| serde_json::from_str(t).ok()).unwrap_or_default();
@@ -512,7 +517,7 @@ fn set_shopify(config: &Config, call: &Call, shop: &str) -> Result<Reply, ApiErr
     Ok(reply(204, "application/json", vec![]))
 }
 
-/// The shop's own API: the caller from a bearer token for the shop or the show, and the show
+/// The shop's own API: the caller from the token for the shop or the show, and the show
 /// the request came through, if it did.
 async fn forward(
     config: &Config,

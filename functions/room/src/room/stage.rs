@@ -24,7 +24,6 @@ impl Room {
         one(self.emit(now, Audience::All, Event::BannerCleared {}))
     }
 
-    /// The media origin says the stream is live, and where it plays.
     /// A stream event of the media origin ([`STREAM_EVENTS_PATH`]): one `stream.*` command,
     /// parsed here and nowhere before. The origin's key says how a stream is doing and nothing
     /// else, so any other command is refused.
@@ -46,6 +45,7 @@ impl Room {
         }
     }
 
+    /// The media origin says the stream is live, and where it plays.
     pub(super) fn stream_started(
         &mut self,
         now: Millis,
