@@ -249,11 +249,6 @@ impl AppState {
             .map_err(|e| self.refusal(e))
     }
 
-    pub(crate) fn refused_token(&self, e: TokenError) -> ApiError {
-        self.node.metrics().refused("token");
-        ApiError::from(e)
-    }
-
     /// A refusal of the shared HTTP face (`liveshop_api`); refused tokens are counted.
     pub(crate) fn refusal(&self, e: liveshop_api::ApiError) -> ApiError {
         if e.status == 401 {
@@ -407,7 +402,7 @@ async fn create_show(
     Presented(token): Presented,
     Limited(body): Limited<MAX_BODY_BYTES>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let token = token.ok_or_else(|| app.refused_token(TokenError::Malformed))?;
+    let token = token.ok_or_else(|| app.refusal(liveshop_api::ApiError::token(TokenError::Malformed)))?;
     let new: NewShow = serde_json::from_slice(&body)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_argument", e.to_string()))?;
     let show = Show::new(new, app.env.now()).map_err(ShowError::Invalid)?;

@@ -79,7 +79,7 @@ async fn rotate(
     // Another show's valid token is a caller without the right, not a bad token.
     let who = app
         .caller(&token, &show)
-        .and_then(|c| Ok(c.required()?))
+        .and_then(|c| c.required().map_err(ApiError::from))
         .map_err(|e| if e.code == TokenError::WrongRoom.code() { forbidden() } else { e })?;
     if who.role != Role::Host {
         return Err(forbidden());

@@ -65,13 +65,13 @@ pub fn error_body(code: &str, message: &str) -> String {
 }
 
 /// The token of an `Authorization: Bearer <token>` header's value.
-pub fn bearer(authorization: &str) -> Option<&str> {
+fn bearer(authorization: &str) -> Option<&str> {
     authorization.strip_prefix("Bearer ").map(str::trim)
 }
 
 /// The token a WebSocket client offers as a subprotocol beside [`PROTOCOL`] (browsers cannot set
 /// headers on a WebSocket): the offered value shaped like a JWT.
-pub fn token_from_protocols(offered: &str) -> Option<&str> {
+fn token_from_protocols(offered: &str) -> Option<&str> {
     offered.split(',').map(str::trim).find(|p| p.matches('.').count() == 2 && *p != PROTOCOL)
 }
 
