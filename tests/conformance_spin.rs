@@ -44,7 +44,8 @@ conformance_cases!(@each Host::spin;
     the_live_product_feed_sends_a_snapshot_then_what_changed,
     a_shows_report_counts_its_audience_engagement_and_sales,
     the_web_pages_are_served,
-    the_pages_carry_their_security_headers
+    the_pages_carry_their_security_headers,
+    the_timeline_keeps_what_was_shown_on_the_videos_clock
 );
 
 /// Payments through Stripe (the local stand-in of `conformance::fake_stripe`): charges leased and

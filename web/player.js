@@ -7,7 +7,8 @@
 // AAC variant alone (master-aac.m3u8): every native player decodes AAC, and some (Chromium's)
 // fail when they switch between variants of different audio codecs.
 // While the show is offline the player looks again every few seconds; after the end, the same
-// playlist is the recording and plays from the start.
+// playlist is the recording and plays from the start. `date()` says which moment of the show is
+// on screen, for overlays that wait for the video (viewer.js, docs/sync.md).
 (function () {
   'use strict';
   const video = document.querySelector('[data-testid=video]');
@@ -85,9 +86,27 @@
     }
   }, 500);
 
+  /**
+   * The program date time (ms since the Unix epoch, the publisher's capture clock) of the frame at
+   * `mediaTime` (the playing one by default), or null while nothing plays. hls.js maps it from the
+   * playing fragment's EXT-X-PROGRAM-DATE-TIME; the browser's own HLS from getStartDate().
+   */
+  function date(mediaTime = video.currentTime) {
+    if (video.readyState < 2) return null;
+    let at = null;
+    if (hls) {
+      const d = hls.playingDate;
+      if (d) at = d.getTime() + (mediaTime - video.currentTime) * 1000;
+    } else if (typeof video.getStartDate === 'function') {
+      const start = video.getStartDate().getTime();
+      if (Number.isFinite(start) && start > 0) at = start + mediaTime * 1000;
+    }
+    return at;
+  }
+
   // For the page and for tests: how it plays ('hls.js', 'native' or 'none'), the hls.js
-  // instance (playingDate, latency) and a way to start over, such as when the room says the
-  // stream started again.
-  window.liveshopPlayer = { mode, get hls() { return hls; }, restart: mode === 'none' ? () => {} : start };
+  // instance (playingDate, latency), the playing frame's date and a way to start over, such as
+  // when the room says the stream started again.
+  window.liveshopPlayer = { mode, date, get hls() { return hls; }, restart: mode === 'none' ? () => {} : start };
   if (mode === 'none') cannotPlay(); else start();
 })();

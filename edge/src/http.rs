@@ -366,6 +366,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/rooms/{room}/state", get(room_state))
         .route("/v1/rooms/{room}/feed", get(crate::feed::get_feed))
         .route("/v1/rooms/{room}/heartbeat", post(crate::feed::heartbeat))
+        .route("/v1/rooms/{room}/timeline", get(room_timeline))
         .route("/v1/stream-events", post(stream_event))
         .route("/watch/{show}", get(viewer_page))
         .route(
@@ -715,6 +716,30 @@ async fn room_state(
     // Each read is an event of the room (it may revive it): the gate paced it as a connection.
     let req = HttpRequest { method: "GET".into(), path: "/state".into(), body: vec![], who, headers: vec![] };
     actor_response(app.node.request(Kind::Room, &room, req).await?)
+}
+
+/// `GET /v1/rooms/{room}/timeline`: the replay's moments, public and cacheable
+/// (`liveshop_api::timeline`).
+async fn room_timeline(
+    State(app): State<Arc<AppState>>,
+    RoomCaller { room, .. }: RoomCaller,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let req = HttpRequest {
+        method: "GET".into(),
+        path: "/timeline".into(),
+        body: vec![],
+        who: None,
+        headers: vec![],
+    };
+    let answer = app.node.request(Kind::Room, &room, req).await?;
+    let tags = headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok());
+    let (status, headers, body) = liveshop_api::timeline::answer(answer.status, answer.body, tags);
+    actor_response(crate::actor::HttpResponse {
+        status,
+        headers: headers.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+        body,
+    })
 }
 
 pub(crate) fn actor_response(r: crate::actor::HttpResponse) -> Result<Response, ApiError> {

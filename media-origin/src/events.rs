@@ -26,6 +26,8 @@ pub enum StreamEvent {
         codecs: String,
         width: u32,
         height: u32,
+        /// How long after its capture the first frame reached the origin (see [`Health`]).
+        capture_lag_ms: i64,
     },
     #[serde(rename = "stream.health")]
     Health(Health),
@@ -47,6 +49,11 @@ pub struct Health {
     /// Human-readable problems, such as keyframes too far apart for low latency.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// How long after its capture (the publisher's clock, from RTCP sender reports, as
+    /// PROGRAM-DATE-TIME says it) a video frame reached the origin (the origin's wall clock): the
+    /// least over the interval, the path's delay without queueing. The room maps its own clock
+    /// to the video's with it (`docs/sync.md`). Negative when the publisher's clock is ahead.
+    pub capture_lag_ms: i64,
 }
 
 /// Longest keyframe interval that still gives 2 s segments.
@@ -185,10 +192,11 @@ mod tests {
             fps: 30,
             keyframe_interval_ms: Some(2000),
             warnings: Vec::new(),
+            capture_lag_ms: 42,
         });
         assert_eq!(
             serde_json::to_value(&health).unwrap(),
-            serde_json::json!({"type": "stream.health", "bitrate_kbps": 2480, "fps": 30, "keyframe_interval_ms": 2000})
+            serde_json::json!({"type": "stream.health", "bitrate_kbps": 2480, "fps": 30, "keyframe_interval_ms": 2000, "capture_lag_ms": 42})
         );
         let ended = StreamEvent::Ended { duration_ms: 1_834_000 };
         assert_eq!(
@@ -246,6 +254,7 @@ mod tests {
             codecs: "avc1".into(),
             width: 640,
             height: 360,
+            capture_lag_ms: 0,
         };
         post.stream_event("demo", started);
         post.stream_event("demo", StreamEvent::Ended { duration_ms: 5000 });
@@ -295,6 +304,7 @@ mod tests {
                 fps: 30,
                 keyframe_interval_ms: None,
                 warnings: vec![],
+                capture_lag_ms: 0,
             })
         };
         post.stream_event("demo", health());

@@ -7,6 +7,7 @@
 //! | `master-aac.m3u8`    | the same with the AAC variant alone   | `no-cache`                    |
 //! | `live.m3u8`          | media playlist                        | `no-cache`                    |
 //! | `live.m3u8?_HLS_msn` | blocking reload, answered when ready  | `public, max-age=<target>`    |
+//! | any, of a recording  | the playlists once the show ended     | `public, max-age=60`          |
 //! | `init-N.mp4`, `seg-N.m4s`, `part-N.P.m4s` | media             | `public, max-age=31536000, immutable` |
 //!
 //! The AAC rendition's files are the same names with `aac-` in front. A request for the part
@@ -33,6 +34,9 @@ use crate::store::{
 };
 
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+/// A recording's playlists (ended: `EXT-X-ENDLIST`): a CDN serves a replay's viewers, asking
+/// again each minute in case the show goes live once more.
+const RECORDING: &str = "public, max-age=60";
 
 #[derive(Debug, Default, Deserialize)]
 pub struct HlsQuery {
@@ -134,6 +138,8 @@ async fn serve(
     }
 }
 
+const ENDLIST: &[u8] = b"#EXT-X-ENDLIST";
+
 /// How long a blocking request may wait: three target durations, then 503.
 fn block_limit(stream: &ShowStream) -> Duration {
     Duration::from_secs(3 * u64::from(stream.config().target_duration))
@@ -175,7 +181,8 @@ async fn media_playlist(
     let skip = q.skip.as_deref() == Some("YES");
     let Some(msn) = msn else {
         let text = stream.lock().media(rendition).ok_or_else(gone)?.live_playlist(skip);
-        return Ok(playlist_response(text, "no-cache", gzip));
+        let ended = text.windows(ENDLIST.len()).any(|w| w == ENDLIST);
+        return Ok(playlist_response(text, if ended { RECORDING } else { "no-cache" }, gzip));
     };
     loop {
         {
@@ -216,7 +223,7 @@ async fn from_disk(library: &Library, show: &str, file: &str, gzip: bool) -> Res
     }
     let bytes = bytes.map_err(|_| ApiError::not_found(file.to_string()))?;
     if file.ends_with(".m3u8") {
-        Ok(playlist_response(Bytes::from(bytes), "no-cache", gzip))
+        Ok(playlist_response(Bytes::from(bytes), RECORDING, gzip))
     } else {
         Ok(media(Bytes::from(bytes), "video/mp4"))
     }

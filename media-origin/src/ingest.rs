@@ -472,12 +472,15 @@ impl Session {
                     });
                     self.maybe_begin(events, config);
                 }
+                let capture = self.clock.capture(&d);
+                let lag = self.clock.lag_ms(&d, capture);
+                self.stats.least_lag_ms = Some(self.stats.least_lag_ms.map_or(lag, |l| l.min(lag)));
                 let frame = Frame {
                     kind: TrackKind::Video,
                     dts,
                     keyframe: unit.keyframe,
                     data: unit.sample,
-                    capture: self.clock.capture(&d),
+                    capture,
                 };
                 self.package(frame);
             }
@@ -547,6 +550,7 @@ impl Session {
                 codecs: codecs.join(","),
                 width: sets.info.width,
                 height: sets.info.height,
+                capture_lag_ms: self.stats.capture_lag_ms(),
             },
         );
         let audio: Vec<Option<AudioCodec>> = renditions.iter().map(|(_, a)| *a).collect();
@@ -636,9 +640,12 @@ impl Session {
             fps: (self.stats.frames as f32 / secs).round() as u32,
             keyframe_interval_ms: self.stats.keyframe_interval_ms,
             warnings,
+            capture_lag_ms: self.stats.capture_lag_ms(),
         };
         self.stats.bytes = 0;
         self.stats.frames = 0;
+        self.stats.lag_ms = self.stats.capture_lag_ms();
+        self.stats.least_lag_ms = None;
         Some(health)
     }
 }
@@ -663,6 +670,16 @@ struct Stats {
     keyframe_asked: Option<Instant>,
     /// The newest keyframe answered a request.
     keyframe_answered: bool,
+    /// The least capture lag of a video frame in this interval (see `Health::capture_lag_ms`).
+    least_lag_ms: Option<i64>,
+    /// The last interval's, for one without video.
+    lag_ms: i64,
+}
+
+impl Stats {
+    fn capture_lag_ms(&self) -> i64 {
+        self.least_lag_ms.unwrap_or(self.lag_ms)
+    }
 }
 
 /// Maps RTP media time to the shared per-publish timeline, and to the publisher's capture
@@ -696,6 +713,16 @@ impl Clock {
             (d.time.numer(), (late.as_secs_f64() * rate as f64) as u64)
         });
         (d.time.numer() + offset).saturating_sub(base)
+    }
+
+    /// How long after `capture` the frame of `d` arrived, in ms: arrival on the origin's wall
+    /// clock, minus capture on the publisher's.
+    fn lag_ms(&self, d: &MediaData, capture: SystemTime) -> i64 {
+        let arrival = self.wall + d.network_time.saturating_duration_since(self.start);
+        match arrival.duration_since(capture) {
+            Ok(late) => late.as_millis() as i64,
+            Err(early) => -(early.duration().as_millis() as i64),
+        }
     }
 
     /// Capture time from the latest sender report; arrival time before the first one.

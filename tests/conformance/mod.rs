@@ -366,7 +366,8 @@ macro_rules! conformance_cases {
             bad_feed_queries_and_unknown_shows_are_refused,
             heartbeats_count_feed_viewers_until_they_leave,
             a_nameless_guest_fills_a_cart,
-            a_shows_report_counts_its_audience_engagement_and_sales
+            a_shows_report_counts_its_audience_engagement_and_sales,
+            the_timeline_keeps_what_was_shown_on_the_videos_clock
         );
     };
     (@each $host:path; $($case:ident),*) => {
@@ -2401,7 +2402,12 @@ struct FeedAnswer {
 
 /// `GET /v1/rooms/{show}/feed?{query}` with `headers`, no token, as a viewer's page sends it.
 async fn feed(t: &Target, show: &str, query: &str, headers: &[(&str, &str)]) -> FeedAnswer {
-    let mut req = t.api.client.get(format!("{}/v1/rooms/{show}/feed?{query}", t.api.base));
+    public_get(t, &format!("/v1/rooms/{show}/feed?{query}"), headers).await
+}
+
+/// `GET path` with `headers` and no token.
+async fn public_get(t: &Target, path: &str, headers: &[(&str, &str)]) -> FeedAnswer {
+    let mut req = t.api.client.get(format!("{}{path}", t.api.base));
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
@@ -2664,4 +2670,68 @@ pub async fn a_nameless_guest_fills_a_cart(t: &Target) {
         t.api.call("POST", &format!("/v1/shows/{show}/shop/carts/{sub}/items"), tok, None, add).await;
     assert_eq!(status, 200, "{cart}");
     assert_eq!(cart["quote"]["total"]["minor"].as_i64(), Some(PRICE * 3 / 4), "{cart}");
+}
+
+/// The replay's timeline, from the room on every host: what viewers saw over the video and in
+/// the chat, each with the media time the origin's `capture_lag_ms` maps it to; event frames
+/// carry the same `media_at`; a deleted message leaves the replay; once the stream ended the
+/// answer is cacheable and revalidated by its `ETag`.
+pub async fn the_timeline_keeps_what_was_shown_on_the_videos_clock(t: &Target) {
+    let show = t.new_show().await;
+    let host = token(&show, "host", Role::Host);
+    let origin = token(&show, "media-origin", Role::Host);
+    acked(t, &show, &host, json!({"type": "banner.set", "text": "Soon"})).await;
+    let started = json!({"type": "stream.started", "playlist": format!("/hls/{show}/master.m3u8"),
+        "codecs": "avc1.42e01f", "width": 640, "height": 360, "capture_lag_ms": 40});
+    acked(t, &show, &origin, started).await;
+    let next = feed(t, &show, "", &[]).await.body["next"].as_str().unwrap().to_string();
+    let pin = json!({"type": "product.pin", "product": {"id": "shirt", "title": "Linen shirt"}});
+    acked(t, &show, &host, pin).await;
+    let pinned = follow(t, &show, next, |e| e["type"] == "product.pinned").await;
+    let frame = pinned.iter().find(|e| e["type"] == "product.pinned").unwrap();
+    assert_eq!(frame["media_at"].as_u64(), Some(frame["at"].as_u64().unwrap() - 40), "{frame}");
+    let gone = acked(t, &show, &host, json!({"type": "chat.send", "text": "Typo"})).await;
+    acked(t, &show, &host, json!({"type": "chat.send", "text": "Two left!"})).await;
+    acked(t, &show, &host, json!({"type": "chat.delete", "message_id": gone["seq"]})).await;
+    let health = json!({"type": "stream.health", "bitrate_kbps": 900, "fps": 30, "capture_lag_ms": -15});
+    acked(t, &show, &origin, health).await;
+    acked(t, &show, &host, json!({"type": "product.unpin", "product_id": "shirt"})).await;
+
+    let live = public_get(t, &format!("/v1/rooms/{show}/timeline"), &[]).await;
+    assert_eq!((live.status, live.cache_control.as_deref()), (200, Some("no-cache")), "{}", live.body);
+    assert_eq!(live.body["live"], true);
+    acked(t, &show, &origin, json!({"type": "stream.ended", "duration_ms": 5000})).await;
+    let ended = public_get(t, &format!("/v1/rooms/{show}/timeline"), &[]).await;
+    assert_eq!(ended.status, 200, "{}", ended.body);
+    assert_eq!(ended.body["live"], false);
+    assert_eq!(ended.cache_control.as_deref(), Some(liveshop_room::timeline::ENDED_CACHE));
+    let moments = ended.body["moments"].as_array().unwrap();
+    let kinds: Vec<&str> = moments.iter().map(|m| m["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "banner.set",
+            "stream.started",
+            "product.pinned",
+            "chat.message",
+            "product.unpinned",
+            "stream.ended"
+        ],
+        "{}",
+        ended.body
+    );
+    let lag: Vec<i64> =
+        moments.iter().map(|m| m["at"].as_i64().unwrap() - m["media_at"].as_i64().unwrap()).collect();
+    assert_eq!(lag, [0, 40, 40, 40, -15, -15], "room time before the stream, then by the latest lag");
+    assert_eq!(moments[3]["message"]["text"], "Two left!", "the deleted line is not replayed");
+    assert_eq!(moments[2]["pin"]["product"]["title"], "Linen shirt");
+
+    let etag = ended.etag.expect("an ETag");
+    let again = public_get(t, &format!("/v1/rooms/{show}/timeline"), &[("if-none-match", &etag)]).await;
+    assert_eq!(again.status, 304);
+    let nowhere = public_get(t, &format!("/v1/rooms/{show}-nowhere/timeline"), &[]).await;
+    assert_eq!(code(&(nowhere.status, nowhere.body.clone())), (404, "show_not_found"), "{}", nowhere.body);
+    let lying = json!({"type": "stream.health", "bitrate_kbps": 1, "fps": 1, "capture_lag_ms": 86_400_000});
+    let (status, refused) = command_as(t, &show, &origin, lying).await;
+    assert_eq!(code(&(status, refused.clone())), (400, "invalid_argument"), "{refused}");
 }

@@ -12,6 +12,7 @@
 pub mod report;
 pub mod route;
 pub mod shop;
+pub mod timeline;
 pub mod web;
 
 use liveshop_identity::{Claims, Devices, Identity, Role, TokenError};

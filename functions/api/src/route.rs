@@ -54,6 +54,8 @@ pub enum RoomRoute {
     Feed,
     /// `POST .../heartbeat`: a feed viewer's beacon.
     Heartbeat,
+    /// `GET .../timeline`: the replay's moments on the video's clock.
+    Timeline,
 }
 
 /// How a shop route names its shop: itself, or a show that sells from it (whose tokens then
@@ -153,7 +155,7 @@ impl<'a> Route<'a> {
     pub fn paced(&self) -> Option<Paced> {
         match self {
             Route::Room(_, RoomRoute::Commands) => Some(Paced::Commands),
-            Route::Room(_, RoomRoute::Heartbeat) => Some(Paced::Reads),
+            Route::Room(_, RoomRoute::Heartbeat | RoomRoute::Timeline) => Some(Paced::Reads),
             Route::Room(_, RoomRoute::Socket | RoomRoute::Events | RoomRoute::State | RoomRoute::Guest) => {
                 Some(Paced::Connections)
             }
@@ -172,6 +174,7 @@ impl RoomRoute {
             ("GET", "state") => RoomRoute::State,
             ("GET", "feed") => RoomRoute::Feed,
             ("POST", "heartbeat") => RoomRoute::Heartbeat,
+            ("GET", "timeline") => RoomRoute::Timeline,
             _ => return None,
         })
     }

@@ -101,6 +101,14 @@ pub(crate) async fn get(req: Request, env: &Env, ctx: &Context, room: &str) -> R
     if let Err(e) = feed::parse_query(url.query().unwrap_or_default()) {
         return error(400, "invalid_argument", e.message);
     }
+    cached(req, env, ctx, room).await
+}
+
+/// A public answer of the room (the feed, the replay's timeline) through the Cache API: a hit
+/// never reaches the room; a miss is paced per address, answered by the room and kept as long
+/// as its `Cache-Control` says (not at all when that is `no-cache`).
+pub(crate) async fn cached(req: Request, env: &Env, ctx: &Context, room: &str) -> Result<Response> {
+    let url = req.url()?;
     let cache = Cache::default();
     let key = url.to_string();
     let mut answer = match cache.get(&key, false).await? {
@@ -110,12 +118,13 @@ pub(crate) async fn get(req: Request, env: &Env, ctx: &Context, room: &str) -> R
                 return Ok(refusal);
             }
             let mut fresh = room_stub(env, room)?.fetch_with_str(&key).await?;
-            if fresh.status_code() == 200 {
+            let keep = fresh.headers().get("cache-control")?.is_some_and(|c| c.starts_with("public"));
+            if fresh.status_code() == 200 && keep {
                 let copy = fresh.cloned()?;
                 ctx.wait_until(async move {
                     // A copy the cache did not keep only costs the room another question.
                     if let Err(e) = Cache::default().put(&key, copy).await {
-                        console_error!("feed cache: {e}");
+                        console_error!("cache: {e}");
                     }
                 });
             }

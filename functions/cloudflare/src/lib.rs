@@ -119,6 +119,7 @@ async fn route(mut req: Request, env: &Env, ctx: &Context, route: Option<Route<'
         Route::Show(show) => room_stub(env, show)?.fetch_with_request(req).await,
         Route::Report(show, file) => analytics::get(req, env, show, file).await,
         Route::Room(room, RoomRoute::Feed) => feed::get(req, env, ctx, room).await,
+        Route::Room(room, RoomRoute::Timeline) => feed::cached(req, env, ctx, room).await,
         Route::Room(room, RoomRoute::Heartbeat) => audience::stub(env, room)?.fetch_with_request(req).await,
         Route::Room(room, _) => room_stub(env, room)?.fetch_with_request(req).await,
         Route::Shop(ShopOf::Show(show), _) => {
@@ -157,6 +158,8 @@ fn paced(req: &Request, env: &Env, route: Option<Route<'_>>) -> Result<Option<pa
             None
         }
         (Route::Room(_, RoomRoute::Guest), _) if setting(env, "GUEST_TOKENS", 1) == 0 => None,
+        // A replay's timeline is paced only when it misses the cache (`feed::cached`).
+        (Route::Room(_, RoomRoute::Timeline), _) => None,
         (_, Some(Paced::Commands)) => Some(pacing::Limit::Commands),
         (_, Some(Paced::Reads)) => Some(pacing::Limit::Reads),
         (_, Some(Paced::Connections)) => Some(pacing::Limit::Connections),

@@ -122,6 +122,7 @@ impl DurableObject for Room {
                     (Method::Get, "state") => self.room_state(&req, &room).await,
                     (Method::Post, "guest") => self.guest(&req, &room, &body).await,
                     (Method::Get, "feed") => self.feed(url.query().unwrap_or_default(), &room).await,
+                    (Method::Get, "timeline") => self.timeline(&room).await,
                     // The room's Audience object hands over the feed's viewers (`crate::audience`).
                     (Method::Put, "_audience") => {
                         let input = |_| Input::Request {
@@ -496,6 +497,25 @@ impl Room {
         };
         self.answer(|_| Input::Request { who, method: "GET".into(), path: "/state".into(), body: vec![] })
             .await
+    }
+
+    /// `GET /v1/rooms/{room}/timeline`: the replay's moments, with the headers the Worker's
+    /// cache keeps them by (`liveshop_api::timeline`).
+    async fn timeline(&self, room: &str) -> Result<Response> {
+        if self.show().is_none() {
+            return self.no_show(&["v1", "rooms", room]);
+        }
+        let input =
+            |_| Input::Request { who: None, method: "GET".into(), path: "/timeline".into(), body: vec![] };
+        let Some((status, _, body)) = self.run(input).await? else {
+            return error(500, "internal", "the room produced no reply");
+        };
+        let (status, headers, body) = liveshop_api::timeline::answer(status, body, None);
+        let out = Headers::new();
+        for (name, value) in headers {
+            out.set(name, &value)?;
+        }
+        Ok(Response::from_bytes(body)?.with_status(status).with_headers(out))
     }
 
     /// `POST /v1/rooms/{room}/guest`: a viewer token for anyone, when guests are allowed, with

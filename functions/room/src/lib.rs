@@ -67,6 +67,7 @@ pub mod protocol;
 mod room;
 pub mod show;
 pub mod state;
+pub mod timeline;
 pub mod view;
 
 pub use ids::{ConnId, Epoch, MessageId, Millis, Money, PollId, ProductId, QuestionId, Seq};

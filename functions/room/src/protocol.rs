@@ -24,6 +24,9 @@ pub mod limits {
     /// A stream event's texts (playlist path, codecs, a health warning).
     pub const MAX_STREAM_TEXT_CHARS: usize = 200;
     pub const MAX_STREAM_WARNINGS: usize = 4;
+    /// The largest `capture_lag_ms` either way: a publisher's clock further off than this is
+    /// broken, not late.
+    pub const MAX_CAPTURE_LAG_MS: i64 = 60_000;
     pub const MAX_POLL_QUESTION_CHARS: usize = 200;
     pub const MAX_POLL_OPTION_CHARS: usize = 80;
     pub const MIN_POLL_OPTIONS: usize = 2;
@@ -190,6 +193,8 @@ pub struct SettingsPatch {
     pub blocked_terms: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allowed_terms: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_host_chat: Option<bool>,
 }
 
 /// A stream that went live (`stream.started`), as the media origin says it and the room relays it.
@@ -201,6 +206,9 @@ pub struct StreamStarted {
     pub codecs: String,
     pub width: u32,
     pub height: u32,
+    /// How long after its capture a frame reached the origin (`crate::timeline`); 0 if unsaid.
+    #[serde(default)]
+    pub capture_lag_ms: i64,
 }
 
 /// How the incoming stream is doing (`stream.health`), every few seconds.
@@ -214,6 +222,9 @@ pub struct StreamHealth {
     pub keyframe_interval_ms: Option<u32>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// As in [`StreamStarted`], the least over the interval.
+    #[serde(default)]
+    pub capture_lag_ms: i64,
 }
 
 /// What a client asks the room to do. On the wire: `{"type": "<name>", "id"?: "...", ...fields}`.
@@ -452,6 +463,10 @@ pub struct PublicSettings {
     pub slow_mode_secs: u32,
     pub links: LinkPolicy,
     pub emojis: Vec<String>,
+    /// Viewer pages hold the host's own chat lines until the video reaches them, as they do
+    /// pins and polls (`crate::timeline`); other chat is always shown at once.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sync_host_chat: bool,
 }
 
 /// A moderator's action, recorded for the other moderators (and the audit trail).
@@ -740,6 +755,11 @@ pub struct EventFrame<E = Event> {
     pub epoch: Epoch,
     pub seq: Seq,
     pub at: Millis,
+    /// The video's time the event belongs to, once a stream gave the room its clock
+    /// (`crate::timeline`): the viewer page shows on-video events when the playing frame's
+    /// PROGRAM-DATE-TIME reaches it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_at: Option<Millis>,
     #[serde(flatten)]
     pub event: E,
 }

@@ -19,6 +19,7 @@ use crate::protocol::{
     decode, limits, to_json,
 };
 use crate::state::{DUPLICATE_WINDOW_MS, RoomState, authority, higher};
+use crate::timeline::TimelineView;
 use crate::view::RoomView;
 
 mod engagement;
@@ -120,6 +121,9 @@ pub enum Output {
 pub struct LogRecord {
     pub seq: Seq,
     pub at: Millis,
+    /// See [`EventFrame::media_at`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_at: Option<Millis>,
     pub audience: Audience,
     pub event: Event,
 }
@@ -489,6 +493,8 @@ impl Room {
                     ),
                 )
             }
+            // The replay's moments on the video's clock: public, as the feed.
+            ("GET", "/timeline") => (200, to_json(&TimelineView::from(&self.state.timeline))),
             // The show's measures, for its staff (the host's report joins them with the shop's).
             ("GET", "/analytics") => match who.filter(|w| w.role.is_staff()) {
                 None => http_error(CommandError::new(ErrorCode::Forbidden, "staff only")),
@@ -662,7 +668,8 @@ impl Room {
     fn emit(&mut self, now: Millis, audience: Audience, event: Event) -> Seq {
         let seq = self.journal.next_seq();
         self.state.apply(now, &audience, &event);
-        let rec = LogRecord { seq, at: now, audience, event };
+        let media_at = self.state.timeline.media_at(now);
+        let rec = LogRecord { seq, at: now, media_at, audience, event };
         for w in self.journal.append(&rec, &self.state) {
             self.out.push_back(Output::Store(w));
         }
@@ -693,7 +700,13 @@ impl Room {
     }
 
     fn event_frame(&self, r: &LogRecord) -> String {
-        to_json(&EventFrame { epoch: self.journal.epoch(), seq: r.seq, at: r.at, event: &r.event })
+        to_json(&EventFrame {
+            epoch: self.journal.epoch(),
+            seq: r.seq,
+            at: r.at,
+            media_at: r.media_at,
+            event: &r.event,
+        })
     }
 
     fn send(&mut self, conn: ConnId, frame: &ServerFrame) {

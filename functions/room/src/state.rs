@@ -15,6 +15,7 @@ use crate::protocol::{
     Audience, ChatMessage, Event, HoldReason, LinkPolicy, ModAction, PollInfo, ProductPin, PublicSettings,
     Question, ReviewMode, SettingsPatch,
 };
+use crate::timeline::Timeline;
 
 /// Messages kept for replay on join.
 pub const HISTORY_LEN: usize = 100;
@@ -35,6 +36,8 @@ pub struct Settings {
     pub emojis: Vec<String>,
     pub blocked_terms: Vec<String>,
     pub allowed_terms: Vec<String>,
+    #[serde(default)]
+    pub sync_host_chat: bool,
 }
 
 impl Default for Settings {
@@ -46,13 +49,19 @@ impl Default for Settings {
             emojis: DEFAULT_EMOJIS.iter().map(|e| e.to_string()).collect(),
             blocked_terms: Vec::new(),
             allowed_terms: Vec::new(),
+            sync_host_chat: false,
         }
     }
 }
 
 impl Settings {
     pub fn public(&self) -> PublicSettings {
-        PublicSettings { slow_mode_secs: self.slow_mode_secs, links: self.links, emojis: self.emojis.clone() }
+        PublicSettings {
+            slow_mode_secs: self.slow_mode_secs,
+            links: self.links,
+            emojis: self.emojis.clone(),
+            sync_host_chat: self.sync_host_chat,
+        }
     }
 
     pub(crate) fn patch(&mut self, p: &SettingsPatch) {
@@ -73,6 +82,9 @@ impl Settings {
         }
         if let Some(v) = &p.allowed_terms {
             self.allowed_terms = v.clone();
+        }
+        if let Some(v) = p.sync_host_chat {
+            self.sync_host_chat = v;
         }
     }
 }
@@ -176,6 +188,9 @@ pub struct RoomState {
     /// shadow ban): a moderator's sanction never binds staff, a host's binds all but hosts.
     #[serde(default)]
     pub sanctioned_by: BTreeMap<String, Role>,
+    /// The video's clock and the replay's moments (see [`crate::timeline`]).
+    #[serde(default)]
+    pub timeline: Timeline,
 }
 
 impl RoomState {
@@ -185,6 +200,7 @@ impl RoomState {
         if !self.measures_off {
             self.measures.record(at, audience, event);
         }
+        self.timeline.record(at, audience, event);
         match event {
             Event::ChatMessage { message } => {
                 // An approved message counts from when it was written, so approval does not
@@ -292,7 +308,7 @@ impl RoomState {
             Event::QuestionUnpinned {} => self.pinned_question = None,
             Event::BannerSet { text } => self.banner = Some(text.clone()),
             Event::BannerCleared {} => self.banner = None,
-            // Relayed only: whether the stream is live is the origin's playlist, not room state.
+            // Relayed, and the video's clock ([`Timeline::record`]).
             Event::StreamStarted(_) | Event::StreamHealth(_) | Event::StreamEnded { .. } => {}
             Event::ProductPinned { pin } => {
                 self.products.retain(|p| p.product.id != pin.product.id);

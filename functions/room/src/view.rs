@@ -58,6 +58,9 @@ pub struct RoomView {
     pub moderation: Option<ModerationView>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stats: Option<Stats>,
+    /// The video's clock (`crate::timeline`): media time is room time minus this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capture_lag_ms: Option<i64>,
 }
 
 impl RoomView {
@@ -127,6 +130,7 @@ impl RoomView {
             peak_viewers: state.stats.peak_viewers.max(viewers),
             moderation,
             stats: role.is_staff().then(|| state.stats.clone()),
+            capture_lag_ms: state.timeline.capture_lag_ms,
         }
     }
 }

@@ -119,6 +119,7 @@ async fn route(req: Request) -> Result<Reply, ApiError> {
             RoomRoute::Commands => room::command(&config, &call, room),
             RoomRoute::State => room::state(&config, &call, room).await,
             RoomRoute::Feed => room::feed(&call, room).await,
+            RoomRoute::Timeline => room::timeline(&call, room).await,
             RoomRoute::Events => room::events(&config, &call, room).await,
             RoomRoute::Heartbeat => room::heartbeat(&config, &call, room).await,
             RoomRoute::Socket => Err(ApiError::new(

@@ -338,6 +338,20 @@ pub(crate) async fn feed(call: &Call, room: &str) -> Result<Reply, ApiError> {
     Ok(out)
 }
 
+/// `GET /v1/rooms/{room}/timeline`: the replay's moments, public and cacheable
+/// (`liveshop_api::timeline`).
+pub(crate) async fn timeline(call: &Call, room: &str) -> Result<Reply, ApiError> {
+    show_record(room).await?;
+    let (status, body) = ask(room, None, "/timeline")?;
+    let (status, headers, body) = liveshop_api::timeline::answer(status, body, call.header("if-none-match"));
+    let mut out = reply(status, "application/json", body);
+    for (name, value) in headers {
+        let value = http::HeaderValue::from_str(&value).map_err(|e| internal(e.to_string()))?;
+        out.headers_mut().insert(name, value);
+    }
+    Ok(out)
+}
+
 /// The core's answer to a feed query, waiting while nothing is after its position.
 async fn answer_feed(
     kv: &spin_sdk::key_value::Store,

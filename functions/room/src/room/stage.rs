@@ -4,6 +4,14 @@
 use super::*;
 use crate::protocol::Product;
 
+/// A `capture_lag_ms` the room can map its clock by ([`crate::timeline`]).
+fn capture_lag(lag: i64) -> Result<(), CommandError> {
+    if lag.abs() > limits::MAX_CAPTURE_LAG_MS {
+        return Err(invalid(format!("capture_lag_ms is at most {} either way", limits::MAX_CAPTURE_LAG_MS)));
+    }
+    Ok(())
+}
+
 impl Room {
     /// The host's banner over the video.
     pub(super) fn set_banner(
@@ -53,6 +61,7 @@ impl Room {
         started: StreamStarted,
     ) -> Result<Accepted, CommandError> {
         require(who.role == Role::Host)?;
+        capture_lag(started.capture_lag_ms)?;
         let playlist = text_field(&started.playlist, limits::MAX_STREAM_TEXT_CHARS, "playlist")?;
         let codecs = text_field(&started.codecs, limits::MAX_STREAM_TEXT_CHARS, "codecs")?;
         let started = StreamStarted { playlist, codecs, ..started };
@@ -67,6 +76,7 @@ impl Room {
         health: StreamHealth,
     ) -> Result<Accepted, CommandError> {
         require(who.role == Role::Host)?;
+        capture_lag(health.capture_lag_ms)?;
         if health.warnings.len() > limits::MAX_STREAM_WARNINGS {
             return Err(invalid(format!("at most {} warnings", limits::MAX_STREAM_WARNINGS)));
         }

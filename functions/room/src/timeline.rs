@@ -1,0 +1,231 @@
+//! The show on the video's clock: the media time of room events, and the replay's timeline.
+//!
+//! **One clock.** The video's clock is the publisher's capture time, which the media origin
+//! writes as `EXT-X-PROGRAM-DATE-TIME` (from RTCP sender reports). With every `stream.started`
+//! and `stream.health` the origin says how long after capture a frame reaches it
+//! (`capture_lag_ms`, on the origin's wall clock). An event at room time `at` then belongs to
+//! the frame captured at `media_at = at - capture_lag_ms`: the frame that was reaching the
+//! origin as the event happened. Its error is the difference between the host's click reaching
+//! the room and their camera's frame reaching the origin (both a few tens of milliseconds, and
+//! they cancel in part), plus any offset between the origin's and the room's wall clocks (none
+//! in one process; NTP's few milliseconds otherwise). `docs/sync.md` has the whole derivation.
+//!
+//! **Timeline.** The public events a replay needs (products shown, deals' countdowns, polls,
+//! banners, pinned messages, chat, stream markers) are kept with their media time as
+//! [`Moment`]s, bounded ([`MAX_MARKS`], [`MAX_CHAT`]); a deleted message leaves the replay too.
+//! `GET /timeline` answers them for the replay page.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::Millis;
+use crate::protocol::{Audience, Event};
+
+/// Moments other than chat a timeline keeps; later ones are not kept.
+pub const MAX_MARKS: usize = 1000;
+/// Chat lines a timeline keeps: the first of the show (the rest are counted in `chat_dropped`).
+pub const MAX_CHAT: usize = 1000;
+
+/// One public event on the video's clock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Moment {
+    /// Room time.
+    pub at: Millis,
+    /// The capture time of the frame it belongs to (ms since the Unix epoch, as PROGRAM-DATE-TIME).
+    pub media_at: Millis,
+    #[serde(flatten)]
+    pub event: Event,
+}
+
+/// The clock mapping and the moments kept for the replay. Part of the room's state, so it is
+/// stored with the snapshot and rebuilt exactly by replaying the log.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Timeline {
+    /// The origin's latest `capture_lag_ms`; `None` before any stream started here.
+    pub capture_lag_ms: Option<i64>,
+    /// A stream is live (started and not ended).
+    pub live: bool,
+    pub moments: Vec<Moment>,
+    pub chat_kept: u32,
+    pub chat_dropped: u32,
+}
+
+impl Timeline {
+    /// The media time of an event at room time `at`, once a stream has given the mapping.
+    pub fn media_at(&self, at: Millis) -> Option<Millis> {
+        self.capture_lag_ms.map(|lag| shift(at, lag))
+    }
+
+    /// Takes in one logged event at room time `at` (from `RoomState::apply`).
+    pub fn record(&mut self, at: Millis, audience: &Audience, event: &Event) {
+        match event {
+            Event::StreamStarted(s) => {
+                self.capture_lag_ms = Some(s.capture_lag_ms);
+                self.live = true;
+            }
+            Event::StreamHealth(h) => self.capture_lag_ms = Some(h.capture_lag_ms),
+            Event::StreamEnded { .. } => self.live = false,
+            Event::ChatDeleted { message_id } => {
+                let mut chat_gone = 0;
+                self.moments.retain(|m| match &m.event {
+                    Event::ChatMessage { message } if message.id == *message_id => {
+                        chat_gone += 1;
+                        false
+                    }
+                    Event::ChatPinned { message } => message.id != *message_id,
+                    _ => true,
+                });
+                self.chat_kept -= chat_gone;
+                return;
+            }
+            _ => {}
+        }
+        if *audience != Audience::All || !is_moment(event) {
+            return;
+        }
+        let chat = matches!(event, Event::ChatMessage { .. });
+        if chat && self.chat_kept as usize >= MAX_CHAT {
+            self.chat_dropped += 1;
+            return;
+        }
+        if !chat && self.moments.len() - self.chat_kept as usize >= MAX_MARKS {
+            return;
+        }
+        self.chat_kept += u32::from(chat);
+        let media_at = shift(at, self.capture_lag_ms.unwrap_or(0));
+        self.moments.push(Moment { at, media_at, event: event.clone() });
+    }
+}
+
+/// Whether a replay shows `event`: what the viewer saw over the video and in the chat.
+fn is_moment(event: &Event) -> bool {
+    matches!(
+        event,
+        Event::ChatMessage { .. }
+            | Event::ChatPinned { .. }
+            | Event::ChatUnpinned {}
+            | Event::PollOpened { .. }
+            | Event::PollClosed { .. }
+            | Event::BannerSet { .. }
+            | Event::BannerCleared {}
+            | Event::ProductPinned { .. }
+            | Event::ProductUnpinned { .. }
+            | Event::ProductSoldOut { .. }
+            | Event::ProductCountdownEnded { .. }
+            | Event::StreamStarted(_)
+            | Event::StreamEnded { .. }
+    )
+}
+
+fn shift(at: Millis, lag: i64) -> Millis {
+    at.saturating_add_signed(-lag)
+}
+
+/// The replay's view of a room: `GET /timeline`'s answer. `live` is written first, for
+/// [`cache_control`].
+#[derive(Debug, Serialize)]
+pub struct TimelineView<'a> {
+    pub live: bool,
+    pub capture_lag_ms: Option<i64>,
+    pub chat_dropped: u32,
+    pub moments: &'a [Moment],
+}
+
+impl<'a> From<&'a Timeline> for TimelineView<'a> {
+    fn from(t: &'a Timeline) -> Self {
+        TimelineView {
+            live: t.live,
+            capture_lag_ms: t.capture_lag_ms,
+            chat_dropped: t.chat_dropped,
+            moments: &t.moments,
+        }
+    }
+}
+
+/// How long a cache may keep a timeline answer (`docs/cdn.md`). Once the stream ended it
+/// changes only if a moderator deletes a message or the show goes live again: a CDN serves a
+/// replay's whole audience from one answer a minute. While live it grows with every event.
+pub fn cache_control(body: &[u8]) -> &'static str {
+    if body.starts_with(br#"{"live":false"#) { ENDED_CACHE } else { "no-cache" }
+}
+
+/// `Cache-Control` of an ended show's timeline.
+pub const ENDED_CACHE: &str = "public, max-age=60, stale-while-revalidate=600";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{ChatMessage, StreamHealth, StreamStarted};
+    use crate::{MessageId, Role};
+
+    fn started(lag: i64) -> Event {
+        Event::StreamStarted(StreamStarted {
+            playlist: "/hls/demo/master.m3u8".into(),
+            codecs: "avc1.42e01f".into(),
+            width: 640,
+            height: 360,
+            capture_lag_ms: lag,
+        })
+    }
+
+    fn chat(id: u64) -> Event {
+        Event::ChatMessage {
+            message: ChatMessage {
+                id: MessageId(id),
+                user: "ana".into(),
+                name: Some("Ana".into()),
+                role: Role::Viewer,
+                text: format!("line {id}"),
+                reply_to: None,
+                at: 0,
+            },
+        }
+    }
+
+    #[test]
+    fn room_time_maps_to_media_time_by_the_latest_lag() {
+        let mut t = Timeline::default();
+        assert_eq!(t.media_at(10_000), None, "no stream, no video clock");
+        t.record(10_000, &Audience::All, &started(40));
+        assert_eq!(t.media_at(10_000), Some(9_960));
+        let health = StreamHealth {
+            bitrate_kbps: 1,
+            fps: 30,
+            keyframe_interval_ms: None,
+            warnings: vec![],
+            capture_lag_ms: -25,
+        };
+        t.record(15_000, &Audience::All, &Event::StreamHealth(health));
+        assert_eq!(t.media_at(20_000), Some(20_025), "a publisher clock ahead of the origin's");
+        assert!(t.live);
+        t.record(30_000, &Audience::All, &Event::StreamEnded { duration_ms: 20_000 });
+        assert!(!t.live);
+        let ended = serde_json::to_vec(&TimelineView::from(&t)).unwrap();
+        assert_eq!(cache_control(&ended), ENDED_CACHE);
+        t.record(40_000, &Audience::All, &started(40));
+        assert_eq!(cache_control(&serde_json::to_vec(&TimelineView::from(&t)).unwrap()), "no-cache");
+        let kinds: Vec<&str> = t.moments.iter().map(|m| m.event.name()).collect();
+        assert_eq!(kinds, ["stream.started", "stream.ended", "stream.started"], "health is no moment");
+        assert_eq!(t.moments[1].media_at, 30_025);
+    }
+
+    #[test]
+    fn deleted_and_private_messages_are_not_replayed_and_chat_is_bounded() {
+        let mut t = Timeline::default();
+        t.record(1, &Audience::User("shadow".into()), &chat(1));
+        for id in 2..(MAX_CHAT as u64 + 12) {
+            t.record(id, &Audience::All, &chat(id));
+        }
+        assert_eq!(t.chat_kept as usize, MAX_CHAT);
+        assert_eq!(t.chat_dropped, 10);
+        t.record(5_000, &Audience::All, &Event::ChatDeleted { message_id: MessageId(2) });
+        assert_eq!(t.moments.len(), MAX_CHAT - 1);
+        assert_eq!(t.chat_kept as usize, MAX_CHAT - 1);
+        assert!(
+            !t.moments
+                .iter()
+                .any(|m| matches!(&m.event, Event::ChatMessage { message } if message.id == MessageId(2)))
+        );
+        // Room time is media time before any stream.
+        assert_eq!(t.moments[0].media_at, t.moments[0].at);
+    }
+}
