@@ -36,6 +36,11 @@ struct LiveShow {
 
 impl LiveShow {
     fn start(name: &str, seconds: u32) -> LiveShow {
+        Self::start_with(name, seconds, &[])
+    }
+
+    /// As `start`, with more of publish.py's flags.
+    fn start_with(name: &str, seconds: u32, flags: &[&str]) -> LiveShow {
         media::require("python3", &["-c", "import aiortc"], "pip install aiortc");
         media::require("node", &["--version"], "apt-get install nodejs npm");
         let root = media::root();
@@ -56,7 +61,9 @@ impl LiveShow {
         let token = common::printed(&mut lines, "Bearer Token:");
         assert_eq!(server, format!("{url}/whip/demo"));
         std::thread::spawn(move || for _ in lines {});
-        let publisher = Publisher::spawn(&server, &token, &["--seconds", &seconds.to_string()]);
+        let seconds = seconds.to_string();
+        let args: Vec<&str> = ["--seconds", seconds.as_str()].into_iter().chain(flags.iter().copied()).collect();
+        let publisher = Publisher::spawn(&server, &token, &args);
         LiveShow { url, host_token, chromium, data, publisher, node: Some(node) }
     }
 
@@ -125,6 +132,26 @@ fn the_viewer_page_plays_an_obs_style_publish_live_and_then_as_a_replay() {
     }
     assert_eq!(seen.first().map(String::as_str), Some("stream.started"), "{seen:?}");
     assert!(seen.contains(&"stream.health".to_string()), "{seen:?}");
+}
+
+/// Overlays in step with the video, and the shoppable replay (`tests/media/sync.spec.mjs`): a
+/// publisher whose frames carry their capture time, 20 pins at known times, the card-to-frame
+/// skew on three pages (hls.js, hls.js without sync: the skew before, the browser's own HLS),
+/// then the replay: cards at their times, a seek from the product list, a purchase.
+#[test]
+fn overlays_wait_for_their_frame_and_the_replay_sells() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    if !media::in_private_network("overlays_wait_for_their_frame_and_the_replay_sells") {
+        return;
+    }
+    let show = LiveShow::start_with("sync", 50, &["--clock"]);
+    show.publisher.expect_line("LIVE ", Duration::from_secs(20));
+    let root = media::root();
+    let spec = root.join("tests/media/sync.spec.mjs");
+    let stdout =
+        show.node_script(root, &[spec.to_str().unwrap()], &[("LIVESHOP_HOST_TOKEN", show.host_token.as_str())]);
+    assert!(stdout.contains("SKEW hls.js p50_ms="), "{stdout}");
+    assert!(stdout.contains("REPLAY bought"), "{stdout}");
 }
 
 #[test]

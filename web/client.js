@@ -730,8 +730,9 @@ export function authorName(m) {
  * the dashboard's deals both follow it. Returns `{products, now()}`: the products by id as the
  * feed last described them, and the shop's clock (so deal countdowns follow the shop, not ours).
  * `onChange(frame)` runs after each `shop.products` frame is applied; `frame.full` marks a snapshot.
+ * `gate(frame, apply)` decides when a frame is applied (the viewer's waits for the video).
  */
-export function shopFeed(base, onChange) {
+export function shopFeed(base, onChange, gate = (_frame, apply) => apply()) {
   let clockOffset = 0;
   const feed = { products: new Map(), now: () => Date.now() + clockOffset };
   // EventSource reconnects by itself; the shop starts every connection with a full snapshot.
@@ -744,10 +745,12 @@ export function shopFeed(base, onChange) {
     }
     if (f.type !== 'shop.products') return;
     if (typeof f.now === 'number') clockOffset = f.now - Date.now();
-    if (f.full) feed.products.clear();
-    for (const p of f.products || []) feed.products.set(p.id, p);
-    for (const id of f.removed || []) feed.products.delete(id);
-    onChange(f);
+    gate(f, () => {
+      if (f.full) feed.products.clear();
+      for (const p of f.products || []) feed.products.set(p.id, p);
+      for (const id of f.removed || []) feed.products.delete(id);
+      onChange(f);
+    });
   };
   return feed;
 }

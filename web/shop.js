@@ -10,6 +10,7 @@
 import {
   api, formatDuration, formatMoney, h, icon, shopFeed, showFromLocation, storedToken, tokenClaims,
 } from './client.js';
+import * as sync from './sync.js';
 
 const show = showFromLocation();
 const BASE = `/v1/shows/${encodeURIComponent(show)}/shop`;
@@ -71,7 +72,9 @@ const feed = shopFeed(BASE, () => {
   for (const el of document.querySelectorAll('.card-shop')) fillCard(el);
   // A price or a deal in the cart may have changed: show the total the shop would charge now.
   if (cart?.quote?.lines?.length) refreshCart();
-});
+// A deal shows when the host announces it on screen (sync.js); a snapshot at once. Checkout
+// never waits: the shop prices it when it comes.
+}, (f, apply) => (f.full ? apply() : sync.holdShop(f.now, apply)));
 
 // ---------- Product cards ----------
 
@@ -132,7 +135,7 @@ function fillCard(el) {
 }
 
 function tick(el) {
-  if (el.dataset.dealEnds) el.replaceChildren(icon('bolt'), ` ${formatDuration(Number(el.dataset.dealEnds) - feed.now())}`);
+  if (el.dataset.dealEnds) el.replaceChildren(icon('bolt'), ` ${formatDuration(Number(el.dataset.dealEnds) - sync.shopNow(feed.now()))}`);
 }
 setInterval(() => { for (const el of document.querySelectorAll('.deal-countdown[data-deal-ends]')) tick(el); }, 1000);
 

@@ -1,18 +1,25 @@
 // The viewer page, served at /watch/{show}: the stream with the pinned products and the banner
 // over it, reactions, and chat, the current poll and Q&A beside (desktop) or below (phone) it.
-// Everything public shows at once from the room's feed; a name is asked for only when the viewer
+// Everything public shows from the room's feed; a name is asked for only when the viewer
 // chats, votes, asks or reacts, and then a socket carries their commands (and everything else).
+// What shows over the video waits for the video to get there (sync.js); chat does not. After the
+// show, the page plays the recording with the room's timeline: a shoppable replay.
 import {
   FeedClient, RoomClient, api, authorName, describeError, formatDuration, formatMoney, h, icon,
   reactionLabel, showFromLocation, storedToken, tokenFromFragment,
 } from './client.js';
 import { setBuyer, shopCard } from './shop.js';
+import * as sync from './sync.js';
 
 const show = showFromLocation();
 const $ = (sel) => document.querySelector(sel);
 const els = {
   title: $('[data-testid=show-title]'),
   live: $('[data-testid=live-badge]'),
+  replayBadge: $('[data-testid=replay-badge]'),
+  chapters: $('[data-testid=chapters]'),
+  track: $('[data-testid=chapter-track]'),
+  productList: $('[data-testid=product-list]'),
   conn: $('[data-testid=conn-status]'),
   viewers: $('[data-testid=viewer-count] .n'),
   video: $('[data-testid=video]'),
@@ -112,7 +119,7 @@ function showOffline(title, sub) {
 showOffline('The show is offline', 'It will start here when the host goes live.');
 els.video.addEventListener('playing', () => {
   els.offline.hidden = true;
-  els.live.hidden = false;
+  els.live.hidden = !!replay;
   els.unmute.hidden = false;
 });
 els.video.addEventListener('ended', () => showOffline('The show has ended', 'Thanks for watching.'));
@@ -374,7 +381,7 @@ function renderPoll() {
 
 async function vote(option) {
   const p = S.poll;
-  if (!p?.open) return;
+  if (!p?.open || replay) return;
   if (!room) return needName('Pick a name to vote', () => vote(option));
   els.pollFeedback.textContent = '';
   try {
@@ -471,8 +478,13 @@ function impress(id) {
   if (room?.signal('product.impression', { product_id: id })) impressed.add(id);
 }
 
+/** The room's time of what the viewer sees: the frame on screen's, when the video says. */
+function roomNow() {
+  return (sync.SYNC && sync.roomTimeOnScreen()) || (live ? live.now() : Date.now());
+}
+
 function countdownText(endsAt) {
-  const left = endsAt - (live ? live.now() : Date.now());
+  const left = endsAt - roomNow();
   return left > 0 ? `Ends in ${formatDuration(left)}` : 'Deal ended';
 }
 
@@ -532,6 +544,9 @@ function renderViewers() {
 // ---------- The room ----------
 
 function rebuild(state) {
+  // A snapshot has everything that waited for the video.
+  sync.forget();
+  sync.setLag(state.capture_lag_ms);
   S.settings = state.settings;
   S.messages = new Map((state.history || []).map((m) => [m.id, m]));
   S.pinned = state.pinned_message || null;
@@ -642,6 +657,147 @@ const handlers = {
   'stream.started': () => window.liveshopPlayer?.restart(),
 };
 
+// ---------- In step with the video ----------
+
+/** Events shown over the video (or about what is): they wait for the video (sync.js). */
+const ON_VIDEO = new Set([
+  'product.pinned', 'product.unpinned', 'product.sold_out', 'product.countdown_ended', 'poll.opened',
+  'poll.closed', 'banner.set', 'banner.cleared', 'chat.pinned', 'chat.unpinned', 'stream.started', 'stream.ended',
+]);
+
+function onVideo(f) {
+  return ON_VIDEO.has(f.type) || (f.type === 'chat.message' && S.settings.sync_host_chat && f.message?.role === 'host');
+}
+
+/** Hands every frame to its handler, an on-video one once the video reaches its `media_at`. */
+function follow(client) {
+  for (const [type, fn] of Object.entries(handlers)) {
+    client.on(type, (f) => {
+      sync.learn(f);
+      if (onVideo(f)) sync.hold(f.media_at, () => fn(f));
+      else fn(f);
+    });
+  }
+}
+
+// ---------- Replay ----------
+// After the show, the recording plays with the room's timeline (GET /v1/rooms/{room}/timeline):
+// cards, banners, polls, pinned messages and chat appear when they did live, the seek bar marks
+// where each product was shown and the product list seeks there; the cards sell at the shop's
+// prices now. The timeline is static once the show ended, so a CDN serves it (docs/cdn.md).
+
+/** `{moments, applied}` while the page plays a replay; null live. */
+let replay = null;
+
+/** The ended show's timeline, or null when the show is live, has not been or cannot be read. */
+async function endedTimeline() {
+  try {
+    const res = await fetch(`/v1/rooms/${encodeURIComponent(show)}/timeline`);
+    const t = res.ok ? await res.json() : null;
+    return t && !t.live && t.moments.some((m) => m.type === 'stream.ended') ? t : null;
+  } catch {
+    return null;
+  }
+}
+
+function emptyRoom(lag) {
+  return { settings: S.settings, history: [], questions: [], products: [], viewers: 0, capture_lag_ms: lag };
+}
+
+function startReplay(t) {
+  // The player starts over on `stream.started`; a replay has no stream but the recording.
+  const moments = t.moments.filter((m) => handlers[m.type] && !m.type.startsWith('stream.'));
+  replay = { moments: moments.sort((a, b) => a.media_at - b.media_at), applied: 0, lag: t.capture_lag_ms };
+  sync.replay();
+  document.body.classList.add('is-replay');
+  els.replayBadge.hidden = false;
+  els.join.hidden = true;
+  els.composer.hidden = true;
+  document.getElementById('tab-qa').hidden = true;
+  document.getElementById('tab-products').hidden = false;
+  els.chapters.hidden = false;
+  els.video.controls = true;
+  rebuild(emptyRoom(replay.lag));
+  renderProductList();
+  sync.everyFrame(els.video, replayTo);
+  els.video.addEventListener('seeked', () => replayTo(sync.videoDate()));
+  for (const e of ['playing', 'durationchange']) els.video.addEventListener(e, renderChapters);
+  els.track.addEventListener('click', (e) => {
+    if (e.target !== els.track) return;
+    const box = els.track.getBoundingClientRect();
+    if (Number.isFinite(els.video.duration)) els.video.currentTime = ((e.clientX - box.left) / box.width) * els.video.duration;
+  });
+}
+
+/** Shows the room as it was at media time `d`: what is new since, or everything again after a seek back. */
+function replayTo(d) {
+  if (d == null) return;
+  const ms = replay.moments;
+  if (replay.applied > 0 && ms[replay.applied - 1].media_at > d) {
+    rebuild(emptyRoom(replay.lag));
+    replay.applied = 0;
+  }
+  while (replay.applied < ms.length && ms[replay.applied].media_at <= d) {
+    const m = ms[replay.applied++];
+    sync.learn(m);
+    handlers[m.type](m);
+  }
+  const progress = els.track.querySelector('.chapter-progress');
+  if (Number.isFinite(els.video.duration)) progress.style.width = `${(100 * els.video.currentTime) / els.video.duration}%`;
+}
+
+/** Plays the replay from media time `mediaAt`, just past it so what happened then shows. */
+function seekTo(mediaAt) {
+  const d = sync.videoDate();
+  if (d == null) return;
+  els.video.currentTime = Math.max(0, els.video.currentTime + (mediaAt - d) / 1000 + 0.05);
+  els.video.play().catch(() => {});
+}
+
+/** Every time a product was pinned: `[{pin, at}]` in show order. */
+function pins() {
+  return replay.moments.filter((m) => m.type === 'product.pinned').map((m) => ({ pin: m.pin, at: m.media_at }));
+}
+
+/** How far into the recording media time `at` is ("2:31"), once the video says where it starts. */
+function offsetText(at) {
+  const start = sync.videoDate(0);
+  return start == null ? '' : formatDuration(Math.max(0, at - start));
+}
+
+function renderProductList() {
+  const first = new Map();
+  for (const p of pins()) if (!first.has(p.pin.product.id)) first.set(p.pin.product.id, p);
+  const items = [...first.values()].map(({ pin, at }) => h('li', {},
+    h('button', {
+      type: 'button', class: 'product-item', testid: 'product-list-item', dataset: { productId: pin.product.id, at },
+      onclick: () => seekTo(at),
+    },
+    pin.product.image_url ? h('img', { src: pin.product.image_url, alt: '', loading: 'lazy', width: 40, height: 40 }) : h('span', { class: 'noimg' }, icon('bag')),
+    h('span', {}, pin.product.title),
+    h('span', { class: 'when', testid: 'product-list-time' }, offsetText(at)))));
+  els.productList.replaceChildren(...(items.length ? items : [h('li', { class: 'empty' }, 'No products were shown.')]));
+}
+
+/** A mark on the seek bar at every pin, once the video's start and length are known. */
+function renderChapters() {
+  const start = sync.videoDate(0);
+  const duration = els.video.duration;
+  if (start == null || !Number.isFinite(duration) || duration <= 0) return;
+  const marks = pins().map(({ pin, at }) => {
+    const left = Math.min(100, Math.max(0, (100 * (at - start)) / 1000 / duration));
+    const label = `${pin.product.title} at ${offsetText(at)}`;
+    return h('button', {
+      type: 'button', class: 'chapter', testid: 'chapter', title: label, 'aria-label': label,
+      dataset: { productId: pin.product.id }, style: { left: `${left}%` }, onclick: () => seekTo(at),
+    });
+  });
+  els.track.replaceChildren(els.track.querySelector('.chapter-progress'), ...marks);
+  for (const el of els.productList.querySelectorAll('[data-testid=product-list-time]')) {
+    el.textContent = offsetText(Number(el.closest('button').dataset.at));
+  }
+}
+
 const STATUS_TEXT = { connecting: 'Connecting…', reconnecting: 'Reconnecting…', open: '', banned: 'Banned', failed: 'Disconnected', closed: '' };
 
 function showStatus({ status }) {
@@ -652,7 +808,7 @@ function showStatus({ status }) {
 /** Reads the public feed: everything public, for a viewer who has not said who they are. */
 function watch() {
   feed = live = new FeedClient({ show });
-  for (const [type, fn] of Object.entries(handlers)) feed.on(type, fn);
+  follow(feed);
   feed.on('status', ({ status, detail }) => {
     showStatus({ status });
     if (status === 'failed') {
@@ -669,7 +825,7 @@ function start(token, { guest = false } = {}) {
   feed = null;
   setBuyer(token);
   room = live = new RoomClient({ show, token });
-  for (const [type, fn] of Object.entries(handlers)) room.on(type, fn);
+  follow(room);
   room.on('notice', showChatError);
   room.on('status', ({ status, detail }) => {
     showStatus({ status });
@@ -754,9 +910,13 @@ els.join.addEventListener('submit', async (e) => {
 loadShow();
 renderPoll();
 renderQuestions();
+const ended = await endedTimeline();
 const fragmentToken = tokenFromFragment();
 const guest = fragmentToken ? null : storedToken(GUEST_KEY);
-if (fragmentToken) start(fragmentToken);
+if (ended) {
+  startReplay(ended);
+  if (guest) setBuyer(guest.token);
+} else if (fragmentToken) start(fragmentToken);
 else if (guest) start(guest.token, { guest: true });
 else {
   askForName();

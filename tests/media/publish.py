@@ -7,9 +7,12 @@ every keyframe, and a fixed keyframe interval. Like OBS it ignores keyframe requ
 unless --keyframe-on-request makes it answer them the way a browser's encoder does. Audio is a
 tone that aiortc encodes as Opus; with --beep, silence with a 50 ms beep at the start of every
 second instead, and the video frame of every whole second white: a stream whose audio and video
-say when they were captured, to measure A/V sync by.
+say when they were captured, to measure A/V sync by. With --clock, every video frame shows its
+own capture time (milliseconds since the Unix epoch, the low 32 bits) as two rows of 32 black or
+white blocks across the top, the second row the complement of the first: the page that plays it
+reads which moment is on screen (tests/media/sync.spec.mjs).
 
-    python3 publish.py [--seconds N] [--no-delete] [--keyint FRAMES] [--keyframe-on-request] [--beep] -- URL TOKEN
+    python3 publish.py [--seconds N] [--no-delete] [--keyint FRAMES] [--keyframe-on-request] [--beep] [--clock] -- URL TOKEN
 
 Prints `LIVE <location>` once the WHIP answer is applied, then `KEYFRAME REQUESTS <n>` (how many
 PLI or FIR arrived) and `DONE` after the DELETE (or exits without them with --no-delete, like a
@@ -40,9 +43,10 @@ class EncodedVideo(MediaStreamTrack):
 
     kind = "video"
 
-    def __init__(self, keyint: int, flash: bool = False):
+    def __init__(self, keyint: int, flash: bool = False, clock: bool = False):
         super().__init__()
         self.flash = flash
+        self.clock = clock
         self.codec = av.CodecContext.create("libx264", "w")
         self.codec.width, self.codec.height = WIDTH, HEIGHT
         self.codec.pix_fmt = "yuv420p"
@@ -77,6 +81,8 @@ class EncodedVideo(MediaStreamTrack):
             luma[y * WIDTH + x : y * WIDTH + min(x + 32, WIDTH)] = b"\xe0" * (min(x + 32, WIDTH) - x)
         if self.flash and self.n % FPS == 0:
             luma = bytearray(b"\xeb" * (WIDTH * HEIGHT))
+        if self.clock:
+            self.burn_capture_time(luma)
         frame.planes[0].update(bytes(luma))
         frame.planes[1].update(b"\x80" * (WIDTH * HEIGHT // 4))
         frame.planes[2].update(b"\x80" * (WIDTH * HEIGHT // 4))
@@ -86,6 +92,17 @@ class EncodedVideo(MediaStreamTrack):
             frame.pict_type = av.video.frame.PictureType.I
             self.keyframe_asked = False
         return frame
+
+    def burn_capture_time(self, luma: bytearray):
+        """Writes this frame's capture time (when `recv` hands it on) into its top 48 rows."""
+        ms = int((self.start + self.n / FPS) * 1000) & 0xFFFFFFFF
+        block = WIDTH // 32
+        for bit in range(32):
+            one = (ms >> (31 - bit)) & 1
+            for row, value in ((range(0, 24), one), (range(24, 48), 1 - one)):
+                shade = b"\xeb" if value else b"\x10"
+                for y in row:
+                    luma[y * WIDTH + bit * block : y * WIDTH + (bit + 1) * block] = shade * block
 
     async def recv(self):
         if self.start is None:
@@ -153,10 +170,11 @@ async def main() -> int:
     ap.add_argument("--keyint", type=int, default=FPS)
     ap.add_argument("--keyframe-on-request", action="store_true")
     ap.add_argument("--beep", action="store_true")
+    ap.add_argument("--clock", action="store_true")
     args = ap.parse_args()
 
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    track = EncodedVideo(args.keyint, args.beep)
+    track = EncodedVideo(args.keyint, args.beep, args.clock)
     track.answer_requests = args.keyframe_on_request
     video = pc.addTransceiver(track, direction="sendonly")
     # aiortc's keyframe flag only reaches encoders it runs itself; this track encodes its own.

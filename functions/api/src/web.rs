@@ -26,6 +26,7 @@ pub fn file(name: &str) -> Option<WebFile> {
         "dashboard.js" => (include_str!("../../../web/dashboard.js"), JS),
         "client.js" => (include_str!("../../../web/client.js"), JS),
         "shop.js" => (include_str!("../../../web/shop.js"), JS),
+        "sync.js" => (include_str!("../../../web/sync.js"), JS),
         "deals.js" => (include_str!("../../../web/deals.js"), JS),
         "report.js" => (include_str!("../../../web/report.js"), JS),
         "charts.js" => (include_str!("../../../web/charts.js"), JS),
