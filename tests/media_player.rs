@@ -144,7 +144,7 @@ fn overlays_wait_for_their_frame_and_the_replay_sells() {
     if !media::in_private_network("overlays_wait_for_their_frame_and_the_replay_sells") {
         return;
     }
-    let show = LiveShow::start_with("sync", 50, &["--clock"]);
+    let show = LiveShow::start_with("sync", 70, &["--clock"]);
     show.publisher.expect_line("LIVE ", Duration::from_secs(20));
     let root = media::root();
     let spec = root.join("tests/media/sync.spec.mjs");

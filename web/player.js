@@ -100,9 +100,39 @@
     } else if (typeof video.getStartDate === 'function') {
       const start = video.getStartDate().getTime();
       if (Number.isFinite(start) && start > 0) at = start + mediaTime * 1000;
+    } else if (anchor != null) {
+      at = anchor + mediaTime * 1000;
     }
     return at;
   }
+
+  // The browser's own HLS without getStartDate() (Chromium's) plays on the segments' media
+  // timeline, as hls.js does: the date at media time 0 is a part's EXT-X-PROGRAM-DATE-TIME minus
+  // its decode time (the `tfdt` of its first track, the video's, at our 90 kHz). One part, the
+  // first of the newest segment with parts, gives it; a CDN has it already.
+  let anchor = null;
+  async function findAnchor() {
+    if (hls || typeof video.getStartDate === 'function') return;
+    const base = new URL(url.replace(/master\.m3u8$/, 'aac-live.m3u8'), location.href);
+    const text = await fetch(base).then((r) => r.text());
+    let pdt = null;
+    let first = null;
+    for (const line of text.split('\n')) {
+      if (line.startsWith('#EXT-X-PROGRAM-DATE-TIME:')) pdt = Date.parse(line.slice(25));
+      else if (line.startsWith('#EXT-X-PART:') && pdt != null) {
+        first = { pdt, uri: /URI="([^"]+)"/.exec(line)?.[1] };
+        pdt = null;
+      } else if (line && !line.startsWith('#')) pdt = null;
+    }
+    if (!first?.uri) return;
+    const bytes = new Uint8Array(await fetch(new URL(first.uri, base)).then((r) => r.arrayBuffer()));
+    const at = bytes.findIndex((_, i) => bytes[i] === 0x74 && bytes[i + 1] === 0x66 && bytes[i + 2] === 0x64 && bytes[i + 3] === 0x74);
+    if (at < 0) return;
+    const box = new DataView(bytes.buffer, at + 4);
+    const ticks = box.getUint8(0) === 1 ? Number(box.getBigUint64(4)) : box.getUint32(4);
+    anchor = first.pdt - ticks / 90;
+  }
+  if (mode === 'native') video.addEventListener('playing', () => findAnchor().catch((e) => console.warn('liveshop player:', e)));
 
   // For the page and for tests: how it plays ('hls.js', 'native' or 'none'), the hls.js
   // instance (playingDate, latency), the playing frame's date and a way to start over, such as

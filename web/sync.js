@@ -9,7 +9,7 @@
 
 export const SYNC = new URLSearchParams(location.search).get('sync') !== '0';
 /** The longest anything waits: a stalled player or a clock far off never hides a pin for long. */
-const MAX_HOLD_MS = 8000;
+const MAX_HOLD_MS = 15_000;
 
 /** Room time minus media time, from the newest room frame that had both. */
 let lag = null;
