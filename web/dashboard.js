@@ -408,6 +408,7 @@ function fillSettings() {
   if (![...f.slow_mode_secs.options].some((o) => o.value === slow)) f.slow_mode_secs.append(h('option', { value: slow }, `${slow} s`));
   f.slow_mode_secs.value = slow;
   f.links.value = D.settings.links;
+  f.sync_host_chat.checked = !!D.settings.sync_host_chat;
   f.review.value = D.moderation.review;
   f.blocked_terms.value = (D.moderation.blocked_terms || []).join('\n');
   f.allowed_terms.value = (D.moderation.allowed_terms || []).join('\n');
@@ -421,6 +422,7 @@ els.settingsForm.addEventListener('submit', async (e) => {
   const same = (a, b) => JSON.stringify(a) === JSON.stringify(b);
   if (Number(f.slow_mode_secs.value) !== D.settings.slow_mode_secs) patch.slow_mode_secs = Number(f.slow_mode_secs.value);
   if (f.links.value !== D.settings.links) patch.links = f.links.value;
+  if (f.sync_host_chat.checked !== !!D.settings.sync_host_chat) patch.sync_host_chat = f.sync_host_chat.checked;
   if (f.review.value !== D.moderation.review) patch.review = f.review.value;
   const blocked = terms(f.blocked_terms.value);
   if (!same(blocked, D.moderation.blocked_terms || [])) patch.blocked_terms = blocked;
@@ -576,7 +578,7 @@ function applyModAction(e) {
     case 'settings': {
       const p = e.patch || {};
       for (const k of ['review', 'blocked_terms', 'allowed_terms']) if (k in p) D.moderation[k] = p[k];
-      for (const k of ['slow_mode_secs', 'links', 'emojis']) if (k in p) D.settings[k] = p[k];
+      for (const k of ['slow_mode_secs', 'links', 'emojis', 'sync_host_chat']) if (k in p) D.settings[k] = p[k];
       fillSettings();
       break;
     }

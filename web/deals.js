@@ -47,14 +47,20 @@ function field(label, testid, attrs) {
   return [h('label', {}, label, input), input];
 }
 
+/** How long a deal kept on for the replay lasts after its countdown: the shop's limit. */
+const REPLAY_SECS = 7 * 24 * 3600;
+
 /** One SKU's row: built once, its status refreshed from the feed. */
 function dealRow(p, v) {
   const [pctLabel, pct] = field('Discount %', 'deal-percent', { min: '1', max: '95', step: '1', value: '20' });
   const [minLabel, minutes] = field('Minutes', 'deal-duration', { min: '1', max: '1440', step: '1', value: '5' });
   const [capLabel, cap] = field('Units', 'deal-cap', { min: '1', step: '1', value: '10' });
   const [perLabel, per] = field('Per buyer', 'deal-per-buyer', { min: '1', step: '1', value: '2' });
+  // The replay sells at the price now unless the deal is kept on for it (a week at most).
+  const replay = h('input', { type: 'checkbox', testid: 'deal-replay' });
+  const replayLabel = h('label', { class: 'check' }, replay, ' Keep for the replay (7 days)');
   const form = h('form', { class: 'deal-form', testid: 'deal-form' },
-    h('div', { class: 'deal-fields' }, pctLabel, minLabel, capLabel, perLabel),
+    h('div', { class: 'deal-fields' }, pctLabel, minLabel, capLabel, perLabel, replayLabel),
     h('button', { type: 'submit', class: 'small', testid: 'deal-start' }, 'Start flash deal'));
   form.addEventListener('submit', async (e) => {
     e.preventDefault();
@@ -69,6 +75,7 @@ function dealRow(p, v) {
           discount: { percent: String(pct.value) },
           quantity_cap: Number(cap.value),
           per_buyer_cap: Number(per.value),
+          ...(replay.checked ? { replay_secs: REPLAY_SECS } : {}),
         },
       });
       feedback(`Flash deal started on ${p.title}`, 'ok');

@@ -110,7 +110,8 @@ function fillCard(el) {
   if (!v) return;
   const $ = (id) => el.querySelector(`[data-testid=${id}]`);
   const deal = runningDeal(v);
-  const price = v.offered_price || v.price;
+  // On a replay, a deal the merchant keeps on for replays (the shop prices the cart by it).
+  const price = (sync.replaying() && v.replay_price) || v.offered_price || v.price;
   el.dataset.sku = v.sku;
   el.dataset.price = JSON.stringify(price);
   $('live-price').textContent = formatMoney(price);
@@ -157,12 +158,17 @@ async function ensureBuyer() {
   await setBuyer(res.token);
 }
 
+/** On the replay page, cart changes say so: deals kept on for replays price them. */
+function replayFlag() {
+  return sync.replaying() ? { replay: true } : {};
+}
+
 async function addToCart(el) {
   const button = el.querySelector('[data-testid=add-to-cart]');
   button.disabled = true;
   try {
     await ensureBuyer();
-    const body = { sku: el.dataset.sku, quantity: 1, expected_unit_price: JSON.parse(el.dataset.price) };
+    const body = { sku: el.dataset.sku, quantity: 1, expected_unit_price: JSON.parse(el.dataset.price), ...replayFlag() };
     setCart(await call(`/carts/${enc(buyer.subject)}/items`, { method: 'POST', body }));
     cardMessage(el, 'Added to your cart');
   } catch (e) {
@@ -219,7 +225,7 @@ function setCart(c) {
 }
 
 function lineEl(l) {
-  const setQty = (quantity) => change(`/carts/${enc(buyer.subject)}/items/${enc(l.sku)}`, { method: 'PUT', body: { quantity } });
+  const setQty = (quantity) => change(`/carts/${enc(buyer.subject)}/items/${enc(l.sku)}`, { method: 'PUT', body: { quantity, ...replayFlag() } });
   return h('li', { class: 'cart-line', testid: 'cart-line', dataset: { sku: l.sku } },
     h('div', { class: 'cart-line-title' }, l.title || l.sku),
     h('div', { class: 'cart-line-row' },
@@ -325,7 +331,7 @@ async function settle(order) {
       const why = FAILURES[order.payment_reason] || order.payment_reason || 'the payment failed';
       // The shop empties the cart at checkout; put the items back so the buyer can pay otherwise.
       for (const l of order.lines || []) {
-        await call(`/carts/${enc(buyer.subject)}/items`, { method: 'POST', body: { sku: l.sku, quantity: l.quantity } }).catch(() => {});
+        await call(`/carts/${enc(buyer.subject)}/items`, { method: 'POST', body: { sku: l.sku, quantity: l.quantity, ...replayFlag() } }).catch(() => {});
       }
       await refreshCart();
       return say(`Order #${order.id} not paid: ${why}. Your items are back in the cart.`, 'failed');

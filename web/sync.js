@@ -14,7 +14,7 @@ const MAX_HOLD_MS = 15_000;
 /** Room time minus media time, from the newest room frame that had both. */
 let lag = null;
 /** The page plays a recording: only the room's past waits for the video, not the shop's now. */
-let replaying = false;
+let replayingNow = false;
 const held = [];
 
 /** The program date time of the frame at `mediaTime` (the playing one by default), or null. */
@@ -29,7 +29,12 @@ export function learn(frame) {
 
 /** The page plays a replay (viewer.js). */
 export function replay() {
-  replaying = true;
+  replayingNow = true;
+}
+
+/** Whether the page plays a replay. */
+export function replaying() {
+  return replayingNow;
 }
 
 /**
@@ -37,13 +42,13 @@ export function replay() {
  * and ends as the host says so on screen. A replay sells at the prices now, at once.
  */
 export function holdShop(now, fn) {
-  if (replaying) return fn();
+  if (replayingNow) return fn();
   hold(mediaTime(now), fn);
 }
 
 /** The shop's clock for a deal countdown: the frame on screen's while live, else `fallback`. */
 export function shopNow(fallback) {
-  return (!replaying && SYNC && roomTimeOnScreen()) || fallback;
+  return (!replayingNow && SYNC && roomTimeOnScreen()) || fallback;
 }
 
 /** Sets the lag a snapshot says (`capture_lag_ms`), or forgets it. */

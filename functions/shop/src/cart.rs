@@ -32,6 +32,9 @@ pub struct Cart {
     pub lines: BTreeMap<Sku, u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub coupon: Option<CouponCode>,
+    /// Last filled on a show's replay ([`crate::state::ShopState::deal_for`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replay: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,15 +67,17 @@ pub enum QuoteError {
     Money(#[from] MoneyError),
 }
 
-/// Prices `lines` for `buyer` at `now`. Pure: the same state, lines and time give the same quote.
+/// Prices `cart`'s `lines` for `buyer` at `now`. Pure: the same state, cart and time give the
+/// same quote.
 pub fn quote(
     state: &ShopState,
     buyer: &str,
     device: Option<&str>,
     lines: &BTreeMap<Sku, u32>,
-    coupon: Option<&CouponCode>,
+    cart: &Cart,
     now: Millis,
 ) -> Result<Quote, QuoteError> {
+    let coupon = cart.coupon.as_ref();
     let currency = state.settings.currency;
     let zero = Money::zero(currency);
     let mut out: Vec<OrderLine> = Vec::new();
@@ -108,7 +113,7 @@ pub fn quote(
             Ok(())
         };
         let mut regular = qty;
-        if let Some(d) = state.active_deal(sku, now) {
+        if let Some(d) = state.deal_for(sku, now, cart.replay) {
             let used = state.buyer_deal_units(buyer, device, d.id);
             let units = qty.min(d.per_buyer_cap.saturating_sub(used)).min(d.remaining());
             if units > 0 {

@@ -75,11 +75,22 @@ pub struct FlashDeal {
     /// The show it was made for (on a show's route), whose report marks its start and end.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub show: Option<String>,
+    /// The merchant keeps the deal price on for the show's replay until then: carts filled on
+    /// the replay page get it after the live deal ended, within the same caps. An early end
+    /// takes it back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay_until: Option<Millis>,
 }
 
 impl FlashDeal {
     pub fn is_active(&self, now: Millis) -> bool {
         !self.ended && self.starts_at <= now && now < self.ends_at
+    }
+
+    /// Whether a replay's cart gets the deal price at `now`: the live deal ran and ended, and
+    /// the merchant keeps it on for replays until later.
+    pub fn is_replay_price(&self, now: Millis) -> bool {
+        self.started.is_some() && self.ends_at <= now && self.replay_until.is_some_and(|until| now < until)
     }
 
     pub fn remaining(&self) -> u32 {

@@ -228,6 +228,9 @@ pub enum Event {
         /// The show whose page the buyer used, for its measures.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         show: Option<String>,
+        /// Filled on the show's replay: deals kept on for replays price it.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        replay: bool,
     },
     #[serde(rename = "cart.coupon_set")]
     #[strum(serialize = "cart.coupon_set")]

@@ -200,8 +200,9 @@ impl ShopState {
             Event::CouponRemoved { code } => {
                 self.coupons.remove(code);
             }
-            Event::CartLineSet { buyer, sku, quantity, .. } => {
+            Event::CartLineSet { buyer, sku, quantity, replay, .. } => {
                 let cart = self.carts.entry(buyer.clone()).or_default();
+                cart.replay = *replay;
                 if *quantity == 0 {
                     cart.lines.remove(sku);
                 } else {
@@ -224,7 +225,11 @@ impl ShopState {
             Event::DealEnded { deal_id } => {
                 if let Some(d) = self.deals.get_mut(deal_id) {
                     d.ended = true;
-                    d.ends_at = d.ends_at.min(at);
+                    if at < d.ends_at {
+                        // Ended early: not kept on for replays either.
+                        d.ends_at = at;
+                        d.replay_until = None;
+                    }
                 }
             }
             Event::OrderCreated { order } => {
@@ -377,7 +382,7 @@ impl ShopState {
         let variants = &self.variants;
         let product_of = |sku: &Sku| variants.get(sku).map(|v| v.product.clone());
         match event {
-            Event::CartLineSet { buyer, sku, quantity, show } => {
+            Event::CartLineSet { buyer, sku, quantity, show, .. } => {
                 let had = self.carts.get(buyer).and_then(|c| c.lines.get(sku)).copied().unwrap_or(0);
                 let product = product_of(sku).filter(|_| *quantity > had);
                 if let (Some(sales), Some(product)) = (sales_of(&mut self.analytics, show.as_ref()), product)
@@ -495,6 +500,13 @@ impl ShopState {
     /// The deal running on `sku` at `now`, if any (deals on one SKU never overlap).
     pub fn active_deal(&self, sku: &Sku, now: Millis) -> Option<&FlashDeal> {
         self.deals.values().find(|d| d.sku == *sku && d.is_active(now))
+    }
+
+    /// The deal whose price `sku` has at `now` for a cart: the running one, or for a replay's
+    /// cart one kept on for replays ([`FlashDeal::is_replay_price`]).
+    pub fn deal_for(&self, sku: &Sku, now: Millis, replay: bool) -> Option<&FlashDeal> {
+        self.active_deal(sku, now)
+            .or_else(|| self.deals.values().find(|d| replay && d.sku == *sku && d.is_replay_price(now)))
     }
 
     /// The buyer's orders that hold stock (reserved or committed).

@@ -343,6 +343,42 @@ fn a_flash_deal_sells_within_its_caps_and_the_rest_at_the_regular_price() {
     assert!(h.shop.state().deals.values().next().unwrap().ended);
 }
 
+/// A deal the merchant keeps on for replays: after its countdown, carts filled on the show's
+/// replay page still get the deal price (within its caps) until the replay window closes; a live
+/// page's carts, and every cart once it closes, pay the price now. An early end takes it back.
+#[test]
+fn a_deal_kept_on_for_replays_prices_replay_carts_after_it_ends() {
+    let mut h = Host::new();
+    h.product("tee", &[("TEE-M", 2000, 100), ("TEE-L", 2000, 100)]);
+    let deal = json!({ "sku": "TEE-M", "duration_secs": 300, "discount": { "percent": "25" }, "quantity_cap": 3, "per_buyer_cap": 2, "replay_secs": 3600 });
+    let r = h.post(&merchant(), "/deals", deal);
+    assert_eq!((r.status, &r.json["replay_until"]), (201, &json!(START + 5 * MINUTE + HOUR)), "{}", r.json);
+    let too_long = json!({ "sku": "TEE-L", "duration_secs": 60, "discount": { "percent": "5" }, "quantity_cap": 3, "per_buyer_cap": 1, "replay_secs": 8 * 24 * 3600 });
+    assert_eq!(h.post(&merchant(), "/deals", too_long).code(), "invalid_argument");
+    h.run_for(5 * MINUTE);
+    let replay = |h: &mut Host, buyer: &str| {
+        let body = json!({ "sku": "TEE-M", "quantity": 1, "replay": true });
+        h.post(&viewer(buyer), &format!("/carts/{buyer}/items"), body)
+    };
+    assert_eq!(h.add("ana", "TEE-M", 1).json["quote"]["total"], eur(2000), "live carts pay the price now");
+    assert_eq!(replay(&mut h, "bob").json["quote"]["total"], eur(1500), "a replay's cart gets the deal");
+    let catalog = h.request(None, "GET", "/catalog", &[], "");
+    let v = &catalog.json["products"][0]["variants"][0];
+    assert_eq!((v["offered_price"].clone(), v["replay_price"].clone()), (eur(2000), eur(1500)));
+    h.checkout("bob", "k", "tok_visa");
+    h.pay();
+    assert_eq!(h.shop.state().deals.values().next().unwrap().taken, 1, "the caps still count");
+    h.run_for(HOUR);
+    assert_eq!(replay(&mut h, "carol").json["quote"]["total"], eur(2000), "the replay window closed");
+
+    let early = json!({ "sku": "TEE-L", "duration_secs": 300, "discount": { "percent": "25" }, "quantity_cap": 3, "per_buyer_cap": 2, "replay_secs": 3600 });
+    let id = h.post(&merchant(), "/deals", early).json["id"].clone();
+    h.run_for(MINUTE);
+    assert_eq!(h.post(&merchant(), &format!("/deals/{id}/end"), json!({})).status, 200);
+    let body = json!({ "sku": "TEE-L", "quantity": 1, "replay": true });
+    assert_eq!(h.post(&viewer("dan"), "/carts/dan/items", body).json["quote"]["total"], eur(2000), "ended early: no replay price");
+}
+
 #[test]
 fn the_was_price_is_the_lowest_of_the_thirty_days_before_the_deal() {
     let mut h = Host::new();

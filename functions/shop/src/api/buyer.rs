@@ -77,7 +77,7 @@ impl Shop {
             let msg = format!("at most {MAX_QUANTITY} units of one SKU in a cart");
             return Err(ApiError::new(ErrorCode::InvalidQuantity, msg));
         }
-        self.put_line(c, buyer, sku, total, input.expected_unit_price.as_ref())
+        self.put_line(c, buyer, (sku, total, input.replay), input.expected_unit_price.as_ref())
     }
 
     pub(super) fn set_item(&mut self, c: &Call, buyer: &str, sku: &str) -> Handled {
@@ -89,7 +89,7 @@ impl Shop {
             Some(s) if q == 0 && self.in_cart(buyer, &s) > 0 => s,
             _ => known_sku(&self.state, sku)?,
         };
-        self.put_line(c, buyer, sku, q, input.expected_unit_price.as_ref())
+        self.put_line(c, buyer, (sku, q, input.replay), input.expected_unit_price.as_ref())
     }
 
     pub(super) fn remove_item(&mut self, c: &Call, buyer: &str, sku: &str) -> Handled {
@@ -97,7 +97,7 @@ impl Shop {
         if let Some(sku) = Sku::parse(sku).filter(|s| self.in_cart(buyer, s) > 0) {
             self.emit(
                 c.now,
-                Event::CartLineSet { buyer: buyer.to_string(), sku, quantity: 0, show: c.show() },
+                Event::CartLineSet { buyer: buyer.to_string(), sku, quantity: 0, show: c.show(), replay: false },
             );
         }
         self.cart_reply(c, buyer)
@@ -107,13 +107,13 @@ impl Shop {
         self.state.carts.get(buyer).and_then(|c| c.lines.get(sku)).copied().unwrap_or(0)
     }
 
-    /// Sets a cart line after checking what a checkout would check, so the buyer learns early.
+    /// Sets a cart line (`replay`: from the show's replay page) after checking what a checkout
+    /// would check, so the buyer learns early.
     fn put_line(
         &mut self,
         c: &Call,
         buyer: &str,
-        sku: Sku,
-        quantity: u32,
+        (sku, quantity, replay): (Sku, u32, bool),
         expected: Option<&MoneyInput>,
     ) -> Handled {
         let have = self.in_cart(buyer, &sku);
@@ -128,14 +128,16 @@ impl Shop {
             limits_allow(&self.state, buyer, &sku, quantity)?;
             if let Some(expected) = expected {
                 let expected = expected.parse(self.state.settings.currency)?;
-                let price = offered_price(&self.state, c.who, &sku, c.now).unwrap_or(v.price);
+                let price = offered_price(&self.state, c.who, &sku, c.now, replay).unwrap_or(v.price);
                 if expected != price {
                     return Err(price_mismatch("unit price", price));
                 }
             }
         }
-        if quantity != have {
-            self.emit(c.now, Event::CartLineSet { buyer: buyer.to_string(), sku, quantity, show: c.show() });
+        let was_replay = self.state.carts.get(buyer).is_some_and(|cart| cart.replay);
+        if quantity != have || replay != was_replay {
+            let event = Event::CartLineSet { buyer: buyer.to_string(), sku, quantity, show: c.show(), replay };
+            self.emit(c.now, event);
         }
         self.cart_reply(c, buyer)
     }
@@ -199,7 +201,7 @@ impl Shop {
         for sku in cart.lines.keys() {
             verified_if_required(&self.state, who, sku, c.now)?;
         }
-        let q = quote(&self.state, &buyer, device.as_deref(), &cart.lines, cart.coupon.as_ref(), c.now)?;
+        let q = quote(&self.state, &buyer, device.as_deref(), &cart.lines, &cart, c.now)?;
         if cart.coupon.is_some() && q.coupon.is_none() {
             return Err(ApiError::new(ErrorCode::CouponInvalid, "the cart's coupon is no longer valid"));
         }

@@ -299,6 +299,10 @@ pub struct DealInput {
     /// Refuse guests (tokens from `POST /guest`) at this deal's price.
     #[serde(default)]
     pub verified_buyers_only: bool,
+    /// Keep the deal price on for the show's replay this long after the deal ends (at most 7
+    /// days).
+    #[serde(default)]
+    pub replay_secs: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -310,6 +314,9 @@ pub struct CartAddInput {
     /// now. Never used to price anything.
     #[serde(default)]
     pub expected_unit_price: Option<MoneyInput>,
+    /// Added on the show's replay page: deals kept on for replays price the cart.
+    #[serde(default)]
+    pub replay: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -318,6 +325,8 @@ pub struct CartSetInput {
     pub quantity: Number,
     #[serde(default)]
     pub expected_unit_price: Option<MoneyInput>,
+    #[serde(default)]
+    pub replay: bool,
 }
 
 #[derive(Debug, Deserialize)]

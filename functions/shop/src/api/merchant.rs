@@ -136,6 +136,12 @@ impl Shop {
             return Err(ApiError::new(ErrorCode::InvalidQuantity, "a deal has at least one unit"));
         }
         let per_buyer_cap = quantity(&input.per_buyer_cap, false)?;
+        let replay_until = match input.replay_secs {
+            Some(secs) if secs.saturating_mul(SECOND) > MAX_DEAL_MS => {
+                return Err(invalid("a deal is kept on for replays for at most 7 days"));
+            }
+            secs => secs.map(|s| ends_at + s * SECOND),
+        };
         if self.state.deals.values().any(|d| d.sku == sku && d.overlaps(starts_at, ends_at)) {
             return Err(ApiError::new(
                 ErrorCode::DealOverlap,
@@ -155,6 +161,7 @@ impl Shop {
             started: None,
             ended: false,
             show: c.show(),
+            replay_until,
         };
         let id = deal.id;
         self.emit(c.now, Event::DealCreated { deal });

@@ -34,7 +34,7 @@ pub fn variant(state: &ShopState, v: &Variant, buyer: Option<&Identity>, now: Mi
         "title": v.title,
         "options": v.options,
         "price": v.price,
-        "offered_price": offered_price(state, buyer, &v.sku, now),
+        "offered_price": offered_price(state, buyer, &v.sku, now, false),
         "available": v.available(),
         "sold_out": v.available() == 0,
     });
@@ -47,14 +47,25 @@ pub fn variant(state: &ShopState, v: &Variant, buyer: Option<&Identity>, now: Mi
     if let Some(d) = state.deals.values().find(|d| d.sku == v.sku && !d.ended && now < d.ends_at) {
         out["deal"] = deal(state, d, now);
     }
+    // What the show's replay page sells it at, while a deal is kept on for replays.
+    if state.deal_for(&v.sku, now, true).is_some_and(|d| d.is_replay_price(now)) {
+        out["replay_price"] = json!(offered_price(state, buyer, &v.sku, now, true));
+    }
     out
 }
 
 /// The unit price this buyer gets for one more unit of `sku` now: the deal price while the
-/// deal runs and has units left for them (and their guest device), otherwise the regular price.
-pub fn offered_price(state: &ShopState, buyer: Option<&Identity>, sku: &Sku, now: Millis) -> Option<Money> {
+/// deal runs (or, on a `replay`'s cart, while one is kept on for replays) and has units left for
+/// them (and their guest device), otherwise the regular price.
+pub fn offered_price(
+    state: &ShopState,
+    buyer: Option<&Identity>,
+    sku: &Sku,
+    now: Millis,
+    replay: bool,
+) -> Option<Money> {
     let v = state.variants.get(sku)?;
-    let deal = state.active_deal(sku, now).filter(|d| {
+    let deal = state.deal_for(sku, now, replay).filter(|d| {
         d.remaining() > 0
             && buyer.is_none_or(|b| {
                 state.buyer_deal_units(&b.subject, b.device.as_deref(), d.id) < d.per_buyer_cap
@@ -91,6 +102,7 @@ pub fn deal(state: &ShopState, d: &FlashDeal, now: Millis) -> Value {
         "remaining": d.remaining(),
         "per_buyer_cap": d.per_buyer_cap,
         "verified_buyers_only": d.verified_buyers_only,
+        "replay_until": d.replay_until,
     })
 }
 
@@ -102,7 +114,7 @@ pub fn cart(state: &ShopState, buyer: &str, device: Option<&str>, now: Millis) -
     let (lines, unavailable): (Vec<_>, Vec<_>) =
         cart.lines.iter().partition(|(sku, _)| state.variants.get(*sku).is_some_and(|v| v.sellable()));
     let lines = lines.into_iter().map(|(s, q)| (s.clone(), *q)).collect();
-    let q = quote(state, buyer, device, &lines, cart.coupon.as_ref(), now)?;
+    let q = quote(state, buyer, device, &lines, cart, now)?;
     let unavailable: Vec<&Sku> = unavailable.into_iter().map(|(s, _)| s).collect();
     Ok(json!({
         "buyer": buyer,
