@@ -8,9 +8,12 @@
 // the skew before this change), and the browser's own HLS (MediaSource removed). Each prints
 // `SKEW <mode> p50_ms=.. p95_ms=..` of (capture time on screen when the card appeared) minus
 // (the pin's capture time); hls.js's with the unsynced page's beside it as a ratio.
+// With `sync_host_chat` on, the host's chat line waits for its frame too, a viewer's does not.
+// A flash deal on the second product runs (and ends) during the show, kept on for the replay.
 // Then, once the stream ended, a fresh page plays the replay: cards appear at their times,
-// the product list seeks to a product, the seek bar has a mark per pin, and the product is
-// bought (test Visa) at the shop's price now.
+// the product list seeks back to a product, the seek bar has a mark per pin, and two products
+// are bought (test Visa): the one whose deal is kept on at the deal price, the other at its
+// price now.
 //
 //   LIVESHOP_URL=.. LIVESHOP_HOST_TOKEN=.. BROWSER_DEPS=tests/browser node tests/media/sync.spec.mjs
 import assert from 'node:assert/strict';
@@ -37,6 +40,7 @@ const percentile = (xs, p) => [...xs].sort((a, b) => a - b)[Math.min(xs.length -
 function instrument() {
   window.__onScreen = null;
   window.__appeared = [];
+  window.__said = [];
   const canvas = document.createElement('canvas');
   [canvas.width, canvas.height] = [640, 48];
   const ctx = canvas.getContext('2d', { willReadFrequently: true });
@@ -58,15 +62,25 @@ function instrument() {
     return t;
   };
   let waiting = [];
+  let lines = [];
   const start = () => {
     const video = document.querySelector('[data-testid=video]');
     const cards = document.querySelector('[data-testid=product-cards]');
     const tick = () => {
       if (video.videoWidth) window.__onScreen = decode(video);
       for (const id of waiting) window.__appeared.push({ id, onScreen: window.__onScreen });
-      waiting = [];
+      for (const text of lines) window.__said.push({ text, onScreen: window.__onScreen });
+      [waiting, lines] = [[], []];
       video.requestVideoFrameCallback(tick);
     };
+    const messages = document.querySelector('[data-testid=chat-messages]');
+    new MutationObserver(() => {
+      for (const el of messages.querySelectorAll('[data-testid=chat-message]')) {
+        if (el.__seen) continue;
+        el.__seen = true;
+        lines.push(el.querySelector('.text').textContent);
+      }
+    }).observe(messages, { childList: true });
     video.requestVideoFrameCallback(tick);
     new MutationObserver(() => {
       for (const el of cards.querySelectorAll('[data-testid=product-card]')) {
@@ -83,14 +97,17 @@ const noMediaSource = () => {
   for (const name of ['MediaSource', 'ManagedMediaSource', 'WebKitMediaSource']) delete window[name];
 };
 
-async function command(body) {
-  const r = await fetch(`${BASE}/v1/rooms/${SHOW}/commands`, {
+async function post(path, body, token = HOST_TOKEN) {
+  const r = await fetch(`${BASE}${path}`, {
     method: 'POST',
-    headers: { authorization: `Bearer ${HOST_TOKEN}`, 'content-type': 'application/json' },
+    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
     body: JSON.stringify(body),
   });
-  assert.equal(r.status, 200, await r.text());
+  const text = await r.text();
+  assert.ok(r.ok, `${path}: ${r.status} ${text}`);
+  return JSON.parse(text);
 }
+const command = (body, token) => post(`/v1/rooms/${SHOW}/commands`, body, token);
 
 async function viewer(browser, { query = '', native = false } = {}) {
   const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
@@ -140,6 +157,7 @@ try {
   // Pin i while i-2 comes off: at most three are up, and a product is pinned again only after
   // its unpin has shown everywhere.
   const pins = [];
+  let deal = null;
   for (let i = 0; i < PINS; i++) {
     await sleep(1100 + Math.random() * 500);
     if (i >= 2) await command({ type: 'product.unpin', product_id: products[(i - 2) % 4].id });
@@ -147,7 +165,21 @@ try {
     const at = Date.now();
     await command({ type: 'product.pin', product });
     pins.push({ id: product.id, at });
+    if (i === 1) {
+      // A short flash deal on this product, kept on for the replay.
+      const body = { sku: product.id, duration_secs: 4, discount: { percent: '20' }, quantity_cap: 5, per_buyer_cap: 2, replay_secs: 3600 };
+      deal = await post(`/v1/shows/${SHOW}/shop/deals`, body);
+    }
   }
+
+  // The host's own chat line waits for its frame (sync_host_chat); a viewer's shows at once.
+  await command({ type: 'mod.settings', sync_host_chat: true });
+  const guest = await post(`/v1/rooms/${SHOW}/guest`, { name: 'Ana' });
+  await sleep(1500);
+  const hostAt = Date.now();
+  await command({ type: 'chat.send', text: 'Look at the stitching' });
+  const viewerAt = Date.now();
+  await command({ type: 'chat.send', text: 'Is it lined?' }, guest.token);
   // The browser's own HLS plays furthest behind (about 6 s here): its last card comes last.
   const measured = {};
   for (const [mode, page] of [['hls.js', synced], ['unsynced', unsynced], ['native', native]]) {
@@ -160,6 +192,12 @@ try {
   const after = report('hls.js', measured['hls.js'], before.p50);
   const own = report('native', measured.native, before.p50);
   console.log(`pins at ${JSON.stringify(pins.map((p) => p.at))}`);
+  const said = await synced.evaluate(() => window.__said);
+  const host = said.find((l) => l.text === 'Look at the stitching');
+  const other = said.find((l) => l.text === 'Is it lined?');
+  console.log(`CHAT host line ${host.onScreen - hostAt} ms from its frame; a viewer's ${other.onScreen - viewerAt} ms`);
+  assert.ok(Math.abs(host.onScreen - hostAt) <= 150, 'the host\'s line waits for its frame');
+  assert.ok(other.onScreen - viewerAt < -300, 'a viewer\'s line shows at once, ahead of the video');
   // The card shows with its frame; before, it came as much as the stream's latency early.
   assert.ok(Math.abs(after.p50) <= 100, `hls.js: the card appears ${after.p50} ms from its frame`);
   assert.ok(Math.abs(own.p50) <= 100, `native HLS: the card appears ${own.p50} ms from its frame`);
@@ -182,8 +220,8 @@ try {
   console.log(`REPLAY card skew ms ${JSON.stringify(replayed)}`);
   for (const s of replayed) assert.ok(s != null && Math.abs(s) <= 250, `a replayed card ${s} ms from its frame`);
 
-  // The product list seeks to where a product was first shown.
-  const target = pins[3];
+  // The product list seeks (back) to where a product was first shown.
+  const target = pins[1];
   await replay.getByTestId('tab-products').click();
   await replay.locator(`[data-testid=product-list-item][data-product-id="${target.id}"]`).click();
   await replay.waitForFunction(([id]) => document.querySelector(`[data-testid=product-card][data-product-id="${id}"]`), [target.id]);
@@ -192,22 +230,31 @@ try {
   console.log(`SEEK to ${target.id}: frame on screen ${landed - target.at} ms from its pin`);
   assert.ok(landed - target.at >= -250 && landed - target.at <= 1000, `the seek landed ${landed - target.at} ms from the pin`);
 
-  // Bought from the replay, at the shop's price now.
-  const card = replay.locator(`[data-testid=product-card][data-product-id="${target.id}"]`);
-  await card.getByTestId('card-shop').waitFor({ state: 'visible' });
-  const now = JSON.parse(await card.getByTestId('card-shop').getAttribute('data-price'));
-  const shop = await (await fetch(`${BASE}/v1/shows/${SHOW}/shop/products/${encodeURIComponent(target.id)}`)).json();
-  const variant = (shop.variants || shop.product?.variants || [])[0];
-  if (variant?.price) assert.equal(now.minor, variant.price.minor, 'the card sells at the regular price now');
-  await card.getByTestId('add-to-cart').click();
+  // Bought from the replay: the product whose deal is kept on at the deal price, the other
+  // product on screen (pinned just before) at its price now.
+  const priceOf = async (id) => {
+    const card = replay.locator(`[data-testid=product-card][data-product-id="${id}"]`);
+    await card.getByTestId('card-shop').waitFor({ state: 'visible' });
+    return [card, JSON.parse(await card.getByTestId('card-shop').getAttribute('data-price'))];
+  };
+  const [dealCard, dealPrice] = await priceOf(target.id);
+  assert.deepEqual(dealPrice, deal.price, 'the replay sells at the deal kept on for it');
+  const [card, now] = await priceOf(pins[0].id);
+  const regular = products.find((p) => p.id === pins[0].id).price;
+  assert.equal(now.minor, regular.minor, 'the other product sells at its price now');
+  await dealCard.getByTestId('add-to-cart').click();
   await replay.locator('[data-testid=cart-count]', { hasText: /^1$/ }).waitFor();
+  await card.getByTestId('add-to-cart').click();
+  await replay.locator('[data-testid=cart-count]', { hasText: /^2$/ }).waitFor();
   await replay.getByTestId('cart-button').click();
   const cart = replay.getByTestId('cart');
-  await cart.getByTestId('cart-line').first().waitFor();
+  await cart.getByTestId('cart-line').nth(1).waitFor();
+  const total = dealPrice.minor + now.minor;
+  await cart.locator('[data-testid=cart-total]', { hasText: `${Math.trunc(total / 100)}.${String(total % 100).padStart(2, '0')}` }).waitFor();
   await cart.getByTestId('payment-method').selectOption('tok_visa');
   await cart.getByTestId('checkout-button').click();
   await cart.locator('[data-testid=checkout-status][data-state=paid]').waitFor({ timeout: 30_000 });
-  console.log(`REPLAY bought ${target.id} at ${now.minor} ${now.currency}: ${await cart.getByTestId('checkout-status').textContent()}`);
+  console.log(`REPLAY bought ${target.id} at ${dealPrice.minor} (deal kept on) and ${pins[0].id} at ${now.minor} ${now.currency}: ${await cart.getByTestId('checkout-status').textContent()}`);
 } finally {
   await browser.close();
 }

@@ -209,7 +209,7 @@ impl Shop {
         self.tick(now);
         self.check_inventory(now);
         self.dispatch(now);
-        self.sync_alarm();
+        self.sync_alarm(now);
         self.publish_live(now);
     }
 
@@ -306,9 +306,11 @@ impl Shop {
         keys.chain(inbound).chain(deals).min()
     }
 
-    fn sync_alarm(&mut self) {
+    fn sync_alarm(&mut self, now: Millis) {
         let s = &self.state;
         let reservations = s.reservations.values().copied();
+        // The end of a replay's deal price changes the products' live views.
+        let replays = s.deals.values().filter_map(|d| d.replay_until).filter(|until| *until > now);
         let deals = s
             .deals
             .values()
@@ -318,7 +320,7 @@ impl Shop {
             s.outbox.values().filter(|d| !self.in_flight.contains_key(&d.id)).map(|d| d.next_attempt_at);
         let timeouts = self.in_flight.values().copied();
         let wanted =
-            reservations.chain(deals).chain(retries).chain(timeouts).chain(self.housekeeping_due()).min();
+            reservations.chain(deals).chain(replays).chain(retries).chain(timeouts).chain(self.housekeeping_due()).min();
         if self.alarm != Some(wanted) {
             self.alarm = Some(wanted);
             self.out.push_back(Output::SetAlarm(wanted));
