@@ -62,7 +62,8 @@ impl LiveShow {
         assert_eq!(server, format!("{url}/whip/demo"));
         std::thread::spawn(move || for _ in lines {});
         let seconds = seconds.to_string();
-        let args: Vec<&str> = ["--seconds", seconds.as_str()].into_iter().chain(flags.iter().copied()).collect();
+        let args: Vec<&str> =
+            ["--seconds", seconds.as_str()].into_iter().chain(flags.iter().copied()).collect();
         let publisher = Publisher::spawn(&server, &token, &args);
         LiveShow { url, host_token, chromium, data, publisher, node: Some(node) }
     }
@@ -148,8 +149,11 @@ fn overlays_wait_for_their_frame_and_the_replay_sells() {
     show.publisher.expect_line("LIVE ", Duration::from_secs(20));
     let root = media::root();
     let spec = root.join("tests/media/sync.spec.mjs");
-    let stdout =
-        show.node_script(root, &[spec.to_str().unwrap()], &[("LIVESHOP_HOST_TOKEN", show.host_token.as_str())]);
+    let stdout = show.node_script(
+        root,
+        &[spec.to_str().unwrap()],
+        &[("LIVESHOP_HOST_TOKEN", show.host_token.as_str())],
+    );
     assert!(stdout.contains("SKEW hls.js p50_ms="), "{stdout}");
     assert!(stdout.contains("REPLAY bought"), "{stdout}");
 }

@@ -319,8 +319,13 @@ impl Shop {
         let retries =
             s.outbox.values().filter(|d| !self.in_flight.contains_key(&d.id)).map(|d| d.next_attempt_at);
         let timeouts = self.in_flight.values().copied();
-        let wanted =
-            reservations.chain(deals).chain(replays).chain(retries).chain(timeouts).chain(self.housekeeping_due()).min();
+        let wanted = reservations
+            .chain(deals)
+            .chain(replays)
+            .chain(retries)
+            .chain(timeouts)
+            .chain(self.housekeeping_due())
+            .min();
         if self.alarm != Some(wanted) {
             self.alarm = Some(wanted);
             self.out.push_back(Output::SetAlarm(wanted));

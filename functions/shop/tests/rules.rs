@@ -376,7 +376,11 @@ fn a_deal_kept_on_for_replays_prices_replay_carts_after_it_ends() {
     h.run_for(MINUTE);
     assert_eq!(h.post(&merchant(), &format!("/deals/{id}/end"), json!({})).status, 200);
     let body = json!({ "sku": "TEE-L", "quantity": 1, "replay": true });
-    assert_eq!(h.post(&viewer("dan"), "/carts/dan/items", body).json["quote"]["total"], eur(2000), "ended early: no replay price");
+    assert_eq!(
+        h.post(&viewer("dan"), "/carts/dan/items", body).json["quote"]["total"],
+        eur(2000),
+        "ended early: no replay price"
+    );
 }
 
 #[test]

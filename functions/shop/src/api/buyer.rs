@@ -97,7 +97,13 @@ impl Shop {
         if let Some(sku) = Sku::parse(sku).filter(|s| self.in_cart(buyer, s) > 0) {
             self.emit(
                 c.now,
-                Event::CartLineSet { buyer: buyer.to_string(), sku, quantity: 0, show: c.show(), replay: false },
+                Event::CartLineSet {
+                    buyer: buyer.to_string(),
+                    sku,
+                    quantity: 0,
+                    show: c.show(),
+                    replay: false,
+                },
             );
         }
         self.cart_reply(c, buyer)
@@ -136,7 +142,8 @@ impl Shop {
         }
         let was_replay = self.state.carts.get(buyer).is_some_and(|cart| cart.replay);
         if quantity != have || replay != was_replay {
-            let event = Event::CartLineSet { buyer: buyer.to_string(), sku, quantity, show: c.show(), replay };
+            let event =
+                Event::CartLineSet { buyer: buyer.to_string(), sku, quantity, show: c.show(), replay };
             self.emit(c.now, event);
         }
         self.cart_reply(c, buyer)
