@@ -146,3 +146,19 @@ fn the_feed_examples_are_answers_the_room_gives() {
         }
     }
 }
+
+/// The timeline's example is the room's answer: its moments are moments as the room writes them.
+#[test]
+fn the_timeline_example_is_an_answer_the_room_gives() {
+    let docs = examples(&doc());
+    let (_, _, json) = docs.iter().find(|e| e.0 == "The replay's timeline").expect("the timeline's example");
+    let answer: Value = serde_json::from_str(json).unwrap();
+    assert_eq!(
+        answer.as_object().unwrap().keys().cloned().collect::<Vec<_>>(),
+        ["capture_lag_ms", "chat_dropped", "live", "moments"]
+    );
+    for m in answer["moments"].as_array().unwrap() {
+        let moment: liveshop_room::timeline::Moment = serde_json::from_value(m.clone()).unwrap();
+        assert_eq!(serde_json::to_value(&moment).unwrap(), *m);
+    }
+}
