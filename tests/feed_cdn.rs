@@ -8,6 +8,8 @@
 //! - Two hundred viewers heartbeat through the cache, each with its own cookie: the room counts
 //!   each device once, by the client address the cache forwards; viewers who leave are taken off
 //!   at once.
+//! - A replay's timeline: while the show is live every request reaches the node (`no-cache`);
+//!   once it ended, a hundred viewers cost the node one request.
 //!
 //! Skipped when a cache is not installed, unless `LIVESHOP_REQUIRE_CACHES` is set (CI sets it).
 
@@ -63,10 +65,15 @@ async fn behind(kind: Kind, tweak: impl FnOnce(&mut liveshop_edge::EdgeConfig)) 
 }
 /// `liveshop_feed_requests_total`, from the node's own `/metrics`.
 async fn feed_requests(node: SocketAddr) -> u64 {
+    counter(node, "liveshop_feed_requests_total").await
+}
+
+/// A counter of the node's own `/metrics`.
+async fn counter(node: SocketAddr, name: &str) -> u64 {
     let (status, body) = common::http(node, "GET", "/metrics", &[], "").await;
     assert_eq!(status, 200);
     let text = body.as_str().expect("metrics are text").to_string();
-    let line = text.lines().find(|l| l.starts_with("liveshop_feed_requests_total ")).expect("the counter");
+    let line = text.lines().find(|l| l.starts_with(&format!("{name} "))).expect("the counter");
     line.rsplit(' ').next().unwrap().parse().unwrap()
 }
 
@@ -278,6 +285,58 @@ async fn two_hundred_heartbeating_feed_viewers_are_counted_once_each(kind: Kind)
         assert_eq!(beat(http, &base, Some(cookie), r#"{"leaving": true}"#).await.0, 204);
     }
     until_viewers(&mut host, before + DEVICES as u64 - 50).await;
+    drop(cache);
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replays_timeline_behind_nginx_costs_the_node_one_request() {
+    a_replays_timeline_costs_the_node_one_request(Kind::Nginx).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replays_timeline_behind_varnish_costs_the_node_one_request() {
+    a_replays_timeline_costs_the_node_one_request(Kind::Varnish).await;
+}
+
+async fn a_replays_timeline_costs_the_node_one_request(kind: Kind) {
+    let Some((node, cache)) = behind(kind, |_| {}).await else {
+        return;
+    };
+    let url = format!("http://{}/v1/rooms/{ROOM}/timeline", cache.addr);
+    let mut host = node.connect("host", Role::Host).await;
+    let started = json!({"type": "stream.started", "playlist": format!("/hls/{ROOM}/master.m3u8"),
+        "codecs": "avc1.42e01f", "width": 640, "height": 360, "capture_lag_ms": 30});
+    assert_eq!(host.command(started).await["type"], "ack");
+    let pin = json!({"type": "product.pin", "product": {"id": "mug", "title": "Mug"}});
+    assert_eq!(host.command(pin).await["type"], "ack");
+    let http = client(None);
+    let get = |http: reqwest::Client, url: String| async move {
+        let r = http.get(url).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        r.json::<Value>().await.unwrap()
+    };
+
+    let before = counter(node.addr, "liveshop_timeline_requests_total").await;
+    for _ in 0..5 {
+        assert_eq!(get(http.clone(), url.clone()).await["live"], true);
+    }
+    let live = counter(node.addr, "liveshop_timeline_requests_total").await - before;
+    assert_eq!(live, 5, "a live timeline is never served from the cache");
+
+    assert_eq!(host.command(json!({"type": "stream.ended", "duration_ms": 1000})).await["type"], "ack");
+    let before = counter(node.addr, "liveshop_timeline_requests_total").await;
+    let viewers: Vec<_> = (0..READERS).map(|_| tokio::spawn(get(http.clone(), url.clone()))).collect();
+    for viewer in viewers {
+        let t = viewer.await.unwrap();
+        assert_eq!(t["live"], false);
+        let kinds: Vec<&str> =
+            t["moments"].as_array().unwrap().iter().map(|m| m["type"].as_str().unwrap()).collect();
+        assert_eq!(kinds, ["stream.started", "product.pinned", "stream.ended"]);
+    }
+    let reached = counter(node.addr, "liveshop_timeline_requests_total").await - before;
+    eprintln!("{}: {READERS} replay viewers' timeline requests, {reached} reached the node", kind.name());
+    assert_eq!(reached, 1, "the cache serves a replay's audience from one answer");
     drop(cache);
     node.stop().await;
 }

@@ -725,6 +725,7 @@ async fn room_timeline(
     RoomCaller { room, .. }: RoomCaller,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    app.node.metrics().timeline_requests.inc();
     let req = HttpRequest {
         method: "GET".into(),
         path: "/timeline".into(),

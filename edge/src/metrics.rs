@@ -32,6 +32,7 @@ pub struct Metrics {
     /// Requests that reached the node's public feed route (behind a CDN: one per cache and
     /// position, whatever the audience).
     pub feed_requests: Counter,
+    pub timeline_requests: Counter,
     /// Feed questions the node put to rooms (requests at one position share them).
     pub feed_room_queries: Counter,
     /// Viewers counted by heartbeats on the feed, in every room.
@@ -53,6 +54,7 @@ impl Default for Metrics {
         let frames_sent = Counter::default();
         let revive_seconds = Histogram::new(exponential_buckets(1e-5, 4.0, 10));
         let feed_requests = Counter::default();
+        let timeline_requests = Counter::default();
         let feed_room_queries = Counter::default();
         let feed_viewers = Gauge::default();
         let events = Family::<KindLabel, Counter>::default();
@@ -86,6 +88,11 @@ impl Default for Metrics {
             feed_requests.clone(),
         );
         registry.register(
+            "timeline_requests",
+            "Requests that reached a replay's timeline route",
+            timeline_requests.clone(),
+        );
+        registry.register(
             "feed_room_queries",
             "Feed questions put to rooms, shared by the requests at one position",
             feed_room_queries.clone(),
@@ -113,6 +120,7 @@ impl Default for Metrics {
             frames_sent,
             revive_seconds,
             feed_requests,
+            timeline_requests,
             feed_room_queries,
             feed_viewers,
             events,

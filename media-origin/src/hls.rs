@@ -83,8 +83,13 @@ async fn serve(
     let mut changes = stream.subscribe();
     if file == MULTIVARIANT_PLAYLIST || file == AAC_MULTIVARIANT_PLAYLIST {
         loop {
-            if let Some(text) = stream.lock().multivariant(file) {
-                return Ok(playlist_response(Bytes::from(text), "no-cache", gzip));
+            let ready = {
+                let s = stream.lock();
+                s.multivariant(file).map(|text| (text, s.ended()))
+            };
+            if let Some((text, ended)) = ready {
+                let cache = if ended { RECORDING } else { "no-cache" };
+                return Ok(playlist_response(Bytes::from(text), cache, gzip));
             }
             wait(&mut changes, deadline).await?;
         }
@@ -138,8 +143,6 @@ async fn serve(
     }
 }
 
-const ENDLIST: &[u8] = b"#EXT-X-ENDLIST";
-
 /// How long a blocking request may wait: three target durations, then 503.
 fn block_limit(stream: &ShowStream) -> Duration {
     Duration::from_secs(3 * u64::from(stream.config().target_duration))
@@ -180,8 +183,11 @@ async fn media_playlist(
     }
     let skip = q.skip.as_deref() == Some("YES");
     let Some(msn) = msn else {
-        let text = stream.lock().media(rendition).ok_or_else(gone)?.live_playlist(skip);
-        let ended = text.windows(ENDLIST.len()).any(|w| w == ENDLIST);
+        let (text, ended) = {
+            let mut s = stream.lock();
+            let ended = s.ended();
+            (s.media(rendition).ok_or_else(gone)?.live_playlist(skip), ended)
+        };
         return Ok(playlist_response(text, if ended { RECORDING } else { "no-cache" }, gzip));
     };
     loop {

@@ -177,6 +177,12 @@ impl State {
         !self.media.is_empty()
     }
 
+    /// The publish ended: the playlists are a recording's.
+    pub fn ended(&self) -> bool {
+        let current = self.media.iter().filter(|(r, _)| self.current.contains(r));
+        self.begun() && current.map(|(_, m)| m).all(|m| m.playlist.ended())
+    }
+
     pub fn media(&mut self, rendition: Rendition) -> Option<&mut Media> {
         self.media.iter_mut().find(|(r, _)| *r == rendition).map(|(_, m)| m)
     }

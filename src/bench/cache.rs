@@ -60,7 +60,8 @@ pub const NGINX_LOCATIONS: &str = r#"
         # The public feed: cached as the node's Cache-Control says (max-age=1 for the snapshot,
         # 2 after a position), keyed by the whole URL with its query (after=E-S&wait=K), and
         # collapsed: one request per URL reaches the node while the rest wait for its answer.
-        location ~ ^/v1/rooms/[^/]+/feed$ {
+        # A replay's timeline the same way (a minute once the show ended; never while live).
+        location ~ ^/v1/rooms/[^/]+/(feed|timeline)$ {
             proxy_pass http://liveshop;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
@@ -148,7 +149,8 @@ sub vcl_recv {{
     # The public feed: one answer for every viewer, whatever cookies they carry, so cached and
     # collapsed (Varnish's waiting list: the rest wait for the one request at the node and are
     # woken when its answer lands). The URL with its query (after=E-S&wait=K) is the key.
-    if (req.method == "GET" && req.url ~ "^/v1/rooms/[^/?]+/feed(\?|$)") {{
+    # A replay's timeline likewise (cached a minute once the show ended; never while live).
+    if (req.method == "GET" && req.url ~ "^/v1/rooms/[^/?]+/(feed|timeline)(\?|$)") {{
         unset req.http.Cookie;
         unset req.http.Authorization;
         return (hash);
@@ -166,7 +168,9 @@ sub vcl_pipe {{
 
 sub vcl_backend_response {{
     # Refusals carry no Cache-Control: never cache them (Varnish would keep a 404 for 2 minutes).
-    if (!beresp.http.Cache-Control) {{
+    # Nor a live timeline (no-cache), and without the 2 minutes of hit-for-miss Varnish would
+    # give it: the show's end must be collapsed at once.
+    if (!beresp.http.Cache-Control || beresp.http.Cache-Control ~ "no-cache") {{
         set beresp.uncacheable = true;
         set beresp.ttl = 0s;
         return (deliver);

@@ -211,6 +211,11 @@ try {
     assert.ok(i < 240, 'the stream never ended');
     await sleep(250);
   }
+  // What a replay loads is cacheable: a CDN serves its audience.
+  for (const path of [`/hls/${SHOW}/master.m3u8`, `/hls/${SHOW}/live.m3u8`, `/v1/rooms/${SHOW}/timeline`]) {
+    const cc = (await fetch(`${BASE}${path}`)).headers.get('cache-control');
+    assert.match(cc, /^public, max-age=60/, `${path}: ${cc}`);
+  }
   const replay = await viewer(browser);
   await replay.getByTestId('replay-badge').waitFor();
   assert.equal(await replay.getByTestId('chapter').count(), PINS, 'a mark on the seek bar per pin');
@@ -254,6 +259,15 @@ try {
   await cart.getByTestId('payment-method').selectOption('tok_visa');
   await cart.getByTestId('checkout-button').click();
   await cart.locator('[data-testid=checkout-status][data-state=paid]').waitFor({ timeout: 30_000 });
+  // Chat replays in step: the seek bar's last mark, then the two lines after it.
+  await cart.getByTestId('cart-close').click();
+  await replay.getByTestId('chapter').last().click();
+  await replay.waitForFunction(() => window.__said.some((l) => l.text === 'Is it lined?'), null, { timeout: 30_000 });
+  const replayedChat = await replay.evaluate(() => window.__said);
+  const line = (text, at) => replayedChat.find((l) => l.text === text).onScreen - at;
+  const chatSkews = [line('Look at the stitching', hostAt), line('Is it lined?', viewerAt)];
+  console.log(`REPLAY chat lines ${JSON.stringify(chatSkews)} ms from their frames`);
+  for (const s of chatSkews) assert.ok(Math.abs(s) <= 250, `a replayed chat line ${s} ms from its frame`);
   console.log(`REPLAY bought ${target.id} at ${dealPrice.minor} (deal kept on) and ${pins[0].id} at ${now.minor} ${now.currency}: ${await cart.getByTestId('checkout-status').textContent()}`);
 } finally {
   await browser.close();
