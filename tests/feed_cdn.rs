@@ -305,9 +305,10 @@ async fn a_replays_timeline_costs_the_node_one_request(kind: Kind) {
     };
     let url = format!("http://{}/v1/rooms/{ROOM}/timeline", cache.addr);
     let mut host = node.connect("host", Role::Host).await;
+    let mut origin = node.connect(liveshop_room::MEDIA_ORIGIN, Role::Host).await;
     let started = json!({"type": "stream.started", "playlist": format!("/hls/{ROOM}/master.m3u8"),
         "codecs": "avc1.42e01f", "width": 640, "height": 360, "capture_lag_ms": 30});
-    assert_eq!(host.command(started).await["type"], "ack");
+    assert_eq!(origin.command(started).await["type"], "ack");
     let pin = json!({"type": "product.pin", "product": {"id": "mug", "title": "Mug"}});
     assert_eq!(host.command(pin).await["type"], "ack");
     let http = client(None);
@@ -319,17 +320,18 @@ async fn a_replays_timeline_costs_the_node_one_request(kind: Kind) {
 
     let before = counter(node.addr, "liveshop_timeline_requests_total").await;
     for _ in 0..5 {
-        assert_eq!(get(http.clone(), url.clone()).await["live"], true);
+        let live = get(http.clone(), url.clone()).await;
+        assert_eq!((&live["live"], &live["moments"]), (&json!(true), &json!([])), "{live}");
     }
     let live = counter(node.addr, "liveshop_timeline_requests_total").await - before;
     assert_eq!(live, 5, "a live timeline is never served from the cache");
 
-    assert_eq!(host.command(json!({"type": "stream.ended", "duration_ms": 1000})).await["type"], "ack");
+    assert_eq!(origin.command(json!({"type": "stream.ended", "duration_ms": 1000})).await["type"], "ack");
     let before = counter(node.addr, "liveshop_timeline_requests_total").await;
     let viewers: Vec<_> = (0..READERS).map(|_| tokio::spawn(get(http.clone(), url.clone()))).collect();
     for viewer in viewers {
         let t = viewer.await.unwrap();
-        assert_eq!(t["live"], false);
+        assert_eq!((&t["ended"], &t["live"]), (&json!(true), &json!(false)));
         let kinds: Vec<&str> =
             t["moments"].as_array().unwrap().iter().map(|m| m["type"].as_str().unwrap()).collect();
         assert_eq!(kinds, ["stream.started", "product.pinned", "stream.ended"]);

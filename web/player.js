@@ -109,21 +109,27 @@
   // The browser's own HLS without getStartDate() (Chromium's) plays on the segments' media
   // timeline, as hls.js does: the date at media time 0 is a part's EXT-X-PROGRAM-DATE-TIME minus
   // its decode time (the `tfdt` of its first track, the video's, at our 90 kHz). One part, the
-  // first of the newest segment with parts, gives it; a CDN has it already.
+  // first of the newest segment with parts, gives it (a CDN has it already); a recording's
+  // playlist has no parts, and its newest segment gives it.
   let anchor = null;
   async function findAnchor() {
     if (hls || typeof video.getStartDate === 'function') return;
     const base = new URL(url.replace(/master\.m3u8$/, 'aac-live.m3u8'), location.href);
     const text = await fetch(base).then((r) => r.text());
     let pdt = null;
-    let first = null;
+    let part = null;
+    let segment = null;
     for (const line of text.split('\n')) {
       if (line.startsWith('#EXT-X-PROGRAM-DATE-TIME:')) pdt = Date.parse(line.slice(25));
       else if (line.startsWith('#EXT-X-PART:') && pdt != null) {
-        first = { pdt, uri: /URI="([^"]+)"/.exec(line)?.[1] };
+        part = { pdt, uri: /URI="([^"]+)"/.exec(line)?.[1] };
         pdt = null;
-      } else if (line && !line.startsWith('#')) pdt = null;
+      } else if (line && !line.startsWith('#')) {
+        if (pdt != null) segment = { pdt, uri: line };
+        pdt = null;
+      }
     }
+    const first = part?.uri ? part : segment;
     if (!first?.uri) return;
     const bytes = new Uint8Array(await fetch(new URL(first.uri, base)).then((r) => r.arrayBuffer()));
     const at = bytes.findIndex((_, i) => bytes[i] === 0x74 && bytes[i + 1] === 0x66 && bytes[i + 2] === 0x64 && bytes[i + 3] === 0x74);

@@ -74,7 +74,7 @@ const feed = shopFeed(BASE, () => {
   if (cart?.quote?.lines?.length) refreshCart();
 // A deal shows when the host announces it on screen (sync.js); a snapshot at once. Checkout
 // never waits: the shop prices it when it comes.
-}, (f, apply) => (f.full ? apply() : sync.holdShop(f.now, apply)));
+}, (f, apply) => (f.full ? (sync.forgetShop(), apply()) : sync.holdShop(f.now, apply)));
 
 // ---------- Product cards ----------
 

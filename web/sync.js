@@ -15,7 +15,10 @@ const MAX_HOLD_MS = 15_000;
 let lag = null;
 /** The page plays a recording: only the room's past waits for the video, not the shop's now. */
 let replayingNow = false;
-const held = [];
+/** What waits, in the order it happened: the room's frames, and apart the shop's (each has its
+ * own snapshots, which drop only their own). */
+const room = [];
+const shop = [];
 
 /** The program date time of the frame at `mediaTime` (the playing one by default), or null. */
 export function videoDate(mediaTime) {
@@ -43,7 +46,7 @@ export function replaying() {
  */
 export function holdShop(now, fn) {
   if (replayingNow) return fn();
-  hold(mediaTime(now), fn);
+  wait(shop, mediaTime(now), fn);
 }
 
 /** The shop's clock for a deal countdown: the frame on screen's while live, else `fallback`. */
@@ -68,26 +71,42 @@ export function mediaTime(at) {
 }
 
 /**
- * Runs `fn` once the video reaches `mediaAt` (at once without sync, a media time, or a playing
- * video). What is already waiting goes first: things show in the order they happened.
+ * Runs the room's `fn` once the video reaches `mediaAt` (at once without sync, a media time, or a
+ * playing video). What is already waiting goes first: things show in the order they happened.
  */
 export function hold(mediaAt, fn) {
-  const d = videoDate();
-  if (!SYNC || mediaAt == null || (!held.length && (d == null || d >= mediaAt))) return fn();
-  held.push({ mediaAt, fn, since: performance.now() });
+  wait(room, mediaAt, fn);
 }
 
-/** Drops what waits: a fresh snapshot already has it. */
+function wait(queue, mediaAt, fn) {
+  const d = videoDate();
+  if (!SYNC || mediaAt == null || (!queue.length && (d == null || d >= mediaAt))) return fn();
+  queue.push({ mediaAt, fn, since: performance.now() });
+}
+
+/** Whether room frames wait for the video. */
+export function waiting() {
+  return room.length > 0;
+}
+
+/** Drops the room frames that wait: a fresh room snapshot already has them. */
 export function forget() {
-  held.length = 0;
+  room.length = 0;
+}
+
+/** Drops the shop frames that wait: a fresh shop snapshot already has them. */
+export function forgetShop() {
+  shop.length = 0;
 }
 
 function release(d) {
-  while (held.length) {
-    const { mediaAt, fn, since } = held[0];
-    if (d != null && d < mediaAt && performance.now() - since < MAX_HOLD_MS) break;
-    held.shift();
-    fn();
+  for (const queue of [room, shop]) {
+    while (queue.length) {
+      const { mediaAt, fn, since } = queue[0];
+      if (d != null && d < mediaAt && performance.now() - since < MAX_HOLD_MS) break;
+      queue.shift();
+      fn();
+    }
   }
 }
 

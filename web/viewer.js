@@ -546,6 +546,7 @@ function renderViewers() {
 function rebuild(state) {
   // A snapshot has everything that waited for the video.
   sync.forget();
+  deletedWhileHeld.clear();
   sync.setLag(state.capture_lag_ms);
   S.settings = state.settings;
   S.messages = new Map((state.history || []).map((m) => [m.id, m]));
@@ -669,12 +670,18 @@ function onVideo(f) {
   return ON_VIDEO.has(f.type) || (f.type === 'chat.message' && S.settings.sync_host_chat && f.message?.role === 'host');
 }
 
+/** Messages deleted while a frame about them waited for the video: it never shows them. */
+const deletedWhileHeld = new Set();
+
 /** Hands every frame to its handler, an on-video one once the video reaches its `media_at`. */
 function follow(client) {
   for (const [type, fn] of Object.entries(handlers)) {
     client.on(type, (f) => {
       sync.learn(f);
-      if (onVideo(f)) sync.hold(f.media_at, () => fn(f));
+      // A deletion acts at once (moderation does not wait), so a held host line or pin it names
+      // must not show later.
+      if (f.type === 'chat.deleted' && sync.waiting()) deletedWhileHeld.add(f.message_id);
+      if (onVideo(f)) sync.hold(f.media_at, () => (f.message && deletedWhileHeld.has(f.message.id)) || fn(f));
       else fn(f);
     });
   }
@@ -694,7 +701,7 @@ async function endedTimeline() {
   try {
     const res = await fetch(`/v1/rooms/${encodeURIComponent(show)}/timeline`);
     const t = res.ok ? await res.json() : null;
-    return t && !t.live && t.moments.some((m) => m.type === 'stream.ended') ? t : null;
+    return t?.ended ? t : null;
   } catch {
     return null;
   }
@@ -740,7 +747,8 @@ function replayTo(d) {
   while (replay.applied < ms.length && ms[replay.applied].media_at <= d) {
     const m = ms[replay.applied++];
     sync.learn(m);
-    handlers[m.type](m);
+    // A handler keeps what it is given; the timeline's moments play again after a seek back.
+    handlers[m.type](structuredClone(m));
   }
   const progress = els.track.querySelector('.chapter-progress');
   if (Number.isFinite(els.video.duration)) progress.style.width = `${(100 * els.video.currentTime) / els.video.duration}%`;

@@ -722,10 +722,14 @@ async fn room_state(
 /// (`liveshop_api::timeline`).
 async fn room_timeline(
     State(app): State<Arc<AppState>>,
-    RoomCaller { room, .. }: RoomCaller,
+    Path(room): Path<String>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    // Public, as the feed: a stale token a replay page still holds must not refuse it.
     app.node.metrics().timeline_requests.inc();
+    app.pace(Limit::Reads, app.client_ip(addr, &headers))?;
+    app.show(&room)?;
     let req = HttpRequest {
         method: "GET".into(),
         path: "/timeline".into(),

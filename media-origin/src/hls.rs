@@ -7,7 +7,7 @@
 //! | `master-aac.m3u8`    | the same with the AAC variant alone   | `no-cache`                    |
 //! | `live.m3u8`          | media playlist                        | `no-cache`                    |
 //! | `live.m3u8?_HLS_msn` | blocking reload, answered when ready  | `public, max-age=<target>`    |
-//! | any, of a recording  | the playlists once the show ended     | `public, max-age=60`          |
+//! | any, of a recording  | the playlists once the show ended     | `public, max-age=10`          |
 //! | `init-N.mp4`, `seg-N.m4s`, `part-N.P.m4s` | media             | `public, max-age=31536000, immutable` |
 //!
 //! The AAC rendition's files are the same names with `aac-` in front. A request for the part
@@ -35,8 +35,8 @@ use crate::store::{
 
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 /// A recording's playlists (ended: `EXT-X-ENDLIST`): a CDN serves a replay's viewers, asking
-/// again each minute in case the show goes live once more.
-const RECORDING: &str = "public, max-age=60";
+/// again every few seconds in case the show goes live once more (an encoder's reconnect).
+const RECORDING: &str = "public, max-age=10";
 
 #[derive(Debug, Default, Deserialize)]
 pub struct HlsQuery {

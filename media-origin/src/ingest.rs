@@ -463,6 +463,14 @@ impl Session {
                 let Some(unit) = self.h264.push(&d.data) else { return };
                 let dts = self.clock.dts(TrackKind::Video, &d);
                 self.stats.frames += 1;
+                let capture = self.clock.capture(&d);
+                // Before the publisher's first sender report, capture time is only arrival time:
+                // a lag of 0 that says nothing. Taken before `maybe_begin`, so `stream.started`
+                // already carries this frame's.
+                if d.last_sender_info.is_some() {
+                    let lag = self.clock.lag_ms(&d, capture);
+                    self.stats.least_lag_ms = Some(self.stats.least_lag_ms.map_or(lag, |l| l.min(lag)));
+                }
                 if unit.keyframe {
                     if let Some(last) = self.stats.last_keyframe.replace(dts) {
                         self.stats.keyframe_interval_ms = Some((dts.saturating_sub(last) / 90) as u32);
@@ -472,9 +480,6 @@ impl Session {
                     });
                     self.maybe_begin(events, config);
                 }
-                let capture = self.clock.capture(&d);
-                let lag = self.clock.lag_ms(&d, capture);
-                self.stats.least_lag_ms = Some(self.stats.least_lag_ms.map_or(lag, |l| l.min(lag)));
                 let frame = Frame {
                     kind: TrackKind::Video,
                     dts,

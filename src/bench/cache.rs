@@ -60,7 +60,7 @@ pub const NGINX_LOCATIONS: &str = r#"
         # The public feed: cached as the node's Cache-Control says (max-age=1 for the snapshot,
         # 2 after a position), keyed by the whole URL with its query (after=E-S&wait=K), and
         # collapsed: one request per URL reaches the node while the rest wait for its answer.
-        # A replay's timeline the same way (a minute once the show ended; never while live).
+        # A replay's timeline the same way (10 s once the show ended; never while live).
         location ~ ^/v1/rooms/[^/]+/(feed|timeline)$ {
             proxy_pass http://liveshop;
             proxy_http_version 1.1;
@@ -149,7 +149,7 @@ sub vcl_recv {{
     # The public feed: one answer for every viewer, whatever cookies they carry, so cached and
     # collapsed (Varnish's waiting list: the rest wait for the one request at the node and are
     # woken when its answer lands). The URL with its query (after=E-S&wait=K) is the key.
-    # A replay's timeline likewise (cached a minute once the show ended; never while live).
+    # A replay's timeline likewise (cached 10 s once the show ended; never while live).
     if (req.method == "GET" && req.url ~ "^/v1/rooms/[^/?]+/(feed|timeline)(\?|$)") {{
         unset req.http.Cookie;
         unset req.http.Authorization;

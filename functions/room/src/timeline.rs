@@ -20,10 +20,15 @@ use serde::{Deserialize, Serialize};
 use crate::ids::Millis;
 use crate::protocol::{Audience, Event};
 
-/// Moments other than chat a timeline keeps; later ones are not kept.
+/// Moments other than chat a timeline keeps; later ones are not kept, except the stream's starts
+/// and ends (one each per publish), by which a replay finds where its video plays.
 pub const MAX_MARKS: usize = 1000;
 /// Chat lines a timeline keeps: the first of the show (the rest are counted in `chat_dropped`).
 pub const MAX_CHAT: usize = 1000;
+/// Bytes of moments (as JSON) a timeline keeps, whatever their count: the room's snapshot holds
+/// them, and a host stores a snapshot as one value (a Durable Object's SQLite row holds 2 MB).
+/// Past it, chat is counted in `chat_dropped` and other moments are not kept, as past the counts.
+pub const MAX_BYTES: u64 = 1024 * 1024;
 
 /// One public event on the video's clock.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,12 +52,21 @@ pub struct Timeline {
     pub moments: Vec<Moment>,
     pub chat_kept: u32,
     pub chat_dropped: u32,
+    /// The moments' size as JSON, for [`MAX_BYTES`].
+    #[serde(default)]
+    pub bytes: u64,
 }
 
 impl Timeline {
     /// The media time of an event at room time `at`, once a stream has given the mapping.
     pub fn media_at(&self, at: Millis) -> Option<Millis> {
         self.capture_lag_ms.map(|lag| shift(at, lag))
+    }
+
+    /// Whether the replay shows message `id`: a moderator can still delete it from there after it
+    /// scrolled out of the live chat's history.
+    pub fn replays_message(&self, id: crate::MessageId) -> bool {
+        self.moments.iter().any(|m| matches!(&m.event, Event::ChatMessage { message } if message.id == id))
     }
 
     /// Takes in one logged event at room time `at` (from `RoomState::apply`).
@@ -65,16 +79,23 @@ impl Timeline {
             Event::StreamHealth(h) => self.capture_lag_ms = Some(h.capture_lag_ms),
             Event::StreamEnded { .. } => self.live = false,
             Event::ChatDeleted { message_id } => {
-                let mut chat_gone = 0;
-                self.moments.retain(|m| match &m.event {
-                    Event::ChatMessage { message } if message.id == *message_id => {
-                        chat_gone += 1;
-                        false
+                let (mut chat_gone, mut bytes_gone) = (0, 0);
+                self.moments.retain(|m| {
+                    let keep = match &m.event {
+                        Event::ChatMessage { message } if message.id == *message_id => {
+                            chat_gone += 1;
+                            false
+                        }
+                        Event::ChatPinned { message } => message.id != *message_id,
+                        _ => true,
+                    };
+                    if !keep {
+                        bytes_gone += size(&m.event);
                     }
-                    Event::ChatPinned { message } => message.id != *message_id,
-                    _ => true,
+                    keep
                 });
                 self.chat_kept -= chat_gone;
+                self.bytes -= bytes_gone;
                 return;
             }
             _ => {}
@@ -83,14 +104,18 @@ impl Timeline {
             return;
         }
         let chat = matches!(event, Event::ChatMessage { .. });
-        if chat && self.chat_kept as usize >= MAX_CHAT {
+        let bytes = size(event);
+        let full = self.bytes + bytes > MAX_BYTES;
+        if chat && (full || self.chat_kept as usize >= MAX_CHAT) {
             self.chat_dropped += 1;
             return;
         }
-        if !chat && self.moments.len() - self.chat_kept as usize >= MAX_MARKS {
+        let marker = matches!(event, Event::StreamStarted(_) | Event::StreamEnded { .. });
+        if !chat && !marker && (full || self.moments.len() - self.chat_kept as usize >= MAX_MARKS) {
             return;
         }
         self.chat_kept += u32::from(chat);
+        self.bytes += bytes;
         let media_at = shift(at, self.capture_lag_ms.unwrap_or(0));
         self.moments.push(Moment { at, media_at, event: event.clone() });
     }
@@ -116,14 +141,22 @@ fn is_moment(event: &Event) -> bool {
     )
 }
 
+/// An event's size as JSON.
+fn size(event: &Event) -> u64 {
+    serde_json::to_vec(event).map_or(0, |json| json.len() as u64)
+}
+
 fn shift(at: Millis, lag: i64) -> Millis {
     at.saturating_add_signed(-lag)
 }
 
-/// The replay's view of a room: `GET /timeline`'s answer. `live` is written first, for
-/// [`cache_control`].
+/// The replay's view of a room: `GET /timeline`'s answer. `ended` is written first, for
+/// [`cache_control`]. While live it lists no moments: every viewer's page asks at load whether
+/// to play a replay, and the live show's page needs none of them.
 #[derive(Debug, Serialize)]
 pub struct TimelineView<'a> {
+    /// A stream ran and none runs now: the replay's timeline, final but for deletions.
+    pub ended: bool,
     pub live: bool,
     pub capture_lag_ms: Option<i64>,
     pub chat_dropped: u32,
@@ -132,24 +165,27 @@ pub struct TimelineView<'a> {
 
 impl<'a> From<&'a Timeline> for TimelineView<'a> {
     fn from(t: &'a Timeline) -> Self {
+        let ended = !t.live && t.moments.iter().any(|m| matches!(m.event, Event::StreamEnded { .. }));
         TimelineView {
+            ended,
             live: t.live,
             capture_lag_ms: t.capture_lag_ms,
             chat_dropped: t.chat_dropped,
-            moments: &t.moments,
+            moments: if t.live { &[] } else { &t.moments },
         }
     }
 }
 
 /// How long a cache may keep a timeline answer (`docs/cdn.md`). Once the stream ended it
-/// changes only if a moderator deletes a message or the show goes live again: a CDN serves a
-/// replay's whole audience from one answer a minute. While live it grows with every event.
+/// changes only if a moderator deletes a message or the show goes live again, which a cache
+/// shows at most this late: a CDN serves a replay's whole audience from one answer per period.
+/// Before and during the show it changes with every event.
 pub fn cache_control(body: &[u8]) -> &'static str {
-    if body.starts_with(br#"{"live":false"#) { ENDED_CACHE } else { "no-cache" }
+    if body.starts_with(br#"{"ended":true"#) { ENDED_CACHE } else { "no-cache" }
 }
 
-/// `Cache-Control` of an ended show's timeline.
-pub const ENDED_CACHE: &str = "public, max-age=60, stale-while-revalidate=600";
+/// `Cache-Control` of an ended show's timeline (the origin's recordings' playlists say the same).
+pub const ENDED_CACHE: &str = "public, max-age=10";
 
 #[cfg(test)]
 mod tests {
@@ -185,6 +221,8 @@ mod tests {
     fn room_time_maps_to_media_time_by_the_latest_lag() {
         let mut t = Timeline::default();
         assert_eq!(t.media_at(10_000), None, "no stream, no video clock");
+        let before = serde_json::to_vec(&TimelineView::from(&t)).unwrap();
+        assert_eq!(cache_control(&before), "no-cache", "before the show it changes with every event");
         t.record(10_000, &Audience::All, &started(40));
         assert_eq!(t.media_at(10_000), Some(9_960));
         let health = StreamHealth {
@@ -202,7 +240,9 @@ mod tests {
         let ended = serde_json::to_vec(&TimelineView::from(&t)).unwrap();
         assert_eq!(cache_control(&ended), ENDED_CACHE);
         t.record(40_000, &Audience::All, &started(40));
-        assert_eq!(cache_control(&serde_json::to_vec(&TimelineView::from(&t)).unwrap()), "no-cache");
+        let live = TimelineView::from(&t);
+        assert!(live.moments.is_empty(), "a live show's page needs no replay");
+        assert_eq!(cache_control(&serde_json::to_vec(&live).unwrap()), "no-cache");
         let kinds: Vec<&str> = t.moments.iter().map(|m| m.event.name()).collect();
         assert_eq!(kinds, ["stream.started", "stream.ended", "stream.started"], "health is no moment");
         assert_eq!(t.moments[1].media_at, 30_025);
@@ -217,15 +257,45 @@ mod tests {
         }
         assert_eq!(t.chat_kept as usize, MAX_CHAT);
         assert_eq!(t.chat_dropped, 10);
+        assert!(t.replays_message(MessageId(2)));
         t.record(5_000, &Audience::All, &Event::ChatDeleted { message_id: MessageId(2) });
         assert_eq!(t.moments.len(), MAX_CHAT - 1);
         assert_eq!(t.chat_kept as usize, MAX_CHAT - 1);
-        assert!(
-            !t.moments
-                .iter()
-                .any(|m| matches!(&m.event, Event::ChatMessage { message } if message.id == MessageId(2)))
-        );
+        assert!(!t.replays_message(MessageId(2)));
         // Room time is media time before any stream.
         assert_eq!(t.moments[0].media_at, t.moments[0].at);
+    }
+
+    #[test]
+    fn marks_are_bounded_but_the_streams_start_and_end_are_always_kept() {
+        let mut t = Timeline::default();
+        t.record(1, &Audience::All, &started(0));
+        for at in 2..(MAX_MARKS as u64 + 10) {
+            t.record(at, &Audience::All, &Event::BannerSet { text: format!("banner {at}") });
+        }
+        assert_eq!(t.moments.len(), MAX_MARKS);
+        t.record(50_000, &Audience::All, &Event::StreamEnded { duration_ms: 49_999 });
+        assert_eq!(t.moments.len(), MAX_MARKS + 1);
+        assert_eq!(t.moments.last().map(|m| m.event.name()), Some("stream.ended"));
+    }
+
+    #[test]
+    fn a_timeline_stays_within_its_bytes_whatever_its_lines_hold() {
+        let mut t = Timeline::default();
+        let long = |id: u64| {
+            let Event::ChatMessage { mut message } = chat(id) else { unreachable!("chat() makes a line") };
+            message.text = "🛍".repeat(500);
+            Event::ChatMessage { message }
+        };
+        for id in 1..=MAX_CHAT as u64 {
+            t.record(id, &Audience::All, &long(id));
+        }
+        let json = serde_json::to_vec(&TimelineView::from(&t)).unwrap();
+        assert!(json.len() as u64 <= MAX_BYTES + 64 * 1024, "{} bytes", json.len());
+        assert!(t.chat_dropped > 0 && t.bytes <= MAX_BYTES);
+        assert_eq!(t.chat_kept + t.chat_dropped, MAX_CHAT as u32);
+        let kept = t.bytes;
+        t.record(5_000, &Audience::All, &Event::ChatDeleted { message_id: MessageId(1) });
+        assert_eq!(t.bytes, kept - size(&long(1)), "a deletion frees its bytes");
     }
 }

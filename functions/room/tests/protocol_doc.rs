@@ -155,7 +155,7 @@ fn the_timeline_example_is_an_answer_the_room_gives() {
     let answer: Value = serde_json::from_str(json).unwrap();
     assert_eq!(
         answer.as_object().unwrap().keys().cloned().collect::<Vec<_>>(),
-        ["capture_lag_ms", "chat_dropped", "live", "moments"]
+        ["capture_lag_ms", "chat_dropped", "ended", "live", "moments"]
     );
     for m in answer["moments"].as_array().unwrap() {
         let moment: liveshop_room::timeline::Moment = serde_json::from_value(m.clone()).unwrap();

@@ -66,6 +66,23 @@ fn replies_pins_and_deletes() {
 }
 
 #[test]
+fn a_message_gone_from_the_live_history_is_still_deleted_from_the_replay() {
+    let mut h = Host::new();
+    let ana = h.connect("ana", Role::Viewer);
+    let mia = h.connect("mia", Role::Moderator);
+    let first = h.send(ana, chat("rude"))["seq"].clone();
+    for i in 0..liveshop_room::state::HISTORY_LEN {
+        h.advance(1100);
+        assert!(acked(&h.send(mia, chat(&format!("line {i}")))));
+    }
+    assert!(h.room.state().find_message(serde_json::from_value(first.clone()).unwrap()).is_none());
+    assert!(acked(&h.send(mia, json!({"type": "chat.delete", "message_id": first}))));
+    let replayed = &h.room.state().timeline.moments;
+    assert_eq!(replayed.len(), liveshop_room::state::HISTORY_LEN, "only the deleted line left the replay");
+    assert_eq!(code(&h.send(mia, json!({"type": "chat.delete", "message_id": first}))), "not_found");
+}
+
+#[test]
 fn length_cap_and_empty_messages_are_refused() {
     let mut h = Host::new();
     let ana = h.connect("ana", Role::Viewer);
@@ -363,12 +380,15 @@ fn the_media_origin_posts_stream_events_as_the_host_and_the_room_relays_them() {
     let mut h = Host::new();
     let ana = h.connect("ana", Role::Viewer);
     let mia = h.connect("mia", Role::Moderator);
+    let host = h.connect("host", Role::Host);
     let origin = h.connect("media-origin", Role::Host);
     let started = json!({"type": "stream.started", "playlist": "/hls/demo/master.m3u8",
-        "codecs": "avc1.64001f,opus", "width": 1280, "height": 720});
+        "codecs": "avc1.64001f,opus", "width": 1280, "height": 720, "capture_lag_ms": 30});
     assert_eq!(code(&h.send(ana, started.clone())), "forbidden");
     assert_eq!(code(&h.send(mia, started.clone())), "forbidden");
+    assert_eq!(code(&h.send(host, started.clone())), "forbidden", "a host does not fake the stream");
     assert!(acked(&h.send(origin, started)));
+    assert_eq!(h.room.state().timeline.capture_lag_ms, Some(30));
     assert_eq!(h.of_type(ana, "stream.started")[0]["playlist"], "/hls/demo/master.m3u8");
     // Health is for the dashboard, not for viewers.
     let health = json!({"type": "stream.health", "bitrate_kbps": 2500, "fps": 30, "keyframe_interval_ms": 4000,
@@ -379,7 +399,13 @@ fn the_media_origin_posts_stream_events_as_the_host_and_the_room_relays_them() {
     let flood =
         json!({"type": "stream.health", "bitrate_kbps": 1, "fps": 1, "warnings": ["a", "b", "c", "d", "e"]});
     assert_eq!(code(&h.send(origin, flood)), "invalid_argument");
-    assert!(acked(&h.send(origin, json!({"type": "stream.ended", "duration_ms": 60000}))));
+    // A publisher whose clock is a day off still streams; the room maps it as if it had no lag.
+    let broken = json!({"type": "stream.health", "bitrate_kbps": 1, "fps": 1, "capture_lag_ms": 86_400_000});
+    assert!(acked(&h.send(origin, broken)));
+    assert_eq!(h.room.state().timeline.capture_lag_ms, Some(0));
+    let ended = json!({"type": "stream.ended", "duration_ms": 60000});
+    assert_eq!(code(&h.send(host, ended.clone())), "forbidden");
+    assert!(acked(&h.send(origin, ended)));
     assert_eq!(h.of_type(ana, "stream.ended")[0]["duration_ms"], 60000);
 }
 

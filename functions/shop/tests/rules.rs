@@ -365,6 +365,11 @@ fn a_deal_kept_on_for_replays_prices_replay_carts_after_it_ends() {
     let catalog = h.request(None, "GET", "/catalog", &[], "");
     let v = &catalog.json["products"][0]["variants"][0];
     assert_eq!((v["offered_price"].clone(), v["replay_price"].clone()), (eur(2000), eur(1500)));
+    // Taking another line out of a replay's cart leaves its deal price.
+    let bob = viewer("bob");
+    assert!(h.post(&bob, "/carts/bob/items", json!({ "sku": "TEE-L", "quantity": 1, "replay": true })).ok());
+    let r = h.request(Some(&bob), "DELETE", "/carts/bob/items/TEE-L", &[], "");
+    assert_eq!(r.json["quote"]["total"], eur(1500), "{}", r.json);
     h.checkout("bob", "k", "tok_visa");
     h.pay();
     assert_eq!(h.shop.state().deals.values().next().unwrap().taken, 1, "the caps still count");
@@ -1104,4 +1109,14 @@ fn a_verified_buyers_only_deal_refuses_guests_at_cart_and_checkout() {
     assert_eq!((r.status, r.code()), (403, "verified_buyer_required"));
     // A token the platform or merchant minted (no device) is a verified buyer.
     assert_eq!(h.add("ana", "TEE-M", 1).json["quote"]["total"], eur(1000));
+
+    // Kept on for the replay, the deal is still not for guests.
+    h.product("cap", &[("CAP", 1000, 100)]);
+    let kept = json!({ "sku": "CAP", "duration_secs": 60, "discount": { "percent": "50" }, "quantity_cap": 20, "per_buyer_cap": 1, "verified_buyers_only": true, "replay_secs": 3600 });
+    assert_eq!(h.post(&merchant(), "/deals", kept).status, 201);
+    h.run_for(2 * MINUTE);
+    let on_replay = json!({ "sku": "CAP", "quantity": 1, "replay": true });
+    let r = h.post(&guest("g3", "tablet"), "/carts/g3/items", on_replay.clone());
+    assert_eq!((r.status, r.code()), (403, "verified_buyer_required"));
+    assert_eq!(h.post(&viewer("bea"), "/carts/bea/items", on_replay).json["quote"]["total"], eur(500));
 }

@@ -14,6 +14,7 @@ impl Room {
         require(who.role.can_moderate())?;
         if self.state.find_message(message_id).is_none()
             && self.state.pinned_message.as_ref().is_none_or(|m| m.id != message_id)
+            && !self.state.timeline.replays_message(message_id)
         {
             return Err(not_found("message"));
         }

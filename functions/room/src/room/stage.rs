@@ -4,12 +4,17 @@
 use super::*;
 use crate::protocol::Product;
 
-/// A `capture_lag_ms` the room can map its clock by ([`crate::timeline`]).
-fn capture_lag(lag: i64) -> Result<(), CommandError> {
-    if lag.abs() > limits::MAX_CAPTURE_LAG_MS {
-        return Err(invalid(format!("capture_lag_ms is at most {} either way", limits::MAX_CAPTURE_LAG_MS)));
-    }
-    Ok(())
+/// The `capture_lag_ms` the room maps its clock by ([`crate::timeline`]). A publisher whose clock
+/// is further off than [`limits::MAX_CAPTURE_LAG_MS`] is broken, not late: its stream still
+/// counts, mapped as if capture were now (0), so nothing waits on a clock nobody can trust.
+fn capture_lag(lag: i64) -> i64 {
+    if lag.abs() > limits::MAX_CAPTURE_LAG_MS { 0 } else { lag }
+}
+
+/// Stream events are the media origin's word alone: a host's token does not start a show's
+/// stream or set the clock its overlays wait on.
+fn require_origin(who: &Identity) -> Result<(), CommandError> {
+    require(who.subject == MEDIA_ORIGIN && who.role == Role::Host)
 }
 
 impl Room {
@@ -60,11 +65,11 @@ impl Room {
         who: &Identity,
         started: StreamStarted,
     ) -> Result<Accepted, CommandError> {
-        require(who.role == Role::Host)?;
-        capture_lag(started.capture_lag_ms)?;
+        require_origin(who)?;
         let playlist = text_field(&started.playlist, limits::MAX_STREAM_TEXT_CHARS, "playlist")?;
         let codecs = text_field(&started.codecs, limits::MAX_STREAM_TEXT_CHARS, "codecs")?;
-        let started = StreamStarted { playlist, codecs, ..started };
+        let capture_lag_ms = capture_lag(started.capture_lag_ms);
+        let started = StreamStarted { playlist, codecs, capture_lag_ms, ..started };
         one(self.emit(now, Audience::All, Event::StreamStarted(started)))
     }
 
@@ -75,8 +80,7 @@ impl Room {
         who: &Identity,
         health: StreamHealth,
     ) -> Result<Accepted, CommandError> {
-        require(who.role == Role::Host)?;
-        capture_lag(health.capture_lag_ms)?;
+        require_origin(who)?;
         if health.warnings.len() > limits::MAX_STREAM_WARNINGS {
             return Err(invalid(format!("at most {} warnings", limits::MAX_STREAM_WARNINGS)));
         }
@@ -86,7 +90,8 @@ impl Room {
             .map(|w| text_field(w, limits::MAX_STREAM_TEXT_CHARS, "warning"))
             .collect::<Result<Vec<_>, _>>()?;
         // For the dashboard: viewers need to know the stream is there, not its bit rate.
-        let health = Event::StreamHealth(StreamHealth { warnings, ..health });
+        let capture_lag_ms = capture_lag(health.capture_lag_ms);
+        let health = Event::StreamHealth(StreamHealth { warnings, capture_lag_ms, ..health });
         one(self.emit(now, Audience::Staff, health))
     }
 
@@ -97,7 +102,7 @@ impl Room {
         who: &Identity,
         duration_ms: u64,
     ) -> Result<Accepted, CommandError> {
-        require(who.role == Role::Host)?;
+        require_origin(who)?;
         one(self.emit(now, Audience::All, Event::StreamEnded { duration_ms }))
     }
 

@@ -95,16 +95,11 @@ impl Shop {
     pub(super) fn remove_item(&mut self, c: &Call, buyer: &str, sku: &str) -> Handled {
         c.own(buyer)?;
         if let Some(sku) = Sku::parse(sku).filter(|s| self.in_cart(buyer, s) > 0) {
-            self.emit(
-                c.now,
-                Event::CartLineSet {
-                    buyer: buyer.to_string(),
-                    sku,
-                    quantity: 0,
-                    show: c.show(),
-                    replay: false,
-                },
-            );
+            // Taking a line out leaves the rest priced as they were (live or replay).
+            let replay = self.state.carts.get(buyer).is_some_and(|cart| cart.replay);
+            let event =
+                Event::CartLineSet { buyer: buyer.to_string(), sku, quantity: 0, show: c.show(), replay };
+            self.emit(c.now, event);
         }
         self.cart_reply(c, buyer)
     }
@@ -130,7 +125,7 @@ impl Shop {
                 return Err(ApiError::new(ErrorCode::CartFull, msg));
             }
             let v = &self.state.variants[&sku];
-            verified_if_required(&self.state, c.buyer()?, &sku, c.now)?;
+            verified_if_required(&self.state, c.buyer()?, &sku, c.now, replay)?;
             limits_allow(&self.state, buyer, &sku, quantity)?;
             if let Some(expected) = expected {
                 let expected = expected.parse(self.state.settings.currency)?;
@@ -206,7 +201,7 @@ impl Shop {
         let cart = self.state.carts.get(&buyer).filter(|c| !c.lines.is_empty()).cloned();
         let cart = cart.ok_or_else(|| ApiError::new(ErrorCode::CartEmpty, "the cart is empty"))?;
         for sku in cart.lines.keys() {
-            verified_if_required(&self.state, who, sku, c.now)?;
+            verified_if_required(&self.state, who, sku, c.now, cart.replay)?;
         }
         let q = quote(&self.state, &buyer, device.as_deref(), &cart.lines, &cart, c.now)?;
         if cart.coupon.is_some() && q.coupon.is_none() {
@@ -303,9 +298,16 @@ impl Shop {
 }
 
 /// A deal for verified buyers only is not for guests (tokens a host minted at `POST /guest`,
-/// which carry a device): a token the platform or the merchant minted is a verified buyer.
-fn verified_if_required(state: &ShopState, who: &Identity, sku: &Sku, now: Millis) -> Result<(), ApiError> {
-    if who.device.is_some() && state.active_deal(sku, now).is_some_and(|d| d.verified_buyers_only) {
+/// which carry a device): a token the platform or the merchant minted is a verified buyer. That
+/// holds for a deal kept on for the replay too, which a `replay` cart prices by.
+fn verified_if_required(
+    state: &ShopState,
+    who: &Identity,
+    sku: &Sku,
+    now: Millis,
+    replay: bool,
+) -> Result<(), ApiError> {
+    if who.device.is_some() && state.deal_for(sku, now, replay).is_some_and(|d| d.verified_buyers_only) {
         let msg = "this deal is for verified buyers only: sign in with the shop to buy it";
         return Err(ApiError::new(ErrorCode::VerifiedBuyerRequired, msg).with("sku", sku));
     }
