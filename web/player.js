@@ -115,7 +115,8 @@
   async function findAnchor() {
     if (hls || typeof video.getStartDate === 'function') return;
     const base = new URL(url.replace(/master\.m3u8$/, 'aac-live.m3u8'), location.href);
-    const text = await fetch(base).then((r) => r.text());
+    // The delta playlist: the newest segments are all it needs, however long the show.
+    const text = await fetch(new URL('?_HLS_skip=YES', base)).then((r) => r.text());
     let pdt = null;
     let part = null;
     let segment = null;
@@ -138,7 +139,13 @@
     const ticks = box.getUint8(0) === 1 ? Number(box.getBigUint64(4)) : box.getUint32(4);
     anchor = first.pdt - ticks / 90;
   }
-  if (mode === 'native') video.addEventListener('playing', () => findAnchor().catch((e) => console.warn('liveshop player:', e)));
+  if (mode === 'native') {
+    const anchorNow = () => findAnchor().catch((e) => console.warn('liveshop player:', e));
+    video.addEventListener('playing', anchorNow);
+    // And again from the newest segment every 5 s: the first segments' dates can be arrival
+    // times (before the publisher's first sender report), late by its start-up delay.
+    setInterval(() => video.paused || anchorNow(), 5000);
+  }
 
   // For the page and for tests: how it plays ('hls.js', 'native' or 'none'), the hls.js
   // instance (playingDate, latency), the playing frame's date and a way to start over, such as

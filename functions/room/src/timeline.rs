@@ -95,7 +95,7 @@ impl Timeline {
                     keep
                 });
                 self.chat_kept -= chat_gone;
-                self.bytes -= bytes_gone;
+                self.bytes = self.bytes.saturating_sub(bytes_gone);
                 return;
             }
             _ => {}
