@@ -106,45 +106,29 @@
     return at;
   }
 
-  // The browser's own HLS without getStartDate() (Chromium's) plays on the segments' media
-  // timeline, as hls.js does: the date at media time 0 is a part's EXT-X-PROGRAM-DATE-TIME minus
-  // its decode time (the `tfdt` of its first track, the video's, at our 90 kHz). One part, the
-  // first of the newest segment with parts, gives it (a CDN has it already); a recording's
-  // playlist has no parts, and its newest segment gives it.
+  // The browser's own HLS without getStartDate() (Chromium's) plays on the playlist's timeline:
+  // a segment starts where the EXTINF durations of those before it end (measured: a stream whose
+  // first segment's decode time is not 0 still starts at 0). So the date at media time 0 is the
+  // newest segment's EXT-X-PROGRAM-DATE-TIME minus the durations before it.
   let anchor = null;
   async function findAnchor() {
     if (hls || typeof video.getStartDate === 'function') return;
-    const base = new URL(url.replace(/master\.m3u8$/, 'aac-live.m3u8'), location.href);
-    // The delta playlist: the newest segments are all it needs, however long the show.
-    const text = await fetch(new URL('?_HLS_skip=YES', base)).then((r) => r.text());
-    let pdt = null;
-    let part = null;
-    let segment = null;
+    const playlist = new URL(url.replace(/master\.m3u8$/, 'aac-live.m3u8'), location.href);
+    const text = await fetch(playlist).then((r) => r.text());
+    let before = 0;
+    let newest = null;
     for (const line of text.split('\n')) {
-      if (line.startsWith('#EXT-X-PROGRAM-DATE-TIME:')) pdt = Date.parse(line.slice(25));
-      else if (line.startsWith('#EXT-X-PART:') && pdt != null) {
-        part = { pdt, uri: /URI="([^"]+)"/.exec(line)?.[1] };
-        pdt = null;
-      } else if (line && !line.startsWith('#')) {
-        if (pdt != null) segment = { pdt, uri: line };
-        pdt = null;
-      }
+      // Every segment of ours has its own date.
+      if (line.startsWith('#EXT-X-PROGRAM-DATE-TIME:')) newest = { pdt: Date.parse(line.slice(25)), before };
+      else if (line.startsWith('#EXTINF:')) before += Number.parseFloat(line.slice(8));
     }
-    const first = part?.uri ? part : segment;
-    if (!first?.uri) return;
-    const bytes = new Uint8Array(await fetch(new URL(first.uri, base)).then((r) => r.arrayBuffer()));
-    const at = bytes.findIndex((_, i) => bytes[i] === 0x74 && bytes[i + 1] === 0x66 && bytes[i + 2] === 0x64 && bytes[i + 3] === 0x74);
-    if (at < 0) return;
-    const box = new DataView(bytes.buffer, at + 4);
-    const ticks = box.getUint8(0) === 1 ? Number(box.getBigUint64(4)) : box.getUint32(4);
-    anchor = first.pdt - ticks / 90;
+    if (newest && Number.isFinite(newest.pdt)) anchor = newest.pdt - newest.before * 1000;
   }
   if (mode === 'native') {
     const anchorNow = () => findAnchor().catch((e) => console.warn('liveshop player:', e));
     video.addEventListener('playing', anchorNow);
-    // And again from the newest segment every 5 s: the first segments' dates can be arrival
-    // times (before the publisher's first sender report), late by its start-up delay.
-    setInterval(() => video.paused || anchorNow(), 5000);
+    // And again every 30 s, should the publisher's clock drift from the media's.
+    setInterval(() => video.paused || anchorNow(), 30_000);
   }
 
   // For the page and for tests: how it plays ('hls.js', 'native' or 'none'), the hls.js

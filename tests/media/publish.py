@@ -12,7 +12,7 @@ own capture time (milliseconds since the Unix epoch, the low 32 bits) as two row
 white blocks across the top, the second row the complement of the first: the page that plays it
 reads which moment is on screen (tests/media/sync.spec.mjs).
 
-    python3 publish.py [--seconds N] [--no-delete] [--keyint FRAMES] [--keyframe-on-request] [--beep] [--clock] -- URL TOKEN
+    python3 publish.py [--seconds N] [--no-delete] [--keyint FRAMES] [--keyframe-on-request] [--beep] [--clock] [--late-start] -- URL TOKEN
 
 Prints `LIVE <location>` once the WHIP answer is applied, then `KEYFRAME REQUESTS <n>` (how many
 PLI or FIR arrived) and `DONE` after the DELETE (or exits without them with --no-delete, like a
@@ -66,6 +66,7 @@ class EncodedVideo(MediaStreamTrack):
         self.requests = 0
         self.answer_requests = False
         self.keyframe_asked = False
+        self.skip = 0
 
     def keyframe_request(self):
         """aiortc calls this on a PLI or FIR (its sender's hook for its own encoders)."""
@@ -107,13 +108,16 @@ class EncodedVideo(MediaStreamTrack):
     async def recv(self):
         if self.start is None:
             self.start = time.time()
-        while not self.pending:
-            wait = self.start + self.n / FPS - time.time()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            self.pending.extend(self.codec.encode(self.frame()))
-            self.n += 1
-        packet = self.pending.pop(0)
+        packet = None
+        # With --late-start the frames before `skip` are encoded but never sent.
+        while packet is None or packet.pts < self.skip:
+            while not self.pending:
+                wait = self.start + self.n / FPS - time.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                self.pending.extend(self.codec.encode(self.frame()))
+                self.n += 1
+            packet = self.pending.pop(0)
         packet.pts = packet.pts * VIDEO_CLOCK // FPS
         packet.time_base = fractions.Fraction(1, VIDEO_CLOCK)
         return packet
@@ -171,11 +175,16 @@ async def main() -> int:
     ap.add_argument("--keyframe-on-request", action="store_true")
     ap.add_argument("--beep", action="store_true")
     ap.add_argument("--clock", action="store_true")
+    # The first keyframe interval of video is never sent: the origin's first segment then starts
+    # a keyframe interval into the media's clock (a decode time other than 0), as when a
+    # publisher's first keyframe is lost.
+    ap.add_argument("--late-start", action="store_true")
     args = ap.parse_args()
 
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     track = EncodedVideo(args.keyint, args.beep, args.clock)
     track.answer_requests = args.keyframe_on_request
+    track.skip = args.keyint if args.late_start else 0
     video = pc.addTransceiver(track, direction="sendonly")
     # aiortc's keyframe flag only reaches encoders it runs itself; this track encodes its own.
     video.sender._send_keyframe = track.keyframe_request
