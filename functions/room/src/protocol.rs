@@ -24,9 +24,6 @@ pub mod limits {
     /// A stream event's texts (playlist path, codecs, a health warning).
     pub const MAX_STREAM_TEXT_CHARS: usize = 200;
     pub const MAX_STREAM_WARNINGS: usize = 4;
-    /// The largest `capture_lag_ms` either way: a publisher's clock further off than this is
-    /// broken, not late, and the room maps its stream as if it had no lag.
-    pub const MAX_CAPTURE_LAG_MS: i64 = 60_000;
     pub const MAX_POLL_QUESTION_CHARS: usize = 200;
     pub const MAX_POLL_OPTION_CHARS: usize = 80;
     pub const MIN_POLL_OPTIONS: usize = 2;

@@ -20,15 +20,18 @@ use serde::{Deserialize, Serialize};
 use crate::ids::Millis;
 use crate::protocol::{Audience, Event};
 
-/// Moments other than chat a timeline keeps; later ones are not kept, except the stream's starts
-/// and ends (one each per publish), by which a replay finds where its video plays.
+/// Moments other than chat and stream markers a timeline keeps; later ones are not kept.
 pub const MAX_MARKS: usize = 1000;
 /// Chat lines a timeline keeps: the first of the show (the rest are counted in `chat_dropped`).
 pub const MAX_CHAT: usize = 1000;
-/// Bytes of moments (as JSON) a timeline keeps, whatever their count: the room's snapshot holds
-/// them, and a host stores a snapshot as one value (a Durable Object's SQLite row holds 2 MB).
-/// Past it, chat is counted in `chat_dropped` and other moments are not kept, as past the counts.
-pub const MAX_BYTES: u64 = 1024 * 1024;
+/// The stream's starts and ends a timeline keeps (by which a replay finds where its video
+/// plays), apart from the other moments so that neither crowds out the other.
+pub const MAX_STREAM_MARKERS: usize = 200;
+/// Bytes of chat moments, and apart of the other moments (as JSON), a timeline keeps whatever
+/// their count: the room's snapshot holds them, and a host stores a snapshot as one value (a
+/// Durable Object's SQLite row holds 2 MB). Past them, chat is counted in `chat_dropped` and
+/// other moments are not kept, as past the counts.
+pub const MAX_BYTES: u64 = 512 * 1024;
 
 /// One public event on the video's clock.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,9 +55,11 @@ pub struct Timeline {
     pub moments: Vec<Moment>,
     pub chat_kept: u32,
     pub chat_dropped: u32,
-    /// The moments' size as JSON, for [`MAX_BYTES`].
-    #[serde(default)]
-    pub bytes: u64,
+    /// The chat moments' size as JSON, for [`MAX_BYTES`].
+    pub chat_bytes: u64,
+    /// The other moments' size as JSON, for [`MAX_BYTES`].
+    pub mark_bytes: u64,
+    pub stream_markers: u32,
 }
 
 impl Timeline {
@@ -66,7 +71,10 @@ impl Timeline {
     /// Whether the replay shows message `id`: a moderator can still delete it from there after it
     /// scrolled out of the live chat's history.
     pub fn replays_message(&self, id: crate::MessageId) -> bool {
-        self.moments.iter().any(|m| matches!(&m.event, Event::ChatMessage { message } if message.id == id))
+        self.moments.iter().any(|m| match &m.event {
+            Event::ChatMessage { message } | Event::ChatPinned { message } => message.id == id,
+            _ => false,
+        })
     }
 
     /// Takes in one logged event at room time `at` (from `RoomState::apply`).
@@ -79,23 +87,22 @@ impl Timeline {
             Event::StreamHealth(h) => self.capture_lag_ms = Some(h.capture_lag_ms),
             Event::StreamEnded { .. } => self.live = false,
             Event::ChatDeleted { message_id } => {
-                let (mut chat_gone, mut bytes_gone) = (0, 0);
-                self.moments.retain(|m| {
-                    let keep = match &m.event {
-                        Event::ChatMessage { message } if message.id == *message_id => {
-                            chat_gone += 1;
-                            false
-                        }
-                        Event::ChatPinned { message } => message.id != *message_id,
-                        _ => true,
-                    };
-                    if !keep {
-                        bytes_gone += size(&m.event);
+                let (mut chat_gone, mut chat_bytes, mut mark_bytes) = (0, 0, 0);
+                self.moments.retain(|m| match &m.event {
+                    Event::ChatMessage { message } if message.id == *message_id => {
+                        chat_gone += 1;
+                        chat_bytes += size(&m.event);
+                        false
                     }
-                    keep
+                    Event::ChatPinned { message } if message.id == *message_id => {
+                        mark_bytes += size(&m.event);
+                        false
+                    }
+                    _ => true,
                 });
                 self.chat_kept -= chat_gone;
-                self.bytes = self.bytes.saturating_sub(bytes_gone);
+                self.chat_bytes -= chat_bytes;
+                self.mark_bytes -= mark_bytes;
                 return;
             }
             _ => {}
@@ -103,19 +110,26 @@ impl Timeline {
         if *audience != Audience::All || !is_moment(event) {
             return;
         }
-        let chat = matches!(event, Event::ChatMessage { .. });
         let bytes = size(event);
-        let full = self.bytes + bytes > MAX_BYTES;
-        if chat && (full || self.chat_kept as usize >= MAX_CHAT) {
-            self.chat_dropped += 1;
-            return;
+        if matches!(event, Event::ChatMessage { .. }) {
+            if self.chat_kept as usize >= MAX_CHAT || self.chat_bytes + bytes > MAX_BYTES {
+                self.chat_dropped += 1;
+                return;
+            }
+            self.chat_kept += 1;
+            self.chat_bytes += bytes;
+        } else if matches!(event, Event::StreamStarted(_) | Event::StreamEnded { .. }) {
+            if self.stream_markers as usize >= MAX_STREAM_MARKERS {
+                return;
+            }
+            self.stream_markers += 1;
+        } else {
+            let marks = self.moments.len() - self.chat_kept as usize - self.stream_markers as usize;
+            if marks >= MAX_MARKS || self.mark_bytes + bytes > MAX_BYTES {
+                return;
+            }
+            self.mark_bytes += bytes;
         }
-        let marker = matches!(event, Event::StreamStarted(_) | Event::StreamEnded { .. });
-        if !chat && !marker && (full || self.moments.len() - self.chat_kept as usize >= MAX_MARKS) {
-            return;
-        }
-        self.chat_kept += u32::from(chat);
-        self.bytes += bytes;
         let media_at = shift(at, self.capture_lag_ms.unwrap_or(0));
         self.moments.push(Moment { at, media_at, event: event.clone() });
     }
@@ -141,9 +155,9 @@ fn is_moment(event: &Event) -> bool {
     )
 }
 
-/// An event's size as JSON.
+/// A moment's size as JSON: its event's and about that of its `at` and `media_at`.
 fn size(event: &Event) -> u64 {
-    serde_json::to_vec(event).map_or(0, |json| json.len() as u64)
+    serde_json::to_vec(event).map_or(0, |json| json.len() as u64) + 48
 }
 
 fn shift(at: Millis, lag: i64) -> Millis {
@@ -151,8 +165,8 @@ fn shift(at: Millis, lag: i64) -> Millis {
 }
 
 /// The replay's view of a room: `GET /timeline`'s answer. `ended` is written first, for
-/// [`cache_control`]. While live it lists no moments: every viewer's page asks at load whether
-/// to play a replay, and the live show's page needs none of them.
+/// [`cache_control`]. It lists the moments once ended only: every viewer's page asks at load
+/// whether to play a replay, and a page before or during the show needs none of them.
 #[derive(Debug, Serialize)]
 pub struct TimelineView<'a> {
     /// A stream ran and none runs now: the replay's timeline, final but for deletions.
@@ -171,7 +185,7 @@ impl<'a> From<&'a Timeline> for TimelineView<'a> {
             live: t.live,
             capture_lag_ms: t.capture_lag_ms,
             chat_dropped: t.chat_dropped,
-            moments: if t.live { &[] } else { &t.moments },
+            moments: if ended { &t.moments } else { &[] },
         }
     }
 }
@@ -267,16 +281,22 @@ mod tests {
     }
 
     #[test]
-    fn marks_are_bounded_but_the_streams_start_and_end_are_always_kept() {
+    fn marks_are_bounded_apart_from_the_streams_start_and_end() {
         let mut t = Timeline::default();
         t.record(1, &Audience::All, &started(0));
         for at in 2..(MAX_MARKS as u64 + 10) {
             t.record(at, &Audience::All, &Event::BannerSet { text: format!("banner {at}") });
         }
-        assert_eq!(t.moments.len(), MAX_MARKS);
-        t.record(50_000, &Audience::All, &Event::StreamEnded { duration_ms: 49_999 });
         assert_eq!(t.moments.len(), MAX_MARKS + 1);
+        t.record(50_000, &Audience::All, &Event::StreamEnded { duration_ms: 49_999 });
+        assert_eq!(t.moments.len(), MAX_MARKS + 2);
         assert_eq!(t.moments.last().map(|m| m.event.name()), Some("stream.ended"));
+        // A publisher that keeps reconnecting is bounded too.
+        for at in 0..(MAX_STREAM_MARKERS as u64) {
+            t.record(60_000 + at, &Audience::All, &Event::StreamEnded { duration_ms: 1 });
+        }
+        assert_eq!(t.stream_markers as usize, MAX_STREAM_MARKERS);
+        assert_eq!(t.moments.len(), MAX_MARKS + MAX_STREAM_MARKERS);
     }
 
     #[test]
@@ -290,12 +310,15 @@ mod tests {
         for id in 1..=MAX_CHAT as u64 {
             t.record(id, &Audience::All, &long(id));
         }
-        let json = serde_json::to_vec(&TimelineView::from(&t)).unwrap();
-        assert!(json.len() as u64 <= MAX_BYTES + 64 * 1024, "{} bytes", json.len());
-        assert!(t.chat_dropped > 0 && t.bytes <= MAX_BYTES);
+        let json = serde_json::to_vec(&t.moments).unwrap();
+        assert!(json.len() as u64 <= MAX_BYTES, "{} bytes", json.len());
+        assert!(t.chat_dropped > 0 && t.chat_bytes <= MAX_BYTES);
         assert_eq!(t.chat_kept + t.chat_dropped, MAX_CHAT as u32);
-        let kept = t.bytes;
+        // Chat that filled its bytes leaves the products their own.
+        t.record(4_000, &Audience::All, &Event::BannerSet { text: "Two left".into() });
+        assert_eq!(t.moments.last().map(|m| m.event.name()), Some("banner.set"));
+        let kept = t.chat_bytes;
         t.record(5_000, &Audience::All, &Event::ChatDeleted { message_id: MessageId(1) });
-        assert_eq!(t.bytes, kept - size(&long(1)), "a deletion frees its bytes");
+        assert_eq!(t.chat_bytes, kept - size(&long(1)), "a deletion frees its bytes");
     }
 }

@@ -399,10 +399,11 @@ fn the_media_origin_posts_stream_events_as_the_host_and_the_room_relays_them() {
     let flood =
         json!({"type": "stream.health", "bitrate_kbps": 1, "fps": 1, "warnings": ["a", "b", "c", "d", "e"]});
     assert_eq!(code(&h.send(origin, flood)), "invalid_argument");
-    // A publisher whose clock is a day off still streams; the room maps it as if it had no lag.
+    // A publisher whose clock is a day off still streams: its playlist's dates are a day off too,
+    // and the room maps by the same day.
     let broken = json!({"type": "stream.health", "bitrate_kbps": 1, "fps": 1, "capture_lag_ms": 86_400_000});
     assert!(acked(&h.send(origin, broken)));
-    assert_eq!(h.room.state().timeline.capture_lag_ms, Some(0));
+    assert_eq!(h.room.state().timeline.capture_lag_ms, Some(86_400_000));
     let ended = json!({"type": "stream.ended", "duration_ms": 60000});
     assert_eq!(code(&h.send(host, ended.clone())), "forbidden");
     assert!(acked(&h.send(origin, ended)));

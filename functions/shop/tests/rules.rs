@@ -370,6 +370,9 @@ fn a_deal_kept_on_for_replays_prices_replay_carts_after_it_ends() {
     assert!(h.post(&bob, "/carts/bob/items", json!({ "sku": "TEE-L", "quantity": 1, "replay": true })).ok());
     let r = h.request(Some(&bob), "DELETE", "/carts/bob/items/TEE-L", &[], "");
     assert_eq!(r.json["quote"]["total"], eur(1500), "{}", r.json);
+    assert!(h.post(&bob, "/carts/bob/items", json!({ "sku": "TEE-L", "quantity": 1, "replay": true })).ok());
+    let r = h.put(&bob, "/carts/bob/items/TEE-L", json!({ "quantity": 0 }));
+    assert_eq!(r.json["quote"]["total"], eur(1500), "setting a line to 0 too: {}", r.json);
     h.checkout("bob", "k", "tok_visa");
     h.pay();
     assert_eq!(h.shop.state().deals.values().next().unwrap().taken, 1, "the caps still count");

@@ -4,13 +4,6 @@
 use super::*;
 use crate::protocol::Product;
 
-/// The `capture_lag_ms` the room maps its clock by ([`crate::timeline`]). A publisher whose clock
-/// is further off than [`limits::MAX_CAPTURE_LAG_MS`] is broken, not late: its stream still
-/// counts, mapped as if capture were now (0), so nothing waits on a clock nobody can trust.
-fn capture_lag(lag: i64) -> i64 {
-    if lag.abs() > limits::MAX_CAPTURE_LAG_MS { 0 } else { lag }
-}
-
 /// Stream events are the media origin's word alone: a host's token does not start a show's
 /// stream or set the clock its overlays wait on.
 fn require_origin(who: &Identity) -> Result<(), CommandError> {
@@ -68,8 +61,7 @@ impl Room {
         require_origin(who)?;
         let playlist = text_field(&started.playlist, limits::MAX_STREAM_TEXT_CHARS, "playlist")?;
         let codecs = text_field(&started.codecs, limits::MAX_STREAM_TEXT_CHARS, "codecs")?;
-        let capture_lag_ms = capture_lag(started.capture_lag_ms);
-        let started = StreamStarted { playlist, codecs, capture_lag_ms, ..started };
+        let started = StreamStarted { playlist, codecs, ..started };
         one(self.emit(now, Audience::All, Event::StreamStarted(started)))
     }
 
@@ -90,8 +82,7 @@ impl Room {
             .map(|w| text_field(w, limits::MAX_STREAM_TEXT_CHARS, "warning"))
             .collect::<Result<Vec<_>, _>>()?;
         // For the dashboard: viewers need to know the stream is there, not its bit rate.
-        let capture_lag_ms = capture_lag(health.capture_lag_ms);
-        let health = Event::StreamHealth(StreamHealth { warnings, capture_lag_ms, ..health });
+        let health = Event::StreamHealth(StreamHealth { warnings, ..health });
         one(self.emit(now, Audience::Staff, health))
     }
 

@@ -118,6 +118,9 @@ impl Shop {
         expected: Option<&MoneyInput>,
     ) -> Handled {
         let have = self.in_cart(buyer, &sku);
+        let was_replay = self.state.carts.get(buyer).is_some_and(|cart| cart.replay);
+        // Taking a line out leaves the rest priced as they were (live or replay).
+        let replay = if quantity == 0 { was_replay } else { replay };
         if quantity > 0 {
             let lines = self.state.carts.get(buyer).map_or(0, |c| c.lines.len());
             if have == 0 && lines >= MAX_CART_LINES {
@@ -135,7 +138,6 @@ impl Shop {
                 }
             }
         }
-        let was_replay = self.state.carts.get(buyer).is_some_and(|cart| cart.replay);
         if quantity != have || replay != was_replay {
             let event =
                 Event::CartLineSet { buyer: buyer.to_string(), sku, quantity, show: c.show(), replay };
