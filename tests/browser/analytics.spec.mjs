@@ -17,7 +17,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
-import { BASE, connected, HOST_TOKEN, missing, SHOTS, SHOW, steps, usePages, WAIT, watchCsp } from './harness.mjs';
+import { BASE, connected, HOST_TOKEN, missing, SHOTS, SHOW, steps, usePages, WAIT, watchCsp, runTag } from './harness.mjs';
 
 const pages = usePages('analytics-');
 const ANALYTICS = `${BASE}/v1/shows/${encodeURIComponent(SHOW)}/analytics`;
@@ -89,7 +89,7 @@ function expectation(text, rows, counts, money, prefix) {
 
 test('the dashboard and the report show the show\'s analytics', { skip: missing, timeout: 240_000 }, async (t) => {
   const { dash, viewer } = pages;
-  const tag = Math.random().toString(36).slice(2, 8);
+  const tag = runTag();
   let before;
   let id;
   let card;

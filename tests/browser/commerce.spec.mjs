@@ -12,7 +12,7 @@
 // target/browser/ at the repository root, also when a step fails.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { BASE, connected, HOST_TOKEN, missing, SHOTS, SHOW, steps, usePages } from './harness.mjs';
+import { BASE, connected, HOST_TOKEN, missing, SHOTS, SHOW, steps, usePages, runTag } from './harness.mjs';
 
 const pages = usePages('commerce-');
 
@@ -21,7 +21,7 @@ const digits = (minor) => `${Math.trunc(minor / 100)}.${String(minor % 100).padS
 
 test('a viewer buys a pinned product in a flash deal and the host sees the order and revenue', { skip: missing, timeout: 180_000 }, async (t) => {
   const { dash, viewer } = pages;
-  const tag = Math.random().toString(36).slice(2, 8);
+  const tag = runTag();
   let id;
   let card;
   let stockBefore;

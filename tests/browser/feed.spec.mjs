@@ -11,7 +11,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
-import { BASE, HOST_TOKEN, launch, missing, SHOTS, SHOW, steps, WAIT, watchCsp } from './harness.mjs';
+import { BASE, HOST_TOKEN, launch, missing, SHOTS, SHOW, steps, WAIT, watchCsp, runTag } from './harness.mjs';
 
 const ROOM = `${BASE}/v1/rooms/${encodeURIComponent(SHOW)}`;
 const SHOP = `${BASE}/v1/shows/${encodeURIComponent(SHOW)}/shop`;
@@ -64,7 +64,7 @@ after(async () => {
 });
 
 test('a viewer who never names themselves sees the show live and buys in it', { skip: missing, timeout: 180_000 }, async (t) => {
-  const tag = Math.random().toString(36).slice(2, 8);
+  const tag = runTag();
   const pages = () => Object.values(views);
   const step = steps(t);
 

@@ -14,6 +14,15 @@ export const SHOW = process.env.LIVESHOP_SHOW || 'demo';
 /** Screenshots go to target/browser/ at the repository root. */
 export const SHOTS = resolve(dirname(fileURLToPath(import.meta.url)), '../../target/browser');
 export const WAIT = 15_000;
+
+// Words the room's chat filter passes: a random tag of letters and digits sometimes spells
+// something it refuses (leetspeak included), and the test then fails for the wrong reason.
+const WORDS = ['amber', 'birch', 'cedar', 'delta', 'ember', 'fjord', 'grove', 'heron', 'iris', 'juniper', 'kestrel', 'lupin', 'maple', 'nectar', 'olive', 'pebble'];
+
+/** A tag that tells this run's names and messages apart (4,096 of them). */
+export function runTag() {
+  return Array.from({ length: 3 }, () => WORDS[Math.floor(Math.random() * WORDS.length)]).join('-');
+}
 /** A skip reason when there is no node to drive, else false. */
 export const missing = !BASE || !HOST_TOKEN ? 'set LIVESHOP_URL and LIVESHOP_HOST_TOKEN to run against a live edge node' : false;
 

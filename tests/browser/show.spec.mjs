@@ -10,13 +10,13 @@
 // both pages go to target/browser/ at the repository root, also when a step fails.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { BASE, HOST_TOKEN, SHOW, WAIT, connected, missing, usePages } from './harness.mjs';
+import { BASE, HOST_TOKEN, SHOW, WAIT, connected, missing, usePages, runTag } from './harness.mjs';
 
 const pages = usePages();
 
 test('a viewer chats, votes and sees a pinned product while the host runs the show', { skip: missing, timeout: 180_000 }, async (t) => {
   const { dash, viewer } = pages;
-  const tag = Math.random().toString(36).slice(2, 8);
+  const tag = runTag();
 
   await t.test('both pages connect', async () => {
     await dash.goto(`${BASE}/dashboard/${encodeURIComponent(SHOW)}#token=${HOST_TOKEN}`);
