@@ -38,6 +38,11 @@ const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 /// again every few seconds in case the show goes live once more (an encoder's reconnect).
 const RECORDING: &str = "public, max-age=10";
 
+/// A playlist's `Cache-Control`: a recording's is cacheable, a live one's never.
+fn playlist_cache(ended: bool) -> &'static str {
+    if ended { RECORDING } else { "no-cache" }
+}
+
 #[derive(Debug, Default, Deserialize)]
 pub struct HlsQuery {
     #[serde(rename = "_HLS_msn")]
@@ -88,8 +93,7 @@ async fn serve(
                 s.multivariant(file).map(|text| (text, s.ended()))
             };
             if let Some((text, ended)) = ready {
-                let cache = if ended { RECORDING } else { "no-cache" };
-                return Ok(playlist_response(Bytes::from(text), cache, gzip));
+                return Ok(playlist_response(Bytes::from(text), playlist_cache(ended), gzip));
             }
             wait(&mut changes, deadline).await?;
         }
@@ -188,7 +192,7 @@ async fn media_playlist(
             let ended = s.ended();
             (s.media(rendition).ok_or_else(gone)?.live_playlist(skip), ended)
         };
-        return Ok(playlist_response(text, if ended { RECORDING } else { "no-cache" }, gzip));
+        return Ok(playlist_response(text, playlist_cache(ended), gzip));
     };
     loop {
         {

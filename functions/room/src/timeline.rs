@@ -110,14 +110,19 @@ impl Timeline {
         if *audience != Audience::All || !is_moment(event) {
             return;
         }
-        let bytes = size(event);
+        // Sized only once the counts allow it: a busy show's chat passes them in minutes.
         if matches!(event, Event::ChatMessage { .. }) {
-            if self.chat_kept as usize >= MAX_CHAT || self.chat_bytes + bytes > MAX_BYTES {
-                self.chat_dropped += 1;
-                return;
+            let bytes = if self.chat_kept as usize >= MAX_CHAT { None } else { Some(size(event)) };
+            match bytes.filter(|b| self.chat_bytes + b <= MAX_BYTES) {
+                Some(bytes) => {
+                    self.chat_kept += 1;
+                    self.chat_bytes += bytes;
+                }
+                None => {
+                    self.chat_dropped += 1;
+                    return;
+                }
             }
-            self.chat_kept += 1;
-            self.chat_bytes += bytes;
         } else if matches!(event, Event::StreamStarted(_) | Event::StreamEnded { .. }) {
             if self.stream_markers as usize >= MAX_STREAM_MARKERS {
                 return;
@@ -125,7 +130,11 @@ impl Timeline {
             self.stream_markers += 1;
         } else {
             let marks = self.moments.len() - self.chat_kept as usize - self.stream_markers as usize;
-            if marks >= MAX_MARKS || self.mark_bytes + bytes > MAX_BYTES {
+            if marks >= MAX_MARKS {
+                return;
+            }
+            let bytes = size(event);
+            if self.mark_bytes + bytes > MAX_BYTES {
                 return;
             }
             self.mark_bytes += bytes;
@@ -155,9 +164,21 @@ fn is_moment(event: &Event) -> bool {
     )
 }
 
-/// A moment's size as JSON: its event's and about that of its `at` and `media_at`.
+/// A moment's size as JSON: its event's and about that of its `at` and `media_at`. Counted as
+/// written, not kept.
 fn size(event: &Event) -> u64 {
-    serde_json::to_vec(event).map_or(0, |json| json.len() as u64) + 48
+    struct Count(u64);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len() as u64;
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    serde_json::to_writer(&mut count, event).map_or(0, |()| count.0) + 48
 }
 
 fn shift(at: Millis, lag: i64) -> Millis {

@@ -94,14 +94,10 @@ impl Shop {
 
     pub(super) fn remove_item(&mut self, c: &Call, buyer: &str, sku: &str) -> Handled {
         c.own(buyer)?;
-        if let Some(sku) = Sku::parse(sku).filter(|s| self.in_cart(buyer, s) > 0) {
-            // Taking a line out leaves the rest priced as they were (live or replay).
-            let replay = self.state.carts.get(buyer).is_some_and(|cart| cart.replay);
-            let event =
-                Event::CartLineSet { buyer: buyer.to_string(), sku, quantity: 0, show: c.show(), replay };
-            self.emit(c.now, event);
+        match Sku::parse(sku).filter(|s| self.in_cart(buyer, s) > 0) {
+            Some(sku) => self.put_line(c, buyer, (sku, 0, false), None),
+            None => self.cart_reply(c, buyer),
         }
-        self.cart_reply(c, buyer)
     }
 
     fn in_cart(&self, buyer: &str, sku: &Sku) -> u32 {
