@@ -27,6 +27,14 @@ fn url(addr: SocketAddr, sub: &str, role: Role) -> String {
     format!("ws://{addr}/v1/rooms/{ROOM}/ws?token={}", token(ROOM, sub, role))
 }
 
+/// A value from the node's metrics, by the end of its name.
+fn counter(metrics: &str, name: &str) -> u64 {
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with("liveshop_actor_") && l.split(' ').next().unwrap().ends_with(name));
+    line.and_then(|l| l.rsplit(' ').next()?.parse().ok()).unwrap_or_else(|| panic!("no {name} in {metrics}"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_chat_loses_no_acknowledged_message_and_seq_continues() {
     let dir = temp_dir("crash");
@@ -57,6 +65,12 @@ async fn kill_9_mid_chat_loses_no_acknowledged_message_and_seq_continues() {
         if f["type"] == "ack" {
             acked.insert(f["id"].as_str().unwrap().to_string(), f["seq"].as_u64().unwrap());
             if acked.len() == 150 {
+                // The pipelined messages were committed in groups: the kill lands mid-group work.
+                let (_, metrics) = http(addr, "GET", "/metrics", &[], "").await;
+                let metrics = metrics.as_str().unwrap();
+                let events = counter(metrics, "committed_events_total");
+                let commits = counter(metrics, "commit_seconds_count");
+                assert!(events > commits && commits > 0, "{events} events in {commits} commits");
                 kill9(node);
                 break;
             }

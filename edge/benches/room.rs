@@ -4,7 +4,10 @@
 //!   wasmtime (with the host's transaction, commit into `MemoryStorage` and output gate), and
 //!   their ratio;
 //! - the time to instantiate the component from its `InstancePre` with the pooling allocator,
-//!   beside an on-demand engine as the baseline.
+//!   beside an on-demand engine as the baseline;
+//! - `GET /state` on a room with 100 messages revived from storage for it (a new instance that
+//!   restores the room), beside the same request to the live room: the revival's cost without
+//!   SQLite or the network.
 //!
 //! Criterion prints its usual report per benchmark; the summary at the end is computed from the
 //! same iterations (via `iter_custom`), so nothing is measured twice.
@@ -15,7 +18,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::Criterion;
-use liveshop_edge::{ActorKind, ConnId, Env, MemoryStorage, ROOM_COMPONENT, Runtime, RuntimeConfig};
+use liveshop_edge::{
+    ActorKind, ConnId, Env, HttpRequest, MemoryStorage, ROOM_COMPONENT, Runtime, RuntimeConfig,
+};
 use liveshop_identity::{Identity, Role};
 use liveshop_room::{Epoch, Input, Output, Room, Write};
 
@@ -24,6 +29,8 @@ const VIEWERS: u64 = 100;
 /// Time between two commands; with `VIEWERS` taking turns nobody hits the chat rate limit.
 const STEP_MS: u64 = 20;
 const START_MS: u64 = 1_700_000_000_000;
+/// Chat messages in the room the revival benchmark brings back (as in `liveshop bench rooms`).
+const REVIVAL_HISTORY: u64 = 100;
 
 /// Mean time per iteration over everything a benchmark ran, warm-up included.
 #[derive(Default)]
@@ -155,6 +162,54 @@ fn instantiation(c: &mut Criterion, name: &str, kind: &ActorKind, tally: &Tally)
     });
 }
 
+/// A room's storage after `n` chat messages, each from a viewer who came, wrote and left.
+fn seeded(kind: &ActorKind, n: u64) -> MemoryStorage {
+    let env = Arc::new(BenchEnv(START_MS.into()));
+    let storage = MemoryStorage::default();
+    let mut actor = kind.instantiate("bench", Box::new(storage.clone()), [], env).unwrap();
+    for k in 0..n {
+        let (from, text) = command(k);
+        actor.on_connect(ConnId(k), viewer(from), None).unwrap();
+        actor.on_message(ConnId(k), &text).unwrap();
+        actor.on_close(ConnId(k)).unwrap();
+    }
+    storage
+}
+
+fn get_state(actor: &mut liveshop_edge::Actor) {
+    let req = HttpRequest { method: "GET".into(), path: "/state".into(), ..Default::default() };
+    let reply = actor.on_request(req).unwrap().reply.unwrap();
+    assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
+}
+
+/// `GET /state` to a hibernated room (instantiated and restored for it), then to a live one.
+fn revival(c: &mut Criterion, kind: &ActorKind, revived: &Tally, live: &Tally) {
+    let storage = seeded(kind, REVIVAL_HISTORY);
+    let env: Arc<dyn Env> = Arc::new(BenchEnv(START_MS.into()));
+    let name = format!("GET /state, hibernated room with {REVIVAL_HISTORY} messages");
+    c.bench_function(&name, |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            for _ in 0..iters {
+                get_state(
+                    &mut kind.instantiate("bench", Box::new(storage.clone()), [], env.clone()).unwrap(),
+                );
+            }
+            revived.add(iters, start.elapsed())
+        })
+    });
+    let mut actor = kind.instantiate("bench", Box::new(storage), [], env).unwrap();
+    c.bench_function(&format!("GET /state, live room with {REVIVAL_HISTORY} messages"), |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            for _ in 0..iters {
+                get_state(&mut actor);
+            }
+            live.add(iters, start.elapsed())
+        })
+    });
+}
+
 fn load(pooling: bool) -> ActorKind {
     let config = RuntimeConfig { max_actors: 16, pooling, ..RuntimeConfig::default() };
     let runtime = Runtime::new(config).unwrap();
@@ -174,11 +229,12 @@ fn main() {
     let pooled = load(true);
     let on_demand = load(false);
 
-    let (native, component, pooled_new, on_demand_new) = Default::default();
+    let [native, component, pooled_new, on_demand_new, revived, live] = Default::default();
     native_commands(&mut c, &native);
     component_commands(&mut c, &pooled, &component);
     instantiation(&mut c, "instantiate room component, pooling allocator", &pooled, &pooled_new);
     instantiation(&mut c, "instantiate room component, on demand", &on_demand, &on_demand_new);
+    revival(&mut c, &pooled, &revived, &live);
     c.final_summary();
 
     let per_sec = |t: &Tally| 1.0 / t.per_iter().as_secs_f64();
@@ -193,4 +249,12 @@ fn main() {
     println!("instantiate pooling allocator    {:>12.2?}", pooled_new.per_iter());
     println!("instantiate on demand            {:>12.2?}", on_demand_new.per_iter());
     println!("ratio       on-demand / pooling  {:>12.2}x", ratio(&on_demand_new, &pooled_new));
+    println!("== GET /state, room with {REVIVAL_HISTORY} messages ==");
+    println!("hibernated (revived for it)      {:>12.2?}", revived.per_iter());
+    println!("live                             {:>12.2?}", live.per_iter());
+    println!(
+        "revival: hibernated - live       {:>12.2?}",
+        revived.per_iter().saturating_sub(live.per_iter())
+    );
+    println!("ratio       hibernated / live    {:>12.2}x", ratio(&revived, &live));
 }

@@ -37,6 +37,9 @@ pub struct Metrics {
     pub feed_room_queries: Counter,
     /// Viewers counted by heartbeats on the feed, in every room.
     pub feed_viewers: Gauge,
+    /// Events committed, and the group commits that carried them.
+    pub committed_events: Counter,
+    commit_seconds: Histogram,
     events: Family<KindLabel, Counter>,
     event_seconds: Family<KindLabel, Histogram>,
     refused: Family<ReasonLabel, Counter>,
@@ -57,6 +60,8 @@ impl Default for Metrics {
         let timeline_requests = Counter::default();
         let feed_room_queries = Counter::default();
         let feed_viewers = Gauge::default();
+        let committed_events = Counter::default();
+        let commit_seconds = Histogram::new(exponential_buckets(1e-6, 4.0, 12));
         let events = Family::<KindLabel, Counter>::default();
         let event_seconds = Family::<KindLabel, Histogram>::new_with_constructor(|| {
             Histogram::new(exponential_buckets(1e-6, 4.0, 12))
@@ -105,8 +110,18 @@ impl Default for Metrics {
         registry.register("actor_events", "Events handled by actors, by kind", events.clone());
         registry.register(
             "actor_event_seconds",
-            "Time to handle and commit one event",
+            "Time to handle one event (without its commit, which a group of events shares)",
             event_seconds.clone(),
+        );
+        registry.register(
+            "actor_committed_events",
+            "Events committed; divided by the commit count, events per group commit",
+            committed_events.clone(),
+        );
+        registry.register(
+            "actor_commit_seconds",
+            "Time to commit one group of events in one transaction",
+            commit_seconds.clone(),
         );
         registry.register("refused", "Requests and connections refused, by reason", refused.clone());
         Metrics {
@@ -123,6 +138,8 @@ impl Default for Metrics {
             timeline_requests,
             feed_room_queries,
             feed_viewers,
+            committed_events,
+            commit_seconds,
             events,
             event_seconds,
             refused,
@@ -134,6 +151,12 @@ impl Metrics {
     pub fn event(&self, kind: &'static str, took: Duration) {
         self.events.get_or_create(&KindLabel { kind }).inc();
         self.event_seconds.get_or_create(&KindLabel { kind }).observe(took.as_secs_f64());
+    }
+
+    /// A group commit of `events` events.
+    pub fn commit(&self, events: usize, took: Duration) {
+        self.committed_events.inc_by(events as u64);
+        self.commit_seconds.observe(took.as_secs_f64());
     }
 
     pub fn refused(&self, reason: &'static str) {

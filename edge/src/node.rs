@@ -33,7 +33,9 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 /// connections copies no text.
 pub type Frame = axum::extract::ws::Utf8Bytes;
 
-use crate::actor::{Actor, ActorKind, ConnId, Connection, Effect, Env, HttpRequest, HttpResponse, Outcome};
+use crate::actor::{
+    Actor, ActorError, ActorKind, ConnId, Connection, Effect, Env, HttpRequest, HttpResponse, Outcome,
+};
 use crate::metrics::Metrics;
 use crate::sqlite::Db;
 
@@ -453,6 +455,17 @@ fn batch_gap(receivers: usize) -> Duration {
     Duration::from_secs_f64(receivers as f64 / WAKEUPS_PER_SEC)
 }
 
+/// Most events in one group commit: bounds how long the first of them waits for its ack.
+const GROUP_MAX: usize = 64;
+
+/// One event as it ran, with what its release or failure needs.
+struct Ran {
+    kind: &'static str,
+    reply: Option<oneshot::Sender<Option<HttpResponse>>>,
+    connecting: Option<ConnId>,
+    is_alarm: bool,
+}
+
 /// The task that owns one actor (a room or a shop; the name is the common case).
 struct RoomTask {
     node: Node,
@@ -492,7 +505,7 @@ impl RoomTask {
             tokio::select! {
                 msg = rx.recv() => {
                     let Some(msg) = msg else { break };
-                    self.handle_msg(msg);
+                    self.handle_group(msg, &mut rx);
                     idle_since = Instant::now();
                     if self.pending.is_empty() || due.is_some() {
                         continue;
@@ -564,7 +577,68 @@ impl RoomTask {
         self.actor.as_mut()
     }
 
-    fn handle_msg(&mut self, msg: RoomMsg) {
+    /// Handles `first` and whatever else waits in the mailbox (up to [`GROUP_MAX`]) as one
+    /// group: one commit for all, then their outcomes released in order. An idle room's group
+    /// is its one event; a busy room's backlog shares the cost of a commit.
+    fn handle_group(&mut self, first: RoomMsg, rx: &mut mpsc::Receiver<RoomMsg>) {
+        let mut held = Vec::new();
+        let mut next = Some(first);
+        while let Some(msg) = next.take() {
+            // A live actor groups; one revived by this event commits that event on its own.
+            if let Some(actor) = self.actor.as_mut() {
+                actor.begin_group();
+            }
+            let Some((result, ran)) = self.run_event(msg) else { continue };
+            match result {
+                Some(Ok(outcome)) => held.push((outcome, ran)),
+                failed => {
+                    // Its group's earlier events are whole: commit and release them first.
+                    self.commit_group(&mut held);
+                    if let Some(Err(e)) = failed {
+                        tracing::warn!(kind = self.kind.name(), id = %self.id, "event {} failed: {e}", ran.kind);
+                        self.node.0.metrics.event_failures.inc();
+                    }
+                    self.fail(ran);
+                }
+            }
+            if held.len() < GROUP_MAX {
+                next = rx.try_recv().ok();
+            }
+        }
+        self.commit_group(&mut held);
+    }
+
+    /// Commits the events of `held` together and releases them; if the commit fails, none of
+    /// them happened.
+    fn commit_group(&mut self, held: &mut Vec<(Outcome, Ran)>) {
+        if held.is_empty() {
+            return;
+        }
+        let started = Instant::now();
+        // Held events have the actor that ran them: only `fail` drops it, after committing.
+        let committed = self.actor.as_mut().map(Actor::commit_group);
+        self.node.0.metrics.commit(held.len(), started.elapsed());
+        match committed {
+            Some(Ok(())) => {
+                for (outcome, ran) in held.drain(..) {
+                    self.release(outcome, ran.reply);
+                }
+            }
+            failed => {
+                let why = failed.and_then(Result::err).map_or("no actor".into(), |e| e.to_string());
+                tracing::warn!(kind = self.kind.name(), id = %self.id, "{} events not committed: {why}", held.len());
+                self.node.0.metrics.event_failures.inc_by(held.len() as u64);
+                for (_, ran) in held.drain(..) {
+                    self.fail(ran);
+                }
+            }
+        }
+    }
+
+    /// Runs one event on the actor (reviving it if asleep); `None` when the message is for a
+    /// connection the room no longer has. Its result is `None` when the actor could not be
+    /// started (logged where that happened).
+    fn run_event(&mut self, msg: RoomMsg) -> Option<(Option<Result<Outcome, ActorError>>, Ran)> {
         let started = Instant::now();
         // What a failure of this event must undo or retry: a connection being accepted, or one
         // whose frame went unanswered (its client would wait for an ack that never comes; closed,
@@ -582,13 +656,13 @@ impl RoomTask {
             }
             RoomMsg::Message { conn, text } => {
                 if !self.conns.contains_key(&conn) {
-                    return;
+                    return None;
                 }
                 ("message", self.actor().map(|a| a.on_message(conn, &text)), None)
             }
             RoomMsg::Close { conn } => {
                 if !self.conns.contains_key(&conn) {
-                    return;
+                    return None;
                 }
                 // Revived (if asleep) while the closing connection is still among those the room
                 // gets back, so the room sees it leave: its visit ends and counts.
@@ -608,28 +682,24 @@ impl RoomTask {
         if let Some(at) = self.revived_at.take() {
             self.node.0.metrics.revive_seconds.observe(at.elapsed().as_secs_f64());
         }
-        match result {
-            Some(Ok(outcome)) => return self.release(outcome, reply),
-            Some(Err(e)) => {
-                // The actor's memory may be ahead of storage: drop it, revive on the next event.
-                tracing::warn!(kind = self.kind.name(), id = %self.id, "event {kind} failed: {e}");
-                self.node.0.metrics.event_failures.inc();
-                if self.actor.take().is_some() {
-                    self.node.0.metrics.live_actors.dec();
-                }
-            }
-            // The actor could not be started; that is logged where it happened.
-            None => {}
+        Some((result, Ran { kind, reply, connecting, is_alarm }))
+    }
+
+    /// An event that did not happen: the actor, whose memory may be ahead of storage, is dropped
+    /// (revived on the next event); whoever waits on the event is told.
+    fn fail(&mut self, ran: Ran) {
+        if self.actor.take().is_some() {
+            self.node.0.metrics.live_actors.dec();
         }
-        if let Some(reply) = reply {
+        if let Some(reply) = ran.reply {
             let _ = reply.send(None);
         }
-        if let Some(conn) = connecting {
+        if let Some(conn) = ran.connecting {
             self.conns.remove(&conn);
             self.pending.push(Out::Close(conn, CLOSE_RESTART, "the room failed: reconnect".into()));
         }
         // The stored alarm survived the failed event; try it again shortly.
-        if is_alarm {
+        if ran.is_alarm {
             self.node.set_alarm(self.kind, &self.id, Some(self.node.0.env.now() + 1000));
         }
     }

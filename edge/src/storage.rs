@@ -36,24 +36,44 @@ impl Batch {
     pub fn is_empty(&self) -> bool {
         self.writes.is_empty() && self.alarm.is_none()
     }
+
+    /// Lays `later` over this batch: its writes replace these, its alarm change wins.
+    fn absorb(&mut self, later: Batch) {
+        self.writes.extend(later.writes);
+        if later.alarm.is_some() {
+            self.alarm = later.alarm;
+        }
+    }
+
+    fn pending_under<'a>(
+        &'a self,
+        prefix: &'a str,
+    ) -> impl Iterator<Item = (&'a String, &'a Option<Vec<u8>>)> {
+        self.writes
+            .range::<str, _>((std::ops::Bound::Included(prefix), std::ops::Bound::Unbounded))
+            .take_while(move |(k, _)| k.starts_with(prefix))
+    }
 }
 
-/// The pending writes of the running event, layered over a [`Storage`].
+/// The pending writes of the running event, layered over those of earlier events held for a
+/// group commit, layered over a [`Storage`].
 #[derive(Debug, Default)]
 pub(crate) struct Transaction {
+    /// Earlier events' writes, done but not yet committed.
+    held: Batch,
     batch: Batch,
 }
 
 impl Transaction {
     pub fn get(&self, base: &dyn Storage, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
-        match self.batch.writes.get(key) {
+        match self.batch.writes.get(key).or_else(|| self.held.writes.get(key)) {
             Some(pending) => Ok(pending.clone()),
             None => base.get(key),
         }
     }
 
     pub fn list(&self, base: &dyn Storage, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StorageError> {
-        let mut pending = self.pending_under(prefix);
+        let mut pending = self.held.pending_under(prefix).chain(self.batch.pending_under(prefix)).peekable();
         let stored = base.list(prefix)?;
         if pending.peek().is_none() {
             return Ok(stored);
@@ -77,7 +97,7 @@ impl Transaction {
     }
 
     pub fn alarm(&self, base: &dyn Storage) -> Result<Option<u64>, StorageError> {
-        match self.batch.alarm {
+        match self.batch.alarm.or(self.held.alarm) {
             Some(pending) => Ok(pending),
             None => base.alarm(),
         }
@@ -87,20 +107,26 @@ impl Transaction {
         self.batch.alarm = Some(at);
     }
 
+    /// The running event's change to the alarm, if it made one.
+    pub fn pending_alarm(&self) -> Option<Option<u64>> {
+        self.batch.alarm
+    }
+
     /// Ends the event: hands over its batch and starts empty again.
     pub fn take(&mut self) -> Batch {
         std::mem::take(&mut self.batch)
     }
 
-    fn pending_under<'a>(
-        &'a self,
-        prefix: &'a str,
-    ) -> std::iter::Peekable<impl Iterator<Item = (&'a String, &'a Option<Vec<u8>>)>> {
-        self.batch
-            .writes
-            .range::<str, _>((std::ops::Bound::Included(prefix), std::ops::Bound::Unbounded))
-            .take_while(move |(k, _)| k.starts_with(prefix))
-            .peekable()
+    /// Ends the event, keeping its writes for a later [`Transaction::take_held`]: the next
+    /// events read them as if committed.
+    pub fn hold(&mut self) {
+        let batch = self.take();
+        self.held.absorb(batch);
+    }
+
+    /// Everything held since the last call, to commit as one batch.
+    pub fn take_held(&mut self) -> Batch {
+        std::mem::take(&mut self.held)
     }
 }
 
@@ -206,5 +232,34 @@ mod tests {
         base.commit(tx.take()).unwrap();
         let keys: Vec<_> = base.entries().into_keys().collect();
         assert_eq!(keys, ["chat/2", "chat/3", "polls/1"]);
+    }
+
+    #[test]
+    fn held_writes_read_as_committed_until_the_group_takes_them_in_one_batch() {
+        let mut base = MemoryStorage::default();
+        let mut seed = Transaction::default();
+        seed.put("chat/1".into(), b"a".to_vec());
+        base.commit(seed.take()).unwrap();
+
+        let mut tx = Transaction::default();
+        tx.put("chat/2".into(), b"b".to_vec());
+        tx.set_alarm(Some(5));
+        tx.hold();
+        tx.delete("chat/1".into());
+        tx.put("chat/2".into(), b"b2".to_vec());
+        assert_eq!(tx.get(&base, "chat/2").unwrap(), Some(b"b2".to_vec()));
+        assert_eq!(tx.alarm(&base).unwrap(), Some(5));
+        tx.hold();
+        tx.put("chat/3".into(), b"c".to_vec());
+        let keys: Vec<_> = tx.list(&base, "chat/").unwrap().into_iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, ["chat/2", "chat/3"]);
+        // The running event's writes are not part of the group until it holds them too.
+        drop(tx.take());
+
+        base.commit(tx.take_held()).unwrap();
+        assert_eq!(base.commits(), 2);
+        let stored: Vec<_> = base.entries().into_iter().collect();
+        assert_eq!(stored, [("chat/2".to_string(), b"b2".to_vec())]);
+        assert_eq!(base.alarm().unwrap(), Some(5));
     }
 }

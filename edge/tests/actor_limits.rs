@@ -187,3 +187,38 @@ fn a_request_gets_its_reply_after_the_commit() {
     assert_eq!(reply.status, 200);
     assert!(reply.body.is_empty());
 }
+
+#[test]
+fn a_group_commits_once_after_its_events_and_keeps_those_before_one_that_fails() {
+    let kind = kind();
+    let storage = MemoryStorage::default();
+    let mut actor = connected(&kind, &storage);
+
+    actor.begin_group();
+    let wrote = actor.on_message(ConnId(1), "w").unwrap();
+    assert_eq!(wrote.frames_to(ConnId(1)), ["hi"]);
+    assert!(storage.entries().is_empty(), "a held write reached storage before the group's commit");
+    let err = actor.on_message(ConnId(1), "spin").unwrap_err();
+    assert!(matches!(err, ActorError::Deadline { .. }), "{err}");
+    actor.commit_group().unwrap();
+    assert_eq!(storage.entries().into_iter().collect::<Vec<_>>(), [("k".to_string(), b"v".to_vec())]);
+    assert_eq!(storage.commits(), 1);
+    // The failed event poisoned the actor: it is dropped and revived, as after any failure.
+    assert!(matches!(actor.on_message(ConnId(1), "w"), Err(ActorError::Poisoned { .. })));
+}
+
+#[test]
+fn a_group_whose_commit_fails_commits_nothing_and_poisons_the_actor() {
+    let kind = kind();
+    let storage = MemoryStorage::default();
+    let mut actor = connected(&kind, &storage);
+
+    actor.begin_group();
+    actor.on_message(ConnId(1), "w").unwrap();
+    actor.on_message(ConnId(1), "w").unwrap();
+    storage.fail_commits(true);
+    let err = actor.commit_group().unwrap_err();
+    assert!(matches!(err, ActorError::Commit { .. }), "{err}");
+    assert!(storage.entries().is_empty());
+    assert!(matches!(actor.on_message(ConnId(1), "w"), Err(ActorError::Poisoned { .. })));
+}

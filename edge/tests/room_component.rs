@@ -116,6 +116,45 @@ fn viewers_chat_and_the_room_keeps_counting_after_it_hibernates() {
 }
 
 #[test]
+fn a_group_of_chat_messages_is_one_commit_and_a_revived_room_has_all_of_it() {
+    let kind = room_kind();
+    let storage = MemoryStorage::default();
+    let env = TestEnv::at(1_700_000_000_000);
+    let mut room = kind.instantiate("show-group", Box::new(storage.clone()), [], env.clone()).unwrap();
+    connect(&mut room, ANA, "ana");
+    connect(&mut room, BEN, "ben");
+    let (commits, stored) = (storage.commits(), storage.entries().len());
+
+    room.begin_group();
+    let mut seqs = Vec::new();
+    for i in 0..5 {
+        env.advance(1_000);
+        let said = room.on_message([ANA, BEN][i % 2], &chat(&format!("g{i}"), &format!("line {i}"))).unwrap();
+        seqs.push(of_type(&frames(&said, ANA), "chat.message")["seq"].as_u64().unwrap());
+    }
+    assert_eq!(
+        (storage.commits(), storage.entries().len()),
+        (commits, stored),
+        "held writes reached storage"
+    );
+    room.commit_group().unwrap();
+    assert_eq!(storage.commits(), commits + 1, "five events, one commit");
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
+
+    let open: Vec<_> = room.connections().cloned().collect();
+    drop(room);
+    let mut room = kind.instantiate("show-group", Box::new(storage.clone()), open, env.clone()).unwrap();
+    env.advance(1_000);
+    let said = room.on_message(ANA, &chat("after", "after the group")).unwrap();
+    assert_eq!(of_type(&frames(&said, ANA), "chat.message")["seq"], seqs[4] + 1);
+    let req = HttpRequest { method: "GET".into(), path: "/state".into(), ..Default::default() };
+    let state: Value = serde_json::from_slice(&room.on_request(req).unwrap().reply.unwrap().body).unwrap();
+    let history = state["state"]["history"].as_array().unwrap();
+    let texts: Vec<_> = history.iter().map(|m| m["text"].as_str().unwrap()).collect();
+    assert_eq!(texts, ["line 0", "line 1", "line 2", "line 3", "line 4", "after the group"]);
+}
+
+#[test]
 fn a_viewer_who_leaves_gets_nothing_more_and_the_rest_still_chat() {
     let kind = room_kind();
     let env = TestEnv::at(1_700_000_000_000);

@@ -837,7 +837,7 @@ fn render(plan: &Plan, node: &Side, sql: &Side) -> String {
         .map(|e| format!("{} {} x {}", e.kind, us(e.mean.as_micros() as f64), count(e.count as f64)))
         .collect::<Vec<_>>()
         .join(", ");
-    t.line("- The shop actor's events in the burst, mean time (handle + commit) x count:");
+    t.line("- The shop actor's events in the burst, mean time to handle x count (commits apart):");
     t.line(&format!("  {events}."));
     t.line("  Refused checkouts (out_of_stock) change nothing durable, but each still runs in the actor.");
     if node.sold.orders_seen < node.burst.accepted {

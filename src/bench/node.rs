@@ -146,7 +146,8 @@ pub fn metric_where(text: &str, name: &str, label: &str) -> f64 {
 }
 
 /// How many actor events of one kind the node handled between two snapshots of its metrics,
-/// and their mean time (handling and commit).
+/// and their mean time (handling; the pseudo-kind `commit` is the group commits, each carrying
+/// the events that were waiting together).
 #[derive(Debug, Clone)]
 pub struct EventTime {
     pub kind: &'static str,
@@ -154,19 +155,22 @@ pub struct EventTime {
     pub mean: Duration,
 }
 
-/// [`EventTime`]s of the kinds a room sees, between `before` and `after`; kinds with no events
-/// are left out.
+/// [`EventTime`]s of the kinds a room sees, then the group commits, between `before` and
+/// `after`; kinds with no events are left out.
 pub fn event_times(before: &str, after: &str) -> Vec<EventTime> {
-    ["connect", "message", "close", "request"]
+    let kinds = ["connect", "message", "close", "request"].map(|k| (k, "liveshop_actor_event_seconds"));
+    kinds
         .into_iter()
-        .filter_map(|kind| {
-            let label = format!("kind=\"{kind}\"");
+        .chain([("commit", "liveshop_actor_commit_seconds")])
+        .filter_map(|(kind, series)| {
+            let label =
+                if series.ends_with("event_seconds") { format!("kind=\"{kind}\"") } else { String::new() };
             let delta = |name: &str| metric_where(after, name, &label) - metric_where(before, name, &label);
-            let count = delta("liveshop_actor_event_seconds_count");
+            let count = delta(&format!("{series}_count"));
             (count > 0.0).then(|| EventTime {
                 kind,
                 count: count as u64,
-                mean: Duration::from_secs_f64(delta("liveshop_actor_event_seconds_sum").max(0.0) / count),
+                mean: Duration::from_secs_f64(delta(&format!("{series}_sum")).max(0.0) / count),
             })
         })
         .collect()
@@ -209,10 +213,12 @@ mod tests {
         let before = "liveshop_actor_event_seconds_sum{kind=\"message\"} 1.0\n\
                       liveshop_actor_event_seconds_count{kind=\"message\"} 10\n";
         let after = "liveshop_actor_event_seconds_sum{kind=\"message\"} 1.5\n\
-                     liveshop_actor_event_seconds_count{kind=\"message\"} 20\n";
+                     liveshop_actor_event_seconds_count{kind=\"message\"} 20\n\
+                     liveshop_actor_commit_seconds_sum 0.02\nliveshop_actor_commit_seconds_count 2\n";
         let times = event_times(before, after);
-        assert_eq!(times.len(), 1);
+        assert_eq!(times.len(), 2);
         assert_eq!((times[0].kind, times[0].count), ("message", 10));
         assert_eq!(times[0].mean, Duration::from_millis(50));
+        assert_eq!((times[1].kind, times[1].count, times[1].mean), ("commit", 2, Duration::from_millis(10)));
     }
 }

@@ -240,7 +240,7 @@ pub fn render(plan: &Plan, m: &Measured) -> String {
             .join(", ")
     };
     t.line(&format!(
-        "- Node's room events, mean time (handle + commit) x count: fan-out phase: {};",
+        "- Node's room events, mean time to handle x count, then the group commits that made them durable: fan-out phase: {};",
         events(&h.fanout_events)
     ));
     t.line(&format!("  commands phase: {}.", events(&h.commands_events)));
