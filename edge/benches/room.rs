@@ -75,8 +75,31 @@ const LINES: [&str; 4] = [
     "can you show the back again please",
 ];
 
-/// The n-th command: viewers take turns.
+/// Words that make each text of [`command`] new. Not digits: the filter reads those as
+/// leetspeak and holds some numbers for review.
+const COLOURS: [&str; 10] =
+    ["blue", "green", "red", "navy", "olive", "cream", "amber", "teal", "plum", "sand"];
+
+/// The n-th command: viewers take turns. Every text is new (n spelled in colours), so the filter
+/// reads each one: the cost of a chat where nobody repeats anybody.
 fn command(n: u64) -> (u64, String) {
+    let line = LINES[(n / VIEWERS) as usize % LINES.len()];
+    let mut text = line.to_string();
+    let mut rest = n;
+    loop {
+        text.push(' ');
+        text.push_str(COLOURS[(rest % 10) as usize]);
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    (n % VIEWERS, format!(r#"{{"type":"chat.send","id":"c{n}","text":"{text}"}}"#))
+}
+
+/// The n-th command of a chat that repeats itself (everyone saying the same few lines, as at a
+/// flash sale): the filter has read each text before.
+fn repeated_command(n: u64) -> (u64, String) {
     let line = LINES[(n / VIEWERS) as usize % LINES.len()];
     (n % VIEWERS, format!(r#"{{"type":"chat.send","id":"c{n}","text":"{line}"}}"#))
 }
@@ -125,7 +148,13 @@ fn native_commands(c: &mut Criterion, tally: &Tally) {
     });
 }
 
-fn component_commands(c: &mut Criterion, kind: &ActorKind, tally: &Tally) {
+fn component_commands(
+    c: &mut Criterion,
+    name: &str,
+    command: fn(u64) -> (u64, String),
+    kind: &ActorKind,
+    tally: &Tally,
+) {
     let env = Arc::new(BenchEnv(START_MS.into()));
     let storage = Box::new(MemoryStorage::default());
     let mut actor = kind.instantiate("bench", storage, [], env).unwrap();
@@ -133,7 +162,7 @@ fn component_commands(c: &mut Criterion, kind: &ActorKind, tally: &Tally) {
         actor.on_connect(ConnId(i), viewer(i), None).unwrap();
     }
     let mut n = 0;
-    c.bench_function("chat command, room component on wasmtime", |b| {
+    c.bench_function(name, |b| {
         b.iter_custom(|iters| {
             let start = Instant::now();
             for _ in 0..iters {
@@ -229,9 +258,11 @@ fn main() {
     let pooled = load(true);
     let on_demand = load(false);
 
-    let [native, component, pooled_new, on_demand_new, revived, live] = Default::default();
+    let [native, component, repeated, pooled_new, on_demand_new, revived, live] = Default::default();
     native_commands(&mut c, &native);
-    component_commands(&mut c, &pooled, &component);
+    component_commands(&mut c, "chat command, room component on wasmtime", command, &pooled, &component);
+    let name = "chat command, room component on wasmtime, texts said before";
+    component_commands(&mut c, name, repeated_command, &pooled, &repeated);
     instantiation(&mut c, "instantiate room component, pooling allocator", &pooled, &pooled_new);
     instantiation(&mut c, "instantiate room component, on demand", &on_demand, &on_demand_new);
     revival(&mut c, &pooled, &revived, &live);
@@ -246,6 +277,8 @@ fn main() {
     println!("commands/s  native room core     {:>12.0}", per_sec(&native));
     println!("commands/s  component (wasmtime) {:>12.0}", per_sec(&component));
     println!("ratio       native / component   {:>12.2}x", ratio(&component, &native));
+    println!("commands/s  component, said before {:>10.0}", per_sec(&repeated));
+    println!("ratio       said before / new    {:>12.2}x", ratio(&component, &repeated));
     println!("instantiate pooling allocator    {:>12.2?}", pooled_new.per_iter());
     println!("instantiate on demand            {:>12.2?}", on_demand_new.per_iter());
     println!("ratio       on-demand / pooling  {:>12.2}x", ratio(&on_demand_new, &pooled_new));

@@ -6,6 +6,8 @@
 //! matched on our own *skeleton* of the text (the same tricks folded away) because rustrict's
 //! custom words are process-global and a room's terms must stay the room's.
 
+use std::collections::BTreeMap;
+
 use rustrict::{Censor, Type};
 use unicode_normalization::UnicodeNormalization;
 
@@ -30,7 +32,7 @@ pub struct Rules<'a> {
 
 /// Judges text written by a viewer. Staff are not filtered for links or held, but their
 /// messages still pass the blocklist: a compromised host token should not spray slurs.
-pub fn judge(text: &str, rules: &Rules<'_>, staff: bool) -> Verdict {
+pub fn judge(text: &str, rules: &Rules<'_>, staff: bool, readings: &mut Readings) -> Verdict {
     let cleared = remove_allowed(text, rules.allowed_terms);
     let skel = skeleton(&cleared);
     if rules.blocked_terms.iter().any(|t| {
@@ -39,21 +41,10 @@ pub fn judge(text: &str, rules: &Rules<'_>, staff: bool) -> Verdict {
     }) {
         return Verdict::Refuse(ErrorCode::BlockedContent);
     }
-    let analysis = Censor::from_str(&cleared).analyze();
-    // Calibrated for shopping talk: "sexy dress" or "I hate this colour" are normal here. Only
-    // severe text, or clearly profane or offensive text, is refused; the rest of what rustrict
-    // flags waits for review. Its leetspeak reading of digits also misfires across words
-    // ("question 133"), so a refusal that rests on digits must hold without them too ("f4ck"
-    // still reads as "fck"); otherwise the text is only flagged.
-    let refused = is_refused(&analysis)
-        && (!cleared.bytes().any(|b| b.is_ascii_digit()) || {
-            let digitless: String = cleared.chars().filter(|c| !c.is_ascii_digit()).collect();
-            is_refused(&Censor::from_str(&digitless).analyze())
-        });
-    if refused {
+    let reading = readings.read(&cleared);
+    if reading.refused {
         return Verdict::Refuse(ErrorCode::BlockedContent);
     }
-    let flagged = analysis.is(Type::INAPPROPRIATE & Type::MODERATE_OR_HIGHER);
     if staff {
         return Verdict::Pass;
     }
@@ -67,8 +58,55 @@ pub fn judge(text: &str, rules: &Rules<'_>, staff: bool) -> Verdict {
     }
     match rules.review {
         ReviewMode::All => Verdict::Hold(HoldReason::PreModeration),
-        ReviewMode::Flagged if flagged => Verdict::Hold(HoldReason::Flagged),
+        ReviewMode::Flagged if reading.flagged => Verdict::Hold(HoldReason::Flagged),
         _ => Verdict::Pass,
+    }
+}
+
+/// Texts the profanity model read lately and what it said, so the same words (a flash sale's
+/// "sold!", "me too!" from hundreds of viewers) are analysed once: the analysis is most of what
+/// a chat message costs. A memo of a pure function, so it changes no verdict; bounded, never
+/// stored.
+#[derive(Debug, Default)]
+pub struct Readings(BTreeMap<String, Reading>);
+
+/// Texts [`Readings`] remembers; past that it starts over.
+const READINGS_KEPT: usize = 256;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Reading {
+    refused: bool,
+    flagged: bool,
+}
+
+impl Readings {
+    fn read(&mut self, cleared: &str) -> Reading {
+        if let Some(known) = self.0.get(cleared) {
+            return *known;
+        }
+        let reading = Reading::of(cleared);
+        if self.0.len() >= READINGS_KEPT {
+            self.0.clear();
+        }
+        self.0.insert(cleared.to_owned(), reading);
+        reading
+    }
+}
+
+impl Reading {
+    fn of(cleared: &str) -> Reading {
+        let analysis = Censor::from_str(cleared).analyze();
+        // Calibrated for shopping talk: "sexy dress" or "I hate this colour" are normal here.
+        // Only severe text, or clearly profane or offensive text, is refused; the rest of what
+        // rustrict flags waits for review. Its leetspeak reading of digits also misfires across
+        // words ("question 133"), so a refusal that rests on digits must hold without them too
+        // ("f4ck" still reads as "fck"); otherwise the text is only flagged.
+        let refused = is_refused(&analysis)
+            && (!cleared.bytes().any(|b| b.is_ascii_digit()) || {
+                let digitless: String = cleared.chars().filter(|c| !c.is_ascii_digit()).collect();
+                is_refused(&Censor::from_str(&digitless).analyze())
+            });
+        Reading { refused, flagged: analysis.is(Type::INAPPROPRIATE & Type::MODERATE_OR_HIGHER) }
     }
 }
 
@@ -240,6 +278,24 @@ pub fn address_key(ip: std::net::IpAddr) -> std::net::IpAddr {
 mod tests {
     use super::*;
 
+    /// The verdict, judged fresh and again from the memo of readings: both must agree.
+    fn judged(text: &str, rules: &Rules<'_>, staff: bool) -> Verdict {
+        let mut readings = Readings::default();
+        let fresh = judge(text, rules, staff, &mut readings);
+        assert_eq!(judge(text, rules, staff, &mut readings), fresh, "{text}: the memo changed the verdict");
+        fresh
+    }
+
+    #[test]
+    fn readings_are_bounded() {
+        let mut readings = Readings::default();
+        let r = rules(&[], &[]);
+        for n in 0..READINGS_KEPT + 10 {
+            assert_eq!(judge(&format!("line {n}"), &r, false, &mut readings), Verdict::Pass);
+        }
+        assert!(readings.0.len() <= READINGS_KEPT);
+    }
+
     #[test]
     fn the_ascii_skeleton_is_the_one_the_normalizer_gives() {
         let every: String = (0u8..128).map(char::from).collect();
@@ -264,19 +320,19 @@ mod tests {
         let blocked = vec!["scam".to_string()];
         for text in ["total scam", "S C A M", "5c4m!", "ѕсаm", "ｓｃａｍ", "s.c.a.m", "sçäm"] {
             assert_eq!(
-                judge(text, &rules(&blocked, &[]), false),
+                judged(text, &rules(&blocked, &[]), false),
                 Verdict::Refuse(ErrorCode::BlockedContent),
                 "{text}"
             );
         }
-        assert_eq!(judge("great scarf", &rules(&blocked, &[]), false), Verdict::Pass);
+        assert_eq!(judged("great scarf", &rules(&blocked, &[]), false), Verdict::Pass);
     }
 
     #[test]
     fn profanity_is_refused_even_when_disguised() {
         for text in ["fuck you", "f u c k you", "fμck you", "phuck you", "f4ck you", "sh1t"] {
             assert_eq!(
-                judge(text, &rules(&[], &[]), false),
+                judged(text, &rules(&[], &[]), false),
                 Verdict::Refuse(ErrorCode::BlockedContent),
                 "{text}"
             );
@@ -287,22 +343,22 @@ mod tests {
     fn shopping_talk_passes_and_borderline_text_waits_for_review() {
         let r = rules(&[], &[]);
         for text in ["Does it come in XL?", "is it too tight", "damn that's cheap", "I hate this colour"] {
-            assert_eq!(judge(text, &r, false), Verdict::Pass, "{text}");
+            assert_eq!(judged(text, &r, false), Verdict::Pass, "{text}");
         }
-        assert_eq!(judge("sexy dress", &r, false), Verdict::Hold(HoldReason::Flagged));
+        assert_eq!(judged("sexy dress", &r, false), Verdict::Hold(HoldReason::Flagged));
         // Digits misread as leetspeak across words are held, not refused.
-        assert_eq!(judge("nice one, question 133?", &r, false), Verdict::Hold(HoldReason::Flagged));
+        assert_eq!(judged("nice one, question 133?", &r, false), Verdict::Hold(HoldReason::Flagged));
         let off = Rules { review: ReviewMode::Off, ..r };
-        assert_eq!(judge("sexy dress", &off, false), Verdict::Pass);
+        assert_eq!(judged("sexy dress", &off, false), Verdict::Pass);
     }
 
     #[test]
     fn allowed_terms_exempt_a_product_name() {
         let blocked = vec!["ass".to_string()];
         let allowed = vec!["Glass Vase".to_string()];
-        assert_eq!(judge("I love the glass vase", &rules(&blocked, &allowed), false), Verdict::Pass);
+        assert_eq!(judged("I love the glass vase", &rules(&blocked, &allowed), false), Verdict::Pass);
         assert_eq!(
-            judge("I love the glass vase", &rules(&blocked, &[]), false),
+            judged("I love the glass vase", &rules(&blocked, &[]), false),
             Verdict::Refuse(ErrorCode::BlockedContent)
         );
     }
@@ -311,14 +367,14 @@ mod tests {
     fn links_follow_the_room_policy_and_staff_may_post_them() {
         let r = rules(&[], &[]);
         assert_eq!(
-            judge("buy at shop.example.com now", &r, false),
+            judged("buy at shop.example.com now", &r, false),
             Verdict::Refuse(ErrorCode::LinkNotAllowed)
         );
-        assert_eq!(judge("see https://x.test/a", &r, false), Verdict::Refuse(ErrorCode::LinkNotAllowed));
-        assert_eq!(judge("see https://x.test/a", &r, true), Verdict::Pass);
+        assert_eq!(judged("see https://x.test/a", &r, false), Verdict::Refuse(ErrorCode::LinkNotAllowed));
+        assert_eq!(judged("see https://x.test/a", &r, true), Verdict::Pass);
         let review = Rules { links: LinkPolicy::Review, ..r };
-        assert_eq!(judge("see https://x.test/a", &review, false), Verdict::Hold(HoldReason::Link));
-        assert_eq!(judge("no links here. Really.", &review, false), Verdict::Pass);
+        assert_eq!(judged("see https://x.test/a", &review, false), Verdict::Hold(HoldReason::Link));
+        assert_eq!(judged("no links here. Really.", &review, false), Verdict::Pass);
     }
 
     #[test]

@@ -203,6 +203,8 @@ pub struct Room {
     /// stored: the host hands the count over again every few seconds.
     feed_viewers: u32,
     buckets: BTreeMap<(String, Bucket), TokenBucket>,
+    /// The content filter's memo of texts read lately (not stored: it only saves work).
+    readings: filter::Readings,
     window: Window,
     /// The alarm last asked of the host; `None` when unknown (after a revival).
     alarm: Option<Option<Millis>>,
@@ -220,6 +222,7 @@ impl Room {
             viewer_conns: BTreeMap::new(),
             feed_viewers: 0,
             buckets: BTreeMap::new(),
+            readings: filter::Readings::default(),
             window: Window::default(),
             alarm: None,
             out: VecDeque::new(),
@@ -849,7 +852,7 @@ impl Room {
         }
     }
 
-    fn judge(&self, text: &str, staff: bool) -> Verdict {
+    fn judge(&mut self, text: &str, staff: bool) -> Verdict {
         let s = &self.state.settings;
         let rules = Rules {
             links: s.links,
@@ -857,7 +860,7 @@ impl Room {
             blocked_terms: &s.blocked_terms,
             allowed_terms: &s.allowed_terms,
         };
-        filter::judge(text, &rules, staff)
+        filter::judge(text, &rules, staff, &mut self.readings)
     }
 
     fn may_speak(&self, who: &Identity, now: Millis) -> Result<(), CommandError> {
