@@ -409,6 +409,9 @@ impl Actor {
         self.grouping = false;
         let state = self.store.data_mut();
         let batch = state.tx.take_held();
+        if batch.is_empty() {
+            return Ok(());
+        }
         if let Err(source) = state.storage.commit(batch) {
             self.poisoned = true;
             return Err(ActorError::Commit { id: state.id.clone(), event: "a group of events", source });

@@ -455,7 +455,7 @@ fn batch_gap(receivers: usize) -> Duration {
     Duration::from_secs_f64(receivers as f64 / WAKEUPS_PER_SEC)
 }
 
-/// Most events in one group commit: bounds how long the first of them waits for its ack.
+/// Most messages taken into one group commit: bounds how long the first waits for its ack.
 const GROUP_MAX: usize = 64;
 
 /// One event as it ran, with what its release or failure needs.
@@ -582,41 +582,44 @@ impl RoomTask {
     /// is its one event; a busy room's backlog shares the cost of a commit.
     fn handle_group(&mut self, first: RoomMsg, rx: &mut mpsc::Receiver<RoomMsg>) {
         let mut held = Vec::new();
-        let mut next = Some(first);
+        let (mut next, mut taken) = (Some(first), 0);
         while let Some(msg) = next.take() {
+            taken += 1;
             // A live actor groups; one revived by this event commits that event on its own.
             if let Some(actor) = self.actor.as_mut() {
                 actor.begin_group();
             }
-            let Some((result, ran)) = self.run_event(msg) else { continue };
-            match result {
-                Some(Ok(outcome)) => held.push((outcome, ran)),
-                failed => {
-                    // Its group's earlier events are whole: commit and release them first.
-                    self.commit_group(&mut held);
-                    if let Some(Err(e)) = failed {
-                        tracing::warn!(kind = self.kind.name(), id = %self.id, "event {} failed: {e}", ran.kind);
-                        self.node.0.metrics.event_failures.inc();
+            if let Some((result, ran)) = self.run_event(msg) {
+                match result {
+                    Some(Ok(outcome)) => held.push((outcome, ran)),
+                    failed => {
+                        // Its group's earlier events are whole: commit and release them first.
+                        self.commit_group(&mut held);
+                        if let Some(Err(e)) = failed {
+                            tracing::warn!(kind = self.kind.name(), id = %self.id, "event {} failed: {e}", ran.kind);
+                            self.node.0.metrics.event_failures.inc();
+                        }
+                        self.fail(ran);
                     }
-                    self.fail(ran);
                 }
             }
-            if held.len() < GROUP_MAX {
+            if taken < GROUP_MAX {
                 next = rx.try_recv().ok();
             }
         }
         self.commit_group(&mut held);
     }
 
-    /// Commits the events of `held` together and releases them; if the commit fails, none of
-    /// them happened.
+    /// Ends the actor's group: commits the events of `held` together and releases them; if the
+    /// commit fails, none of them happened.
     fn commit_group(&mut self, held: &mut Vec<(Outcome, Ran)>) {
+        let started = Instant::now();
+        // Held events have the actor that ran them: only `fail` drops it, after committing.
+        // With nothing held the batch is empty: the call only ends the group.
+        let committed = self.actor.as_mut().map(Actor::commit_group);
         if held.is_empty() {
             return;
         }
-        let started = Instant::now();
-        // Held events have the actor that ran them: only `fail` drops it, after committing.
-        let committed = self.actor.as_mut().map(Actor::commit_group);
         self.node.0.metrics.commit(held.len(), started.elapsed());
         match committed {
             Some(Ok(())) => {
